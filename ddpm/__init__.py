@@ -1,0 +1,18 @@
+"""Diffusion core: the DDPM mathematics of Bachimanchi & Volpe (2024), independent of any network."""
+
+from .diffusion import LOSSES, SAMPLERS, VARIANCES, Diffusion
+from .encoding import positional_encoding
+from .schedule import SCHEDULES, ScheduleTables, cosine_betas, linear_betas, make_betas
+
+__all__ = [
+    "Diffusion",
+    "positional_encoding",
+    "ScheduleTables",
+    "linear_betas",
+    "cosine_betas",
+    "make_betas",
+    "SCHEDULES",
+    "SAMPLERS",
+    "VARIANCES",
+    "LOSSES",
+]

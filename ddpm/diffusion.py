@@ -1,0 +1,371 @@
+"""The denoising diffusion probabilistic model of the tutorial (Ho et al. 2020), as plain math.
+
+:class:`Diffusion` owns no network: the model is an argument of every call that needs one, so any
+``nn.Module`` mapping ``(noisy image with condition channels [B, C_cond + C, H, W], time encoding
+[B, D])`` to predicted noise ``[B, C, H, W]`` works, and the math can be tested with an oracle
+model that returns the true noise.
+
+Images live in [-1, 1]. Time steps follow the tutorial's code: ``t = 0 .. T-1``, with
+``alpha_bar_{-1} = 1`` (see :mod:`ddpm.schedule`). A time argument ``t`` is either a Python int (one
+step for the whole batch, as in the sampling loop) or a long tensor [B] (one step per image).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .encoding import positional_encoding
+from .schedule import ScheduleKind, ScheduleTables, make_betas
+
+Timestep = int | torch.Tensor
+Sampler = Literal["simple", "x0"]
+Variance = Literal["beta", "beta_tilde"]
+LossKind = Literal["mse", "l1"]
+SAMPLERS: tuple[str, ...] = ("simple", "x0")
+VARIANCES: tuple[str, ...] = ("beta", "beta_tilde")
+LOSSES: tuple[str, ...] = ("mse", "l1")
+
+# One reverse step: (x_t, t, t_prev, predicted noise, z) -> x_{t_prev}; z is None on the final step.
+StepFn = Callable[[torch.Tensor, int, int, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
+
+
+class Diffusion:
+    """Forward process, posterior, reverse samplers and training loss of a DDPM.
+
+    Args:
+        steps: number of diffusion steps T (the tutorial: 2,000).
+        beta_start, beta_end: ends of the linear schedule (the tutorial: 1e-6 and 0.01).
+        schedule: ``"linear"`` (the tutorial's) or ``"cosine"`` (Nichol & Dhariwal 2021).
+        time_encoding_dim: width D of the sinusoidal time encoding passed to the model.
+        device, dtype: where and in which precision the coefficient tables live; they are computed
+            in float64 first (:class:`ddpm.schedule.ScheduleTables`).
+    """
+
+    def __init__(
+        self,
+        steps: int = 2000,
+        beta_start: float = 1e-6,
+        beta_end: float = 0.01,
+        schedule: ScheduleKind = "linear",
+        time_encoding_dim: int = 256,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.steps = steps
+        self.time_encoding_dim = time_encoding_dim
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.tables = ScheduleTables.from_betas(make_betas(schedule, steps, beta_start, beta_end)).to(
+            self.device, dtype
+        )
+        # Encoded once: the sampling loop then only indexes this table.
+        self.time_encodings = positional_encoding(
+            torch.arange(steps, device=self.device), time_encoding_dim
+        ).to(dtype)
+        # Standard deviation of each reverse step for either variance; 0 at t = 0, where Eq. 11 adds no noise.
+        self._reverse_sigma = {
+            "beta": self._no_noise_at_first_step(self.tables.beta.sqrt()),
+            "beta_tilde": self._no_noise_at_first_step((0.5 * self.tables.log_beta_tilde).exp()),
+        }
+
+    @staticmethod
+    def _no_noise_at_first_step(sigma: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.clone()
+        sigma[0] = 0.0
+        return sigma
+
+    # ------------------------------------------------------------------ helpers
+    def _at(self, table: torch.Tensor, t: Timestep, like: torch.Tensor) -> torch.Tensor:
+        """``table[t]`` shaped to broadcast against ``like`` [B, ...] (one helper for every table)."""
+        if isinstance(t, int):
+            return table[t]
+        return table[t].reshape(-1, *([1] * (like.ndim - 1)))
+
+    def encode_time(self, t: torch.Tensor) -> torch.Tensor:
+        """Time encodings [B, D] of the long tensor ``t`` [B] (Listing 11, looked up, not recomputed)."""
+        return self.time_encodings[t]
+
+    def _randn_like(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    # ---------------------------------------------------------- forward process
+    def forward_diffusion(
+        self,
+        x0: torch.Tensor,
+        t: Timestep,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 3, closed-form forward process: ``x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise``.
+
+        Args:
+            x0: clean images [B, C, H, W] in [-1, 1].
+            t: time step(s), int or long [B].
+            noise: the Gaussian noise to use, [B, C, H, W]; drawn with ``generator`` when omitted.
+
+        Returns:
+            ``(x_t, noise)``, both [B, C, H, W].
+        """
+        if noise is None:
+            noise = self._randn_like(x0, generator)
+        x_t = self._at(self.tables.sqrt_alpha_bar, t, x0) * x0 + self._at(
+            self.tables.sqrt_one_minus_alpha_bar, t, x0
+        ) * noise
+        return x_t, noise
+
+    def forward_step(
+        self,
+        x_prev: torch.Tensor,
+        t: Timestep,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Eq. 2, one forward step: ``x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) noise``.
+
+        In the code's 0-based convention step ``t`` takes ``x_{t-1}`` to ``x_t``, with ``x_{-1} = x0``,
+        so that iterating steps ``0 .. t`` reaches the ``x_t`` of Eq. 3.
+        """
+        if noise is None:
+            noise = self._randn_like(x_prev, generator)
+        return self._at(self.tables.sqrt_alpha, t, x_prev) * x_prev + self._at(
+            self.tables.beta, t, x_prev
+        ).sqrt() * noise
+
+    def forward_trajectory(
+        self,
+        x0: torch.Tensor,
+        steps: int,
+        noises: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Iterate Eq. 2 for ``steps`` steps from ``x0`` (for figures and tests).
+
+        Args:
+            x0: clean images [B, C, H, W].
+            steps: how many steps to take, at most T.
+            noises: the noise of every step [steps, B, C, H, W]; drawn with ``generator`` when omitted.
+
+        Returns:
+            ``[x_0, x_1, .., x_{steps-1}]`` stacked: [steps, B, C, H, W].
+        """
+        if not 1 <= steps <= self.steps:
+            raise ValueError(f"steps must be within 1..{self.steps}, got {steps}")
+        x, trajectory = x0, []
+        for t in range(steps):
+            x = self.forward_step(x, t, None if noises is None else noises[t], generator)
+            trajectory.append(x)
+        return torch.stack(trajectory)
+
+    # ---------------------------------------------------------------- posterior
+    def predict_x0(self, x_t: torch.Tensor, t: Timestep, noise: torch.Tensor) -> torch.Tensor:
+        """Eq. 7 / 27, the clean image from a noisy one and its noise:
+        ``x0 = sqrt(1 / alpha_bar_t) x_t - sqrt(1 / alpha_bar_t - 1) noise``."""
+        return self._at(self.tables.x0_coef_xt, t, x_t) * x_t - self._at(
+            self.tables.x0_coef_noise, t, x_t
+        ) * noise
+
+    def posterior_mean(self, x0: torch.Tensor, x_t: torch.Tensor, t: Timestep) -> torch.Tensor:
+        """Eq. 5 / 26, mean of q(x_{t-1} | x_t, x0):
+        ``sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x0 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t``."""
+        return self._at(self.tables.posterior_coef_x0, t, x_t) * x0 + self._at(
+            self.tables.posterior_coef_xt, t, x_t
+        ) * x_t
+
+    def posterior_variance(self, t: Timestep, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 6, ``beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t`` and its log
+        (floored at 1e-20, since ``beta_tilde_0 = 0``), shaped to broadcast against ``like``."""
+        return self._at(self.tables.beta_tilde, t, like), self._at(self.tables.log_beta_tilde, t, like)
+
+    def simplified_mean(self, x_t: torch.Tensor, t: Timestep, noise: torch.Tensor) -> torch.Tensor:
+        """Eq. 8 / 10, the posterior mean written with the noise:
+        ``(x_t - beta_t / sqrt(1 - alpha_bar_t) noise) / sqrt(alpha_t)``."""
+        return (x_t - self._at(self.tables.eps_coef, t, x_t) * noise) / self._at(self.tables.sqrt_alpha, t, x_t)
+
+    # ------------------------------------------------------------ reverse steps
+    def reverse_mean(
+        self,
+        x_t: torch.Tensor,
+        t: Timestep,
+        predicted_noise: torch.Tensor,
+        sampler: Sampler = "simple",
+        clamp: bool = True,
+    ) -> torch.Tensor:
+        """Mean of one reverse step.
+
+        ``"simple"``: Eq. 11's mean, the simplified posterior mean of Eq. 8 with the predicted noise.
+        ``"x0"``: Appendix B, reconstruct x0 with Eq. 27 (clamped to [-1, 1] when ``clamp``), then the
+        posterior mean of Eq. 26. Without the clamp both are the same number.
+        """
+        _check_choice("sampler", sampler, SAMPLERS)
+        if sampler == "simple":
+            return self.simplified_mean(x_t, t, predicted_noise)
+        x0 = self.predict_x0(x_t, t, predicted_noise)
+        if clamp:
+            x0 = x0.clamp(-1.0, 1.0)
+        return self.posterior_mean(x0, x_t, t)
+
+    def reverse_sigma(self, t: Timestep, like: torch.Tensor, variance: Variance) -> torch.Tensor:
+        """Standard deviation sigma_t of a reverse step: ``sqrt(beta_t)`` (Eq. 11, the tutorial) or
+        ``sqrt(beta_tilde_t)`` (Appendix B); 0 at ``t = 0``, the last step, which adds no noise."""
+        _check_choice("variance", variance, VARIANCES)
+        return self._at(self._reverse_sigma[variance], t, like)
+
+    def reverse_step(
+        self,
+        x_t: torch.Tensor,
+        t: Timestep,
+        predicted_noise: torch.Tensor,
+        z: torch.Tensor | None,
+        sampler: Sampler = "simple",
+        variance: Variance = "beta",
+        clamp: bool = True,
+    ) -> torch.Tensor:
+        """One reverse step ``x_{t-1} = mu + sigma_t z`` (Eq. 11, or Appendix B with ``sampler="x0"``).
+
+        Args:
+            x_t: noisy images [B, C, H, W].
+            t: current step, int or long [B].
+            predicted_noise: the model's noise estimate [B, C, H, W].
+            z: standard Gaussian noise [B, C, H, W]; ``None`` takes the mean (as at ``t = 0``).
+        """
+        mean = self.reverse_mean(x_t, t, predicted_noise, sampler, clamp)
+        if z is None:
+            return mean
+        return mean + self.reverse_sigma(t, x_t, variance) * z
+
+    # ---------------------------------------------------------------- sampling
+    def run_chain(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        timesteps: Sequence[int],
+        step: StepFn,
+        condition: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        save_steps: Sequence[int] | None = None,
+        progress: bool = True,
+        model_kwargs: dict | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run ``step`` along ``timesteps`` (descending) from ``x``; the loop every sampler shares.
+
+        The model sees ``cat([condition, x_t], dim=1)`` (the low-resolution image as extra input
+        channels, as in the tutorial) or ``x_t`` alone when ``condition`` is None. Nothing in the
+        loop synchronises with the device: time encodings are looked up, coefficients are indexed
+        by Python ints, and the noise is drawn into one reused buffer.
+
+        Returns:
+            ``(x_final, saved)``: the last images and, for each ``t`` in ``save_steps`` met on the way,
+            the images right after that step, in the order they were produced.
+        """
+        model_kwargs = model_kwargs or {}
+        wanted = set(save_steps or ())
+        batch = x.shape[0]
+        z = torch.empty_like(x)
+        saved = []
+        schedule = list(timesteps)
+        for i, t in enumerate(tqdm(schedule, desc="reverse diffusion", disable=not progress, leave=False)):
+            t_prev = schedule[i + 1] if i + 1 < len(schedule) else -1
+            model_input = x if condition is None else torch.cat([condition, x], dim=1)
+            predicted_noise = model(model_input, self.time_encodings[t].expand(batch, -1), **model_kwargs)
+            noise = z.normal_(generator=generator) if t_prev >= 0 else None
+            x = step(x, t, t_prev, predicted_noise.to(x.dtype), noise)
+            if t in wanted:
+                saved.append(x)
+        return x, saved
+
+    def initial_noise(
+        self,
+        shape: Sequence[int] | None,
+        condition: torch.Tensor | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """x_T ~ N(0, I) of ``shape``; by default one channel at the condition's batch and size."""
+        if shape is None:
+            if condition is None:
+                raise ValueError("give the sample shape [B, C, H, W] for unconditional sampling")
+            shape = (condition.shape[0], 1, *condition.shape[2:])
+        return torch.randn(tuple(shape), generator=generator, device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def reverse_diffusion(
+        self,
+        model: nn.Module,
+        condition: torch.Tensor | None = None,
+        shape: Sequence[int] | None = None,
+        sampler: Sampler = "simple",
+        variance: Variance | None = None,
+        clamp: bool = True,
+        generator: torch.Generator | None = None,
+        save_steps: Sequence[int] | None = None,
+        progress: bool = True,
+        model_kwargs: dict | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Sample with all T ancestral steps, Eq. 11 (``sampler="simple"``) or Appendix B (``"x0"``).
+
+        Args:
+            model: noise predictor, called as ``model(x, t_encoding, **model_kwargs)``.
+            condition: low-resolution images [B, C_cond, H, W] in [-1, 1], or None (unconditional).
+            shape: shape of the samples [B, C, H, W]; defaults to one channel at the condition's size.
+            variance: ``"beta"`` or ``"beta_tilde"``; by default each sampler's own (beta for Eq. 11
+                as in the tutorial, beta_tilde for Appendix B).
+            clamp: clamp the reconstructed x0 to [-1, 1] (Appendix B only).
+            save_steps: time steps whose result to keep as well.
+
+        Returns:
+            images [B, C, H, W]; with ``save_steps``, ``(images, saved [S, B, C, H, W])`` in sampling order.
+        """
+        _check_choice("sampler", sampler, SAMPLERS)
+        variance = variance or ("beta" if sampler == "simple" else "beta_tilde")
+        _check_choice("variance", variance, VARIANCES)
+        x = self.initial_noise(shape, condition, generator)
+        if condition is not None:
+            condition = condition.to(self.device, self.dtype)
+
+        def step(x_t, t, t_prev, predicted_noise, z):
+            return self.reverse_step(x_t, t, predicted_noise, z, sampler, variance, clamp)
+
+        images, saved = self.run_chain(
+            model, x, range(self.steps - 1, -1, -1), step, condition, generator, save_steps, progress, model_kwargs
+        )
+        if save_steps is None:
+            return images
+        return images, torch.stack(saved) if saved else images.new_empty(0, *images.shape)
+
+    # -------------------------------------------------------------------- loss
+    def training_loss(
+        self,
+        model: nn.Module,
+        x0: torch.Tensor,
+        condition: torch.Tensor | None = None,
+        loss: LossKind = "mse",
+        generator: torch.Generator | None = None,
+        model_kwargs: dict | None = None,
+    ) -> torch.Tensor:
+        """Eq. 12-13: ``|| noise - model(x_t, t) ||`` with ``t ~ U{0 .. T-1}`` and x_t from Eq. 3.
+
+        Args:
+            x0: clean targets [B, C, H, W] in [-1, 1].
+            condition: low-resolution inputs [B, C_cond, H, W], concatenated before x_t (Listing 19).
+            loss: ``"mse"`` (the tutorial's first run) or ``"l1"`` (its second).
+            generator: draws t and the noise (must live on x0's device).
+
+        Returns:
+            the scalar loss, averaged over pixels and images, in float32.
+        """
+        _check_choice("loss", loss, LOSSES)
+        t = torch.randint(0, self.steps, (x0.shape[0],), device=x0.device, generator=generator)
+        x_t, noise = self.forward_diffusion(x0, t, generator=generator)
+        model_input = x_t if condition is None else torch.cat([condition, x_t], dim=1)
+        predicted = model(model_input, self.encode_time(t), **(model_kwargs or {}))
+        criterion = F.mse_loss if loss == "mse" else F.l1_loss
+        return criterion(predicted.float(), noise.float())
