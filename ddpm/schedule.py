@@ -86,10 +86,14 @@ class ScheduleTables:
         """Derive all tables from betas [T] (computed in float64 whatever ``beta``'s dtype)."""
         beta = beta.to(torch.float64)
         alpha = 1.0 - beta
-        alpha_bar = torch.cumprod(alpha, dim=0)
+        # Summing logs keeps 1 - alpha_bar to full relative precision: with beta_0 = 1e-6,
+        # 1 - cumprod(alpha) would lose ten digits and bias the posterior coefficients by 1e-10.
+        log_alpha_bar = torch.cumsum(torch.log1p(-beta), dim=0)
+        alpha_bar = log_alpha_bar.exp()
+        one_minus_alpha_bar = -torch.expm1(log_alpha_bar)
         alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
-        one_minus_alpha_bar = 1.0 - alpha_bar
-        beta_tilde = (1.0 - alpha_bar_prev) / one_minus_alpha_bar * beta
+        one_minus_alpha_bar_prev = torch.cat([alpha_bar.new_zeros(1), one_minus_alpha_bar[:-1]])
+        beta_tilde = one_minus_alpha_bar_prev / one_minus_alpha_bar * beta
         return cls(
             beta=beta,
             alpha=alpha,
@@ -99,9 +103,9 @@ class ScheduleTables:
             sqrt_alpha_bar=alpha_bar.sqrt(),
             sqrt_one_minus_alpha_bar=one_minus_alpha_bar.sqrt(),
             x0_coef_xt=(1.0 / alpha_bar).sqrt(),
-            x0_coef_noise=(1.0 / alpha_bar - 1.0).sqrt(),
+            x0_coef_noise=(one_minus_alpha_bar / alpha_bar).sqrt(),
             posterior_coef_x0=alpha_bar_prev.sqrt() * beta / one_minus_alpha_bar,
-            posterior_coef_xt=alpha.sqrt() * (1.0 - alpha_bar_prev) / one_minus_alpha_bar,
+            posterior_coef_xt=alpha.sqrt() * one_minus_alpha_bar_prev / one_minus_alpha_bar,
             eps_coef=beta / one_minus_alpha_bar.sqrt(),
             beta_tilde=beta_tilde,
             log_beta_tilde=beta_tilde.clamp(min=LOG_VARIANCE_FLOOR).log(),
