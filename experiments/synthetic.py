@@ -189,13 +189,14 @@ def render_pairs(
     return gt.numpy(), np.stack(inputs), np.array(levels)
 
 
-def file_name(index: int) -> str:
-    return f"{index:05d}.tif"
+def file_name(split: str, index: int) -> str:
+    """BioSR's names: 1-based, 8 digits for training / validation (``00000001.tif``), 3 for test (``001.tif``)."""
+    return f"{index + 1:0{3 if split == 'test' else 8}d}.tif"
 
 
-def _write(folder: Path, start: int, images: np.ndarray, pool: ThreadPoolExecutor) -> None:
+def _write(folder: Path, split: str, start: int, images: np.ndarray, pool: ThreadPoolExecutor) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    list(pool.map(lambda item: tifffile.imwrite(folder / file_name(start + item[0]), item[1]),
+    list(pool.map(lambda item: tifffile.imwrite(folder / file_name(split, start + item[0]), item[1]),
                   enumerate(images.astype(np.float32))))
 
 
@@ -220,14 +221,14 @@ def generate(
         for split, prefix, count in (("train", "training", train), ("validate", "validate", validate)):
             for start in range(0, count, batch):
                 gt, wf, _ = render_pairs(split, range(start, min(start + batch, count)), seed, config)
-                _write(out / f"{prefix}_gt", start, gt, pool)
-                _write(out / f"{prefix}_wf", start, wf, pool)
+                _write(out / f"{prefix}_gt", split, start, gt, pool)
+                _write(out / f"{prefix}_wf", split, start, wf, pool)
         for start in range(0, test_per_level, batch):
             indices = range(start, min(start + batch, test_per_level))
             gt, wf_levels, _ = render_pairs("test", indices, seed, config, levels=list(range(1, 10)))
-            _write(out / "test_gt", start, gt, pool)
+            _write(out / "test_gt", "test", start, gt, pool)
             for level_name, wf in zip(TEST_LEVELS, wf_levels):
-                _write(out / "test_wf" / level_name, start, wf, pool)
+                _write(out / "test_wf" / level_name, "test", start, wf, pool)
 
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -268,8 +269,9 @@ def save_preview(root: Path, figure: Path, index: int = 0) -> None:
     import matplotlib.pyplot as plt
 
     root = Path(root)
-    target = tifffile.imread(root / "test_gt" / file_name(index))
-    inputs = {level: tifffile.imread(root / "test_wf" / level / file_name(index)) for level in ("level_01", "level_09")}
+    name = file_name("test", index)
+    target = tifffile.imread(root / "test_gt" / name)
+    inputs = {level: tifffile.imread(root / "test_wf" / level / name) for level in ("level_01", "level_09")}
     line = cross_section(target)
     panels = [(f"input, {level} (widefield)", image) for level, image in inputs.items()]
     panels.append(("target (SIM-like)", target))

@@ -1,0 +1,51 @@
+"""Fetch the real BioSR microtubule data (about 12 GB) by cloning the tutorial authors' repository.
+
+    python -m experiments.get_data [--dest biosr_dataset]
+
+Does nothing when ``--dest`` already exists. On failure it says what to do and exits non-zero.
+"""
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+BIOSR_URL = "https://github.com/DeepTrackAI/biosr_dataset"
+
+
+def fetch(dest: Path, url: str = BIOSR_URL) -> int:
+    """Clone ``url`` into ``dest`` unless ``dest`` exists; returns a process exit status."""
+    if dest.exists():
+        print(f"{dest} already exists; nothing to do (delete it to download again)")
+        return 0
+    if shutil.which("git") is None:
+        print("error: git is not installed; install git, or download the repository's files from "
+              f"{url} into {dest}", file=sys.stderr)
+        return 1
+    print(f"cloning {url} into {dest}: about 12 GB, this takes a while (and that much free disk)")
+    result = subprocess.run(["git", "clone", url, str(dest)])
+    if result.returncode != 0:
+        shutil.rmtree(dest, ignore_errors=True)  # a partial clone would pass the 'exists' check next time
+        print(
+            f"error: `git clone {url} {dest}` failed (exit {result.returncode}). Check your internet "
+            "connection and free disk space (about 12 GB), then run `make data` again; or download the "
+            f"repository by other means into {dest}. Without the real data, `make synthetic-data` writes "
+            "a small look-alike in the same layout.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"done: the loader takes {dest} (or {dest}/BioSR/Microtubules) as its root")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dest", type=Path, default=Path("biosr_dataset"))
+    parser.add_argument("--url", default=BIOSR_URL)
+    args = parser.parse_args(argv)
+    sys.exit(fetch(args.dest, args.url))
+
+
+if __name__ == "__main__":
+    main()
