@@ -1,5 +1,6 @@
 """Diffusion core: the DDPM mathematics of Bachimanchi & Volpe (2024), independent of any network."""
 
+from .ddim import SPACINGS, DDIMCoefficients, check_timesteps, ddim_coefficients, ddim_sample, ddim_step, ddim_timesteps
 from .diffusion import LOSSES, SAMPLERS, VARIANCES, Diffusion
 from .encoding import positional_encoding
 from .schedule import SCHEDULES, ScheduleTables, cosine_betas, linear_betas, make_betas
@@ -15,4 +16,11 @@ __all__ = [
     "SAMPLERS",
     "VARIANCES",
     "LOSSES",
+    "ddim_timesteps",
+    "check_timesteps",
+    "ddim_coefficients",
+    "DDIMCoefficients",
+    "ddim_step",
+    "ddim_sample",
+    "SPACINGS",
 ]

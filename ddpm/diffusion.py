@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import ddim
 from .encoding import positional_encoding
 from .schedule import ScheduleKind, ScheduleTables, make_betas
 
@@ -369,3 +370,7 @@ class Diffusion:
         predicted = model(model_input, self.encode_time(t), **(model_kwargs or {}))
         criterion = F.mse_loss if loss == "mse" else F.l1_loss
         return criterion(predicted.float(), noise.float())
+
+    # -------------------------------------------------------------------- DDIM
+    # Song et al. (2021): sampling on a subset of the trained steps, written in ddpm/ddim.py.
+    ddim_sample = ddim.ddim_sample

@@ -1,0 +1,228 @@
+"""DDIM sampling (Song, Meng & Ermon 2021): the same trained noise predictor, far fewer steps.
+
+A DDIM step jumps from step ``t`` to any earlier step ``t_prev`` of a chosen subset of the T trained
+steps (Song et al., Eq. 12 and 16):
+
+    x0     = Eq. 7 / 27 from x_t and the predicted noise, optionally clamped to [-1, 1]
+    sigma  = eta * sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_prev)
+    x_prev = sqrt(alpha_bar_prev) x0 + sqrt(1 - alpha_bar_prev - sigma^2) noise + sigma z
+
+with ``alpha_bar_prev = alpha_bar_{t_prev}`` and ``alpha_bar_{-1} = 1`` after the last step, where
+the step returns x0 itself. ``eta = 0`` is deterministic given x_T; ``eta = 1`` on all T steps has
+the mean and variance of the x0-reconstruction sampler of Appendix B with beta_tilde.
+
+The step coefficients are computed once per chain, in float64, and used as Python floats: the
+loop then neither gathers from tables nor synchronises with the device, and
+``1 - alpha_bar_t / alpha_bar_prev`` (as small as beta_0 = 1e-6 on the tutorial's schedule) keeps
+its precision even when the model runs in float32.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Sequence
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:  # only for annotations: diffusion.py imports this module
+    from .diffusion import Diffusion
+
+Spacing = Literal["uniform", "quadratic"]
+SPACINGS: tuple[str, ...] = ("uniform", "quadratic")
+DEFAULT_DDIM_STEPS = 50
+# Exponent of the spacing curve: "quadratic" crowds the steps towards t = 0, where the image takes
+# its fine detail (Song et al. use it for CIFAR-10).
+_SPACING_POWER = {"uniform": 1, "quadratic": 2}
+
+
+# ------------------------------------------------------------------ time steps
+def ddim_timesteps(steps_total: int, num_steps: int, spacing: Spacing = "uniform") -> list[int]:
+    """``num_steps`` of the trained steps ``0 .. steps_total - 1``, in sampling (descending) order.
+
+    Both ends are always included: the chain starts at ``T - 1``, where x_T ~ N(0, I) is what the
+    model was trained on, and ends at ``0``, the least noisy prediction of x0. The steps between
+    are ``t_i = i + round(f(i / (n - 1)) * (T - n))`` with ``f(u) = u`` (``"uniform"``: evenly
+    spaced, ``round(i (T - 1) / (n - 1))``) or ``f(u) = u^2`` (``"quadratic"``), which is strictly
+    increasing in ``i`` by construction, so there are never duplicates.
+
+    Returns:
+        ``num_steps`` distinct ints, from ``T - 1`` down to ``0`` (just ``[T - 1]`` for one step).
+    """
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown DDIM spacing {spacing!r}; choose one of {SPACINGS}")
+    if not 1 <= num_steps <= steps_total:
+        raise ValueError(
+            f"the number of DDIM steps must be within 1..{steps_total} (the trained steps T), got {num_steps}"
+        )
+    if num_steps == 1:
+        return [steps_total - 1]
+    power, last, extra = _SPACING_POWER[spacing], num_steps - 1, steps_total - num_steps
+    # Integer round-half-up of extra * (i / last)^power: exact, with no float ties.
+    ascending = [i + (2 * extra * i**power + last**power) // (2 * last**power) for i in range(num_steps)]
+    return ascending[::-1]
+
+
+def check_timesteps(timesteps: Sequence[int], steps_total: int) -> list[int]:
+    """Validate a user-chosen subset of the trained steps and return it in sampling (descending) order.
+
+    The steps must be distinct integers within ``0 .. steps_total - 1``; their order does not matter.
+    Sampling starts from x_T ~ N(0, I), so the largest step should be ``T - 1`` (or close to it).
+    """
+    try:
+        steps = [operator.index(t) for t in timesteps]
+    except TypeError:
+        raise TypeError(f"DDIM timesteps must be integers, got {list(timesteps)!r}") from None
+    if not steps:
+        raise ValueError("DDIM timesteps are empty; give at least one trained step, e.g. [T - 1]")
+    outside = sorted({t for t in steps if not 0 <= t < steps_total})
+    if outside:
+        raise ValueError(
+            f"DDIM timesteps must lie within 0..{steps_total - 1} (the trained steps); got {outside}"
+        )
+    if len(set(steps)) != len(steps):
+        repeated = sorted({t for t in steps if steps.count(t) > 1})
+        raise ValueError(f"DDIM timesteps must be distinct; repeated: {repeated}")
+    return sorted(steps, reverse=True)
+
+
+# ------------------------------------------------------------------ one step
+@dataclass(frozen=True)
+class DDIMCoefficients:
+    """The numbers of one DDIM step ``t -> t_prev`` (Song et al., Eq. 12 and 16), from float64."""
+
+    x0_coef: float  # sqrt(alpha_bar_prev)
+    noise_coef: float  # sqrt(1 - alpha_bar_prev - sigma^2)
+    sigma: float  # eta * sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) * sqrt(1 - alpha_bar_t / alpha_bar_prev)
+
+
+def ddim_coefficients(diffusion: Diffusion, timesteps: Sequence[int], eta: float) -> dict[int, DDIMCoefficients]:
+    """Coefficients of every step of a chain along ``timesteps`` (descending, as run by the sampler).
+
+    The step from ``timesteps[i]`` goes to ``timesteps[i + 1]``, and the last one to ``-1``
+    (``alpha_bar_{-1} = 1``: x0 itself, with no noise). Computed in float64 from the betas through
+    ``log alpha_bar`` and ``expm1``, so that ``1 - alpha_bar`` and ``1 - alpha_bar_t / alpha_bar_prev``
+    keep full relative precision.
+
+    Args:
+        timesteps: distinct steps in ``0 .. T - 1``, descending (see :func:`ddim_timesteps`).
+        eta: 0 (deterministic DDIM) .. 1 (the variance of the DDPM posterior on consecutive steps).
+
+    Returns:
+        ``{t: DDIMCoefficients}`` for each ``t`` in ``timesteps``.
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"DDIM eta must be within [0, 1] (0: deterministic, 1: DDPM-like), got {eta}")
+    steps = list(timesteps)
+    if steps != check_timesteps(steps, diffusion.steps):
+        raise ValueError(f"DDIM timesteps must be in descending (sampling) order, got {steps}")
+    beta = diffusion.tables.beta.detach().to("cpu", torch.float64)
+    log_alpha_bar = torch.cumsum(torch.log1p(-beta), dim=0)
+    log_now = log_alpha_bar[steps]
+    # alpha_bar_{-1} = 1, i.e. log 0, after the last step.
+    log_prev = torch.cat([log_alpha_bar[steps[1:]], log_now.new_zeros(1)])
+    one_minus_now = -torch.expm1(log_now)
+    one_minus_prev = -torch.expm1(log_prev)
+    one_minus_ratio = -torch.expm1(log_now - log_prev)
+    variance = eta**2 * one_minus_prev / one_minus_now * one_minus_ratio
+    # eta <= 1 keeps the variance below 1 - alpha_bar_prev; the floor only absorbs round-off.
+    noise_coef = (one_minus_prev - variance).clamp(min=0.0).sqrt()
+    rows = zip(steps, log_prev.mul(0.5).exp().tolist(), noise_coef.tolist(), variance.sqrt().tolist())
+    return {t: DDIMCoefficients(x0_coef, noise, sigma) for t, x0_coef, noise, sigma in rows}
+
+
+def ddim_step(
+    diffusion: Diffusion,
+    x_t: torch.Tensor,
+    t: int,
+    predicted_noise: torch.Tensor,
+    z: torch.Tensor | None,
+    coefficients: DDIMCoefficients,
+    clamp: bool = True,
+) -> torch.Tensor:
+    """One DDIM step, Song et al. Eq. 12: ``sqrt(alpha_bar_prev) x0 + sqrt(1 - alpha_bar_prev - sigma^2) noise + sigma z``.
+
+    x0 comes from Eq. 7 / 27. With ``clamp`` it is clamped to [-1, 1] and the noise re-derived from
+    Eq. 3 so that x0 and the noise still add up to x_t: then, with eta = 1 on consecutive steps, the
+    step equals Appendix B's clamped posterior mean exactly, clamp or not.
+
+    Args:
+        x_t: noisy images [B, C, H, W] at step ``t`` (a Python int, the same for the whole batch).
+        predicted_noise: the model's noise estimate [B, C, H, W].
+        z: standard Gaussian noise [B, C, H, W]; ``None`` (or ``sigma = 0``) adds none.
+        coefficients: this step's numbers, from :func:`ddim_coefficients`.
+
+    Returns:
+        x_{t_prev} [B, C, H, W]; x0 itself on the last step (``t_prev = -1``).
+    """
+    x0 = diffusion.predict_x0(x_t, t, predicted_noise)
+    noise = predicted_noise
+    if clamp:
+        x0 = x0.clamp(-1.0, 1.0)
+        tables = diffusion.tables
+        noise = (x_t - tables.sqrt_alpha_bar[t] * x0) / tables.sqrt_one_minus_alpha_bar[t]
+    x_prev = coefficients.x0_coef * x0 + coefficients.noise_coef * noise
+    if z is None or coefficients.sigma == 0.0:
+        return x_prev
+    return x_prev + coefficients.sigma * z
+
+
+# ------------------------------------------------------------------ sampling
+@torch.inference_mode()
+def ddim_sample(
+    diffusion: Diffusion,
+    model: nn.Module,
+    condition: torch.Tensor | None = None,
+    shape: Sequence[int] | None = None,
+    num_steps: int | None = None,
+    eta: float = 0.0,
+    timesteps: Sequence[int] | None = None,
+    spacing: Spacing = "uniform",
+    clamp: bool = True,
+    generator: torch.Generator | None = None,
+    x_T: torch.Tensor | None = None,
+    save_steps: Sequence[int] | None = None,
+    progress: bool = True,
+    model_kwargs: dict | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Sample with DDIM on a subset of the trained steps (also ``Diffusion.ddim_sample``).
+
+    Runs :meth:`Diffusion.run_chain`, the loop every sampler shares, with :func:`ddim_step`.
+
+    Args:
+        model: noise predictor, called as ``model(x, t_encoding, **model_kwargs)``.
+        condition: low-resolution images [B, C_cond, H, W] in [-1, 1], or None (unconditional).
+        shape: shape of the samples [B, C, H, W]; defaults to one channel at the condition's size.
+        num_steps: how many steps (network evaluations), spread by ``spacing`` over ``0 .. T - 1``
+            (:func:`ddim_timesteps`); 50 when neither this nor ``timesteps`` is given.
+        eta: 0 for deterministic DDIM, up to 1 for DDPM-like noise.
+        timesteps: the steps to use instead, any distinct ints in ``0 .. T - 1`` (:func:`check_timesteps`).
+        clamp: clamp each reconstructed x0 to [-1, 1] (see :func:`ddim_step`).
+        generator: draws x_T (unless given) and the noise of each step when ``eta > 0``.
+        x_T: the images to start from [B, C, H, W]; drawn from N(0, I) when omitted.
+        save_steps: time steps whose result to keep as well.
+
+    Returns:
+        images [B, C, H, W]; with ``save_steps``, ``(images, saved [S, B, C, H, W])`` in sampling order.
+    """
+    if num_steps is not None and timesteps is not None:
+        raise ValueError("give either num_steps or timesteps for DDIM sampling, not both")
+    if timesteps is None:
+        chain = ddim_timesteps(diffusion.steps, num_steps or DEFAULT_DDIM_STEPS, spacing)
+    else:
+        chain = check_timesteps(timesteps, diffusion.steps)
+    coefficients = ddim_coefficients(diffusion, chain, eta)
+    x = diffusion.initial_noise(shape, condition, generator) if x_T is None else x_T.to(diffusion.device, diffusion.dtype)
+    if condition is not None:
+        condition = condition.to(diffusion.device, diffusion.dtype)
+
+    def step(x_t, t, t_prev, predicted_noise, z):
+        return ddim_step(diffusion, x_t, t, predicted_noise, z, coefficients[t], clamp)
+
+    images, saved = diffusion.run_chain(
+        model, x, chain, step, condition, generator, save_steps, progress, model_kwargs
+    )
+    if save_steps is None:
+        return images
+    return images, torch.stack(saved) if saved else images.new_empty(0, *images.shape)
