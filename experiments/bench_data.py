@@ -10,6 +10,7 @@ default collation). The target is at least 20,000 pairs/s on a 2-core CPU.
 """
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +43,8 @@ def loader_rate(loader: DataLoader, epochs: int) -> float:
 
 
 def run(root: Path, split: str, batch_size: int, direct_pairs: int, epochs: int) -> None:
-    print(f"data: {root} ({split})")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"data: {root} ({split}); {os.cpu_count()} CPUs, load average {load} (other work slows every figure)")
     print(f"direct TIF reads (cache=False):      {direct_read_rate(root, split, direct_pairs):>10,.0f} pairs/s")
     started = time.perf_counter()
     dataset = PairedImageDataset(root, split, cache=True)

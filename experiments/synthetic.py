@@ -241,24 +241,28 @@ def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
             + (1 - fx) * fy * image[y0 + 1, x0] + fx * fy * image[y0 + 1, x0 + 1])
 
 
-def cross_section(target: np.ndarray, half_length: int = 12) -> tuple[np.ndarray, np.ndarray]:
-    """A line across a filament of ``target``: (x, y) sample points [2, 2 * half_length + 1].
+def cross_section(target: np.ndarray, half_length: int = 12, candidates: int = 64) -> np.ndarray:
+    """A line across an isolated filament of ``target``: (x, y) sample points [2, 2 * half_length + 1].
 
-    Centred on the brightest pixel away from the border, along the direction in which the target's
-    profile is narrowest (perpendicular to the filament).
+    Among up to ``candidates`` bright pixels away from the border, the one whose narrowest profile
+    (over 36 directions) is narrowest overall: a single filament crossed at a right angle, not a crossing.
     """
     margin = half_length + 1
     inner = target[margin:-margin, margin:-margin]
-    cy, cx = np.unravel_index(np.argmax(inner), inner.shape)
-    cy, cx = cy + margin, cx + margin
+    bright = np.flatnonzero(inner >= np.quantile(inner, 0.99))
+    bright = bright[np.linspace(0, len(bright) - 1, min(candidates, len(bright))).astype(int)]
     offsets = np.arange(-half_length, half_length + 1, dtype=float)
+    angles = np.linspace(0, np.pi, 36, endpoint=False)
 
-    def width(angle: float) -> float:
-        profile = _bilinear(target, cx + offsets * np.cos(angle), cy + offsets * np.sin(angle))
-        return float((profile * offsets**2).sum() / profile.sum())
+    def line(flat: int, angle: float) -> np.ndarray:
+        cy, cx = np.unravel_index(flat, inner.shape)
+        return np.stack([cx + margin + offsets * np.cos(angle), cy + margin + offsets * np.sin(angle)])
 
-    angle = min(np.linspace(0, np.pi, 36, endpoint=False), key=width)
-    return np.stack([cx + offsets * np.cos(angle), cy + offsets * np.sin(angle)])
+    def width(points: np.ndarray) -> float:
+        profile = _bilinear(target, *points)
+        return float((profile * offsets**2).sum() / max(profile.sum(), 1e-12))
+
+    return min((line(flat, angle) for flat in bright for angle in angles), key=width)
 
 
 def save_preview(root: Path, figure: Path, index: int = 0) -> None:

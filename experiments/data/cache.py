@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,6 @@ from experiments.data.layout import DatasetError
 
 CACHE_DIRNAME = ".cache"
 FORMAT_VERSION = 1
-_READ_THREADS = min(8, os.cpu_count() or 1)
 
 
 def folder_fingerprint(paths: Sequence[Path], settings: dict) -> str:
@@ -58,25 +56,22 @@ def build_cache(
 ) -> None:
     """Write ``read(path)`` for every path into the ``.npy`` file ``target`` as float32 [N, *shape].
 
-    Each read image must have ``shape`` (an error names the file otherwise). Reads run in a few
-    threads (TIF decoding releases the GIL for I/O). Written to a temporary file, then renamed.
+    Each read image must have ``shape`` (an error names the file otherwise). Written to a temporary
+    file, then renamed. (Reading in threads was measured slower than this plain loop: decoding holds the GIL.)
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(len(paths), *shape))
     try:
-        with ThreadPoolExecutor(_READ_THREADS) as pool:
-            images = pool.map(read, paths)
-            for index, (path, image) in enumerate(
-                tqdm(zip(paths, images), total=len(paths), desc=description or f"caching {target.name}",
-                     disable=None, leave=False)
-            ):
-                if image.shape != shape:
-                    raise DatasetError(
-                        f"{path}: shape {image.shape} differs from {shape}, the shape of the other images; "
-                        "every image of a data set must have the same size"
-                    )
-                array[index] = image
+        progress = tqdm(paths, desc=description or f"caching {target.name}", disable=None, leave=False)
+        for index, path in enumerate(progress):
+            image = read(path)
+            if image.shape != shape:
+                raise DatasetError(
+                    f"{path}: shape {image.shape} differs from {shape}, the shape of the other images; "
+                    "every image of a data set must have the same size"
+                )
+            array[index] = image
         array.flush()
         del array  # close the map before the rename (needed on Windows)
         os.replace(temporary, target)

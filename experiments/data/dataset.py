@@ -130,7 +130,8 @@ class PairedImageDataset(Dataset):
         return len(self.files.names)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation choices of ``epoch`` (call before iterating a DataLoader)."""
+        """Select the augmentation choices of ``epoch``. Call it before iterating a DataLoader; with
+        ``persistent_workers=True`` the workers keep their own copy and do not see the change."""
         self.epoch = epoch
 
     def _read_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
