@@ -4,7 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test
+DATA_DIR ?= ./biosr_dataset
+SYNTHETIC_DIR ?= ./data/synthetic
+GPUS ?= 1
+# Extra flags for the training command, e.g. ARGS="--epochs 5".
+ARGS ?=
+
+.PHONY: install test test-fast demo data synthetic-data reproduce-mse reproduce-l1 bench predict clean-venv
 
 install: $(STAMP)
 
@@ -16,3 +22,28 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+# The real BioSR microtubules (about 12 GB), cloned when missing.
+data:
+	@$(PYTHON) -m experiments.get_data --dest $(DATA_DIR)
+
+# The synthetic look-alike in the same layout (about half a minute).
+synthetic-data: install
+	@test -d $(SYNTHETIC_DIR)/test_gt || $(PY) -m experiments.synthetic --out $(SYNTHETIC_DIR)
+
+# Launcher: one process, or torchrun with DDP over $(GPUS) GPUs.
+ifeq ($(GPUS),1)
+TRAIN := $(PY) -m experiments.train
+else
+TRAIN := $(VENV)/bin/torchrun --standalone --nproc_per_node=$(GPUS) -m experiments.train
+endif
+
+reproduce-mse reproduce-l1: reproduce-%: install
+	@test -d $(DATA_DIR) || $(MAKE) data DATA_DIR=$(DATA_DIR)
+	$(TRAIN) --preset $* --data.root $(DATA_DIR) $(ARGS)
+
+demo: install synthetic-data
+	$(PY) -m experiments.train --preset demo --data.root $(SYNTHETIC_DIR) $(ARGS)

@@ -1,0 +1,243 @@
+"""Typed run configuration: one dataclass per component, named presets, command-line overrides.
+
+Presets are the tutorial's two runs (``mse`` and ``l1``) and a CPU-sized ``demo`` on the synthetic
+look-alike. Every field can be overridden on the command line as ``--section.field VALUE`` (for example
+``--train.epochs 5``) or, where the field name is unique across sections, as ``--field VALUE``
+(``--epochs 5``). Tuples take comma-separated values (``--channels 16,32,64``), optionals take ``none``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from unet import UNetConfig
+
+Device = Literal["auto", "cuda", "mps", "cpu"]
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Noise schedule (tutorial Listing 18: T = 2,000, beta 1e-6 to 0.01, linear)."""
+
+    steps: int = 2000
+    beta_start: float = 1e-6
+    beta_end: float = 0.01
+    schedule: Literal["linear", "cosine"] = "linear"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the BioSR-layout data lives and how it is read (tutorial Section 3)."""
+
+    root: str = "biosr_dataset"
+    normalization: Literal["tutorial", "percentile"] = "tutorial"
+    # The BioSR training set already holds flipped and rotated copies: the tutorial adds none.
+    augment: bool = False
+    num_workers: int = 2
+    # Use only the first N training pairs (None: all); for quick experiments.
+    max_train_pairs: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (tutorial Sections 4.8-4.9: batch 64, AdamW lr 1e-4, 60 epochs)."""
+
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-4
+    # torch.optim.AdamW's default, which the tutorial leaves untouched.
+    weight_decay: float = 0.01
+    loss: Literal["mse", "l1"] = "mse"
+    # False trains the tutorial's Section 5 generator: no low-resolution condition, one input channel.
+    conditional: bool = True
+    seed: int = 0
+    device: Device = "auto"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation after every ``every`` epochs (tutorial Listing 24: level_09, all 2,000 steps)."""
+
+    levels: tuple[str, ...] = ("level_09",)
+    sampler: Literal["simple", "x0"] = "simple"
+    # None: each sampler's own (beta for Eq. 11, beta_tilde for Appendix B).
+    variance: Literal["beta", "beta_tilde"] | None = None
+    batch_size: int = 64
+    every: int = 1
+    # Test images per level (None: all 150), and validation images for choosing the best checkpoint.
+    max_test_images: int | None = None
+    validation_images: int = 64
+    best_metric: Literal["mae", "nrmse", "ssim", "ms_ssim", "psnr"] = "psnr"
+    figure_images: int = 4
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; written to ``config.json`` in its run folder."""
+
+    name: str = "mse"
+    out_dir: str = "runs"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    network: UNetConfig = field(default_factory=UNetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        known, sections = {f.name for f in fields(cls)}, _section_types()
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config entries {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(**{k: _build_section(sections[k], v) if k in sections else v for k, v in data.items()})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _section_types() -> dict[str, type]:
+    return {
+        "diffusion": DiffusionConfig,
+        "network": UNetConfig,
+        "data": DataConfig,
+        "train": TrainConfig,
+        "eval": EvalConfig,
+    }
+
+
+def _build_section(section_type: type, values: dict[str, Any]):
+    known = {f.name for f in fields(section_type)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown {section_type.__name__} fields {sorted(unknown)}; expected some of {sorted(known)}")
+    return section_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+# ----------------------------------------------------------------------------- presets
+TUTORIAL_MSE = RunConfig(name="mse")
+TUTORIAL_L1 = RunConfig(name="l1", train=TrainConfig(loss="l1"))
+
+# Laptop scale, on the synthetic look-alike (`make synthetic-data`): a narrower, shallower network,
+# 200 diffusion steps, and L1 (the tutorial's better run). Sized to train in about ten minutes on
+# two CPU cores.
+DEMO = RunConfig(
+    name="demo",
+    diffusion=DiffusionConfig(steps=200, beta_start=1e-4, beta_end=0.1),
+    network=UNetConfig(channels=(16, 32, 64), base_channels=(64, 64), time_encoding_dim=64),
+    data=DataConfig(root="data/synthetic", num_workers=0, max_train_pairs=2048),
+    train=TrainConfig(epochs=6, batch_size=16, lr=1e-3, loss="l1"),
+    eval=EvalConfig(batch_size=32, max_test_images=32, validation_images=16, every=2),
+)
+
+PRESETS: dict[str, RunConfig] = {"mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "demo": DEMO}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+# ------------------------------------------------------------------- command line
+def _unwrap_optional(annotation) -> tuple[Any, bool]:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True
+    return annotation, False
+
+
+def _parse_scalar(text: str, annotation, flag: str):
+    if typing.get_origin(annotation) is Literal:
+        choices = typing.get_args(annotation)
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{flag}: {text!r} is not one of {choices}")
+        return text
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise argparse.ArgumentTypeError(f"{flag}: expected true or false, got {text!r}")
+        return lowered in ("true", "1", "yes")
+    try:
+        return annotation(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{flag}: cannot read {text!r} as {annotation.__name__}") from error
+
+
+def _parser_for(annotation, flag: str):
+    """A function turning the command-line text into a value of ``annotation``."""
+    inner, optional = _unwrap_optional(annotation)
+
+    def parse(text: str):
+        if optional and text.lower() == "none":
+            return None
+        if typing.get_origin(inner) is tuple:
+            item_type = typing.get_args(inner)[0]
+            return tuple(_parse_scalar(part.strip(), item_type, flag) for part in text.split(",") if part.strip())
+        return _parse_scalar(text, inner, flag)
+
+    return parse
+
+
+def _section_fields() -> list[tuple[str, dataclasses.Field, Any]]:
+    entries = []
+    for section, section_type in _section_types().items():
+        hints = typing.get_type_hints(section_type)
+        entries.extend((section, f, hints[f.name]) for f in fields(section_type))
+    return entries
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--preset``, ``--name``, ``--out-dir`` and one flag per configuration field."""
+    parser.add_argument("--preset", default="mse", help=f"starting configuration: {', '.join(sorted(PRESETS))}")
+    parser.add_argument("--name", help="run name (default: the preset's)")
+    parser.add_argument("--out-dir", help="folder that holds run folders (default: runs)")
+    entries = _section_fields()
+    counts: dict[str, int] = {}
+    for _, f, _ in entries:
+        counts[f.name] = counts.get(f.name, 0) + 1
+    group = parser.add_argument_group("configuration overrides")
+    for section, f, annotation in entries:
+        flags = [f"--{section}.{f.name}"]
+        if counts[f.name] == 1 and f.name not in ("name", "preset"):
+            flags.append(f"--{f.name.replace('_', '-')}")
+        group.add_argument(
+            *flags,
+            dest=f"cfg__{section}__{f.name}",
+            type=_parser_for(annotation, flags[0]),
+            default=None,
+            metavar=f.name.upper(),
+            help=f"({_type_name(annotation)})",
+        )
+
+
+def _type_name(annotation) -> str:
+    return str(annotation).replace("typing.", "")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The preset named by ``args.preset`` with every given override applied."""
+    config = preset(args.preset)
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if key.startswith("cfg__") and value is not None:
+            _, section, name = key.split("__", 2)
+            overrides.setdefault(section, {})[name] = value
+    sections = {name: replace(getattr(config, name), **values) for name, values in overrides.items()}
+    top = {k: v for k, v in (("name", args.name), ("out_dir", args.out_dir)) if v is not None}
+    return replace(config, **sections, **top)

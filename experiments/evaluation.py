@@ -1,0 +1,112 @@
+"""Evaluation: reverse diffusion on a test level, the tutorial's metrics, and the bicubic baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from ddpm import Diffusion
+from experiments.config import EvalConfig
+from experiments.data import PairedImageDataset
+from experiments.metrics import MetricAccumulator
+from experiments.runtime import Distributed
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one split (see :class:`experiments.metrics.MetricAccumulator` for the keys) and
+    the first few (input, output, target) images for figures, each [N, 1, H, W] on the CPU."""
+
+    metrics: dict[str, float]
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    targets: torch.Tensor
+
+
+def sample(
+    model: nn.Module,
+    diffusion: Diffusion,
+    condition: torch.Tensor,
+    config: EvalConfig,
+    generator: torch.Generator | None = None,
+    conditional: bool = True,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Super-resolved images [B, 1, H, W] for low-resolution inputs [B, 1, H, W], by the configured sampler.
+
+    With ``conditional=False`` the inputs only set the batch size and image size.
+    """
+    return diffusion.reverse_diffusion(
+        model,
+        condition if conditional else None,
+        shape=(condition.shape[0], 1, *condition.shape[2:]),
+        sampler=config.sampler,
+        variance=config.variance,
+        generator=generator,
+        progress=progress,
+    )
+
+
+def batch_generator(device: torch.device, seed: int, batch_index: int) -> torch.Generator:
+    """The sampling noise of a batch depends on its index only, so any split across ranks gives
+    the same images."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + batch_index)
+
+
+def evaluate(
+    model: nn.Module,
+    diffusion: Diffusion,
+    dataset: PairedImageDataset,
+    config: EvalConfig,
+    max_images: int | None = None,
+    conditional: bool = True,
+    place: Distributed = Distributed(),
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "evaluate",
+) -> Evaluation | None:
+    """Sample every image of ``dataset`` (or its first ``max_images``) and score it against its target.
+
+    Batches are dealt round-robin to the ranks of a DDP run and gathered on rank 0, which computes
+    the metrics in data-set order, exactly as one process would. Returns None on other ranks.
+    """
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    starts = list(range(0, count, config.batch_size))
+    mine = starts[place.rank :: place.world_size]
+    device = diffusion.device
+    results: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    was_training = model.training
+    model.eval()
+    for start in tqdm(mine, desc=description, disable=not (progress and place.is_main), leave=False):
+        wf, gt = dataset.get_batch(range(start, min(start + config.batch_size, count)))
+        generator = batch_generator(device, seed, start // config.batch_size)
+        output = sample(model, diffusion, wf.to(device), config, generator, conditional)
+        results[start] = (wf, output.float().cpu(), gt)
+    model.train(was_training)
+    if place.enabled:
+        gathered = [None] * place.world_size
+        dist.all_gather_object(gathered, results)
+        results = {k: v for part in gathered for k, v in part.items()}
+    if not place.is_main:
+        return None
+    accumulator = MetricAccumulator()
+    for start in starts:
+        wf, output, gt = results[start]
+        accumulator.update(output, gt)
+    first = results[starts[0]]
+    shown = config.figure_images
+    return Evaluation(accumulator.compute(), first[0][:shown], first[1][:shown], first[2][:shown])
+
+
+def bicubic_baseline(dataset: PairedImageDataset, max_images: int | None = None, batch_size: int = 64) -> dict[str, float]:
+    """The metrics of the (already bicubic-upsampled) input itself: what every result is read against."""
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    accumulator = MetricAccumulator()
+    for start in range(0, count, batch_size):
+        wf, gt = dataset.get_batch(range(start, min(start + batch_size, count)))
+        accumulator.update(wf, gt)
+    return accumulator.compute()

@@ -1,0 +1,72 @@
+"""Where a run executes: device choice, seeding, and the process group of a DDP run."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """``auto`` takes CUDA, then Apple's MPS, then the CPU (tutorial Listing 6)."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device auto or cpu")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError("--device mps was asked for, but this PyTorch has no MPS backend; use --device auto or cpu")
+    if requested not in ("cuda", "mps", "cpu"):
+        raise ValueError(f"unknown device {requested!r}; choose one of ('auto', 'cuda', 'mps', 'cpu')")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a run: rank 0 of 1 unless launched by ``torchrun``."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Distributed:
+    """Join the process group that ``torchrun`` describes in the environment (NCCL on CUDA, else gloo)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_kind == "cuda":
+        torch.cuda.set_device(local_rank)
+    return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+
+def process_device(requested: str, place: Distributed) -> torch.device:
+    device = pick_device(requested)
+    if device.type == "cuda" and place.enabled:
+        return torch.device("cuda", place.local_rank)
+    return device

@@ -1,0 +1,49 @@
+"""Train a conditional DDPM for super-resolution: ``python -m experiments.train --preset l1``.
+
+Any configuration field can be overridden (``--epochs 5``, ``--train.lr 2e-4``; see ``--help``).
+``--resume RUN_DIR`` continues a stopped run. Under ``torchrun --nproc_per_node N`` it trains with
+DistributedDataParallel, the global batch split across the N processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from experiments.config import add_config_arguments, config_from_args
+from experiments.training import Trainer, TrainingDiverged, TrainingInterrupted, new_run_dir
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder (its config.json wins)")
+    parser.add_argument("--run-dir", help="write into this folder instead of <out_dir>/<name>-<timestamp>")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    add_config_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.resume:
+        run_dir, config = Path(args.resume), None
+    else:
+        config = config_from_args(args)
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(config)
+    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    if trainer.place.is_main:
+        print(f"run folder: {trainer.run_dir}  (device {trainer.device}, {trainer.place.world_size} process(es))")
+    try:
+        trainer.fit()
+    except TrainingInterrupted as stop:
+        print(stop, file=sys.stderr)
+        return 130
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

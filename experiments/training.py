@@ -1,0 +1,426 @@
+"""The tutorial's training loop (Listings 19-24) as a resumable, seeded, optionally distributed run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ddpm import Diffusion
+from experiments import figures
+from experiments.checkpoint import BEST, LAST, load_checkpoint, restore_rng_state, rng_state, save_atomic
+from experiments.config import RunConfig
+from experiments.data import DatasetError, PairedImageDataset
+from experiments.evaluation import Evaluation, bicubic_baseline, evaluate
+from experiments.metrics import HIGHER_IS_BETTER
+from experiments.report import comparison_rows, format_table, write_report
+from experiments.runtime import Distributed, init_distributed, process_device, seed_everything
+from experiments.sampling_order import EpochBatches
+from unet import UNet
+
+CONFIG_FILE = "config.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived; a checkpoint to resume from was written first."""
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """``<out_dir>/<name>-<timestamp>``, created empty."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.out_dir) / f"{config.name}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir
+
+
+def build_model(config: RunConfig, device: torch.device) -> nn.Module:
+    """The configured network, checked against the conditioning mode."""
+    expected = 2 if config.train.conditional else 1
+    if config.network.in_channels != expected:
+        mode = "conditional (low-resolution image + noisy image)" if config.train.conditional else "unconditional"
+        raise ValueError(
+            f"a {mode} run feeds {expected} input channel(s), but network.in_channels is "
+            f"{config.network.in_channels}; set --network.in_channels {expected}"
+        )
+    return UNet(config.network).to(device)
+
+
+def build_diffusion(config: RunConfig, device: torch.device) -> Diffusion:
+    return Diffusion(**asdict(config.diffusion), time_encoding_dim=config.network.time_encoding_dim, device=device)
+
+
+@contextmanager
+def stop_on_signals(trainer: "Trainer"):
+    """While training, SIGINT and SIGTERM ask the loop to checkpoint and stop after the current step."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        trainer.request_stop(signal.Signals(signum).name)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Trainer:
+    """One training run in its run folder.
+
+    The folder receives ``config.json``, ``metrics.csv`` / ``metrics.json`` (one row per epoch),
+    ``last.pt`` (every epoch and on interruption) and ``best.pt`` (best validation score), and the
+    figures. ``Trainer(config, run_dir, resume=True)`` continues a stopped run exactly where it
+    stopped: same data order, same random draws, same final weights.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        if resume:
+            config = RunConfig.load(self.run_dir / CONFIG_FILE)
+        self.config = config
+        self.place = init_distributed(process_device(config.train.device, Distributed()).type)
+        self.device = process_device(config.train.device, self.place)
+        seed_everything(config.train.seed)
+        self.model = build_model(config, self.device)
+        self.diffusion = build_diffusion(config, self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+        )
+        self.network = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.place.enabled
+            else self.model
+        )
+        # Time steps and noise come from this generator, one stream per rank.
+        self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed + 7919 * self.place.rank)
+        self._load_data()
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.global_step = 0
+        self.epoch_loss_sum = 0.0
+        self.epoch_seconds = 0.0
+        self.history: list[dict] = []
+        self.best_score: float | None = None
+        self.baselines: dict[str, dict[str, float]] = {}
+        self._stop_reason: str | None = None
+        if resume:
+            self._restore(load_checkpoint(self.run_dir / LAST, map_location=self.device))
+        elif self.place.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            config.save(self.run_dir / CONFIG_FILE)
+
+    # ----------------------------------------------------------------- data
+    def _load_data(self) -> None:
+        data, seed = self.config.data, self.config.train.seed
+        common = dict(normalization=data.normalization)
+        self.train_set = PairedImageDataset(data.root, "train", augment=data.augment, seed=seed, **common)
+        self.train_size = len(self.train_set) if data.max_train_pairs is None else min(data.max_train_pairs, len(self.train_set))
+        self.test_sets = {
+            level: PairedImageDataset(data.root, "test", level=level, **common) for level in self.config.eval.levels
+        }
+        try:
+            self.validation_set = PairedImageDataset(data.root, "validate", **common)
+        except DatasetError as error:
+            self.validation_set = None
+            if self.place.is_main:
+                print(f"note: no validation split ({error}); best.pt will not be written")
+
+    def _loader(self) -> DataLoader:
+        batches = EpochBatches(
+            self.train_size,
+            self.config.train.batch_size,
+            self.config.train.seed,
+            self.epoch,
+            self.place.rank,
+            self.place.world_size,
+            start_batch=self.batch_in_epoch,
+        )
+        self.train_set.set_epoch(self.epoch)
+        workers = self.config.data.num_workers
+        return DataLoader(
+            self.train_set,
+            sampler=batches,
+            batch_size=None,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    # --------------------------------------------------------------- control
+    def request_stop(self, reason: str) -> None:
+        """Checkpoint and stop after the current step (what SIGINT / SIGTERM do)."""
+        self._stop_reason = reason
+
+    def fit(self, on_step: Callable[["Trainer"], None] | None = None) -> list[dict]:
+        """Train until ``train.epochs``; returns the per-epoch history.
+
+        Raises:
+            TrainingInterrupted: after writing ``last.pt``, when a stop was requested.
+            TrainingDiverged: when the loss is not finite (``last.pt`` stays the last good one).
+        """
+        if self.place.is_main and self.epoch == 0 and self.batch_in_epoch == 0:
+            self._write_introductory_figures()
+        with stop_on_signals(self):
+            while self.epoch < self.config.train.epochs:
+                self._train_epoch(on_step)
+                self._end_epoch()
+        if self.place.is_main:
+            self._write_report()
+        return self.history
+
+    def _train_epoch(self, on_step) -> None:
+        loader = self._loader()
+        config = self.config.train
+        self.network.train()
+        bar = tqdm(
+            total=len(loader.sampler) + self.batch_in_epoch,
+            initial=self.batch_in_epoch,
+            desc=f"epoch {self.epoch + 1}/{config.epochs}",
+            disable=not (self.progress and self.place.is_main),
+        )
+        started = time.perf_counter()
+        for wf, gt in loader:
+            wf, gt = wf.to(self.device, non_blocking=True), gt.to(self.device, non_blocking=True)
+            loss = self.diffusion.training_loss(
+                self.network, gt, wf if config.conditional else None, loss=config.loss, generator=self.generator
+            )
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"the training loss became {value} at epoch {self.epoch + 1}, step {self.batch_in_epoch + 1}; "
+                    f"{self.run_dir / LAST} holds the last good state. Lower --train.lr or check the data for "
+                    "extreme values, then --resume."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.batch_in_epoch += 1
+            self.global_step += 1
+            self.epoch_loss_sum += value
+            bar.update()
+            bar.set_postfix(loss=f"{value:.4f}")
+            if on_step is not None:
+                on_step(self)
+            if self._stop_requested():
+                self.epoch_seconds += time.perf_counter() - started
+                bar.close()
+                self._save(LAST)
+                raise TrainingInterrupted(
+                    f"stopped by {self._stop_reason} at epoch {self.epoch + 1}, step {self.batch_in_epoch}; "
+                    f"continue with: python -m experiments.train --resume {self.run_dir}"
+                )
+        self.epoch_seconds += time.perf_counter() - started
+        bar.close()
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank was asked to stop (all ranks must stop at the same step)."""
+        flag = self._stop_reason is not None
+        if self.place.enabled:
+            tensor = torch.tensor([float(flag)], device=self.device)
+            dist.all_reduce(tensor)
+            flag = tensor.item() > 0
+            self._stop_reason = self._stop_reason or "another rank"
+        return flag
+
+    def _end_epoch(self) -> None:
+        batches = self.batch_in_epoch
+        row = {
+            "epoch": self.epoch + 1,
+            "loss": self.epoch_loss_sum / max(batches, 1),
+            "seconds": self.epoch_seconds,
+        }
+        if self.place.enabled:
+            # Mean over ranks, as each saw its own share of the global batches.
+            tensor = torch.tensor([row["loss"]], dtype=torch.float64, device=self.device)
+            dist.all_reduce(tensor)
+            row["loss"] = tensor.item() / self.place.world_size
+        if self.place.is_main:
+            # Listing 21's per-epoch line.
+            print(f"Epoch [{row['epoch']}/{self.config.train.epochs}] loss {row['loss']:.6f}, time {row['seconds']:.1f} s")
+        evaluate_now = (self.epoch + 1) % self.config.eval.every == 0 or self.epoch + 1 == self.config.train.epochs
+        if evaluate_now:
+            row.update(self._evaluate_epoch())
+        self.history.append(row)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.epoch_loss_sum = 0.0
+        self.epoch_seconds = 0.0
+        if self.place.is_main:
+            self._save(LAST)
+            self._write_metrics()
+            if evaluate_now:
+                self._maybe_save_best(row)
+
+    # ------------------------------------------------------------ evaluation
+    def _evaluate(self, dataset, max_images, description) -> Evaluation | None:
+        return evaluate(
+            self.model,
+            self.diffusion,
+            dataset,
+            self.config.eval,
+            max_images=max_images,
+            conditional=self.config.train.conditional,
+            place=self.place,
+            seed=self.config.eval.seed,
+            progress=self.progress,
+            description=description,
+        )
+
+    def _evaluate_epoch(self) -> dict[str, float]:
+        """Test metrics for each level (and validation metrics when there is a split) for this epoch."""
+        row: dict[str, float] = {}
+        epoch = self.epoch + 1
+        for level, dataset in self.test_sets.items():
+            result = self._evaluate(dataset, self.config.eval.max_test_images, f"test {level}")
+            if result is None:
+                continue
+            if self.config.train.conditional:
+                row.update({f"{level}/{k}": v for k, v in result.metrics.items()})
+            figures.plot_sample_grid(
+                result.inputs,
+                result.outputs,
+                result.targets,
+                self.run_dir / f"samples_{level}_epoch{epoch:03d}.png",
+                title=f"{self.config.name}, epoch {epoch}, test {level}",
+            )
+        if self.validation_set is not None and self.config.train.conditional:
+            result = self._evaluate(self.validation_set, self.config.eval.validation_images, "validate")
+            if result is not None:
+                row.update({f"validate/{k}": v for k, v in result.metrics.items()})
+        if self.place.is_main:
+            for key in sorted(k for k in row if k.endswith(("/psnr", "/ssim"))):
+                print(f"  {key} {row[key]:.4f}")
+        return row
+
+    def baseline(self, level: str) -> dict[str, float]:
+        """Bicubic-input metrics on the images this run evaluates, computed once per level."""
+        if level not in self.baselines:
+            self.baselines[level] = bicubic_baseline(self.test_sets[level], self.config.eval.max_test_images)
+        return self.baselines[level]
+
+    def _maybe_save_best(self, row: dict) -> None:
+        key = f"validate/{self.config.eval.best_metric}"
+        if key not in row:
+            return
+        score = row[key]
+        sign = 1.0 if HIGHER_IS_BETTER[self.config.eval.best_metric] else -1.0
+        if self.best_score is None or sign * score > sign * self.best_score:
+            self.best_score = score
+            self._save(BEST)
+
+    # ----------------------------------------------------------- checkpoints
+    def _save(self, name: str) -> None:
+        states = [rng_state(self.generator)]
+        if self.place.enabled:
+            states = [None] * self.place.world_size
+            dist.all_gather_object(states, rng_state(self.generator))
+        if not self.place.is_main:
+            return
+        save_atomic(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "global_step": self.global_step,
+                "epoch_loss_sum": self.epoch_loss_sum,
+                "epoch_seconds": self.epoch_seconds,
+                "rng": states,
+                "config": self.config.to_dict(),
+                "history": self.history,
+                "best_score": self.best_score,
+            },
+            self.run_dir / name,
+        )
+
+    def _restore(self, checkpoint: dict) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        for key in ("epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "history", "best_score"):
+            setattr(self, key, checkpoint[key])
+        states = checkpoint["rng"]
+        if len(states) != self.place.world_size:
+            raise ValueError(
+                f"{self.run_dir / LAST} was written by {len(states)} process(es) but this run has "
+                f"{self.place.world_size}; resume with the same number of processes (GPUS={len(states)})"
+            )
+        restore_rng_state(states[self.place.rank], self.generator)
+
+    # ----------------------------------------------------- files and figures
+    def _write_metrics(self) -> None:
+        (self.run_dir / "metrics.json").write_text(json.dumps(self.history, indent=2) + "\n")
+        columns = list(dict.fromkeys(key for row in self.history for key in row))
+        with open(self.run_dir / "metrics.csv", "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.history)
+        figures.plot_training_loss([row["loss"] for row in self.history], self.run_dir / "training_loss.png")
+        level = self.config.eval.levels[0]
+        evaluated = [
+            {"epoch": row["epoch"], **{k.split("/", 1)[1]: v for k, v in row.items() if k.startswith(f"{level}/")}}
+            for row in self.history
+            if f"{level}/psnr" in row
+        ]
+        if evaluated:
+            figures.plot_metrics(evaluated, self.run_dir / "metrics.png", baseline=self.baseline(level))
+
+    def _write_introductory_figures(self) -> None:
+        """Fig. 2 (the forward process on a training target) and Fig. 3 (the time encodings)."""
+        _, gt = self.train_set.get_batch([0])
+        gt = gt.to(self.device, self.diffusion.dtype)
+        steps = torch.linspace(0, self.diffusion.steps - 1, 8).round().long().tolist()
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        noisy = torch.cat([self.diffusion.forward_diffusion(gt, t, generator=generator)[0] for t in steps])
+        figures.plot_forward_process(noisy.cpu(), steps, self.run_dir / "forward_process.png")
+        figures.plot_time_encodings(self.diffusion.time_encodings[:: max(1, self.diffusion.steps // 200)].cpu(),
+                                    self.run_dir / "time_encodings.png")
+
+    def final_rows(self) -> dict[str, dict[str, float]]:
+        """The final test metrics of the first level beside the bicubic input and, for the tutorial's
+        presets, the paper's numbers."""
+        level = self.config.eval.levels[0]
+        last = next(row for row in reversed(self.history) if f"{level}/psnr" in row)
+        ours = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith(f"{level}/")}
+        paper = self.config.train.loss if self.config.name in ("mse", "l1") else None
+        return comparison_rows(ours, self.baseline(level), paper_key=paper)
+
+    def _write_report(self) -> None:
+        if not self.config.train.conditional:
+            return
+        rows = self.final_rows()
+        level = self.config.eval.levels[0]
+        summary = {
+            "preset / name": self.config.name,
+            "epochs": self.config.train.epochs,
+            "loss": self.config.train.loss,
+            "diffusion steps": self.config.diffusion.steps,
+            "sampler": self.config.eval.sampler,
+            "test level": level,
+            "test images": self.history[-1].get(f"{level}/images"),
+            "device": str(self.device),
+        }
+        notes = ["Metrics on [-1, 1] images with data range 2.0; the plain columns follow the tutorial "
+                 "(mean over batches), *_mean / *_std are over images."]
+        write_report(self.run_dir / "report.md", f"Run {self.run_dir.name}", summary, rows, notes)
+        print(format_table(rows))
