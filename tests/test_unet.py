@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from unet import UNet, UNetConfig
+from unet import UNet, UNetConfig, optimize_for_speed
 from unet.layers import MultiHeadAttention, TransformerBlock
 
 TINY = dict(channels=(4, 8, 16), base_channels=(8,), time_encoding_dim=8)
@@ -72,17 +72,6 @@ def test_batch_items_are_independent():
     model = UNet(config)
     x, t_encoding = tiny_inputs(config, batch=3)
     torch.testing.assert_close(model(x, t_encoding)[:1], model(x[:1], t_encoding[:1]), rtol=1e-5, atol=1e-6)
-
-
-def test_channels_last_gives_the_same_output():
-    torch.manual_seed(0)
-    config = UNetConfig(**TINY, attention=(False, True, False))
-    model = UNet(config)
-    x, t_encoding = tiny_inputs(config)
-    expected = model(x, t_encoding)
-    model = model.to(memory_format=torch.channels_last)
-    out = model(x.to(memory_format=torch.channels_last), t_encoding)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- input checks
@@ -183,3 +172,28 @@ def test_transformer_block_residual_starts_from_the_normalised_tokens():
     tokens = x.flatten(2).transpose(1, 2)
     expected = block.self_attention_norm(tokens).transpose(1, 2).reshape(x.shape)
     torch.testing.assert_close(block(x, None), expected)
+
+
+# ---------------------------------------------------------------- speed options keep the outputs
+
+
+def _speed_case():
+    torch.manual_seed(0)
+    config = UNetConfig(**TINY, attention=(False, True, False))
+    return UNet(config), *tiny_inputs(config)
+
+
+def test_optimize_for_speed_channels_last_keeps_outputs_and_parameters():
+    model, x, t_encoding = _speed_case()
+    expected = model(x, t_encoding)
+    fast = optimize_for_speed(model)
+    assert fast.output.weight is model.output.weight  # the optimiser still trains `model`
+    assert fast.encoder[0].conv_in.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast(x, t_encoding), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_optimize_for_speed_compile_keeps_outputs():
+    model, x, t_encoding = _speed_case()
+    expected = model(x, t_encoding)
+    torch.testing.assert_close(optimize_for_speed(model, compile=True)(x, t_encoding), expected, rtol=1e-5, atol=1e-5)
