@@ -209,7 +209,7 @@ def ddim_sample(
     if num_steps is not None and timesteps is not None:
         raise ValueError("give either num_steps or timesteps for DDIM sampling, not both")
     if timesteps is None:
-        chain = ddim_timesteps(diffusion.steps, num_steps or DEFAULT_DDIM_STEPS, spacing)
+        chain = ddim_timesteps(diffusion.steps, DEFAULT_DDIM_STEPS if num_steps is None else num_steps, spacing)
     else:
         chain = check_timesteps(timesteps, diffusion.steps)
     coefficients = ddim_coefficients(diffusion, chain, eta)

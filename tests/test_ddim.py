@@ -231,8 +231,14 @@ def diffusion():
 
 def test_conditional_sampling_feeds_condition_and_chosen_steps(diffusion):
     class Encodings(Recorder):
+        """Also remembers the time encodings it saw."""
+
+        def __init__(self, in_channels):
+            super().__init__(in_channels)
+            self.encodings = []
+
         def forward(self, x, t_encoding):
-            self.encodings = [*getattr(self, "encodings", []), t_encoding]
+            self.encodings.append(t_encoding.clone())
             return super().forward(x, t_encoding)
 
     model, condition = Encodings(in_channels=2), torch.rand(3, 1, 8, 8) * 2 - 1
@@ -252,7 +258,7 @@ def test_unconditional_sampling_needs_only_a_shape(diffusion):
         diffusion.ddim_sample(model, num_steps=5, progress=False)
 
 
-def test_default_is_50_steps_capped_by_nothing_but_t():
+def test_default_is_50_steps():
     diffusion = Diffusion(steps=60, time_encoding_dim=8)
     model = Recorder(in_channels=1)
     diffusion.ddim_sample(model, shape=(1, 1, 4, 4), progress=False)
@@ -282,6 +288,8 @@ def test_saved_steps_come_in_sampling_order(diffusion):
 def test_steps_are_given_one_way_only(diffusion):
     with pytest.raises(ValueError, match="either num_steps or timesteps"):
         diffusion.ddim_sample(Recorder(2), torch.rand(1, 1, 4, 4), num_steps=4, timesteps=[19, 0], progress=False)
+    with pytest.raises(ValueError, match=r"within 1\.\.20"):
+        diffusion.ddim_sample(Recorder(2), torch.rand(1, 1, 4, 4), num_steps=0, progress=False)
 
 
 def test_sampling_runs_without_autograd(diffusion):
