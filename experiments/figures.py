@@ -16,6 +16,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from experiments.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES
 
@@ -24,9 +25,16 @@ IMAGE_LIMITS = (-1.0, 1.0)
 DPI = 100
 
 
+def _to_numpy(values: ImageStack) -> np.ndarray:
+    """Tensor (any device, any float dtype) or array -> float32 numpy array of the same shape."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().float().numpy()
+    return np.asarray(values, dtype=np.float32)
+
+
 def _as_images(images: ImageStack, name: str) -> np.ndarray:
     """``[N, 1, H, W]`` or ``[N, H, W]`` tensor / array -> float32 numpy ``[N, H, W]``."""
-    array = images.detach().cpu().float().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
+    array = _to_numpy(images)
     if array.ndim == 4 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 3:
@@ -48,7 +56,9 @@ def _save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-def _show_image(axes: Axes, image: np.ndarray, limits: tuple[float, float] = IMAGE_LIMITS, cmap: str = "gray"):
+def _show_image(
+    axes: Axes, image: np.ndarray, limits: tuple[float, float] = IMAGE_LIMITS, cmap: str = "gray"
+) -> AxesImage:
     shown = axes.imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest")
     axes.set_axis_off()
     return shown
@@ -130,7 +140,8 @@ def plot_metrics(
     for axes, name in zip(panels, names):
         entries = [(entry.get("epoch", index + 1), entry) for index, entry in enumerate(history) if name in entry]
         epochs = [epoch for epoch, _ in entries]
-        axes.plot(epochs, [entry[name] for _, entry in entries], "o-", color="C0", markersize=3, label="per batch (tutorial)")
+        values = [entry[name] for _, entry in entries]
+        axes.plot(epochs, values, "o-", color="C0", markersize=3, label="per batch (tutorial)")
         spread = [entry for _, entry in entries if f"{name}_mean" in entry and f"{name}_std" in entry]
         if len(spread) == len(entries):
             mean = np.array([entry[f"{name}_mean"] for entry in spread])
@@ -154,7 +165,9 @@ def plot_forward_process(images: ImageStack, steps: Sequence[int], path: str | P
     """
     frames = _as_images(images, "images")
     if len(frames) != len(steps) or len(frames) == 0:
-        raise ValueError(f"need one time step per image and at least one image; got {len(frames)} images, {len(steps)} steps")
+        raise ValueError(
+            f"need one time step per image and at least one image; got {len(frames)} images, {len(steps)} steps"
+        )
     figure = _new_figure(1.8 * len(frames), 2.1)
     for axes, frame, step in zip(figure.subplots(1, len(frames), squeeze=False)[0], frames, steps):
         _show_image(axes, frame)
@@ -162,15 +175,26 @@ def plot_forward_process(images: ImageStack, steps: Sequence[int], path: str | P
     return _save(figure, path)
 
 
-def plot_time_encodings(encodings: ImageStack, path: str | Path) -> Path:
-    """The time encodings ``[T, D]`` as an image: one row per time step, one column per dimension (Fig. 3)."""
-    table = encodings.detach().cpu().float().numpy() if isinstance(encodings, torch.Tensor) else np.asarray(encodings)
+def plot_time_encodings(encodings: ImageStack, path: str | Path, stride: int = 1) -> Path:
+    """The time encodings as an image: one row per time step, one column per dimension (Fig. 3).
+
+    ``encodings``: ``[T', D]``, row ``i`` being the encoding of ``t = i * stride`` (pass every
+    ``stride``-th row of a long table, e.g. ``table[::10]`` with ``stride=10``; the axis shows real t).
+    """
+    table = _to_numpy(encodings)
     if table.ndim != 2:
         raise ValueError(f"encodings must be [T, D]; got shape {table.shape}")
+    if stride < 1:
+        raise ValueError(f"stride must be a positive number of time steps; got {stride}")
     figure = _new_figure(6.0, 4.5)
     axes = figure.subplots()
+    rows, dims = table.shape
+    # Each row covers t in [i * stride - stride / 2, i * stride + stride / 2]; top row is t = 0.
+    extent = (-0.5, dims - 0.5, (rows - 0.5) * stride, -0.5 * stride)
     # Sines and cosines lie in [-1, 1]; fixed limits keep the colour scale symmetric.
-    shown = axes.imshow(table, cmap="RdBu", vmin=-1.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    shown = axes.imshow(
+        table, cmap="RdBu", vmin=-1.0, vmax=1.0, aspect="auto", interpolation="nearest", extent=extent
+    )
     axes.set_xlabel("Encoding dimension")
     axes.set_ylabel("Time step t")
     figure.colorbar(shown, ax=axes)

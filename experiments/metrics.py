@@ -33,7 +33,9 @@ from torchmetrics.functional.image import (
 
 METRIC_NAMES: tuple[str, ...] = ("mae", "nrmse", "ssim", "ms_ssim", "psnr")
 HIGHER_IS_BETTER: dict[str, bool] = {"mae": False, "nrmse": False, "ssim": True, "ms_ssim": True, "psnr": True}
-METRIC_LABELS: dict[str, str] = {"mae": "MAE", "nrmse": "NRMSE", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)"}
+METRIC_LABELS: dict[str, str] = {
+    "mae": "MAE", "nrmse": "NRMSE", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)"
+}  # fmt: skip
 
 DATA_RANGE = 2.0  # images live in [-1, 1]
 MS_SSIM_KERNEL_SIZE = 7
@@ -45,7 +47,8 @@ MS_SSIM_MIN_SIZE = max(2 ** len(MS_SSIM_BETAS), MS_SSIM_KERNEL_SIZE * (len(MS_SS
 def _check_pair(pred: Tensor, target: Tensor) -> None:
     if pred.ndim != 4 or pred.shape != target.shape:
         raise ValueError(
-            f"pred and target must both be [B, C, H, W] with the same shape; got {tuple(pred.shape)} and {tuple(target.shape)}"
+            "pred and target must both be [B, C, H, W] with the same shape; "
+            f"got {tuple(pred.shape)} and {tuple(target.shape)}"
         )
     if pred.shape[0] == 0:
         raise ValueError("pred and target hold no images (batch size 0)")

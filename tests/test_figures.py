@@ -96,6 +96,9 @@ def test_time_encodings(tmp_path):
     t = torch.arange(50, dtype=torch.float32)[:, None]
     encodings = torch.cat([torch.sin(t / 10), torch.cos(t / 10)], dim=1).repeat(1, 8)
     read_png(plot_time_encodings(encodings, tmp_path / "encodings.png"))
+    read_png(plot_time_encodings(encodings[::5], tmp_path / "strided.png", stride=5))
+    with pytest.raises(ValueError, match="stride"):
+        plot_time_encodings(encodings, tmp_path / "bad.png", stride=0)
     with pytest.raises(ValueError, match=r"\[T, D\]"):
         plot_time_encodings(torch.zeros(2, 3, 4), tmp_path / "bad.png")
 
