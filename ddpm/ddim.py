@@ -144,8 +144,8 @@ def ddim_step(
     """One DDIM step, Song et al. Eq. 12: ``sqrt(alpha_bar_prev) x0 + sqrt(1 - alpha_bar_prev - sigma^2) noise + sigma z``.
 
     x0 comes from Eq. 7 / 27. With ``clamp`` it is clamped to [-1, 1] and the noise re-derived from
-    Eq. 3 so that x0 and the noise still add up to x_t: then, with eta = 1 on consecutive steps, the
-    step equals Appendix B's clamped posterior mean exactly, clamp or not.
+    Eq. 3 so that x0 and the noise still add up to x_t (as Song et al.'s code does): then, with
+    eta = 1 on consecutive steps, the step equals Appendix B's, with or without the clamp.
 
     Args:
         x_t: noisy images [B, C, H, W] at step ``t`` (a Python int, the same for the whole batch).
