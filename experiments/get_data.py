@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 BIOSR_URL = "https://github.com/DeepTrackAI/biosr_dataset"
+NEEDED_BYTES = 13 * 10**9  # the clone's size plus git's own files
 
 
 def fetch(dest: Path, url: str = BIOSR_URL) -> int:
@@ -23,6 +24,9 @@ def fetch(dest: Path, url: str = BIOSR_URL) -> int:
         print("error: git is not installed; install git, or download the repository's files from "
               f"{url} into {dest}", file=sys.stderr)
         return 1
+    free = shutil.disk_usage(dest.resolve().parent).free
+    if free < NEEDED_BYTES:
+        print(f"warning: only {free / 1e9:.1f} GB free next to {dest}; the clone needs about 12 GB", file=sys.stderr)
     print(f"cloning {url} into {dest}: about 12 GB, this takes a while (and that much free disk)")
     result = subprocess.run(["git", "clone", url, str(dest)])
     if result.returncode != 0:
