@@ -351,6 +351,8 @@ class Diffusion:
         loss: LossKind = "mse",
         generator: torch.Generator | None = None,
         model_kwargs: dict | None = None,
+        t: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Eq. 12-13: ``|| noise - model(x_t, t) ||`` with ``t ~ U{0 .. T-1}`` and x_t from Eq. 3.
 
@@ -358,14 +360,16 @@ class Diffusion:
             x0: clean targets [B, C, H, W] in [-1, 1].
             condition: low-resolution inputs [B, C_cond, H, W], concatenated before x_t (Listing 19).
             loss: ``"mse"`` (the tutorial's first run) or ``"l1"`` (its second).
-            generator: draws t and the noise (must live on x0's device).
+            generator: draws t and the noise when they are not given (must live on x0's device).
+            t, noise: the time steps [B] and noise [B, C, H, W] to use instead of drawing them.
 
         Returns:
             the scalar loss, averaged over pixels and images, in float32.
         """
         _check_choice("loss", loss, LOSSES)
-        t = torch.randint(0, self.steps, (x0.shape[0],), device=x0.device, generator=generator)
-        x_t, noise = self.forward_diffusion(x0, t, generator=generator)
+        if t is None:
+            t = torch.randint(0, self.steps, (x0.shape[0],), device=x0.device, generator=generator)
+        x_t, noise = self.forward_diffusion(x0, t, noise=noise, generator=generator)
         model_input = x_t if condition is None else torch.cat([condition, x_t], dim=1)
         predicted = model(model_input, self.encode_time(t), **(model_kwargs or {}))
         criterion = F.mse_loss if loss == "mse" else F.l1_loss

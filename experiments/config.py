@@ -50,6 +50,7 @@ class TrainConfig:
     """Optimisation (tutorial Sections 4.8-4.9: batch 64, AdamW lr 1e-4, 60 epochs)."""
 
     epochs: int = 60
+    # The global batch: with DDP each of N processes takes batch_size / N of it.
     batch_size: int = 64
     lr: float = 1e-4
     # torch.optim.AdamW's default, which the tutorial leaves untouched.
@@ -66,9 +67,15 @@ class EvalConfig:
     """Evaluation after every ``every`` epochs (tutorial Listing 24: level_09, all 2,000 steps)."""
 
     levels: tuple[str, ...] = ("level_09",)
-    sampler: Literal["simple", "x0"] = "simple"
+    # "simple": Eq. 11 (the tutorial's); "x0": Appendix B; "ddim": Song et al. (2021) on a subset of steps.
+    sampler: Literal["simple", "x0", "ddim"] = "simple"
     # None: each sampler's own (beta for Eq. 11, beta_tilde for Appendix B).
     variance: Literal["beta", "beta_tilde"] | None = None
+    # DDIM only: number of network evaluations (None: 50) and eta (0: deterministic).
+    sampling_steps: int | None = None
+    eta: float = 0.0
+    # Samples drawn per input; their mean is scored and their standard deviation is the uncertainty.
+    samples: int = 1
     batch_size: int = 64
     every: int = 1
     # Test images per level (None: all 150), and validation images for choosing the best checkpoint.

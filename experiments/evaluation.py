@@ -35,20 +35,28 @@ def sample(
     generator: torch.Generator | None = None,
     conditional: bool = True,
     progress: bool = False,
-) -> torch.Tensor:
-    """Super-resolved images [B, 1, H, W] for low-resolution inputs [B, 1, H, W], by the configured sampler.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Super-resolve low-resolution inputs [B, 1, H, W] with the configured sampler.
 
-    With ``conditional=False`` the inputs only set the batch size and image size.
+    Draws ``config.samples`` samples per input and returns their mean [B, 1, H, W] and, for more
+    than one sample, their per-pixel standard deviation [B, 1, H, W] (else None): the mean is the
+    better estimate on pixel metrics, the spread shows where the model is unsure. With
+    ``conditional=False`` the inputs only set the batch and image size.
     """
-    return diffusion.reverse_diffusion(
-        model,
-        condition if conditional else None,
-        shape=(condition.shape[0], 1, *condition.shape[2:]),
-        sampler=config.sampler,
-        variance=config.variance,
-        generator=generator,
-        progress=progress,
-    )
+    if config.samples < 1:
+        raise ValueError(f"eval.samples must be at least 1, got {config.samples}")
+    batch = condition.shape[0]
+    # All samples of a batch go through the network together: one chain on samples x B images.
+    repeated = condition.repeat(config.samples, 1, 1, 1)
+    options = dict(shape=(repeated.shape[0], 1, *condition.shape[2:]), generator=generator, progress=progress)
+    repeated = repeated if conditional else None
+    if config.sampler == "ddim":
+        images = diffusion.ddim_sample(model, repeated, num_steps=config.sampling_steps, eta=config.eta, **options)
+    else:
+        images = diffusion.reverse_diffusion(model, repeated, sampler=config.sampler, variance=config.variance, **options)
+    images = images.float().view(config.samples, batch, *images.shape[1:])
+    spread = images.std(dim=0, unbiased=False) if config.samples > 1 else None
+    return images.mean(dim=0), spread
 
 
 def batch_generator(device: torch.device, seed: int, batch_index: int) -> torch.Generator:
@@ -84,7 +92,7 @@ def evaluate(
     for start in tqdm(mine, desc=description, disable=not (progress and place.is_main), leave=False):
         wf, gt = dataset.get_batch(range(start, min(start + config.batch_size, count)))
         generator = batch_generator(device, seed, start // config.batch_size)
-        output = sample(model, diffusion, wf.to(device), config, generator, conditional)
+        output, _ = sample(model, diffusion, wf.to(device), config, generator, conditional)
         results[start] = (wf, output.float().cpu(), gt)
     model.train(was_training)
     if place.enabled:

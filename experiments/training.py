@@ -100,6 +100,11 @@ class Trainer:
             config = RunConfig.load(self.run_dir / CONFIG_FILE)
         self.config = config
         self.place = init_distributed(process_device(config.train.device, Distributed()).type)
+        if config.train.batch_size % self.place.world_size:
+            raise ValueError(
+                f"train.batch_size {config.train.batch_size} is the global batch and must split evenly "
+                f"over {self.place.world_size} processes; choose a multiple of {self.place.world_size}"
+            )
         self.device = process_device(config.train.device, self.place)
         seed_everything(config.train.seed)
         self.model = build_model(config, self.device)
@@ -112,8 +117,8 @@ class Trainer:
             if self.place.enabled
             else self.model
         )
-        # Time steps and noise come from this generator, one stream per rank.
-        self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed + 7919 * self.place.rank)
+        # Time steps and noise: one stream, the same on every rank (see _draw).
+        self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self._load_data()
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -149,7 +154,7 @@ class Trainer:
     def _loader(self) -> DataLoader:
         batches = EpochBatches(
             self.train_size,
-            self.config.train.batch_size,
+            self.config.train.batch_size // self.place.world_size,
             self.config.train.seed,
             self.epoch,
             self.place.rank,
@@ -202,8 +207,9 @@ class Trainer:
         started = time.perf_counter()
         for wf, gt in loader:
             wf, gt = wf.to(self.device, non_blocking=True), gt.to(self.device, non_blocking=True)
+            t, noise = self._draw(gt)
             loss = self.diffusion.training_loss(
-                self.network, gt, wf if config.conditional else None, loss=config.loss, generator=self.generator
+                self.network, gt, wf if config.conditional else None, loss=config.loss, t=t, noise=noise
             )
             value = loss.item()
             if not math.isfinite(value):
@@ -233,6 +239,18 @@ class Trainer:
         self.epoch_seconds += time.perf_counter() - started
         bar.close()
 
+    def _draw(self, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time steps and noise of this rank's images, cut from draws for the whole global batch.
+
+        Every rank draws the same global batch's worth from the same generator, so a run on N
+        processes sees exactly the draws of a single-process run with the same global batch.
+        """
+        share, world = gt.shape[0], self.place.world_size
+        t = torch.randint(0, self.diffusion.steps, (share * world,), device=self.device, generator=self.generator)
+        noise = torch.randn((share * world, *gt.shape[1:]), device=self.device, generator=self.generator, dtype=gt.dtype)
+        mine = slice(self.place.rank * share, (self.place.rank + 1) * share)
+        return t[mine], noise[mine]
+
     def _stop_requested(self) -> bool:
         """Whether any rank was asked to stop (all ranks must stop at the same step)."""
         flag = self._stop_reason is not None
@@ -240,7 +258,8 @@ class Trainer:
             tensor = torch.tensor([float(flag)], device=self.device)
             dist.all_reduce(tensor)
             flag = tensor.item() > 0
-            self._stop_reason = self._stop_reason or "another rank"
+            if flag and self._stop_reason is None:
+                self._stop_reason = "another rank"
         return flag
 
     def _end_epoch(self) -> None:
@@ -331,10 +350,6 @@ class Trainer:
 
     # ----------------------------------------------------------- checkpoints
     def _save(self, name: str) -> None:
-        states = [rng_state(self.generator)]
-        if self.place.enabled:
-            states = [None] * self.place.world_size
-            dist.all_gather_object(states, rng_state(self.generator))
         if not self.place.is_main:
             return
         save_atomic(
@@ -346,7 +361,7 @@ class Trainer:
                 "global_step": self.global_step,
                 "epoch_loss_sum": self.epoch_loss_sum,
                 "epoch_seconds": self.epoch_seconds,
-                "rng": states,
+                "rng": rng_state(self.generator),
                 "config": self.config.to_dict(),
                 "history": self.history,
                 "best_score": self.best_score,
@@ -359,13 +374,7 @@ class Trainer:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         for key in ("epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "history", "best_score"):
             setattr(self, key, checkpoint[key])
-        states = checkpoint["rng"]
-        if len(states) != self.place.world_size:
-            raise ValueError(
-                f"{self.run_dir / LAST} was written by {len(states)} process(es) but this run has "
-                f"{self.place.world_size}; resume with the same number of processes (GPUS={len(states)})"
-            )
-        restore_rng_state(states[self.place.rank], self.generator)
+        restore_rng_state(checkpoint["rng"], self.generator)
 
     # ----------------------------------------------------- files and figures
     def _write_metrics(self) -> None:

@@ -1,0 +1,125 @@
+"""End-to-end training: run folder, resume equivalence, interruption, divergence, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from experiments.checkpoint import load_checkpoint
+from experiments.config import RunConfig
+from experiments.training import Trainer, TrainingDiverged, TrainingInterrupted
+from training_helpers import ddp_worker, make_tiny_data, model_state, tiny_config
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_tiny_data(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_root, tmp_path_factory):
+    """An uninterrupted tiny run of two epochs (shared by several tests)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    trainer = Trainer(tiny_config(data_root), run_dir, progress=False)
+    trainer.fit()
+    return run_dir, model_state(trainer)
+
+
+def test_a_run_writes_its_folder(finished_run):
+    run_dir, _ = finished_run
+    for name in ("config.json", "metrics.csv", "metrics.json", "last.pt", "best.pt", "report.md",
+                 "training_loss.png", "metrics.png", "forward_process.png", "time_encodings.png",
+                 "samples_level_09_epoch001.png", "samples_level_09_epoch002.png"):
+        assert (run_dir / name).is_file(), name
+    history = json.loads((run_dir / "metrics.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    for key in ("loss", "level_09/psnr", "level_09/ssim", "level_09/ms_ssim", "level_09/mae", "level_09/nrmse",
+                "level_09/psnr_mean", "level_09/psnr_std", "validate/psnr"):
+        assert key in history[-1], key
+    assert history[-1]["level_09/images"] == 4
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["epoch", "loss", "seconds"]
+    assert "bicubic input" in (run_dir / "report.md").read_text()
+    assert RunConfig.load(run_dir / "config.json").train.epochs == 2
+
+
+def test_checkpoint_loads_with_weights_only_and_holds_the_state(finished_run):
+    run_dir, weights = finished_run
+    checkpoint = load_checkpoint(run_dir)  # torch.load(weights_only=True) inside
+    assert checkpoint["epoch"] == 2 and checkpoint["batch_in_epoch"] == 0 and checkpoint["global_step"] == 8
+    assert {"model", "optimizer", "rng", "config", "history"} <= set(checkpoint)
+    for name, tensor in weights.items():
+        assert torch.equal(checkpoint["model"][name], tensor)
+
+
+@pytest.mark.parametrize("stop_at_step", [3, 4])  # mid-epoch, and right at the end of epoch 1
+def test_resume_after_sigint_gives_bitwise_the_uninterrupted_weights(data_root, finished_run, tmp_path, stop_at_step):
+    _, uninterrupted = finished_run
+
+    def interrupt(trainer):
+        if trainer.global_step == stop_at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        Trainer(tiny_config(data_root), tmp_path, progress=False).fit(on_step=interrupt)
+    assert load_checkpoint(tmp_path)["global_step"] == stop_at_step
+    resumed = Trainer(None, tmp_path, resume=True, progress=False)
+    resumed.fit()
+    assert resumed.global_step == 8
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(resumed.model.state_dict()[name], tensor), name
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+
+
+def test_signal_handlers_are_restored_after_training(finished_run, data_root, tmp_path):
+    before = signal.getsignal(signal.SIGINT)
+    Trainer(tiny_config(data_root, epochs=1), tmp_path, progress=False).fit()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_root, tmp_path):
+    def poison(trainer):
+        if trainer.global_step == 5:  # in epoch 2, after epoch 1's checkpoint
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match="last good state"):
+        Trainer(tiny_config(data_root), tmp_path, progress=False).fit(on_step=poison)
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint["epoch"] == 1
+    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["model"].values())
+
+
+def test_unconditional_training_needs_one_input_channel(data_root, tmp_path):
+    config = tiny_config(data_root, conditional=False)
+    with pytest.raises(ValueError, match="in_channels 1"):
+        Trainer(config, tmp_path, progress=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_processes_matches_one_process(data_root, finished_run, tmp_path, monkeypatch):
+    """gloo on CPU: both ranks end with identical weights, equal to the single-process run with the
+    same global batch up to the order of floating-point reductions."""
+    _, single = finished_run
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    mp.spawn(ddp_worker, args=(2, free_port(), tiny_config(data_root), str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for name, tensor in single.items():
+        assert torch.equal(rank0[name], rank1[name]), name
+        torch.testing.assert_close(rank0[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert history[-1]["level_09/images"] == 4
