@@ -165,6 +165,14 @@ def image_rng(seed: int, split: str, index: int, *more: int) -> np.random.Genera
     return np.random.default_rng([seed, _SPLIT_IDS[split], index, *more])
 
 
+def noisy_inputs(
+    wf_low: np.ndarray, photons: list[float], rngs: list[np.random.Generator], config: SyntheticConfig
+) -> np.ndarray:
+    """Noise each clean half-size input [N, s, s] at its own photon count, then upsample: [N, S, S]."""
+    noisy = np.stack([add_noise(w, p, r, config.read_noise) for w, p, r in zip(wf_low, photons, rngs)])
+    return upsample(torch.from_numpy(noisy), config.size).numpy()
+
+
 def render_pairs(
     split: str, indices: range, seed: int, config: SyntheticConfig, levels: list[int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,18 +183,17 @@ def render_pairs(
     """
     structure_rngs = [image_rng(seed, split, i) for i in indices]
     gt, wf_low = render_clean(structure_rngs, config)
+    gt, wf_low = gt.numpy(), wf_low.numpy()
     if levels is None:
         drawn = np.array([int(rng.integers(1, 10)) for rng in structure_rngs])
-        noise_rngs = [image_rng(seed, split, i, 0) for i in indices]
-        noisy = np.stack([add_noise(w, config.level_photons(l), r, config.read_noise)
-                          for w, l, r in zip(wf_low.numpy(), drawn, noise_rngs)])
-        return gt.numpy(), upsample(torch.from_numpy(noisy), config.size).numpy(), drawn
-    inputs = []
-    for level in levels:
-        noisy = np.stack([add_noise(w, config.level_photons(level), image_rng(seed, split, i, level), config.read_noise)
-                          for w, i in zip(wf_low.numpy(), indices)])
-        inputs.append(upsample(torch.from_numpy(noisy), config.size).numpy())
-    return gt.numpy(), np.stack(inputs), np.array(levels)
+        photons = [config.level_photons(level) for level in drawn]
+        return gt, noisy_inputs(wf_low, photons, [image_rng(seed, split, i, 0) for i in indices], config), drawn
+    inputs = [
+        noisy_inputs(wf_low, [config.level_photons(level)] * len(indices),
+                     [image_rng(seed, split, i, level) for i in indices], config)
+        for level in levels
+    ]
+    return gt, np.stack(inputs), np.array(levels)
 
 
 def file_name(split: str, index: int) -> str:
