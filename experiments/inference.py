@@ -1,0 +1,146 @@
+"""A trained checkpoint made ready to super-resolve images of any size.
+
+    predictor = load_for_inference("runs/demo-20260101-120000/best.pt")
+    mean, std = predictor.super_resolve(widefield, predictor.config.eval, generator)   # [-1, 1] in and out
+
+The checkpoint carries everything needed: the network weights (its ``"ema"`` averaged weights when
+present, else ``"model"``), and the run's :class:`~experiments.config.RunConfig` with the network shape,
+the noise schedule, the pixel normalisation of the training data and the sampler settings it was
+evaluated with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ddpm import Diffusion
+from experiments.checkpoint import LAST, file_digest, load_checkpoint
+from experiments.config import EvalConfig, RunConfig
+from experiments.evaluation import sample
+from experiments.runtime import pick_device
+from experiments.tiling import predict_tiled
+from experiments.training import build_diffusion, build_model
+
+# Preferred first: the averaged weights usually sample better than the last optimiser step.
+WEIGHT_KEYS = ("ema", "model")
+
+
+class InferenceError(ValueError):
+    """A checkpoint or device cannot be used for prediction; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A network in eval mode with the diffusion and configuration it was trained with.
+
+    ``checkpoint`` is the ``.pt`` file read, ``digest`` its short SHA-256 (recorded with every output),
+    ``weights`` which of its weight sets was loaded (``"ema"`` or ``"model"``).
+    """
+
+    model: nn.Module
+    diffusion: Diffusion
+    config: RunConfig
+    checkpoint: Path
+    digest: str
+    weights: str
+    device: torch.device
+
+    @property
+    def size_factor(self) -> int:
+        """Tile sides must be multiples of this: the U-Net halves the size ``depth - 1`` times."""
+        return 2 ** (self.config.network.depth - 1)
+
+    def super_resolve(
+        self,
+        images: torch.Tensor,
+        sampling: EvalConfig,
+        generator: torch.Generator,
+        tile: int = 128,
+        overlap: int = 32,
+        batch_size: int = 16,
+        progress: bool = False,
+        desc: str | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample super-resolved images for widefield inputs of any size, tile by tile.
+
+        Args:
+            images: [N, 1, H, W] in the model range [-1, 1] (normalised as the training inputs were).
+            sampling: sampler, variance, steps, eta and number of samples (see :func:`experiments.evaluation.sample`).
+            generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
+            tile, overlap, batch_size, progress, desc: see :func:`experiments.tiling.predict_tiled`.
+
+        Returns:
+            The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1], and their per-pixel standard
+            deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None). Both are blended across tiles
+            with the same window, so the standard deviation is the window-weighted mean of the tiles'
+            spreads where tiles overlap.
+        """
+        spread = sampling.samples > 1
+
+        def run(tiles: torch.Tensor) -> torch.Tensor:
+            mean, std = sample(self.model, self.diffusion, tiles.to(self.device), sampling, generator)
+            return torch.cat([mean, std], dim=1) if spread else mean
+
+        blended = predict_tiled(
+            images, run, tile, overlap, batch_size, progress, multiple_of=self.size_factor, desc=desc
+        )
+        return (blended[:, :1], blended[:, 1:]) if spread else (blended, None)
+
+
+def _read_config(payload: dict, path: Path) -> RunConfig:
+    if "config" not in payload:
+        raise InferenceError(
+            f"{path}: checkpoint holds no run configuration; use a last.pt or best.pt written by training"
+        )
+    try:
+        config = RunConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as error:
+        raise InferenceError(f"{path}: its run configuration cannot be read by this version ({error})") from error
+    if not config.train.conditional:
+        raise InferenceError(
+            f"{path}: this model was trained without a low-resolution condition (train.conditional false); "
+            "it generates images but cannot super-resolve an input. Use a conditional run's checkpoint"
+        )
+    return config
+
+
+def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predictor:
+    """Build the network and diffusion a checkpoint was trained with and load its weights.
+
+    ``checkpoint``: a ``.pt`` file or a run folder (its ``last.pt``). ``device``: "auto", "cuda", "mps"
+    or "cpu". Raises :class:`InferenceError` naming the file (or device) when it cannot be used.
+    """
+    try:
+        target = pick_device(device)
+    except (RuntimeError, ValueError) as error:
+        raise InferenceError(str(error)) from error
+    try:
+        payload = load_checkpoint(checkpoint)
+    except (FileNotFoundError, ValueError) as error:
+        raise InferenceError(str(error)) from error
+    path = Path(checkpoint)
+    path = path / LAST if path.is_dir() else path
+    config = _read_config(payload, path)
+    weights = next((key for key in WEIGHT_KEYS if key in payload), None)
+    if weights is None:
+        raise InferenceError(f"{path}: checkpoint holds no weights (neither of the keys {WEIGHT_KEYS})")
+    model = build_model(config, target)
+    try:
+        model.load_state_dict(payload[weights])
+    except RuntimeError as error:
+        raise InferenceError(
+            f"{path}: its {weights!r} weights do not fit the network of its own configuration ({error})"
+        ) from error
+    return Predictor(
+        model=model.eval(),
+        diffusion=build_diffusion(config, target),
+        config=config,
+        checkpoint=path.resolve(),
+        digest=file_digest(path),
+        weights=weights,
+        device=target,
+    )

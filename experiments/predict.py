@@ -1,0 +1,380 @@
+"""Super-resolve your own widefield TIFs with a trained checkpoint.
+
+    python -m experiments.predict --checkpoint runs/demo/best.pt --input cells/ extra.tif --output results
+    python -m experiments.predict ... --upsample --sampler ddim --sampling-steps 50 --samples 8 --std --seed 1
+
+Inputs are TIF files or folders of them (not recursive); a stack (time, z, ...) is processed frame by
+frame. uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
+``data.normalization``). Any 2-D size works: the image is cut into overlapping tiles of the training size
+(``--tile``), sampled, and blended with a smooth window (:mod:`experiments.tiling`). ``--upsample``
+first enlarges a native-resolution widefield image by 2 (bicubic), as the BioSR inputs were made.
+
+For each input ``<stem>.tif`` the output folder receives:
+
+* ``<stem>_sr.tif``: float32, one page per input frame, in the units of the training targets, [0, 1]:
+  the model's output ``v`` in [-1, 1] mapped back by ``(v + 1) / 2``. With ``--samples N`` it is the mean
+  of N samples.
+* ``<stem>_sr_std.tif`` (``--std``, needs ``--samples`` > 1): the per-pixel standard deviation of those
+  samples, in the same units: where it is high the model is unsure.
+* ``<stem>_sr_preview.png``: input and output side by side (first frames of a stack).
+
+Each TIF carries JSON metadata (checkpoint path and SHA-256, seed, sampler settings, source file, frame
+count, software version); read it with :func:`experiments.tif_io.read_metadata`. The same seed, checkpoint,
+settings and device give the same output. No input is ever overwritten, and every error names the file
+and the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, replace
+from importlib import metadata as package_metadata
+from pathlib import Path
+from typing import Literal, get_args, get_origin, get_type_hints
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ddpm.ddim import DEFAULT_DDIM_STEPS
+from experiments import figures
+from experiments.config import Device, EvalConfig
+from experiments.data.images import REDUCTIONS, Reduce
+from experiments.inference import InferenceError, Predictor, load_for_inference
+from experiments.normalization import from_model_range
+from experiments.tif_io import (
+    FrameInfo,
+    InputError,
+    OverwriteError,
+    ensure_not_overwriting,
+    find_inputs,
+    output_path_for,
+    read_frames,
+    to_model_frames,
+    write_frames,
+)
+
+DISTRIBUTION = "diffusion-sr-microscopy"
+UNITS = "[0, 1] like the training targets: model output v in [-1, 1] mapped by (v + 1) / 2"
+PREVIEW_FRAMES = 3
+
+
+class UsageError(ValueError):
+    """A command-line setting cannot be used; the message names the option and what to do."""
+
+
+class OutputError(OSError):
+    """An output file cannot be written; the message names it."""
+
+
+def _literal_choices(annotation) -> tuple[str, ...]:
+    """The strings of a ``Literal`` annotation, also inside ``Literal[...] | None``."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    return tuple(choice for part in get_args(annotation) for choice in _literal_choices(part))
+
+
+_EVAL_HINTS = get_type_hints(EvalConfig)
+SAMPLERS = _literal_choices(_EVAL_HINTS["sampler"])
+VARIANCES = _literal_choices(_EVAL_HINTS["variance"])
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to process every input (see the command's ``--help`` for each)."""
+
+    sampling: EvalConfig
+    seed: int = 0
+    tile: int = 128
+    overlap: int = 32
+    batch_size: int = 16
+    upsample: bool = False
+    write_std: bool = False
+    preview: bool = True
+    reduce: Reduce = None
+    suffix: str = "_sr"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    mean: Path
+    std: Path | None
+    preview: Path | None
+
+    def all(self) -> list[Path]:
+        return [path for path in (self.mean, self.std, self.preview) if path is not None]
+
+
+def sampling_config(
+    base: EvalConfig,
+    diffusion_steps: int,
+    sampler: str | None = None,
+    variance: str | None = None,
+    sampling_steps: int | None = None,
+    eta: float | None = None,
+    samples: int | None = None,
+) -> EvalConfig:
+    """The checkpoint's evaluation settings with the given options replaced, checked, and DDIM's step count
+    made explicit (50, or every trained step when the schedule has fewer), so it can be recorded."""
+    given = dict(sampler=sampler, variance=variance, sampling_steps=sampling_steps, eta=eta, samples=samples)
+    config = replace(base, **{key: value for key, value in given.items() if value is not None})
+    if config.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {config.samples}")
+    if config.sampler != "ddim":
+        if sampling_steps is not None or eta is not None:
+            raise UsageError(
+                f"--sampling-steps and --eta apply to --sampler ddim only; the {config.sampler!r} sampler "
+                f"always runs all {diffusion_steps} trained steps"
+            )
+        return replace(config, sampling_steps=None, eta=0.0)
+    if variance is not None:
+        raise UsageError("--variance applies to the 'simple' and 'x0' samplers; DDIM sets its noise with --eta")
+    steps = config.sampling_steps or min(DEFAULT_DDIM_STEPS, diffusion_steps)
+    if not 1 <= steps <= diffusion_steps:
+        raise UsageError(
+            f"--sampling-steps must be within 1..{diffusion_steps} (the model's trained steps), got {steps}"
+        )
+    if not 0.0 <= config.eta <= 1.0:
+        raise UsageError(f"--eta must be within 0..1 (0: deterministic DDIM, 1: DDPM-like), got {config.eta}")
+    return replace(config, sampling_steps=steps, variance=None)
+
+
+def check_options(options: PredictOptions, predictor: Predictor) -> None:
+    """Refuse settings that cannot work, naming the option, before any file is read."""
+    if options.write_std and options.sampling.samples < 2:
+        raise UsageError("--std needs several samples to measure their spread; add --samples 2 or more (e.g. 8)")
+    factor = predictor.size_factor
+    if options.tile < factor or options.tile % factor:
+        raise UsageError(
+            f"--tile must be a positive multiple of {factor} for this network (2^(depth-1)), got {options.tile}"
+        )
+    if not 0 <= options.overlap < options.tile:
+        raise UsageError(f"--overlap must be within 0..{options.tile - 1} (less than --tile), got {options.overlap}")
+    if options.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {options.batch_size}")
+
+
+def output_paths(input_path: Path, out_dir: Path, options: PredictOptions) -> OutputPaths:
+    mean = output_path_for(input_path, out_dir, options.suffix)
+    std = output_path_for(input_path, out_dir, f"{options.suffix}_std") if options.write_std else None
+    preview = mean.with_name(f"{mean.stem}_preview.png") if options.preview else None
+    return OutputPaths(mean, std, preview)
+
+
+def upsample_frames(frames: np.ndarray) -> np.ndarray:
+    """Bicubic x2 of frames [N, H, W] -> [N, 2H, 2W] (float32, source units), as the BioSR inputs were made.
+
+    Each result is clipped to its frame's own [min, max], so the overshoot of bicubic interpolation at
+    bright edges adds no values the image never held (BioSR clips to [0, 1], the range of its data).
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None]
+    enlarged = F.interpolate(tensor, scale_factor=2, mode="bicubic", align_corners=False)[:, 0]
+    low = tensor.amin(dim=(1, 2, 3))[:, None, None]
+    high = tensor.amax(dim=(1, 2, 3))[:, None, None]
+    return torch.maximum(torch.minimum(enlarged, high), low).numpy()
+
+
+def software_version() -> str:
+    try:
+        return package_metadata.version(DISTRIBUTION)
+    except package_metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def sampling_settings(sampling: EvalConfig, diffusion_steps: int) -> dict:
+    """The settings that decide the samples; ``sampling_steps`` is the number of network evaluations."""
+    return {
+        "sampler": sampling.sampler,
+        "variance": sampling.variance,
+        "sampling_steps": sampling.sampling_steps or diffusion_steps,
+        "eta": sampling.eta,
+        "samples": sampling.samples,
+    }
+
+
+def prediction_metadata(predictor: Predictor, info: FrameInfo, frames: int, options: PredictOptions) -> dict:
+    """What to store with an output so that it can be traced and reproduced."""
+    return {
+        "software": DISTRIBUTION,
+        "version": software_version(),
+        "source": str(info.path.resolve()),
+        "source_dtype": info.dtype,
+        "source_shape": list(info.stored_shape),
+        "frames": frames,
+        "checkpoint": str(predictor.checkpoint),
+        "checkpoint_sha256": predictor.digest,
+        "weights": predictor.weights,
+        "seed": options.seed,
+        **sampling_settings(options.sampling, predictor.diffusion.steps),
+        "normalization": predictor.config.data.normalization,
+        "upsample": options.upsample,
+        "colour_reduced": info.colour_reduced,
+        "tile": options.tile,
+        "overlap": options.overlap,
+        "units": UNITS,
+    }
+
+
+def write_preview(inputs: np.ndarray, outputs: np.ndarray, std: np.ndarray | None, path: Path, title: str) -> Path:
+    """PNG of the first frames: input and output (both [N, H, W] in [-1, 1]) side by side, and the standard
+    deviation (in [0, 1] units) on its own colour scale when given."""
+    rows = min(len(inputs), PREVIEW_FRAMES)
+    columns = [("Input", inputs), ("Output", outputs)] + ([("Std", std)] if std is not None else [])
+    # About one screen pixel per image pixel, within limits, so fine detail stays visible in the preview.
+    side = float(np.clip(max(inputs.shape[1:]) / figures.DPI, 2.5, 6.0))
+    figure = figures._new_figure(side * len(columns), side * rows + 0.4)
+    grid = figure.subplots(rows, len(columns), squeeze=False)
+    for column, (name, images) in enumerate(columns):
+        grid[0, column].set_title(name)
+        for row in range(rows):
+            if name == "Std":
+                shown = figures._show_image(grid[row, column], images[row], (0.0, float(images[:rows].max())), "magma")
+                figure.colorbar(shown, ax=grid[row, column], fraction=0.046, pad=0.04)
+            else:
+                figures._show_image(grid[row, column], images[row])
+    figure.suptitle(title)
+    return figures._save(figure, path)
+
+
+def _warn_if_out_of_range(frames: np.ndarray, info: FrameInfo, normalization: str) -> None:
+    """Float files under the tutorial scaling are taken as they are; the model only knows [0, 1]."""
+    if normalization != "tutorial" or info.unit_divisor != 1.0:
+        return
+    low, high = float(frames.min()), float(frames.max())
+    if low < -0.5 or high > 1.5:
+        print(
+            f"warning: {info.path}: float values span [{low:.3g}, {high:.3g}] but this model was trained on "
+            "[0, 1] (data.normalization 'tutorial'); rescale the file to [0, 1] for meaningful output",
+            file=sys.stderr,
+        )
+
+
+def _write(path: Path, frames: np.ndarray, metadata: dict) -> None:
+    try:
+        write_frames(path, frames, metadata)
+    except OSError as error:
+        raise OutputError(f"{path}: cannot be written ({error.strerror or error}); check the output folder") from error
+
+
+def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options: PredictOptions) -> None:
+    """Super-resolve every frame of the TIF at ``path`` and write ``outputs``."""
+    frames, info = read_frames(path, options.reduce)
+    if options.upsample:
+        frames = upsample_frames(frames)
+    normalization = predictor.config.data.normalization
+    _warn_if_out_of_range(frames, info, normalization)
+    model_in = to_model_frames(frames, info, normalization)
+    generator = torch.Generator(device=predictor.device).manual_seed(options.seed)
+    mean, std = predictor.super_resolve(
+        torch.from_numpy(model_in)[:, None],
+        options.sampling,
+        generator,
+        options.tile,
+        options.overlap,
+        options.batch_size,
+        progress=options.progress,
+        desc=path.name,
+    )
+    mean = mean[:, 0].numpy()
+    std_unit = std[:, 0].numpy() * np.float32(0.5) if std is not None else None  # (v + 1) / 2 halves spreads
+    metadata = prediction_metadata(predictor, info, len(frames), options)
+    _write(outputs.mean, from_model_range(mean), {**metadata, "content": "mean of samples"})
+    if outputs.std is not None:
+        _write(outputs.std, std_unit, {**metadata, "content": "standard deviation of samples"})
+    if outputs.preview is not None:
+        write_preview(model_in, mean, std_unit, outputs.preview, f"{path.name} ({predictor.checkpoint.name})")
+
+
+def predict(predictor: Predictor, inputs: list[Path], out_dir: Path, options: PredictOptions) -> list[OutputPaths]:
+    """Process ``inputs`` one after another; every output path is checked before the first is written."""
+    check_options(options, predictor)
+    planned = [output_paths(path, out_dir, options) for path in inputs]
+    ensure_not_overwriting(inputs, [path for outputs in planned for path in outputs.all()])
+    for path, outputs in tqdm(list(zip(inputs, planned)), desc="images", unit="image", disable=not options.progress):
+        predict_file(predictor, path, outputs, options)
+    return planned
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.predict",
+        description="Super-resolve widefield TIFs (files, folders, stacks) with a trained checkpoint.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its last.pt)")
+    parser.add_argument("--input", required=True, nargs="+", help="TIF files and/or folders of TIFs")
+    parser.add_argument("--output", required=True, type=Path, help="folder for the results (created if missing)")
+    parser.add_argument("--device", default="auto", choices=get_args(Device))
+    sampling = parser.add_argument_group("sampling (default: the checkpoint's evaluation settings)")
+    sampling.add_argument("--sampler", choices=SAMPLERS)
+    sampling.add_argument("--variance", choices=VARIANCES, help="simple / x0 samplers only")
+    sampling.add_argument(
+        "--sampling-steps", type=int, help=f"DDIM only: network evaluations (default {DEFAULT_DDIM_STEPS})"
+    )
+    sampling.add_argument("--eta", type=float, help="DDIM only: 0 deterministic (default) .. 1 DDPM-like")
+    sampling.add_argument("--samples", type=int, help="samples averaged per image (default 1)")
+    sampling.add_argument("--std", action="store_true", help="also write the samples' per-pixel standard deviation")
+    sampling.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
+    layout = parser.add_argument_group("images")
+    layout.add_argument("--upsample", action="store_true", help="bicubic x2 first, for native-resolution widefield")
+    layout.add_argument("--tile", type=int, default=128, help="tile side in pixels, the training size (default 128)")
+    layout.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
+    layout.add_argument("--batch-size", type=int, default=16, help="tiles per network call (default 16)")
+    layout.add_argument("--reduce", choices=[r for r in REDUCTIONS if r], help="how to make RGB(A) inputs grey")
+    layout.add_argument("--suffix", default="_sr", help="added to each input's name (default _sr)")
+    layout.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
+    layout.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def run(args: argparse.Namespace) -> list[OutputPaths]:
+    inputs = find_inputs(args.input)
+    predictor = load_for_inference(args.checkpoint, args.device)
+    steps = predictor.diffusion.steps
+    sampling = sampling_config(
+        predictor.config.eval, steps, args.sampler, args.variance, args.sampling_steps, args.eta, args.samples
+    )
+    options = PredictOptions(
+        sampling=sampling,
+        seed=args.seed,
+        tile=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        upsample=args.upsample,
+        write_std=args.std,
+        preview=not args.no_preview,
+        reduce=args.reduce,
+        suffix=args.suffix,
+        progress=not args.quiet,
+    )
+    if options.progress:
+        print(
+            f"{predictor.checkpoint} (sha256 {predictor.digest}, {predictor.weights} weights) on {predictor.device}; "
+            f"{len(inputs)} file(s); {sampling_settings(sampling, steps)}",
+            file=sys.stderr,
+        )
+    return predict(predictor, inputs, args.output, options)
+
+
+USER_ERRORS = (InputError, OverwriteError, InferenceError, UsageError, OSError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; a user error prints one line naming the file or option and returns 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; the outputs written so far are complete, the current one was not written",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
