@@ -132,7 +132,7 @@ def sampling_config(
         return replace(config, sampling_steps=None, eta=0.0)
     if variance is not None:
         raise UsageError("--variance applies to the 'simple' and 'x0' samplers; DDIM sets its noise with --eta")
-    steps = config.sampling_steps or min(DEFAULT_DDIM_STEPS, diffusion_steps)
+    steps = min(DEFAULT_DDIM_STEPS, diffusion_steps) if config.sampling_steps is None else config.sampling_steps
     if not 1 <= steps <= diffusion_steps:
         raise UsageError(
             f"--sampling-steps must be within 1..{diffusion_steps} (the model's trained steps), got {steps}"

@@ -189,6 +189,7 @@ def test_sampling_options_map_onto_the_checkpoint_settings():
     for bad, option in (
         (dict(sampling_steps=5), "--sampling-steps"),
         (dict(sampler="ddim", sampling_steps=11), "1..10"),
+        (dict(sampler="ddim", sampling_steps=0), "1..10"),
         (dict(sampler="ddim", eta=2.0), "--eta"),
         (dict(samples=0), "--samples"),
         (dict(sampler="ddim", variance="beta"), "--variance"),
@@ -203,3 +204,11 @@ def test_upsample_doubles_keeps_constants_and_adds_no_new_extremes():
     assert enlarged.shape == (2, 10, 14) and enlarged.dtype == np.float32
     np.testing.assert_array_equal(enlarged[0], 3.0)
     assert enlarged[1].min() >= frames[1].min() and enlarged[1].max() <= frames[1].max()
+
+
+def test_float_file_outside_the_training_range_is_processed_with_a_warning(capsys, checkpoint, tmp_path):
+    source = tmp_path / "counts.tif"
+    tifffile.imwrite(source, RNG.random((16, 16), dtype=np.float32) * 1000)
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", *FAST)
+    assert code == 0 and "warning" in err and str(source) in err and "[0, 1]" in err
+    assert (tmp_path / "out" / "counts_sr.tif").exists()
