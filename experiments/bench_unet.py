@@ -3,6 +3,7 @@
     python -m experiments.bench_unet                               # ours, eager, on the best device
     python -m experiments.bench_unet --channels-last --compile     # ours, with the speed options
     python -m experiments.bench_unet --deeplay-python /tmp/deeplay-venv/bin/python   # + deeplay, same run
+    python -m experiments.bench_unet --sweep --repeats 2 --deeplay-python ...      # every option, best of 2
 
 Prints images/s of a training step (forward + MSE backward + AdamW step) and of a single denoising
 forward pass (``torch.inference_mode``), at the tutorial's batch 16 and 128 x 128, and the peak
@@ -227,10 +228,12 @@ def main(argv: list[str] | None = None) -> None:
           f"best of {args.repeats} interleaved round(s)")
     pairs = variants(args)
     runs: dict[Variant, list[BenchResult]] = {variant: [] for _, variant in pairs}
-    for _ in range(args.repeats):
+    for round_index in range(args.repeats):
         for python, variant in pairs:
             runs[variant].append(measure_in_subprocess(python, variant, args))
+            print(f"round {round_index + 1}: {format_result(runs[variant][-1])}", flush=True)
     best = {variant: best_of(results) for variant, results in runs.items()}
+    print(f"best of {args.repeats}:")
     for result in best.values():
         print(format_result(result))
     if args.deeplay_python:
