@@ -43,6 +43,9 @@ class DataConfig:
     num_workers: int = 2
     # Use only the first N training pairs (None: all); for quick experiments.
     max_train_pairs: int | None = None
+    # Train on random square windows of this size (None: whole images, as the tutorial); the
+    # network is fully convolutional, so evaluation still runs on whole images.
+    crop: int | None = None
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,23 @@ def build_diffusion(config: RunConfig, device: torch.device) -> Diffusion:
     return Diffusion(**asdict(config.diffusion), time_encoding_dim=config.network.time_encoding_dim, device=device)
 
 
+def random_crops(
+    wf: torch.Tensor, gt: torch.Tensor, size: int, generator: torch.Generator, draws: int, mine: slice
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random ``size`` x ``size`` window of each input and target [B, C, H, W].
+
+    Offsets are drawn for ``draws`` images and the ``mine`` share is used, so DDP ranks stay in step.
+    The network is fully convolutional: it trains on windows and still runs on whole images.
+    """
+    height, width = gt.shape[-2:]
+    if size > min(height, width):
+        raise ValueError(f"data.crop {size} is larger than the training images ({height} x {width}); lower it")
+    rows = torch.randint(0, height - size + 1, (draws,), device=generator.device, generator=generator)[mine].tolist()
+    cols = torch.randint(0, width - size + 1, (draws,), device=generator.device, generator=generator)[mine].tolist()
+    windows = [(slice(None), slice(r, r + size), slice(c, c + size)) for r, c in zip(rows, cols)]
+    return tuple(torch.stack([x[i][w] for i, w in enumerate(windows)]) for x in (wf, gt))
+
+
 @contextmanager
 def stop_on_signals(trainer: "Trainer"):
     """While training, SIGINT and SIGTERM ask the loop to checkpoint and stop after the current step."""
@@ -207,7 +224,7 @@ class Trainer:
         started = time.perf_counter()
         for wf, gt in loader:
             wf, gt = wf.to(self.device, non_blocking=True), gt.to(self.device, non_blocking=True)
-            t, noise = self._draw(gt)
+            wf, gt, t, noise = self._draw(wf, gt)
             loss = self.diffusion.training_loss(
                 self.network, gt, wf if config.conditional else None, loss=config.loss, t=t, noise=noise
             )
@@ -239,17 +256,24 @@ class Trainer:
         self.epoch_seconds += time.perf_counter() - started
         bar.close()
 
-    def _draw(self, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Time steps and noise of this rank's images, cut from draws for the whole global batch.
+    def _draw(self, wf: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Crop (``data.crop``), time steps and noise of this rank's images, cut from draws for the
+        whole global batch.
 
         Every rank draws the same global batch's worth from the same generator, so a run on N
         processes sees exactly the draws of a single-process run with the same global batch.
+
+        Returns:
+            ``(wf, gt, t, noise)`` for this rank's share.
         """
         share, world = gt.shape[0], self.place.world_size
+        mine = slice(self.place.rank * share, (self.place.rank + 1) * share)
+        crop = self.config.data.crop
+        if crop is not None:
+            wf, gt = random_crops(wf, gt, crop, self.generator, share * world, mine)
         t = torch.randint(0, self.diffusion.steps, (share * world,), device=self.device, generator=self.generator)
         noise = torch.randn((share * world, *gt.shape[1:]), device=self.device, generator=self.generator, dtype=gt.dtype)
-        mine = slice(self.place.rank * share, (self.place.rank + 1) * share)
-        return t[mine], noise[mine]
+        return wf, gt, t[mine], noise[mine]
 
     def _stop_requested(self) -> bool:
         """Whether any rank was asked to stop (all ranks must stop at the same step)."""
@@ -402,8 +426,10 @@ class Trainer:
         generator = torch.Generator(device=self.device).manual_seed(0)
         noisy = torch.cat([self.diffusion.forward_diffusion(gt, t, generator=generator)[0] for t in steps])
         figures.plot_forward_process(noisy.cpu(), steps, self.run_dir / "forward_process.png")
-        figures.plot_time_encodings(self.diffusion.time_encodings[:: max(1, self.diffusion.steps // 200)].cpu(),
-                                    self.run_dir / "time_encodings.png")
+        stride = max(1, self.diffusion.steps // 200)
+        figures.plot_time_encodings(
+            self.diffusion.time_encodings[::stride].cpu(), self.run_dir / "time_encodings.png", stride=stride
+        )
 
     def final_rows(self) -> dict[str, dict[str, float]]:
         """The final test metrics of the first level beside the bicubic input and, for the tutorial's
@@ -429,7 +455,10 @@ class Trainer:
             "test images": self.history[-1].get(f"{level}/images"),
             "device": str(self.device),
         }
-        notes = ["Metrics on [-1, 1] images with data range 2.0; the plain columns follow the tutorial "
-                 "(mean over batches), *_mean / *_std are over images."]
-        write_report(self.run_dir / "report.md", f"Run {self.run_dir.name}", summary, rows, notes)
+        notes = ["Metrics on [-1, 1] images with data range 2.0."]
+        last_epoch = self.history[-1]["epoch"]
+        shown = ["training_loss.png", "metrics.png", f"samples_{level}_epoch{last_epoch:03d}.png",
+                 "forward_process.png", "time_encodings.png"]
+        shown = [name for name in shown if (self.run_dir / name).is_file()]
+        write_report(self.run_dir / "report.md", f"Run {self.run_dir.name}", summary, rows, notes, figures=shown)
         print(format_table(rows))
