@@ -61,7 +61,7 @@ def _mean_loss(model, diffusion, low_res, high_res) -> float:
 
 
 def test_custom_module_trains_and_samples_with_the_diffusion_core():
-    diffusion = Diffusion(steps=50, beta_start=1e-4, beta_end=0.2, time_encoding_dim=32)
+    diffusion = Diffusion(steps=20, beta_start=1e-3, beta_end=0.4, time_encoding_dim=32)
     low_res, high_res = _pair()
     untrained, _ = train_and_sample(low_res, high_res, diffusion, steps=0)
     trained, images = train_and_sample(low_res, high_res, diffusion, steps=20)
