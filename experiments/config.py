@@ -65,6 +65,15 @@ class TrainConfig:
     conditional: bool = True
     seed: int = 0
     device: Device = "auto"
+    # Beyond the tutorial (all off in its presets except the memory format, which changes no result):
+    # an exponential moving average of the weights, used for evaluation (e.g. 0.999; None: off);
+    ema_decay: float | None = None
+    # bf16 autocast for the network ("auto": bf16 on CUDA, fp32 elsewhere); TF32 on recent GPUs;
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    tf32: bool = False
+    # NHWC convolutions (1.4x the training throughput on a 2-core CPU, see unet/speed.py) and torch.compile.
+    channels_last: bool = True
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,7 +165,16 @@ DEMO = RunConfig(
     eval=EvalConfig(batch_size=32, max_test_images=32, validation_images=16, every=2),
 )
 
-PRESETS: dict[str, RunConfig] = {"mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "demo": DEMO}
+# The tutorial's L1 run with what issue-tested speed-ups offer: EMA weights, bf16 and TF32 on a GPU,
+# and evaluation by deterministic DDIM with 50 steps instead of 2,000 ancestral ones.
+L1_FAST = replace(
+    TUTORIAL_L1,
+    name="l1-fast",
+    train=replace(TUTORIAL_L1.train, ema_decay=0.999, precision="auto", tf32=True),
+    eval=replace(TUTORIAL_L1.eval, sampler="ddim", sampling_steps=50),
+)
+
+PRESETS: dict[str, RunConfig] = {"mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "l1-fast": L1_FAST, "demo": DEMO}
 
 
 def preset(name: str) -> RunConfig:

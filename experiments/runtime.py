@@ -70,3 +70,29 @@ def process_device(requested: str, place: Distributed) -> torch.device:
     if device.type == "cuda" and place.enabled:
         return torch.device("cuda", place.local_rank)
     return device
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """``auto`` is bf16 on CUDA and fp32 elsewhere; bf16 is refused off CUDA, where it is slower."""
+    if requested == "auto":
+        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if requested == "bf16" and device.type != "cuda":
+        raise ValueError(f"train.precision bf16 needs a CUDA GPU, but this run is on {device.type}; use fp32 or auto")
+    if requested not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {requested!r}; choose one of ('fp32', 'bf16', 'auto')")
+    return requested
+
+
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for the network only: the loss and the diffusion coefficients stay fp32,
+    since autocast leaves element-wise arithmetic in the dtype of its inputs."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 matrix multiplications and convolutions on Ampere and newer GPUs (no effect elsewhere).
+
+    Set explicitly both ways: cuDNN allows TF32 by default, which would change the tutorial's fp32.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled

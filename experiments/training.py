@@ -28,9 +28,18 @@ from experiments.data import DatasetError, PairedImageDataset
 from experiments.evaluation import Evaluation, bicubic_baseline, evaluate
 from experiments.metrics import HIGHER_IS_BETTER
 from experiments.report import comparison_rows, format_table, write_report
-from experiments.runtime import Distributed, init_distributed, process_device, seed_everything
+from experiments.ema import EMA
+from experiments.runtime import (
+    Distributed,
+    autocast,
+    init_distributed,
+    process_device,
+    resolve_precision,
+    seed_everything,
+    set_tf32,
+)
 from experiments.sampling_order import EpochBatches
-from unet import UNet
+from unet import UNet, optimize_for_speed
 
 CONFIG_FILE = "config.json"
 
@@ -124,16 +133,20 @@ class Trainer:
             )
         self.device = process_device(config.train.device, self.place)
         seed_everything(config.train.seed)
+        self.precision = resolve_precision(config.train.precision, self.device)
+        if self.device.type == "cuda":
+            set_tf32(config.train.tf32)
         self.model = build_model(config, self.device)
         self.diffusion = build_diffusion(config, self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
-        self.network = (
-            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if self.place.enabled
-            else self.model
-        )
+        self.ema = EMA(self.model, config.train.ema_decay) if config.train.ema_decay is not None else None
+        # self.model holds the weights; self.network is what runs them (NHWC, DDP, compiled).
+        network = optimize_for_speed(self.model, channels_last=config.train.channels_last)
+        if self.place.enabled:
+            network = DistributedDataParallel(network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.network = torch.compile(network) if config.train.compile else network
         # Time steps and noise: one stream, the same on every rank (see _draw).
         self.generator = torch.Generator(device=self.device).manual_seed(config.train.seed)
         self._load_data()
@@ -225,9 +238,10 @@ class Trainer:
         for wf, gt in loader:
             wf, gt = wf.to(self.device, non_blocking=True), gt.to(self.device, non_blocking=True)
             wf, gt, t, noise = self._draw(wf, gt)
-            loss = self.diffusion.training_loss(
-                self.network, gt, wf if config.conditional else None, loss=config.loss, t=t, noise=noise
-            )
+            with autocast(self.device, self.precision):
+                loss = self.diffusion.training_loss(
+                    self.network, gt, wf if config.conditional else None, loss=config.loss, t=t, noise=noise
+                )
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingDiverged(
@@ -238,6 +252,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.batch_in_epoch += 1
             self.global_step += 1
             self.epoch_loss_sum += value
@@ -316,19 +332,25 @@ class Trainer:
                 self._maybe_save_best(row)
 
     # ------------------------------------------------------------ evaluation
+    @property
+    def sampling_model(self) -> nn.Module:
+        """What evaluation samples with: the EMA weights when kept, else the trained ones."""
+        return self.ema.model if self.ema is not None else self.model
+
     def _evaluate(self, dataset, max_images, description) -> Evaluation | None:
-        return evaluate(
-            self.model,
-            self.diffusion,
-            dataset,
-            self.config.eval,
-            max_images=max_images,
-            conditional=self.config.train.conditional,
-            place=self.place,
-            seed=self.config.eval.seed,
-            progress=self.progress,
-            description=description,
-        )
+        with autocast(self.device, self.precision):
+            return evaluate(
+                self.sampling_model,
+                self.diffusion,
+                dataset,
+                self.config.eval,
+                max_images=max_images,
+                conditional=self.config.train.conditional,
+                place=self.place,
+                seed=self.config.eval.seed,
+                progress=self.progress,
+                description=description,
+            )
 
     def _evaluate_epoch(self) -> dict[str, float]:
         """Test metrics for each level (and validation metrics when there is a split) for this epoch."""
@@ -379,6 +401,7 @@ class Trainer:
         save_atomic(
             {
                 "model": self.model.state_dict(),
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
                 "optimizer": self.optimizer.state_dict(),
                 "epoch": self.epoch,
                 "batch_in_epoch": self.batch_in_epoch,
@@ -395,6 +418,8 @@ class Trainer:
 
     def _restore(self, checkpoint: dict) -> None:
         self.model.load_state_dict(checkpoint["model"])
+        if self.ema is not None:
+            self.ema.load_state_dict(checkpoint["ema"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         for key in ("epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "history", "best_score"):
             setattr(self, key, checkpoint[key])

@@ -123,3 +123,22 @@ def test_ddp_on_two_processes_matches_one_process(data_root, finished_run, tmp_p
         torch.testing.assert_close(rank0[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
     history = json.loads((tmp_path / "metrics.json").read_text())
     assert history[-1]["level_09/images"] == 4
+
+
+def test_ema_weights_are_checkpointed_and_resumed_exactly(data_root, tmp_path):
+    config = tiny_config(data_root, ema_decay=0.9)
+    straight = Trainer(config, tmp_path / "straight", progress=False)
+    straight.fit()
+
+    def interrupt(trainer):
+        if trainer.global_step == 3:
+            trainer.request_stop("test")
+
+    with pytest.raises(TrainingInterrupted):
+        Trainer(config, tmp_path / "resumed", progress=False).fit(on_step=interrupt)
+    resumed = Trainer(None, tmp_path / "resumed", resume=True, progress=False)
+    resumed.fit()
+    checkpoint = load_checkpoint(tmp_path / "resumed")
+    for name, tensor in straight.ema.state_dict().items():
+        assert torch.equal(checkpoint["ema"][name], tensor), name
+    assert any(not torch.equal(checkpoint["ema"][k], checkpoint["model"][k]) for k in checkpoint["model"])
