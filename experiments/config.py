@@ -153,16 +153,18 @@ def _build_section(section_type: type, values: dict[str, Any]):
 TUTORIAL_MSE = RunConfig(name="mse")
 TUTORIAL_L1 = RunConfig(name="l1", train=TrainConfig(loss="l1"))
 
-# Laptop scale, on the synthetic look-alike (`make synthetic-data`): a narrower, shallower network,
-# 200 diffusion steps, and L1 (the tutorial's better run). Sized to train in about ten minutes on
-# two CPU cores.
+# Laptop scale, on the synthetic look-alike (`make synthetic-data`): a narrower network, 200
+# diffusion steps, L1 (the tutorial's better run) at a higher learning rate, training on 64 x 64
+# windows with EMA weights, and evaluation by 25-step DDIM. About ten minutes on two CPU cores.
 DEMO = RunConfig(
     name="demo",
     diffusion=DiffusionConfig(steps=200, beta_start=1e-4, beta_end=0.1),
     network=UNetConfig(channels=(16, 32, 64), base_channels=(64, 64), time_encoding_dim=64),
-    data=DataConfig(root="data/synthetic", num_workers=0, max_train_pairs=2048),
-    train=TrainConfig(epochs=6, batch_size=16, lr=1e-3, loss="l1"),
-    eval=EvalConfig(batch_size=32, max_test_images=32, validation_images=16, every=2),
+    data=DataConfig(root="data/synthetic", max_train_pairs=2048, crop=64),
+    train=TrainConfig(epochs=8, batch_size=16, lr=1e-3, loss="l1", ema_decay=0.995),
+    eval=EvalConfig(
+        sampler="ddim", sampling_steps=25, batch_size=32, max_test_images=32, validation_images=16, every=2
+    ),
 )
 
 # The tutorial's L1 run with what issue-tested speed-ups offer: EMA weights, bf16 and TF32 on a GPU,
