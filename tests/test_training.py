@@ -142,3 +142,23 @@ def test_ema_weights_are_checkpointed_and_resumed_exactly(data_root, tmp_path):
     for name, tensor in straight.ema.state_dict().items():
         assert torch.equal(checkpoint["ema"][name], tensor), name
     assert any(not torch.equal(checkpoint["ema"][k], checkpoint["model"][k]) for k in checkpoint["model"])
+
+
+def test_standalone_evaluation_scores_every_level_beside_bicubic(finished_run, tmp_path, capsys):
+    from experiments.evaluate import main
+
+    run_dir, _ = finished_run
+    assert main(["--checkpoint", str(run_dir), "--levels", "all", "--no-progress", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "evaluation.json").read_text())
+    assert sorted(result["levels"]) == [f"level_{i:02d}" for i in range(1, 10)]
+    for level in result["levels"].values():
+        assert level["model"]["images"] == 4 and "psnr" in level["bicubic"]
+    assert (tmp_path / "samples_level_05.png").is_file() and (tmp_path / "evaluation.md").is_file()
+    assert "bicubic input" in capsys.readouterr().out
+
+
+def test_standalone_evaluation_names_a_missing_checkpoint(tmp_path, capsys):
+    from experiments.evaluate import main
+
+    assert main(["--checkpoint", str(tmp_path / "nowhere.pt")]) == 2
+    assert "nowhere.pt" in capsys.readouterr().err

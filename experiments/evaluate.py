@@ -1,0 +1,101 @@
+"""Evaluate a trained checkpoint on test levels: ``python -m experiments.evaluate --checkpoint RUN_DIR``.
+
+Scores the configured sampler's output (MAE, NRMSE, SSIM, MS-SSIM, PSNR) against the targets of each
+level, beside the bicubic input, and writes ``evaluation.json``, ``evaluation.md`` and a sample grid per
+level into ``--out`` (default: an ``evaluation`` folder beside the checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from experiments import figures
+from experiments.data import PairedImageDataset, list_test_levels
+from experiments.evaluation import bicubic_baseline, evaluate
+from experiments.inference import InferenceError, load_for_inference
+from experiments.report import comparison_rows, format_table, write_report
+from experiments.runtime import autocast, resolve_precision
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its last.pt)")
+    parser.add_argument("--data", help="data root (default: the one the run was trained on)")
+    parser.add_argument("--levels", help="comma-separated test levels, or 'all' (default: the run's)")
+    parser.add_argument("--max-images", type=int, help="first N images of each level (default: the run's setting)")
+    parser.add_argument("--all-images", action="store_true", help="every image of each level")
+    parser.add_argument("--sampler", choices=("simple", "x0", "ddim"))
+    parser.add_argument("--variance", choices=("beta", "beta_tilde"))
+    parser.add_argument("--sampling-steps", type=int, help="DDIM network evaluations")
+    parser.add_argument("--eta", type=float, help="DDIM eta (0: deterministic)")
+    parser.add_argument("--samples", type=int, help="samples averaged per image")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    parser.add_argument("--out", help="folder for the results (default: <checkpoint folder>/evaluation)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        predictor = load_for_inference(args.checkpoint, args.device)
+    except (InferenceError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    config = predictor.config
+    overrides = {
+        name: value
+        for name, value in (
+            ("sampler", args.sampler), ("variance", args.variance), ("sampling_steps", args.sampling_steps),
+            ("eta", args.eta), ("samples", args.samples), ("batch_size", args.batch_size),
+            ("max_test_images", args.max_images),
+        )
+        if value is not None
+    }
+    if args.all_images:
+        overrides["max_test_images"] = None
+    settings = replace(config.eval, **overrides)
+    root = args.data or config.data.root
+    levels = list_test_levels(root) if args.levels == "all" else (args.levels.split(",") if args.levels else settings.levels)
+    out = Path(args.out) if args.out else predictor.checkpoint.parent / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    precision = resolve_precision(config.train.precision, predictor.device)
+
+    results = {}
+    for level in levels:
+        dataset = PairedImageDataset(root, "test", level=level, normalization=config.data.normalization)
+        with autocast(predictor.device, precision):
+            result = evaluate(predictor.model, predictor.diffusion, dataset, settings, settings.max_test_images,
+                              seed=settings.seed, progress=not args.no_progress, description=f"test {level}")
+        baseline = bicubic_baseline(dataset, settings.max_test_images)
+        results[level] = {"model": result.metrics, "bicubic": baseline}
+        figures.plot_sample_grid(result.inputs, result.outputs, result.targets, out / f"samples_{level}.png",
+                                 title=f"{predictor.checkpoint.name}, test {level}")
+        rows = comparison_rows(result.metrics, baseline, paper_key=config.train.loss if config.name in ("mse", "l1") else None)
+        print(f"\n{level} ({int(result.metrics['images'])} images)\n{format_table(rows)}")
+        results[level]["rows"] = rows
+
+    (out / "evaluation.json").write_text(json.dumps(
+        {"checkpoint": str(predictor.checkpoint), "digest": predictor.digest, "weights": predictor.weights,
+         "sampling": {k: getattr(settings, k) for k in ("sampler", "variance", "sampling_steps", "eta", "samples", "seed")},
+         "levels": {level: {k: v for k, v in r.items() if k != "rows"} for level, r in results.items()}},
+        indent=2) + "\n")
+    summary = {"checkpoint": predictor.checkpoint, "weights": predictor.weights, "sampler": settings.sampler,
+               "sampling steps": settings.sampling_steps or config.diffusion.steps, "samples": settings.samples}
+    tables = {f"{level}: {label}": row for level, r in results.items() for label, row in r["rows"].items()}
+    write_report(out / "evaluation.md", f"Evaluation of {predictor.checkpoint}", summary, tables,
+                 ["Metrics on [-1, 1] images with data range 2.0."])
+    print(f"\nwrote {out / 'evaluation.json'} and {out / 'evaluation.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    sys.exit(main())
