@@ -7,8 +7,12 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./biosr_dataset
 SYNTHETIC_DIR ?= ./data/synthetic
 GPUS ?= 1
-# Extra flags for the training command, e.g. ARGS="--epochs 5".
+# Extra flags for the command, e.g. ARGS="--epochs 5".
 ARGS ?=
+# make predict CHECKPOINT=runs/<run>/best.pt INPUT=my_cells/ OUTPUT=results
+CHECKPOINT ?= runs/demo-measured/best.pt
+INPUT ?=
+OUTPUT ?= predictions
 
 .PHONY: install test test-fast demo data synthetic-data reproduce-mse reproduce-l1 bench predict clean-venv
 
@@ -47,3 +51,7 @@ reproduce-mse reproduce-l1: reproduce-%: install
 
 demo: install synthetic-data
 	$(PY) -m experiments.train --preset demo --data.root $(SYNTHETIC_DIR) $(ARGS)
+
+predict: install
+	@test -n "$(INPUT)" || { echo "usage: make predict CHECKPOINT=runs/<run>/best.pt INPUT=<tif or folder> [OUTPUT=predictions] [ARGS=...]"; exit 2; }
+	$(PY) -m experiments.predict --checkpoint $(CHECKPOINT) --input $(INPUT) --output $(OUTPUT) $(ARGS)

@@ -42,13 +42,13 @@ def _as_images(images: ImageStack, name: str) -> np.ndarray:
     return array
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
     return figure
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", bbox_inches="tight")
@@ -56,7 +56,7 @@ def _save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-def _show_image(
+def show_image(
     axes: Axes, image: np.ndarray, limits: tuple[float, float] = IMAGE_LIMITS, cmap: str = "gray"
 ) -> AxesImage:
     shown = axes.imshow(image, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest")
@@ -90,35 +90,35 @@ def plot_sample_grid(
     if rows < 1:
         raise ValueError("plot_sample_grid needs at least one image (and max_images >= 1)")
 
-    figure = _new_figure(1.8 * (len(columns) + len(extras)), 1.8 * rows + (0.4 if title else 0.0))
+    figure = new_figure(1.8 * (len(columns) + len(extras)), 1.8 * rows + (0.4 if title else 0.0))
     grid = figure.subplots(rows, len(columns) + len(extras), squeeze=False)
     for column, (name, images) in enumerate(columns.items()):
         grid[0, column].set_title(name)
         for row in range(rows):
-            _show_image(grid[row, column], images[row])
+            show_image(grid[row, column], images[row])
     for column, (name, maps) in enumerate(extras.items(), start=len(columns)):
         shown_maps = maps[:rows]
         limits = (min(0.0, float(shown_maps.min())), float(shown_maps.max()))
         grid[0, column].set_title(name)
         for row in range(rows):
-            shown = _show_image(grid[row, column], shown_maps[row], limits, cmap="magma")
+            shown = show_image(grid[row, column], shown_maps[row], limits, cmap="magma")
             figure.colorbar(shown, ax=grid[row, column], fraction=0.046, pad=0.04)
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_training_loss(losses: Sequence[float], path: str | Path) -> Path:
     """The mean training loss of each epoch against the epoch number, from 1 (Fig. 7)."""
     if len(losses) == 0:
         raise ValueError("plot_training_loss needs at least one epoch's loss")
-    figure = _new_figure(6.0, 4.0)
+    figure = new_figure(6.0, 4.0)
     axes = figure.subplots()
     axes.plot(range(1, len(losses) + 1), losses, "g-o", label="Training loss")
     axes.set_xlabel("Epoch")
     axes.set_ylabel("Loss")
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_metrics(
@@ -135,7 +135,7 @@ def plot_metrics(
     names = [name for name in METRIC_NAMES if any(name in entry for entry in history)]
     if not names:
         raise ValueError(f"history holds none of the metrics {METRIC_NAMES}: nothing to plot")
-    figure = _new_figure(3.6 * len(names), 3.4)
+    figure = new_figure(3.6 * len(names), 3.4)
     panels = figure.subplots(1, len(names), squeeze=False)[0]
     for axes, name in zip(panels, names):
         entries = [(entry.get("epoch", index + 1), entry) for index, entry in enumerate(history) if name in entry]
@@ -154,7 +154,7 @@ def plot_metrics(
         axes.set_xlabel("Epoch")
     panels[0].legend(fontsize="small")  # the same series in every panel: one legend is enough
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_forward_process(images: ImageStack, steps: Sequence[int], path: str | Path) -> Path:
@@ -168,11 +168,11 @@ def plot_forward_process(images: ImageStack, steps: Sequence[int], path: str | P
         raise ValueError(
             f"need one time step per image and at least one image; got {len(frames)} images, {len(steps)} steps"
         )
-    figure = _new_figure(1.8 * len(frames), 2.1)
+    figure = new_figure(1.8 * len(frames), 2.1)
     for axes, frame, step in zip(figure.subplots(1, len(frames), squeeze=False)[0], frames, steps):
-        _show_image(axes, frame)
+        show_image(axes, frame)
         axes.set_title(f"t = {step}")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_time_encodings(encodings: ImageStack, path: str | Path, stride: int = 1) -> Path:
@@ -186,7 +186,7 @@ def plot_time_encodings(encodings: ImageStack, path: str | Path, stride: int = 1
         raise ValueError(f"encodings must be [T, D]; got shape {table.shape}")
     if stride < 1:
         raise ValueError(f"stride must be a positive number of time steps; got {stride}")
-    figure = _new_figure(6.0, 4.5)
+    figure = new_figure(6.0, 4.5)
     axes = figure.subplots()
     rows, dims = table.shape
     # Each row covers t in [i * stride - stride / 2, i * stride + stride / 2]; top row is t = 0.
@@ -198,4 +198,4 @@ def plot_time_encodings(encodings: ImageStack, path: str | Path, stride: int = 1
     axes.set_xlabel("Encoding dimension")
     axes.set_ylabel("Time step t")
     figure.colorbar(shown, ax=axes)
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -225,18 +225,18 @@ def write_preview(inputs: np.ndarray, outputs: np.ndarray, std: np.ndarray | Non
     columns = [("Input", inputs), ("Output", outputs)] + ([("Std", std)] if std is not None else [])
     # About one screen pixel per image pixel, within limits, so fine detail stays visible in the preview.
     side = float(np.clip(max(inputs.shape[1:]) / figures.DPI, 2.5, 6.0))
-    figure = figures._new_figure(side * len(columns), side * rows + 0.4)
+    figure = figures.new_figure(side * len(columns), side * rows + 0.4)
     grid = figure.subplots(rows, len(columns), squeeze=False)
     for column, (name, images) in enumerate(columns):
         grid[0, column].set_title(name)
         for row in range(rows):
             if name == "Std":
-                shown = figures._show_image(grid[row, column], images[row], (0.0, float(images[:rows].max())), "magma")
+                shown = figures.show_image(grid[row, column], images[row], (0.0, float(images[:rows].max())), "magma")
                 figure.colorbar(shown, ax=grid[row, column], fraction=0.046, pad=0.04)
             else:
-                figures._show_image(grid[row, column], images[row])
+                figures.show_image(grid[row, column], images[row])
     figure.suptitle(title)
-    return figures._save(figure, path)
+    return figures.save_figure(figure, path)
 
 
 def _warn_if_out_of_range(frames: np.ndarray, info: FrameInfo, normalization: str) -> None:
