@@ -214,8 +214,6 @@ def ddim_sample(
         chain = check_timesteps(timesteps, diffusion.steps)
     coefficients = ddim_coefficients(diffusion, chain, eta)
     x = diffusion.initial_noise(shape, condition, generator) if x_T is None else x_T.to(diffusion.device, diffusion.dtype)
-    if condition is not None:
-        condition = condition.to(diffusion.device, diffusion.dtype)
 
     def step(x_t, t, t_prev, predicted_noise, z):
         return ddim_step(diffusion, x_t, t, predicted_noise, z, coefficients[t], clamp)
@@ -223,6 +221,4 @@ def ddim_sample(
     images, saved = diffusion.run_chain(
         model, x, chain, step, condition, generator, save_steps, progress, model_kwargs
     )
-    if save_steps is None:
-        return images
-    return images, torch.stack(saved) if saved else images.new_empty(0, *images.shape)
+    return images if save_steps is None else (images, saved)

@@ -256,7 +256,7 @@ class Diffusion:
         save_steps: Sequence[int] | None = None,
         progress: bool = True,
         model_kwargs: dict | None = None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Run ``step`` along ``timesteps`` (descending) from ``x``; the loop every sampler shares.
 
         The model sees ``cat([condition, x_t], dim=1)`` (the low-resolution image as extra input
@@ -265,10 +265,13 @@ class Diffusion:
         by Python ints, and the noise is drawn into one reused buffer.
 
         Returns:
-            ``(x_final, saved)``: the last images and, for each ``t`` in ``save_steps`` met on the way,
-            the images right after that step, in the order they were produced.
+            ``(x_final, saved)``: the last images and, stacked [S, B, C, H, W], for each ``t`` in
+            ``save_steps`` met on the way the images right after that step, in the order they were
+            produced (S = 0 when none).
         """
         model_kwargs = model_kwargs or {}
+        if condition is not None:
+            condition = condition.to(self.device, self.dtype)
         wanted = set(save_steps or ())
         batch = x.shape[0]
         z = torch.empty_like(x)
@@ -282,7 +285,7 @@ class Diffusion:
             x = step(x, t, t_prev, predicted_noise.to(x.dtype), noise)
             if t in wanted:
                 saved.append(x)
-        return x, saved
+        return x, torch.stack(saved) if saved else x.new_empty(0, *x.shape)
 
     def initial_noise(
         self,
@@ -329,8 +332,6 @@ class Diffusion:
         variance = variance or ("beta" if sampler == "simple" else "beta_tilde")
         _check_choice("variance", variance, VARIANCES)
         x = self.initial_noise(shape, condition, generator)
-        if condition is not None:
-            condition = condition.to(self.device, self.dtype)
 
         def step(x_t, t, t_prev, predicted_noise, z):
             return self.reverse_step(x_t, t, predicted_noise, z, sampler, variance, clamp)
@@ -338,9 +339,7 @@ class Diffusion:
         images, saved = self.run_chain(
             model, x, range(self.steps - 1, -1, -1), step, condition, generator, save_steps, progress, model_kwargs
         )
-        if save_steps is None:
-            return images
-        return images, torch.stack(saved) if saved else images.new_empty(0, *images.shape)
+        return images if save_steps is None else (images, saved)
 
     # -------------------------------------------------------------------- loss
     def training_loss(
