@@ -162,3 +162,15 @@ def test_standalone_evaluation_names_a_missing_checkpoint(tmp_path, capsys):
 
     assert main(["--checkpoint", str(tmp_path / "nowhere.pt")]) == 2
     assert "nowhere.pt" in capsys.readouterr().err
+
+
+def test_unconditional_run_trains_a_generator(data_root, tmp_path):
+    """The tutorial's Section 5: no condition, one input channel; samples but no paired metrics."""
+    from dataclasses import replace
+
+    config = tiny_config(data_root, conditional=False, epochs=1)
+    config = replace(config, network=replace(config.network, in_channels=1))
+    trainer = Trainer(config, tmp_path, progress=False)
+    history = trainer.fit()
+    assert history[0]["loss"] > 0 and not any(key.startswith("level_09/") for key in history[0])
+    assert (tmp_path / "samples_level_09_epoch001.png").is_file() and (tmp_path / "last.pt").is_file()
