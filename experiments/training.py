@@ -42,6 +42,8 @@ from experiments.sampling_order import EpochBatches
 from unet import UNet, optimize_for_speed
 
 CONFIG_FILE = "config.json"
+# Steps between host reads of the training loss: each read waits for the GPU to catch up.
+LOSS_READ_EVERY = 20
 
 
 class TrainingDiverged(RuntimeError):
@@ -235,19 +237,13 @@ class Trainer:
             disable=not (self.progress and self.place.is_main),
         )
         started = time.perf_counter()
+        pending, pending_steps = None, 0  # loss summed on the device since the last read
         for wf, gt in loader:
             wf, gt = wf.to(self.device, non_blocking=True), gt.to(self.device, non_blocking=True)
             wf, gt, t, noise = self._draw(wf, gt)
             with autocast(self.device, self.precision):
                 loss = self.diffusion.training_loss(
                     self.network, gt, wf if config.conditional else None, loss=config.loss, t=t, noise=noise
-                )
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"the training loss became {value} at epoch {self.epoch + 1}, step {self.batch_in_epoch + 1}; "
-                    f"{self.run_dir / LAST} holds the last good state. Lower --train.lr or check the data for "
-                    "extreme values, then --resume."
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -256,12 +252,17 @@ class Trainer:
                 self.ema.update(self.model)
             self.batch_in_epoch += 1
             self.global_step += 1
-            self.epoch_loss_sum += value
             bar.update()
-            bar.set_postfix(loss=f"{value:.4f}")
+            pending = loss.detach().double() if pending is None else pending + loss.detach()
+            pending_steps += 1
+            at_sync = pending_steps == LOSS_READ_EVERY
+            if at_sync:
+                self._read_loss(pending, pending_steps, bar)
+                pending, pending_steps = None, 0
             if on_step is not None:
                 on_step(self)
-            if self._stop_requested():
+            if self._stop_requested(at_sync):
+                self._read_loss(pending, pending_steps, bar)
                 self.epoch_seconds += time.perf_counter() - started
                 bar.close()
                 self._save(LAST)
@@ -269,8 +270,27 @@ class Trainer:
                     f"stopped by {self._stop_reason} at epoch {self.epoch + 1}, step {self.batch_in_epoch}; "
                     f"continue with: python -m experiments.train --resume {self.run_dir}"
                 )
+        self._read_loss(pending, pending_steps, bar)
         self.epoch_seconds += time.perf_counter() - started
         bar.close()
+
+    def _read_loss(self, pending: torch.Tensor | None, steps: int, bar: tqdm) -> None:
+        """Bring the losses of the last ``steps`` steps to the host, and stop if one was not finite.
+
+        Reading a value waits for the device, so it happens every ``LOSS_READ_EVERY`` steps, not every
+        step; no checkpoint is written between a NaN and this check.
+        """
+        if pending is None:
+            return
+        value = pending.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"the training loss became {value} within the {steps} steps up to epoch {self.epoch + 1}, "
+                f"step {self.batch_in_epoch}; {self.run_dir / LAST} holds the last good state. Lower "
+                "--train.lr or check the data for extreme values, then --resume."
+            )
+        self.epoch_loss_sum += value
+        bar.set_postfix(loss=f"{value / steps:.4f}")
 
     def _draw(self, wf: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Crop (``data.crop``), time steps and noise of this rank's images, cut from draws for the
@@ -291,16 +311,19 @@ class Trainer:
         noise = torch.randn((share * world, *gt.shape[1:]), device=self.device, generator=self.generator, dtype=gt.dtype)
         return wf, gt, t[mine], noise[mine]
 
-    def _stop_requested(self) -> bool:
-        """Whether any rank was asked to stop (all ranks must stop at the same step)."""
+    def _stop_requested(self, at_sync: bool) -> bool:
+        """Whether a stop was asked for. Under DDP all ranks must stop at the same step, so they
+        agree (an all-reduce, which waits for the devices) only when the loss is read anyway."""
         flag = self._stop_reason is not None
-        if self.place.enabled:
-            tensor = torch.tensor([float(flag)], device=self.device)
-            dist.all_reduce(tensor)
-            flag = tensor.item() > 0
-            if flag and self._stop_reason is None:
-                self._stop_reason = "another rank"
-        return flag
+        if not self.place.enabled:
+            return flag
+        if not at_sync:
+            return False
+        tensor = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(tensor)
+        if tensor.item() > 0 and self._stop_reason is None:
+            self._stop_reason = "another rank"
+        return tensor.item() > 0
 
     def _end_epoch(self) -> None:
         batches = self.batch_in_epoch
