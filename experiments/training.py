@@ -248,10 +248,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update(self.model)
             self.batch_in_epoch += 1
             self.global_step += 1
+            if self.ema is not None:
+                self.ema.update(self.model, self.global_step)
             bar.update()
             pending = loss.detach().double() if pending is None else pending + loss.detach()
             pending_steps += 1

@@ -13,20 +13,22 @@ def test_ema_follows_its_recursion():
     model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
     ema = EMA(model, decay=0.9)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
-    for step in range(3):
+    for step in range(1, 100, 33):
         with torch.no_grad():
             for p in model.parameters():
-                p.add_(step + 1.0)
+                p.add_(step)
         model(torch.randn(4, 3))  # moves the BatchNorm running statistics, and its integer counter
-        ema.update(model)
+        ema.update(model, step)
+        decay = min(0.9, (1 + step) / (10 + step))  # warm-up, then the configured decay
         for name, value in model.state_dict().items():
             if value.dtype.is_floating_point:
-                expected[name] = 0.9 * expected[name] + 0.1 * value
+                expected[name] = decay * expected[name] + (1 - decay) * value
             else:
                 expected[name] = value.clone()
     for name, value in ema.state_dict().items():
         torch.testing.assert_close(value, expected[name], msg=name)
     assert not any(p.requires_grad for p in ema.model.parameters())
+    assert ema.decay_at(1) == 2 / 11 and ema.decay_at(10_000) == 0.9
 
 
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.5])
