@@ -14,7 +14,7 @@ CHECKPOINT ?= runs/demo-measured/best.pt
 INPUT ?=
 OUTPUT ?= predictions
 
-.PHONY: install test test-fast demo data synthetic-data reproduce-mse reproduce-l1 bench predict clean-venv
+.PHONY: install test test-fast demo data synthetic-data reproduce-mse reproduce-l1 bench predict
 
 install: $(STAMP)
 
@@ -55,3 +55,10 @@ demo: install synthetic-data
 predict: install
 	@test -n "$(INPUT)" || { echo "usage: make predict CHECKPOINT=runs/<run>/best.pt INPUT=<tif or folder> [OUTPUT=predictions] [ARGS=...]"; exit 2; }
 	$(PY) -m experiments.predict --checkpoint $(CHECKPOINT) --input $(INPUT) --output $(OUTPUT) $(ARGS)
+
+# Speed of the network (against deeplay when BENCH_DEEPLAY names a Python that has it), and sampling
+# speed and quality versus steps on the newest demo run (run `make demo` first).
+BENCH_DEEPLAY ?=
+bench: install
+	$(PY) -m experiments.bench_unet --channels-last $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
+	$(PY) -m experiments.bench_sampling $(ARGS)
