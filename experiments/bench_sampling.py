@@ -12,7 +12,7 @@ and extrapolated linearly; the output says which rows were.
 
 Quality (checkpoint only): PSNR and SSIM of the first ``--images`` test images of one level for the
 bicubic input, the full-length ancestral chain (sampler "simple") and deterministic DDIM (eta = 0)
-at each step count, all on the same images with the same seeds (see
+at each step count (``--eta`` for stochastic DDIM), all on the same images with the same seeds (see
 :func:`experiments.evaluation.evaluate`). The issue's target: DDIM with at most 50 steps within
 0.3 dB PSNR of full-length ancestral sampling.
 
@@ -203,9 +203,9 @@ def speed_table(speed: dict) -> str:
 
 
 # ------------------------------------------------------------------ quality
-def quality_configs(base: EvalConfig, steps_total: int, batch_size: int) -> dict[str, EvalConfig]:
-    """Row name -> sampler settings: ancestral on all T steps, then DDIM (eta 0) at each step count."""
-    common = replace(base, samples=1, batch_size=batch_size, eta=0.0)
+def quality_configs(base: EvalConfig, steps_total: int, batch_size: int, eta: float = 0.0) -> dict[str, EvalConfig]:
+    """Row name -> sampler settings: ancestral on all T steps, then DDIM (``eta``) at each step count."""
+    common = replace(base, samples=1, batch_size=batch_size, eta=eta)
     rows = {f"ancestral {steps_total}": replace(common, sampler="simple", variance=None, sampling_steps=None)}
     for steps in ddim_step_counts(steps_total):
         rows[f"ddim {steps}"] = replace(common, sampler="ddim", sampling_steps=steps)
@@ -214,7 +214,7 @@ def quality_configs(base: EvalConfig, steps_total: int, batch_size: int) -> dict
 
 def measure_quality(
     model: nn.Module, diffusion: Diffusion, config: RunConfig, dataset: PairedImageDataset,
-    images: int, batch_size: int, seed: int,
+    images: int, batch_size: int, seed: int, eta: float = 0.0,
 ) -> dict:
     """Metrics of the bicubic input and of each sampler on the first ``images`` test images.
 
@@ -224,7 +224,7 @@ def measure_quality(
     """
     rows = {"bicubic": {"steps": 0, "network_evaluations": 0, "seconds": 0.0,
                         **bicubic_baseline(dataset, images)}}
-    for name, sampling in quality_configs(config.eval, diffusion.steps, batch_size).items():
+    for name, sampling in quality_configs(config.eval, diffusion.steps, batch_size, eta).items():
         seed_everything(seed)
         start = time.perf_counter()
         result = evaluate(model, diffusion, dataset, sampling, max_images=images, seed=seed,
@@ -234,7 +234,7 @@ def measure_quality(
                       "seconds": time.perf_counter() - start, **result.metrics}
         print(f"  {name}: PSNR {rows[name]['psnr']:.3f} dB, SSIM {rows[name]['ssim']:.4f} "
               f"({rows[name]['seconds']:.0f} s)", flush=True)
-    return {"images": images, "level": dataset.level, "seed": seed, "rows": rows,
+    return {"images": images, "level": dataset.level, "seed": seed, "ddim_eta": eta, "rows": rows,
             "comparison": compare_to_ancestral(rows, diffusion.steps)}
 
 
@@ -303,6 +303,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timed-steps", type=int, default=20,
                         help="chains longer than this are timed on their first steps and extrapolated (0: all)")
     parser.add_argument("--train-steps", type=int, default=3, help="timed training steps")
+    parser.add_argument("--eta", type=float, default=0.0,
+                        help="eta of the DDIM rows of the quality table (0: deterministic, 1: DDPM-like noise)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -344,8 +346,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"network": args.network, "checkpoint": None if tutorial else str(checkpoint), "speed": speed}
     print(speed_table(speed))
     if dataset is not None and args.images > 0:
-        print(f"quality on {args.level}, first {args.images} images:", flush=True)
-        result["quality"] = measure_quality(model, diffusion, config, dataset, args.images, args.batch_size, args.seed)
+        print(f"quality on {args.level}, first {args.images} images, DDIM eta {args.eta}:", flush=True)
+        result["quality"] = measure_quality(model, diffusion, config, dataset, args.images, args.batch_size,
+                                             args.seed, args.eta)
         print(quality_table(result["quality"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

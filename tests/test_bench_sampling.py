@@ -11,6 +11,7 @@ from experiments.bench_sampling import (
     compare_to_ancestral,
     ddim_step_counts,
     main,
+    quality_configs,
     time_chain,
     training_images_per_s,
 )
@@ -69,6 +70,7 @@ def test_main_writes_speed_and_quality_tables_into_the_run_folder(run_dir, data_
     assert speed["train"]["images_per_s"] > 0 and speed["train"]["batch_size"] == 4
 
     quality = written["quality"]
+    assert quality["ddim_eta"] == 0.0 and quality["images"] == 3
     assert list(quality["rows"]) == ["bicubic", "ancestral 30", "ddim 10", "ddim 25", "ddim 30"]
     for row in quality["rows"].values():
         assert row["images"] == 3
@@ -96,6 +98,16 @@ def test_ddim_step_counts_are_capped_at_T_without_repeats():
     assert ddim_step_counts(200) == [10, 25, 50, 100]
     assert ddim_step_counts(30) == [10, 25, 30]
     assert ddim_step_counts(8) == [8]
+
+
+def test_quality_rows_are_ancestral_then_ddim_with_the_given_eta():
+    rows = quality_configs(EvalConfig(samples=4, sampler="ddim"), 30, batch_size=5, eta=0.5)
+    assert list(rows) == ["ancestral 30", "ddim 10", "ddim 25", "ddim 30"]
+    assert rows["ancestral 30"].sampler == "simple"
+    assert all(row.samples == 1 and row.batch_size == 5 for row in rows.values())
+    assert [(row.sampling_steps, row.eta) for name, row in rows.items() if name != "ancestral 30"] == [
+        (10, 0.5), (25, 0.5), (30, 0.5)
+    ]
 
 
 def test_short_chains_are_timed_in_full_and_long_ones_extrapolated():
