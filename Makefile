@@ -9,8 +9,8 @@ SYNTHETIC_DIR ?= ./data/synthetic
 GPUS ?= 1
 # Extra flags for the command, e.g. ARGS="--epochs 5".
 ARGS ?=
-# make predict CHECKPOINT=runs/<run>/best.pt INPUT=my_cells/ OUTPUT=results
-CHECKPOINT ?= runs/demo-measured/best.pt
+# make predict CHECKPOINT=runs/<run>/best.pt INPUT=my_cells/ OUTPUT=results (default: the newest demo run)
+CHECKPOINT ?= $(lastword $(sort $(wildcard runs/demo-*/best.pt)))
 INPUT ?=
 OUTPUT ?= predictions
 
