@@ -126,6 +126,11 @@ class Trainer:
         self.progress = progress
         if resume:
             config = RunConfig.load(self.run_dir / CONFIG_FILE)
+        elif (self.run_dir / LAST).exists():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run ({LAST}); continue it with --resume {self.run_dir}, "
+                "or choose another --run-dir"
+            )
         self.config = config
         self.place = init_distributed(process_device(config.train.device, Distributed()).type)
         if config.train.batch_size % self.place.world_size:

@@ -174,3 +174,17 @@ def test_unconditional_run_trains_a_generator(data_root, tmp_path):
     history = trainer.fit()
     assert history[0]["loss"] > 0 and not any(key.startswith("level_09/") for key in history[0])
     assert (tmp_path / "samples_level_09_epoch001.png").is_file() and (tmp_path / "last.pt").is_file()
+
+
+def test_a_new_run_never_overwrites_an_existing_one(finished_run, data_root):
+    run_dir, _ = finished_run
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(tiny_config(data_root), run_dir, progress=False)
+
+
+def test_resume_refuses_configuration_overrides(finished_run, capsys):
+    from experiments.train import main
+
+    run_dir, _ = finished_run
+    assert main(["--resume", str(run_dir), "--epochs", "9"]) == 2
+    assert "epochs" in capsys.readouterr().err
