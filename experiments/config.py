@@ -185,6 +185,20 @@ def preset(name: str) -> RunConfig:
     return PRESETS[name]
 
 
+def check_consistency(config: RunConfig) -> None:
+    """Refuse combinations of fields that would only fail later, mid-run, naming the flags to change."""
+    steps, evaluation = config.diffusion.steps, config.eval
+    if evaluation.sampler == "ddim" and evaluation.sampling_steps is not None and not 1 <= evaluation.sampling_steps <= steps:
+        raise ValueError(
+            f"eval.sampling_steps {evaluation.sampling_steps} must lie within 1..{steps} (diffusion.steps); "
+            "change --sampling-steps"
+        )
+    if evaluation.samples < 1:
+        raise ValueError(f"eval.samples must be at least 1, got {evaluation.samples}; change --samples")
+    if config.train.epochs < 1 or evaluation.every < 1:
+        raise ValueError("train.epochs and eval.every must be at least 1; change --epochs / --every")
+
+
 # ------------------------------------------------------------------- command line
 def _unwrap_optional(annotation) -> tuple[Any, bool]:
     args = typing.get_args(annotation)
@@ -252,7 +266,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             *flags,
             dest=f"cfg__{section}__{f.name}",
             type=_parser_for(annotation, flags[0]),
-            default=None,
+            # Absent unless given, so that "none" can set an optional field to None.
+            default=argparse.SUPPRESS,
             metavar=f.name.upper(),
             help=f"({_type_name(annotation)})",
         )
@@ -267,7 +282,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     config = preset(args.preset)
     overrides: dict[str, dict[str, Any]] = {}
     for key, value in vars(args).items():
-        if key.startswith("cfg__") and value is not None:
+        if key.startswith("cfg__"):
             _, section, name = key.split("__", 2)
             overrides.setdefault(section, {})[name] = value
     sections = {name: replace(getattr(config, name), **values) for name, values in overrides.items()}

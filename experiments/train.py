@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = sorted(k.split("__", 2)[2] for k, v in vars(args).items() if k.startswith("cfg__") and v is not None)
+    overrides = sorted(key.split("__", 2)[2] for key in vars(args) if key.startswith("cfg__"))
     if args.resume and overrides:
         print(f"error: --resume continues a run with its own config.json; drop {overrides}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ddpm import Diffusion
 from experiments import figures
 from experiments.checkpoint import BEST, LAST, load_checkpoint, restore_rng_state, rng_state, save_atomic
-from experiments.config import RunConfig
+from experiments.config import RunConfig, check_consistency
 from experiments.data import DatasetError, PairedImageDataset
 from experiments.evaluation import Evaluation, bicubic_baseline, evaluate
 from experiments.metrics import HIGHER_IS_BETTER
@@ -87,8 +87,6 @@ def random_crops(
     The network is fully convolutional: it trains on windows and still runs on whole images.
     """
     height, width = gt.shape[-2:]
-    if size > min(height, width):
-        raise ValueError(f"data.crop {size} is larger than the training images ({height} x {width}); lower it")
     rows = torch.randint(0, height - size + 1, (draws,), device=generator.device, generator=generator)[mine].tolist()
     cols = torch.randint(0, width - size + 1, (draws,), device=generator.device, generator=generator)[mine].tolist()
     windows = [(slice(None), slice(r, r + size), slice(c, c + size)) for r, c in zip(rows, cols)]
@@ -131,6 +129,7 @@ class Trainer:
                 f"{self.run_dir} already holds a run ({LAST}); continue it with --resume {self.run_dir}, "
                 "or choose another --run-dir"
             )
+        check_consistency(config)
         self.config = config
         self.place = init_distributed(process_device(config.train.device, Distributed()).type)
         if config.train.batch_size % self.place.world_size:
@@ -178,6 +177,13 @@ class Trainer:
         common = dict(normalization=data.normalization)
         self.train_set = PairedImageDataset(data.root, "train", augment=data.augment, seed=seed, **common)
         self.train_size = len(self.train_set) if data.max_train_pairs is None else min(data.max_train_pairs, len(self.train_set))
+        multiple = 2 ** (self.config.network.depth - 1)
+        if data.crop is not None and (data.crop > min(self.train_set.image_shape) or data.crop % multiple):
+            raise ValueError(
+                f"data.crop {data.crop} must be at most the training image size {self.train_set.image_shape} "
+                f"and a multiple of {multiple} (the network halves the size {multiple.bit_length() - 1} times); "
+                "change --crop, or --crop none for whole images"
+            )
         self.test_sets = {
             level: PairedImageDataset(data.root, "test", level=level, **common) for level in self.config.eval.levels
         }

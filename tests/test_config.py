@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from experiments.config import PRESETS, RunConfig, add_config_arguments, config_from_args, preset
+from experiments.config import PRESETS, RunConfig, add_config_arguments, check_consistency, config_from_args, preset
 from unet import UNet
 
 
@@ -35,6 +35,12 @@ def test_overrides_by_short_and_dotted_names():
     assert config.eval.max_test_images is None and config.eval.variance == "beta_tilde"
 
 
+def test_none_clears_an_optional_field():
+    assert parse("--preset", "demo").data.crop == 64
+    config = parse("--preset", "demo", "--crop", "none", "--ema-decay", "none", "--max-test-images", "none")
+    assert config.data.crop is None and config.train.ema_decay is None and config.eval.max_test_images is None
+
+
 @pytest.mark.parametrize("argv", [["--loss", "huber"], ["--epochs", "many"], ["--augment", "perhaps"]])
 def test_bad_values_are_refused(argv, capsys):
     with pytest.raises(SystemExit):
@@ -59,3 +65,13 @@ def test_unknown_fields_in_a_config_file_are_named(tmp_path):
     path.write_text('{"train": {"epochs": 2, "learning_rate": 1}}')
     with pytest.raises(ValueError, match="learning_rate"):
         RunConfig.load(path)
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [(["--steps", "10"], "--sampling-steps"), (["--samples", "0"], "--samples"), (["--every", "0"], "--every")],
+)
+def test_inconsistent_settings_are_refused_up_front(argv, flag):
+    check_consistency(parse("--preset", "demo"))
+    with pytest.raises(ValueError, match=flag):
+        check_consistency(parse("--preset", "demo", *argv))

@@ -188,3 +188,13 @@ def test_resume_refuses_configuration_overrides(finished_run, capsys):
     run_dir, _ = finished_run
     assert main(["--resume", str(run_dir), "--epochs", "9"]) == 2
     assert "epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("crop", [64, 15])  # larger than the 32-pixel images; not a multiple of 2
+def test_a_bad_crop_is_refused_before_training(data_root, tmp_path, crop):
+    from dataclasses import replace
+
+    config = tiny_config(data_root)
+    config = replace(config, data=replace(config.data, crop=crop))
+    with pytest.raises(ValueError, match="data.crop"):
+        Trainer(config, tmp_path, progress=False)
