@@ -92,7 +92,8 @@ class EvalConfig:
     samples: int = 1
     batch_size: int = 64
     every: int = 1
-    # Test images per level (None: all 150), and validation images for choosing the best checkpoint.
+    # Test images per level (None: all 150), and validation images for choosing the best checkpoint
+    # (0: no validation, no best.pt; sampling them costs as much per image as the test set).
     max_test_images: int | None = None
     validation_images: int = 64
     best_metric: Literal["mae", "nrmse", "ssim", "ms_ssim", "psnr"] = "psnr"

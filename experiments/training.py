@@ -403,7 +403,7 @@ class Trainer:
                 self.run_dir / f"samples_{level}_epoch{epoch:03d}.png",
                 title=f"{self.config.name}, epoch {epoch}, test {level}",
             )
-        if self.validation_set is not None and self.config.train.conditional:
+        if self.validation_set is not None and self.config.train.conditional and self.config.eval.validation_images > 0:
             result = self._evaluate(self.validation_set, self.config.eval.validation_images, "validate")
             if result is not None:
                 row.update({f"validate/{k}": v for k, v in result.metrics.items()})

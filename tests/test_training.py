@@ -198,3 +198,13 @@ def test_a_bad_crop_is_refused_before_training(data_root, tmp_path, crop):
     config = replace(config, data=replace(config.data, crop=crop))
     with pytest.raises(ValueError, match="data.crop"):
         Trainer(config, tmp_path, progress=False)
+
+
+def test_validation_can_be_switched_off(data_root, tmp_path):
+    from dataclasses import replace
+
+    config = tiny_config(data_root, epochs=1)
+    config = replace(config, eval=replace(config.eval, validation_images=0))
+    history = Trainer(config, tmp_path, progress=False).fit()
+    assert "level_09/psnr" in history[0] and not any(k.startswith("validate/") for k in history[0])
+    assert not (tmp_path / "best.pt").exists()
