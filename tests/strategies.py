@@ -57,3 +57,11 @@ seeds = st.integers(0, 2**31 - 1)
 def gaussian(shape, dtype: torch.dtype, seed: int, scale: float = 1.0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return scale * torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+
+
+def noisy_sample(spec: ScheduleSpec, t: int, shape, dtype: torch.dtype, seed: int):
+    """A clean image in [-1, 1], its noise, and x_t by Eq. 3: ``(diffusion, x0, x_t, noise)``."""
+    diffusion = spec.build(dtype)
+    x0 = gaussian(shape, dtype, seed).clamp(-1, 1)
+    x_t, noise = diffusion.forward_diffusion(x0, t, noise=gaussian(shape, dtype, seed + 1))
+    return diffusion, x0, x_t, noise

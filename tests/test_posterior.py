@@ -3,7 +3,7 @@
 import torch
 from hypothesis import given
 
-from strategies import RELATIVE_TOLERANCE, dtypes, gaussian, image_shapes, schedule_and_step, seeds
+from strategies import RELATIVE_TOLERANCE, dtypes, gaussian, image_shapes, noisy_sample, schedule_and_step, seeds
 
 
 def magnitude(*tensors: torch.Tensor) -> float:
@@ -13,9 +13,7 @@ def magnitude(*tensors: torch.Tensor) -> float:
 @given(spec_t=schedule_and_step(), shape=image_shapes, dtype=dtypes, seed=seeds)
 def test_eq5_with_true_x0_equals_eq8_with_true_noise(spec_t, shape, dtype, seed):
     spec, t = spec_t
-    diffusion = spec.build(dtype)
-    x0 = gaussian(shape, dtype, seed).clamp(-1, 1)
-    x_t, noise = diffusion.forward_diffusion(x0, t, noise=gaussian(shape, dtype, seed + 1))
+    diffusion, x0, x_t, noise = noisy_sample(spec, t, shape, dtype, seed)
     eq5 = diffusion.posterior_mean(x0, x_t, t)
     eq8 = diffusion.simplified_mean(x_t, t, noise)
     atol = 50 * RELATIVE_TOLERANCE[dtype] * magnitude(x_t, noise) * diffusion.tables.x0_coef_xt[t].item()

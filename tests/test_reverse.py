@@ -5,7 +5,7 @@ import torch
 from hypothesis import given
 
 from ddpm import Diffusion
-from strategies import RELATIVE_TOLERANCE, dtypes, gaussian, image_shapes, schedule_and_step, seeds
+from strategies import RELATIVE_TOLERANCE, dtypes, gaussian, image_shapes, noisy_sample, schedule_and_step, seeds
 
 
 def rounding_scale(diffusion: Diffusion, t: int, x_t: torch.Tensor, noise: torch.Tensor) -> float:
@@ -54,9 +54,7 @@ def test_clamped_appendix_b_differs_only_where_x0_leaves_the_image_range(spec_t,
 @given(spec_t=schedule_and_step(), shape=image_shapes, dtype=dtypes, seed=seeds)
 def test_oracle_step_without_noise_lands_on_the_posterior_mean(spec_t, shape, dtype, seed):
     spec, t = spec_t
-    diffusion = spec.build(dtype)
-    x0 = gaussian(shape, dtype, seed).clamp(-1, 1)
-    x_t, noise = diffusion.forward_diffusion(x0, t, noise=gaussian(shape, dtype, seed + 1))
+    diffusion, x0, x_t, noise = noisy_sample(spec, t, shape, dtype, seed)
     target = diffusion.posterior_mean(x0, x_t, t)
     atol = 20 * RELATIVE_TOLERANCE[dtype] * rounding_scale(diffusion, t, x_t, noise)
     for sampler in ("simple", "x0"):
