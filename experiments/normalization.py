@@ -17,6 +17,11 @@ Normalization = Literal["tutorial", "percentile"]
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 
 
+def unit_divisor(dtype: np.dtype) -> float:
+    """What :func:`to_unit_range` divides pixels of ``dtype`` by: the maximum of an integer type, else 1."""
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+
 def to_unit_range(array: np.ndarray) -> np.ndarray:
     """Scale stored pixel values to [0, 1] as torchvision's ToTensor would for BioSR's TIFs.
 
@@ -30,7 +35,7 @@ def to_unit_range(array: np.ndarray) -> np.ndarray:
         return array.astype(np.float32, copy=False)
     if np.issubdtype(array.dtype, np.integer):
         # Divide in float64: int32 / uint32 maxima are not exact in float32.
-        return (array / np.float64(np.iinfo(array.dtype).max)).astype(np.float32)
+        return (array / np.float64(unit_divisor(array.dtype))).astype(np.float32)
     raise TypeError(f"cannot normalise pixels of dtype {array.dtype}: expected an integer, float or bool image")
 
 

@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from experiments.data.images import REDUCTIONS, Reduce, reduce_to_2d
+from experiments.data.images import COLOUR_CHANNELS, REDUCTIONS, Reduce, reduce_to_2d
 from experiments.data.layout import TIF_SUFFIXES, DatasetError
-from experiments.normalization import Normalization, normalize
+from experiments.normalization import Normalization, normalize, unit_divisor
 
 SUPPORTED_DTYPES: tuple[str, ...] = ("uint8", "uint16", "float16", "float32", "float64")
-_COLOUR_CHANNELS = (3, 4)  # a trailing axis of 3 or 4 is RGB(A), as in experiments.data.images
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
 
 
@@ -86,12 +85,6 @@ def find_inputs(paths: Sequence[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def _unit_divisor(dtype: np.dtype) -> float:
-    """The divisor :func:`experiments.normalization.to_unit_range` applies to ``dtype`` (which only returns the
-    scaled array, not the factor; frames here stay in source units until :func:`to_model_frames`)."""
-    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
-
-
 def _check_finite(array: np.ndarray, path: Path, what: str) -> None:
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         bad = int(array.size - np.isfinite(array).sum())
@@ -121,7 +114,7 @@ def read_frames(path: str | Path, reduce: Reduce = None) -> tuple[np.ndarray, Fr
     if array.ndim < 2 or min(array.shape) == 0:
         raise InputError(f"{path}: shape {array.shape} is not an image (needs at least 2 non-empty axes)")
     _check_finite(array, path, "")
-    coloured = array.ndim >= 3 and array.shape[-1] in _COLOUR_CHANNELS
+    coloured = array.ndim >= 3 and array.shape[-1] in COLOUR_CHANNELS
     if coloured and reduce is None:
         raise InputError(
             f"{path}: shape {array.shape} looks like an RGB(A) image; convert it to greyscale or pass "
@@ -137,7 +130,7 @@ def read_frames(path: str | Path, reduce: Reduce = None) -> tuple[np.ndarray, Fr
         path=path,
         dtype=array.dtype.name,
         stored_shape=tuple(array.shape),
-        unit_divisor=_unit_divisor(array.dtype),
+        unit_divisor=unit_divisor(array.dtype),
         colour_reduced=reduce if coloured else None,
     )
     return frames, info

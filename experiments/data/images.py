@@ -14,7 +14,7 @@ from experiments.normalization import Normalization, normalize, to_unit_range
 
 Reduce = Literal[None, "first", "mean", "max"]
 REDUCTIONS: tuple = get_args(Reduce)
-_COLOUR_CHANNELS = (3, 4)  # tifffile returns RGB(A) as [H, W, 3 or 4]
+COLOUR_CHANNELS = (3, 4)  # tifffile returns RGB(A) as [H, W, 3 or 4]
 
 
 def _reduced_axes(shape: tuple[int, ...], reduce: Reduce, source: Path | str) -> tuple[int, ...]:
@@ -27,7 +27,7 @@ def _reduced_axes(shape: tuple[int, ...], reduce: Reduce, source: Path | str) ->
         raise ValueError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
     if len(shape) < 2:
         raise DatasetError(f"{source}: shape {shape} is not an image (needs at least 2 axes)")
-    coloured = len(shape) >= 3 and shape[-1] in _COLOUR_CHANNELS
+    coloured = len(shape) >= 3 and shape[-1] in COLOUR_CHANNELS
     image_axes = (len(shape) - 3, len(shape) - 2) if coloured else (len(shape) - 2, len(shape) - 1)
     axes = tuple(a for a in range(len(shape)) if a not in image_axes)
     if reduce is None and any(shape[a] > 1 for a in axes):
