@@ -37,7 +37,7 @@ from torch import nn
 
 from ddpm import Diffusion
 from ddpm.ddim import ddim_timesteps
-from experiments.bench_unet import _images_per_s, _synchronize
+from experiments.bench_unet import images_per_s, synchronize
 from experiments.config import TUTORIAL_MSE, EvalConfig, RunConfig
 from experiments.data import PairedImageDataset
 from experiments.evaluation import bicubic_baseline, evaluate
@@ -106,7 +106,7 @@ def time_chain(
     """
     run = steps if timed_steps <= 0 else min(steps, timed_steps)
     generator = torch.Generator(diffusion.device).manual_seed(seed)
-    _synchronize(diffusion.device)
+    synchronize(diffusion.device)
     start = time.perf_counter()
     if sampler == "ancestral":
         _ancestral_prefix(diffusion, model, condition, run, generator)
@@ -115,7 +115,7 @@ def time_chain(
         diffusion.ddim_sample(model, condition, timesteps=chain, eta=0.0, generator=generator, progress=False)
     else:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of ('ancestral', 'ddim')")
-    _synchronize(diffusion.device)
+    synchronize(diffusion.device)
     per_batch = (time.perf_counter() - start) * steps / run
     batch = condition.shape[0]
     return ChainTiming(sampler, steps, run, run < steps, per_batch, per_batch / batch)
@@ -130,7 +130,7 @@ def training_images_per_s(
     steps: int = 3,
     warmup: int = 1,
 ) -> float:
-    """Images per second of training steps (Eq. 14 loss, backward, AdamW step) on a copy of ``model``.
+    """Images per second of training steps (Eq. 12-13 loss, backward, AdamW step) on a copy of ``model``.
 
     Seeded random images in [-1, 1]: speed only. The copy keeps ``model``'s weights untouched.
     """
@@ -146,7 +146,7 @@ def training_images_per_s(
         diffusion.training_loss(trainee, x0, condition, loss=loss, generator=generator).backward()
         optimizer.step()
 
-    return _images_per_s(train_step, batch_size, warmup, steps, diffusion.device)
+    return images_per_s(train_step, batch_size, warmup, steps, diffusion.device)
 
 
 def measure_speed(

@@ -73,20 +73,20 @@ def build_network(network: Network) -> nn.Module:
     raise ValueError(f"unknown network {network!r}; choose one of {NETWORKS}")
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _images_per_s(step, batch_size: int, warmup: int, steps: int, device: torch.device) -> float:
+def images_per_s(step, batch_size: int, warmup: int, steps: int, device: torch.device) -> float:
     """Run ``step`` warmup + steps times; images per second over the timed steps."""
     for _ in range(warmup):
         step()
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _synchronize(device)
+    synchronize(device)
     return batch_size * steps / (time.perf_counter() - start)
 
 
@@ -123,8 +123,8 @@ def measure(
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    train = _images_per_s(train_step, batch_size, warmup, steps, device)
-    forward = _images_per_s(forward_step, batch_size, warmup, steps, device)
+    train = images_per_s(train_step, batch_size, warmup, steps, device)
+    forward = images_per_s(forward_step, batch_size, warmup, steps, device)
     if device.type == "cuda":
         peak_mib, peak_kind = torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
     else:  # ru_maxrss is in KiB on Linux
