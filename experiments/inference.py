@@ -52,7 +52,7 @@ class Predictor:
     @property
     def size_factor(self) -> int:
         """Tile sides must be multiples of this: the U-Net halves the size ``depth - 1`` times."""
-        return 2 ** (self.config.network.depth - 1)
+        return self.config.network.size_multiple
 
     def super_resolve(
         self,

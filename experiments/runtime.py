@@ -65,8 +65,8 @@ def init_distributed(device_kind: str) -> Distributed:
     return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
 
 
-def process_device(requested: str, place: Distributed) -> torch.device:
-    device = pick_device(requested)
+def rank_device(device: torch.device, place: Distributed) -> torch.device:
+    """This rank's own GPU in a multi-GPU run (``cuda:LOCAL_RANK``), else ``device`` itself."""
     if device.type == "cuda" and place.enabled:
         return torch.device("cuda", place.local_rank)
     return device

@@ -30,10 +30,10 @@ from experiments.metrics import HIGHER_IS_BETTER
 from experiments.report import comparison_rows, format_table, write_report
 from experiments.ema import EMA
 from experiments.runtime import (
-    Distributed,
     autocast,
     init_distributed,
-    process_device,
+    pick_device,
+    rank_device,
     resolve_precision,
     seed_everything,
     set_tf32,
@@ -131,13 +131,14 @@ class Trainer:
             )
         check_consistency(config)
         self.config = config
-        self.place = init_distributed(process_device(config.train.device, Distributed()).type)
+        device = pick_device(config.train.device)
+        self.place = init_distributed(device.type)
         if config.train.batch_size % self.place.world_size:
             raise ValueError(
                 f"train.batch_size {config.train.batch_size} is the global batch and must split evenly "
                 f"over {self.place.world_size} processes; choose a multiple of {self.place.world_size}"
             )
-        self.device = process_device(config.train.device, self.place)
+        self.device = rank_device(device, self.place)
         seed_everything(config.train.seed)
         self.precision = resolve_precision(config.train.precision, self.device)
         if self.device.type == "cuda":
@@ -177,12 +178,12 @@ class Trainer:
         common = dict(normalization=data.normalization)
         self.train_set = PairedImageDataset(data.root, "train", augment=data.augment, seed=seed, **common)
         self.train_size = len(self.train_set) if data.max_train_pairs is None else min(data.max_train_pairs, len(self.train_set))
-        multiple = 2 ** (self.config.network.depth - 1)
+        multiple = self.config.network.size_multiple
         if data.crop is not None and (data.crop > min(self.train_set.image_shape) or data.crop % multiple):
             raise ValueError(
                 f"data.crop {data.crop} must be at most the training image size {self.train_set.image_shape} "
-                f"and a multiple of {multiple} (the network halves the size {multiple.bit_length() - 1} times); "
-                "change --crop, or --crop none for whole images"
+                f"and a multiple of {multiple} (the network halves the size {self.config.network.depth - 1} "
+                "times); change --crop, or --crop none for whole images"
             )
         self.test_sets = {
             level: PairedImageDataset(data.root, "test", level=level, **common) for level in self.config.eval.levels

@@ -72,6 +72,11 @@ class UNetConfig:
         """Number of encoder levels; inputs must be divisible by 2^(depth-1)."""
         return len(self.channels)
 
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this, 2^(depth-1): the encoder halves them depth-1 times."""
+        return 2 ** (self.depth - 1)
+
     @classmethod
     def from_deeplay(cls, deeplay_kwargs: Mapping[str, Any]) -> "UNetConfig":
         """Translate the keyword arguments of deeplay's ``AttentionUNet`` into a ``UNetConfig``.

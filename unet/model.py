@@ -104,7 +104,7 @@ class UNet(nn.Module):
                 f"{list(t_encoding.shape)}; encode t with ddpm.positional_encoding(t, "
                 f"{config.time_encoding_dim}) or set UNetConfig.time_encoding_dim to its width."
             )
-        multiple = 2 ** (config.depth - 1)
+        multiple = config.size_multiple
         if x.shape[-2] % multiple or x.shape[-1] % multiple:
             raise ValueError(
                 f"UNet: spatial size {tuple(x.shape[-2:])} is not divisible by 2^(depth-1) = {multiple} "
