@@ -17,7 +17,7 @@ import torch
 
 from experiments import figures
 from experiments.data import PairedImageDataset, list_test_levels
-from experiments.evaluation import bicubic_baseline, evaluate
+from experiments.evaluation import UsageError, bicubic_baseline, evaluate, sampling_config
 from experiments.inference import InferenceError, load_for_inference
 from experiments.report import comparison_rows, format_table, write_report
 from experiments.runtime import autocast, resolve_precision
@@ -46,22 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         predictor = load_for_inference(args.checkpoint, args.device)
-    except (InferenceError, FileNotFoundError) as error:
+        config = predictor.config
+        settings = sampling_config(config.eval, config.diffusion.steps, args.sampler, args.variance,
+                                   args.sampling_steps, args.eta, args.samples)
+    except (InferenceError, FileNotFoundError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    config = predictor.config
-    overrides = {
-        name: value
-        for name, value in (
-            ("sampler", args.sampler), ("variance", args.variance), ("sampling_steps", args.sampling_steps),
-            ("eta", args.eta), ("samples", args.samples), ("batch_size", args.batch_size),
-            ("max_test_images", args.max_images),
-        )
-        if value is not None
-    }
-    if args.all_images:
-        overrides["max_test_images"] = None
-    settings = replace(config.eval, **overrides)
+    if args.batch_size is not None:
+        settings = replace(settings, batch_size=args.batch_size)
+    if args.all_images or args.max_images is not None:
+        settings = replace(settings, max_test_images=None if args.all_images else args.max_images)
     root = args.data or config.data.root
     levels = list_test_levels(root) if args.levels == "all" else (args.levels.split(",") if args.levels else settings.levels)
     out = Path(args.out) if args.out else predictor.checkpoint.parent / "evaluation"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -10,6 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ddpm import Diffusion
+from ddpm.ddim import DEFAULT_DDIM_STEPS
 from experiments.config import EvalConfig
 from experiments.data import PairedImageDataset
 from experiments.metrics import MetricAccumulator
@@ -25,6 +26,44 @@ class Evaluation:
     inputs: torch.Tensor
     outputs: torch.Tensor
     targets: torch.Tensor
+
+
+class UsageError(ValueError):
+    """A command-line setting cannot be used; the message names the option and what to do."""
+
+
+def sampling_config(
+    base: EvalConfig,
+    diffusion_steps: int,
+    sampler: str | None = None,
+    variance: str | None = None,
+    sampling_steps: int | None = None,
+    eta: float | None = None,
+    samples: int | None = None,
+) -> EvalConfig:
+    """The checkpoint's evaluation settings with the given options replaced, checked, and DDIM's step count
+    made explicit (50, or every trained step when the schedule has fewer), so it can be recorded."""
+    given = dict(sampler=sampler, variance=variance, sampling_steps=sampling_steps, eta=eta, samples=samples)
+    config = replace(base, **{key: value for key, value in given.items() if value is not None})
+    if config.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {config.samples}")
+    if config.sampler != "ddim":
+        if sampling_steps is not None or eta is not None:
+            raise UsageError(
+                f"--sampling-steps and --eta apply to --sampler ddim only; the {config.sampler!r} sampler "
+                f"always runs all {diffusion_steps} trained steps"
+            )
+        return replace(config, sampling_steps=None, eta=0.0)
+    if variance is not None:
+        raise UsageError("--variance applies to the 'simple' and 'x0' samplers; DDIM sets its noise with --eta")
+    steps = min(DEFAULT_DDIM_STEPS, diffusion_steps) if config.sampling_steps is None else config.sampling_steps
+    if not 1 <= steps <= diffusion_steps:
+        raise UsageError(
+            f"--sampling-steps must be within 1..{diffusion_steps} (the model's trained steps), got {steps}"
+        )
+    if not 0.0 <= config.eta <= 1.0:
+        raise UsageError(f"--eta must be within 0..1 (0: deterministic DDIM, 1: DDPM-like), got {config.eta}")
+    return replace(config, sampling_steps=steps, variance=None)
 
 
 def sample(
