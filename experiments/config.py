@@ -4,6 +4,8 @@ Presets are the tutorial's two runs (``mse`` and ``l1``) and a CPU-sized ``demo`
 look-alike. Every field can be overridden on the command line as ``--section.field VALUE`` (for example
 ``--train.epochs 5``) or, where the field name is unique across sections, as ``--field VALUE``
 (``--epochs 5``). Tuples take comma-separated values (``--channels 16,32,64``), optionals take ``none``.
+The network is chosen by name, ``--network.kind`` (see ``unet.registry``), and the flags of its fields
+are read for that kind: ``--network.kind resnet --network.width 32``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from unet import UNetConfig
+from unet import NetworkConfig, UNetConfig, network_config_type, network_kind, network_kinds
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
 
@@ -108,13 +110,14 @@ class RunConfig:
     name: str = "mse"
     out_dir: str = "runs"
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    network: UNetConfig = field(default_factory=UNetConfig)
+    network: NetworkConfig = field(default_factory=UNetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # "kind" names the registered network whose fields follow.
+        return {**asdict(self), "network": {"kind": network_kind(self.network), **asdict(self.network)}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
@@ -122,7 +125,8 @@ class RunConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown config entries {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(**{k: _build_section(sections[k], v) if k in sections else v for k, v in data.items()})
+        built = {k: _build_section(sections[k], v) if k in sections else v for k, v in data.items() if k != "network"}
+        return cls(**built, **({"network": _build_network(data["network"])} if "network" in data else {}))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -135,11 +139,19 @@ class RunConfig:
 def _section_types() -> dict[str, type]:
     return {
         "diffusion": DiffusionConfig,
-        "network": UNetConfig,
         "data": DataConfig,
         "train": TrainConfig,
         "eval": EvalConfig,
     }
+
+
+# Run folders written before networks had names hold a U-Net's fields and no "kind".
+LEGACY_KIND = network_kind(UNetConfig())
+
+
+def _build_network(values: dict[str, Any]) -> NetworkConfig:
+    values = dict(values)
+    return _build_section(network_config_type(values.pop("kind", LEGACY_KIND)), values)
 
 
 def _build_section(section_type: type, values: dict[str, Any]):
@@ -256,8 +268,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", help="folder that holds run folders (default: runs)")
     entries = _section_fields()
     counts: dict[str, int] = {}
-    for _, f, _ in entries:
-        counts[f.name] = counts.get(f.name, 0) + 1
+    for name in [f.name for _, f, _ in entries] + list(_network_field_types()):
+        counts[name] = counts.get(name, 0) + 1
     group = parser.add_argument_group("configuration overrides")
     for section, f, annotation in entries:
         flags = [f"--{section}.{f.name}"]
@@ -272,10 +284,59 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             metavar=f.name.upper(),
             help=f"({_type_name(annotation)})",
         )
+    _add_network_arguments(group, counts)
+
+
+def _network_field_types() -> dict[str, dict[str, Any]]:
+    """{field: {kind: annotation}} over every registered network."""
+    types_by_field: dict[str, dict[str, Any]] = {}
+    for kind in network_kinds():
+        config_type = network_config_type(kind)
+        hints = typing.get_type_hints(config_type)
+        for f in fields(config_type):
+            types_by_field.setdefault(f.name, {})[kind] = hints[f.name]
+    return types_by_field
+
+
+def _add_network_arguments(group, counts: dict[str, int]) -> None:
+    """``--network.kind`` and one flag per field of any registered network, read as text: which type a
+    value must have depends on the kind, known only once all flags are parsed (``_network_from_args``)."""
+    group.add_argument(
+        "--network.kind", dest="network_kind", choices=network_kinds(), default=argparse.SUPPRESS,
+        help="the registered network to train (default: the preset's); the --network.* flags below are its fields",
+    )
+    for name, by_kind in _network_field_types().items():
+        flags = [f"--network.{name}"] + ([f"--{name.replace('_', '-')}"] if counts[name] == 1 else [])
+        kinds: dict[str, list[str]] = {}
+        for kind, annotation in by_kind.items():
+            kinds.setdefault(_type_name(annotation), []).append(kind)
+        group.add_argument(
+            *flags, dest=f"net__{name}", default=argparse.SUPPRESS, metavar=name.upper(),
+            help="(" + "; ".join(f"{type_name} for {', '.join(names)}" for type_name, names in kinds.items()) + ")",
+        )
+
+
+def _network_from_args(network: NetworkConfig, args: argparse.Namespace) -> NetworkConfig:
+    """``network``, or the defaults of ``--network.kind`` when it names another kind, with the given
+    ``--network.*`` fields parsed for that kind; a field the kind lacks is refused, naming its fields."""
+    kind = getattr(args, "network_kind", network_kind(network))
+    config_type = network_config_type(kind)
+    hints, names = typing.get_type_hints(config_type), [f.name for f in fields(config_type)]
+    given = {key.split("__", 1)[1]: text for key, text in vars(args).items() if key.startswith("net__")}
+    unknown = [name for name in given if name not in names]
+    if unknown:
+        raise ValueError(
+            f"--network.kind {kind} has no field {', '.join(unknown)}; its fields are {', '.join(names)}"
+        )
+    try:
+        values = {name: _parser_for(hints[name], f"--network.{name}")(text) for name, text in given.items()}
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"{error} (network kind {kind})") from error
+    return replace(network if type(network) is config_type else config_type(), **values)
 
 
 def _type_name(annotation) -> str:
-    return str(annotation).replace("typing.", "")
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -287,5 +348,6 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             _, section, name = key.split("__", 2)
             overrides.setdefault(section, {})[name] = value
     sections = {name: replace(getattr(config, name), **values) for name, values in overrides.items()}
+    sections["network"] = _network_from_args(config.network, args)
     top = {k: v for k, v in (("name", args.name), ("out_dir", args.out_dir)) if v is not None}
     return replace(config, **sections, **top)

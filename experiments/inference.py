@@ -51,7 +51,7 @@ class Predictor:
 
     @property
     def size_factor(self) -> int:
-        """Tile sides must be multiples of this: the U-Net halves the size ``depth - 1`` times."""
+        """Tile sides must be multiples of this: the network's declared ``size_multiple``."""
         return self.config.network.size_multiple
 
     def super_resolve(

@@ -112,7 +112,7 @@ def check_options(options: PredictOptions, predictor: Predictor) -> None:
     factor = predictor.size_factor
     if options.tile < factor or options.tile % factor:
         raise UsageError(
-            f"--tile must be a positive multiple of {factor} for this network (2^(depth-1)), got {options.tile}"
+            f"--tile must be a positive multiple of {factor} for this network (its size_multiple), got {options.tile}"
         )
     if not 0 <= options.overlap < options.tile:
         raise UsageError(f"--overlap must be within 0..{options.tile - 1} (less than --tile), got {options.overlap}")

@@ -39,7 +39,7 @@ from experiments.runtime import (
     set_tf32,
 )
 from experiments.sampling_order import EpochBatches
-from unet import UNet, optimize_for_speed
+from unet import build_network, optimize_for_speed
 
 CONFIG_FILE = "config.json"
 # Steps between host reads of the training loss: each read waits for the GPU to catch up.
@@ -63,7 +63,8 @@ def new_run_dir(config: RunConfig) -> Path:
 
 
 def build_model(config: RunConfig, device: torch.device) -> nn.Module:
-    """The configured network, checked against the conditioning mode."""
+    """The network registered under the config's kind (``unet.build_network``), checked against the
+    conditioning mode."""
     expected = 2 if config.train.conditional else 1
     if config.network.in_channels != expected:
         mode = "conditional (low-resolution image + noisy image)" if config.train.conditional else "unconditional"
@@ -71,7 +72,7 @@ def build_model(config: RunConfig, device: torch.device) -> nn.Module:
             f"a {mode} run feeds {expected} input channel(s), but network.in_channels is "
             f"{config.network.in_channels}; set --network.in_channels {expected}"
         )
-    return UNet(config.network).to(device)
+    return build_network(config.network).to(device)
 
 
 def build_diffusion(config: RunConfig, device: torch.device) -> Diffusion:
@@ -182,8 +183,8 @@ class Trainer:
         if data.crop is not None and (data.crop > min(self.train_set.image_shape) or data.crop % multiple):
             raise ValueError(
                 f"data.crop {data.crop} must be at most the training image size {self.train_set.image_shape} "
-                f"and a multiple of {multiple} (the network halves the size {self.config.network.depth - 1} "
-                "times); change --crop, or --crop none for whole images"
+                f"and a multiple of {multiple} (the network's size_multiple); change --crop, or --crop none "
+                "for whole images"
             )
         self.test_sets = {
             level: PairedImageDataset(data.root, "test", level=level, **common) for level in self.config.eval.levels

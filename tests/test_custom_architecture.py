@@ -1,4 +1,5 @@
-"""The README's "Use your own architecture" example, run as written: any nn.Module trains and samples.
+"""The README's "Use your own architecture" section, run as written: any nn.Module trains and samples,
+and a network registered in ``unet/`` trains, evaluates and predicts through the three commands.
 
 The diffusion core never imports ``unet``: a model is anything called as ``model(x, t_encoding)`` with
 x = ``[B, C_cond + C, H, W]`` (condition channels first, then x_t) and t_encoding = ``[B, D]``,
@@ -7,10 +8,25 @@ returning the predicted noise ``[B, C, H, W]``.
 
 from __future__ import annotations
 
+import importlib
+import json
+import re
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
 import torch
 from torch import nn
 
 from ddpm import Diffusion
+from experiments.checkpoint import load_checkpoint
+from experiments.inference import load_for_inference
+from training_helpers import IMAGE_SIZE, make_tiny_data
+from unet import ResNet
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---- README example starts ----
@@ -71,3 +87,62 @@ def test_custom_module_trains_and_samples_with_the_diffusion_core():
     assert torch.isfinite(images).all()
     _, again = train_and_sample(low_res, high_res, diffusion, steps=20)
     torch.testing.assert_close(again, images, rtol=0, atol=0)  # seeded end to end
+
+
+# ------------------------------------------------------------------ the fork recipe
+def _readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## Use your own architecture")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_readme_quotes_the_fork_file_and_its_import_line_as_they_are():
+    section = _readme_section()
+    fork_code = next(block for block in re.findall(r"```python\n(.*?)```", section, re.S) if "@register_network" in block)
+    assert fork_code in (ROOT / "unet" / "resnet.py").read_text()
+    import_line = re.search(r"`(from unet\.resnet import [^`]+)`", section).group(1)
+    assert import_line in (ROOT / "unet" / "__init__.py").read_text().splitlines()
+
+
+# Appended to the README's commands (later flags win): tiny data, network and schedule, seconds on a CPU.
+TINY = {
+    "train": "--crop none --train.epochs 1 --train.batch_size 4 --steps 10 --sampling-steps 3 --eval.batch_size 2 "
+             "--max-test-images 2 --validation-images 2 --figure-images 1 --every 1 --device cpu "
+             "--network.width 8 --network.blocks 2 --network.time_encoding_dim 8 --no-progress",
+    "evaluate": "--max-images 2 --device cpu --no-progress",
+    "predict": "--tile 16 --overlap 4 --quiet --device cpu",
+}
+
+
+def _run_readme_command(line: str) -> int:
+    """``python -m experiments.X ARGS`` in-process: ``experiments.X.main(ARGS + TINY[X])``."""
+    program, *args = shlex.split(line)[2:]
+    return importlib.import_module(program).main(args + TINY[program.split(".")[1]].split())
+
+
+@pytest.mark.slow
+def test_the_readme_fork_trains_evaluates_and_predicts_through_the_commands(tmp_path, monkeypatch, capsys):
+    commands = re.findall(r"^python -m experiments\.\w+ .*$", _readme_section(), re.M)
+    assert [shlex.split(c)[2] for c in commands] == ["experiments.train", "experiments.evaluate", "experiments.predict"]
+    monkeypatch.chdir(tmp_path)
+    make_tiny_data(tmp_path / "data" / "synthetic")  # where the demo preset reads
+    (tmp_path / "my_cells").mkdir()
+    tifffile.imwrite(tmp_path / "my_cells" / "cell.tif", np.random.default_rng(0).random((IMAGE_SIZE, 21), dtype=np.float32))
+
+    for line in commands:
+        assert _run_readme_command(line) == 0, capsys.readouterr().err
+
+    config = json.loads((tmp_path / "runs" / "resnet" / "config.json").read_text())
+    assert config["network"] == {"kind": "resnet", "in_channels": 2, "out_channels": 1, "width": 8, "blocks": 2,
+                                 "time_encoding_dim": 8}
+    predictor = load_for_inference(tmp_path / "runs" / "resnet" / "best.pt", "cpu")
+    assert isinstance(predictor.model, ResNet)
+    # The README's --network.width 32 was overridden by the appended 8: 2 blocks of two 3x3 convs and a
+    # time projection, plus the input and output convolutions (weights and biases).
+    width, blocks, time = 8, 2, 8
+    expected = (2 * 9 * width + width) + blocks * (2 * (width * 9 * width + width) + time * width + width) + (width * 9 + 1)
+    assert sum(p.numel() for p in predictor.model.parameters()) == expected
+    assert set(load_checkpoint(tmp_path / "runs" / "resnet" / "best.pt")["model"]) == set(ResNet(predictor.config.network).state_dict())
+    assert (tmp_path / "runs" / "resnet" / "evaluation" / "evaluation.json").is_file()
+    prediction = tifffile.imread(next((tmp_path / "predictions").glob("cell*.tif")))
+    assert prediction.shape == (IMAGE_SIZE, 21) and np.isfinite(prediction).all()

@@ -41,7 +41,7 @@ def test_every_option_runs_forward_and_backward(name):
     torch.manual_seed(0)
     config = UNetConfig(**{**TINY, **OPTIONS[name]})
     model = UNet(config)
-    size = 2 ** (config.depth - 1) * 2
+    size = config.size_multiple * 2
     x, t_encoding = tiny_inputs(config, size=size)
     y = torch.tensor([0, 2]) if config.num_classes else None
     context = torch.randn(2, 3, config.context_dim) if config.context_dim else None

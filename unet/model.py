@@ -7,8 +7,10 @@ from torch import nn
 
 from unet.config import UNetConfig
 from unet.layers import ConvBlock, DecoderLevel, Level, TransformerBlock
+from unet.registry import register_network
 
 
+@register_network("unet", UNetConfig)
 class UNet(nn.Module):
     """Attention U-Net predicting the noise of a (conditioned) noisy image.
 
