@@ -53,11 +53,12 @@ def _plane(image: Tensor, name: str) -> Tensor:
 class Consistency:
     """The re-degradation of one output against its widefield input.
 
-    ``error_map``: ``[h, w]`` on the input's grid and in its unit, ``|alpha * D(G_sigma * sr) + beta -
+    ``error_map``: ``[h, w]`` on the input's grid, in its unit and dtype, ``|alpha * D(G_sigma * sr) + beta -
     widefield|``; its outer ``border`` pixels are computed with reflected content and left out of the
     fit and the scores. ``rse``: root-mean-square of the map inside the border; ``rsp``: Pearson
     correlation of the re-degraded output with the input inside the border (1 = perfect). ``alpha``,
-    ``beta``: the fitted intensity scale and offset; ``sigma``: the fitted RSF width in output pixels.
+    ``beta``: the fitted intensity scale and offset; ``sigma``: the fitted RSF width in output pixels
+    (at an end of the searched range, the range was too narrow: widen it).
     """
 
     error_map: Tensor
@@ -145,6 +146,7 @@ def consistency(
     pixels from the edge (default: the RSF's 4-sigma radius at the largest sigma), where reflect padding
     cannot reach. Returns a :class:`Consistency`.
     """
+    dtype = widefield.dtype
     sr, widefield = _plane(sr, "sr"), _plane(widefield, "widefield")
     factor = _grid_factor(sr, widefield)
     low, high = sigma_range
@@ -183,7 +185,7 @@ def consistency(
     error_map = (alpha * degraded + beta - widefield).abs()
     rse = float(error_map[inner].pow(2).mean().sqrt())
     rsp = float(torch.corrcoef(torch.stack([degraded[inner].flatten(), target]))[0, 1])
-    return Consistency(error_map, rse, rsp, alpha, beta, sigma, border)
+    return Consistency(error_map.to(dtype), rse, rsp, alpha, beta, sigma, border)
 
 
 # --- Fourier ring correlation --------------------------------------------------------------------

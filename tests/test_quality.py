@@ -122,7 +122,7 @@ def test_consistency_of_an_exact_preimage_is_zero_and_recovers_the_blur(factor):
     assert result.sigma == pytest.approx(sigma, rel=0.01)
     assert result.alpha == pytest.approx(alpha, rel=0.01)
     assert result.beta == pytest.approx(beta, rel=0.01)
-    assert result.error_map.shape == widefield.shape
+    assert result.error_map.shape == widefield.shape and result.error_map.dtype == torch.float32
     inner = result.error_map[result.border : -result.border, result.border : -result.border]
     assert inner.max() < 1e-3 * (widefield.max() - widefield.min())
     assert result.rse < 1e-3 * widefield.std() and result.rsp > 0.99999
