@@ -31,7 +31,7 @@ Window = Literal["tukey", "hann", "none"]
 WINDOWS: tuple[str, ...] = get_args(Window)
 TUKEY_TAPER = 0.25  # fraction of each side that the Tukey window tapers: the centre 50 % stays untouched
 ONE_SEVENTH = 1.0 / 7.0
-HALF_BIT_SNR = (math.sqrt(2.0) - 1.0) / 2.0  # van Heel & Schatz (2005): SNR at which a ring holds 1/2 bit
+HALF_BIT_SNR = (math.sqrt(2.0) - 1.0) / 2.0  # van Heel & Schatz (2005): per half of the data, 1/2 bit in all
 KERNEL_RADIUS_SIGMAS = 4.0  # the Gaussian RSF is cut at 4 sigma: it misses 6e-5 of its mass per axis
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -254,8 +254,10 @@ def apodisation(size: int, window: Window, dtype: torch.dtype = torch.float64) -
 
 
 def half_bit_threshold(pixels: Tensor) -> Tensor:
-    """The half-bit threshold of van Heel & Schatz (J. Struct. Biol. 151, 250-262, 2005, Eq. 17 with SNR
-    = (sqrt 2 - 1) / 2) for rings of ``pixels`` Fourier pixels: (0.2071 + 1.9102 / sqrt n) / (1.2071 +
+    """The half-bit threshold of van Heel & Schatz (J. Struct. Biol. 151, 250-262, 2005) for rings of
+    ``pixels`` = n Fourier pixels: their information threshold (SNR + (2 sqrt SNR + 1) / sqrt n) / (SNR
+    + 1 + 2 sqrt SNR / sqrt n) at SNR = (sqrt 2 - 1) / 2, the SNR of each half of the data when the
+    whole holds 1/2 bit (log2(1 + 2 SNR) = 1/2); numerically (0.2071 + 1.9102 / sqrt n) / (1.2071 +
     0.9102 / sqrt n)."""
     root_snr, inverse_root = math.sqrt(HALF_BIT_SNR), pixels.to(torch.float64).clamp(min=1).rsqrt()
     return (HALF_BIT_SNR + (2 * root_snr + 1) * inverse_root) / (1 + HALF_BIT_SNR + 2 * root_snr * inverse_root)
@@ -277,7 +279,7 @@ def fourier_ring_correlation(
     first: Tensor, second: Tensor, pixel_size_nm: float | None = None, window: Window = "tukey"
 ) -> FRC:
     """Fourier ring correlation of two images of the same square field (Banterle et al., J. Struct.
-    Biol. 183, 363-367, 2013, Eq. 1; Nieuwenhuizen et al., Nature Methods 10, 557-562, 2013):
+    Biol. 183, 363-367, 2013; Nieuwenhuizen et al., Nature Methods 10, 557-562, 2013):
 
         FRC(r) = Re sum_{|k| in ring r} F1(k) F2*(k) / sqrt(sum |F1(k)|^2 sum |F2(k)|^2),
 
@@ -361,7 +363,9 @@ def _binned(predicted: Tensor, error: Tensor, bins: int) -> tuple[Tensor, Tensor
     predicted variance, the root-mean-square error and the pixel count."""
     predicted, error = predicted.detach().to(torch.float64).flatten(), error.detach().to(torch.float64).flatten()
     if predicted.numel() < bins or bins < 1:
-        raise ValueError(f"need at least one pixel per bin and at least one bin; got {predicted.numel()} pixels, {bins} bins")
+        raise ValueError(
+            f"need at least one bin and one pixel per bin; got {predicted.numel()} pixels, {bins} bins"
+        )
     order = predicted.argsort()
     groups = list(zip(predicted[order].tensor_split(bins), error[order].tensor_split(bins)))
     rmv = torch.stack([group.pow(2).mean().sqrt() for group, _ in groups]).cpu()
@@ -374,7 +378,7 @@ def calibration(
     mean: Tensor, std: Tensor, target: Tensor, samples: int, bins: int = 10, scale: float = 1.0
 ) -> Calibration:
     """Calibration of per-pixel uncertainty (Levi et al., "Evaluating and calibrating uncertainty
-    prediction in regression tasks", 2019, Sec. 3; Kuleshov et al., ICML 2018).
+    prediction in regression tasks", 2019; Kuleshov et al., ICML 2018).
 
     ``mean``, ``std``: the mean and the population std of ``samples`` samples per pixel, any shape
     (e.g. ``[B, 1, H, W]``); ``target``: the same shape. The predicted error std is ``scale *``
@@ -398,11 +402,12 @@ def calibration(
 
 
 def fit_calibration_scale(mean: Tensor, std: Tensor, target: Tensor, samples: int, bins: int = 10) -> float:
-    """The single factor s that calibrates the predicted error std (std scaling, Levi et al. 2019,
-    Sec. 4), fitted on validation images: the count-weighted least squares of the bins' RMSE on s times
-    their root-mean predicted variance, s = sum n_b rmse_b rmv_b / sum n_b rmv_b^2 (so it fits the
-    calibration curve that :func:`calibration` draws). Pass it as ``scale`` on test images; never fit
-    it on them. Arguments as in :func:`calibration`."""
+    """The single factor s that calibrates the predicted error std (std scaling after Levi et al. 2019,
+    who fit s by the Gaussian likelihood; here, so that s fits the curve that :func:`calibration`
+    draws and pixels with a near-zero std cannot dominate), fitted on validation images: the
+    count-weighted least squares of the bins' RMSE on s times their root-mean predicted variance,
+    s = sum n_b rmse_b rmv_b / sum n_b rmv_b^2. Pass it as ``scale`` on test images; never fit it on
+    them. Arguments as in :func:`calibration`."""
     curve = calibration(mean, std, target, samples, bins)
     denominator = float((curve.counts * curve.predicted**2).sum())
     if denominator == 0:

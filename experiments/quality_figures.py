@@ -41,7 +41,8 @@ def plot_check(
     if rows < 1:
         raise ValueError("plot_check needs at least one image (and max_images >= 1)")
 
-    figure = new_figure(2.4 * len(columns) + 3.0 * len(maps), 2.4 * rows + (0.4 if title else 0.0))  # room for colour bars
+    # The colour-bar columns are wider, so their bars and tick labels do not run into the next title.
+    figure = new_figure(2.4 * len(columns) + 3.0 * len(maps), 2.4 * rows + (0.4 if title else 0.0))
     grid = figure.subplots(rows, len(columns) + len(maps), squeeze=False)
     for column, (name, images) in enumerate(columns.items()):
         grid[0, column].set_title(name)
@@ -69,7 +70,8 @@ def plot_calibration(curves: Mapping[str, Calibration], path: str | Path, unit: 
     largest = max(max(float(curve.predicted.max()), float(curve.actual.max())) for curve in curves.values())
     axes.plot([0.0, largest], [0.0, largest], "k--", linewidth=1, label="calibrated")
     for name, curve in curves.items():
-        axes.plot(curve.predicted.numpy(), curve.actual.numpy(), "o-", markersize=4, label=f"{name} (ENCE {curve.ence:.2f})")
+        label = f"{name} (ENCE {curve.ence:.2f})"
+        axes.plot(curve.predicted.numpy(), curve.actual.numpy(), "o-", markersize=4, label=label)
     suffix = f" ({unit})" if unit else ""
     axes.set_xlabel(f"Predicted error std{suffix}")
     axes.set_ylabel(f"Actual RMSE of the mean{suffix}")

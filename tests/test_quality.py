@@ -63,7 +63,8 @@ def test_frc_resolution_of_a_blurred_field_matches_the_analytic_cutoff():
     expected_ring = size * math.sqrt(log_ratio) / (2 * math.pi * width)
     frequencies = torch.fft.fftfreq(size, dtype=torch.float64)
     transfer = torch.exp(-2 * math.pi**2 * width**2 * (frequencies[:, None] ** 2 + frequencies[None, :] ** 2))
-    field = torch.fft.ifft2(torch.fft.fft2(torch.randn(size, size, generator=generator(5), dtype=torch.float64)) * transfer).real
+    white = torch.randn(size, size, generator=generator(5), dtype=torch.float64)
+    field = torch.fft.ifft2(torch.fft.fft2(white) * transfer).real
     noise_std = math.sqrt(noise_variance)
     first = field + noise_std * torch.randn(size, size, generator=generator(6), dtype=torch.float64)
     second = field + noise_std * torch.randn(size, size, generator=generator(7), dtype=torch.float64)
@@ -191,13 +192,13 @@ def test_predicted_error_std_matches_the_spread_of_the_mean_against_a_fresh_draw
 
 
 def test_check_figure_has_one_column_per_map(tmp_path):
-    images = 2 * torch.rand(3, 1, 32, 32, generator=generator(20)) - 1
+    images = 2 * torch.rand(1, 1, 32, 32, generator=generator(20)) - 1
     coarse = images[:, :, ::2, ::2]  # an input on a coarser grid, as in the integer-ratio case
     with_std = read_png(plot_check(coarse, images, images.abs(), coarse.abs(), tmp_path / "check.png", title="x"))
     without = read_png(plot_check(coarse, images, None, coarse.abs(), tmp_path / "sub" / "plain.png"))
     assert with_std.shape[1] > without.shape[1] * 1.15  # the std column
     with pytest.raises(ValueError, match="same number"):
-        plot_check(coarse[:2], images, None, coarse.abs(), tmp_path / "bad.png")
+        plot_check(coarse, images.repeat(2, 1, 1, 1), None, coarse.abs(), tmp_path / "bad.png")
 
 
 def test_calibration_and_frc_figures_are_written(tmp_path):
