@@ -1,0 +1,415 @@
+"""How far a super-resolved image can be trusted: re-degradation consistency, Fourier ring
+correlation and calibrated per-pixel uncertainty.
+
+* :func:`consistency` re-degrades the output to the widefield input's resolution and maps where they
+  disagree (the idea of SQUIRREL, Culley et al., Nature Methods 15, 263-266, 2018): structure the
+  model invented has no counterpart in the input and lights up.
+* :func:`fourier_ring_correlation` compares two images ring by ring in Fourier space (Banterle et
+  al., J. Struct. Biol. 183, 363-367, 2013; Nieuwenhuizen et al., Nature Methods 10, 557-562, 2013),
+  with the 1/7 and half-bit thresholds (van Heel & Schatz, J. Struct. Biol. 151, 250-262, 2005).
+  Between two samples of one input it says down to which scale the model's guesses agree.
+* :func:`calibration` checks whether the samples' spread predicts the error of their mean, and
+  :func:`fit_calibration_scale` fits the one factor that would make it do so (Levi et al.,
+  "Evaluating and calibrating uncertainty prediction in regression tasks", 2019; Kuleshov et al.,
+  ICML 2018), to be fitted on validation images and applied to test images.
+
+The FRC and SQUIRREL measures are written here by hand, in torch with ``torch.fft``, because the
+packages that provide them pin ``numpy<2`` (``frc``) or pull OpenCL and OpenCV (``nanopyx``).
+
+Images are single 2-D tensors ``[H, W]`` of any float dtype, on any device, in any intensity unit (the
+measures are either scale-free or reported in the input's unit). Computations run in float64.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+Window = Literal["tukey", "hann", "none"]
+WINDOWS: tuple[str, ...] = get_args(Window)
+TUKEY_TAPER = 0.25  # fraction of each side that the Tukey window tapers: the centre 50 % stays untouched
+ONE_SEVENTH = 1.0 / 7.0
+HALF_BIT_SNR = (math.sqrt(2.0) - 1.0) / 2.0  # van Heel & Schatz (2005): per half of the data, 1/2 bit in all
+KERNEL_RADIUS_SIGMAS = 4.0  # the Gaussian RSF is cut at 4 sigma: it misses 6e-5 of its mass per axis
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def _plane(image: Tensor, name: str) -> Tensor:
+    """``[H, W]`` (or ``[1, H, W]``, ``[1, 1, H, W]``) -> float64 ``[H, W]``."""
+    plane = image.detach().to(torch.float64)
+    while plane.ndim > 2 and plane.shape[0] == 1:
+        plane = plane[0]
+    if plane.ndim != 2:
+        raise ValueError(f"{name} must be one 2-D image [H, W]; got shape {tuple(image.shape)}")
+    return plane
+
+
+# --- Re-degradation consistency (SQUIRREL) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """The re-degradation of one output against its widefield input.
+
+    ``error_map``: ``[h, w]`` on the input's grid, in its unit and dtype, ``|alpha * D(G_sigma * sr) + beta -
+    widefield|``; its outer ``border`` pixels are computed with reflected content and left out of the
+    fit and the scores. ``rse``: root-mean-square of the map inside the border; ``rsp``: Pearson
+    correlation of the re-degraded output with the input inside the border (1 = perfect). ``alpha``,
+    ``beta``: the fitted intensity scale and offset; ``sigma``: the fitted RSF width in output pixels
+    (at an end of the searched range, the range was too narrow: widen it).
+    """
+
+    error_map: Tensor
+    rse: float
+    rsp: float
+    alpha: float
+    beta: float
+    sigma: float
+    border: int
+
+
+def redegradation_matrix(size: int, sigma: float, factor: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``[size / factor, size]`` matrix of the 1-D re-degradation along one axis: convolution with a
+    normalised, sampled Gaussian of std ``sigma`` pixels (the resolution-scaling function of Culley et
+    al. 2018), cut at 4 sigma, with reflect padding (source pixel -j for j < 0, mirrored likewise at the
+    far end), then the mean over blocks of ``factor`` pixels. ``sigma = 0`` is no blur. As a matrix the
+    separable 2-D operator is two matrix products, far faster than a convolution in float64."""
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0 pixels; got {sigma}")
+    radius = math.ceil(KERNEL_RADIUS_SIGMAS * sigma)
+    if radius >= size:
+        raise ValueError(f"a blur of sigma {sigma:g} px needs images wider than {radius} px; got {size} px")
+    offsets = torch.arange(-radius, radius + 1, dtype=dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2) if radius > 0 else torch.ones(1, dtype=dtype)
+    kernel = kernel / kernel.sum()
+    outputs = torch.arange(size)[:, None]
+    sources = (outputs + offsets.long()[None, :]).abs()  # reflect at 0
+    sources = torch.where(sources >= size, 2 * (size - 1) - sources, sources)  # reflect at size - 1
+    blur = torch.zeros(size, size, dtype=dtype).index_put_(
+        (outputs.expand_as(sources).flatten(), sources.flatten()), kernel.repeat(size), accumulate=True
+    )
+    return blur.view(size // factor, factor, size).mean(1)
+
+
+def _grid_factor(sr: Tensor, widefield: Tensor) -> int:
+    """The integer ratio of the output's size to the input's (1 when both are on one grid)."""
+    (height, width), (low_height, low_width) = sr.shape, widefield.shape
+    factor = height // low_height
+    if factor < 1 or height != factor * low_height or width != factor * low_width:
+        raise ValueError(
+            f"the output ({height}x{width}) must be the input's size ({low_height}x{low_width}) times an integer; "
+            "crop both to matching sizes, or pass the bicubic-upsampled input"
+        )
+    return factor
+
+
+def redegrade(sr: Tensor, sigma: float, factor: int) -> Tensor:
+    """The output blurred by the Gaussian RSF of width ``sigma`` (output pixels), then averaged over
+    ``factor x factor`` blocks onto the input's grid (a camera pixel integrates the light over its area).
+    ``sr``: ``[H, W]`` with H, W multiples of ``factor``; returns ``[H / factor, W / factor]``."""
+    rows = redegradation_matrix(sr.shape[0], sigma, factor, sr.dtype).to(sr.device)
+    columns = redegradation_matrix(sr.shape[1], sigma, factor, sr.dtype).to(sr.device)
+    return rows @ sr @ columns.T
+
+
+def _fit_scale_offset(degraded: Tensor, widefield: Tensor) -> tuple[float, float, float]:
+    """Closed-form least squares of ``widefield ~ alpha * degraded + beta`` (both flat): (alpha, beta,
+    residual sum of squares)."""
+    centred = degraded - degraded.mean()
+    variance = (centred**2).sum()
+    alpha = float((centred * (widefield - widefield.mean())).sum() / variance) if variance > 0 else 0.0
+    beta = float(widefield.mean() - alpha * degraded.mean())
+    residual = float(((alpha * degraded + beta - widefield) ** 2).sum())
+    return alpha, beta, residual
+
+
+def consistency(
+    sr: Tensor,
+    widefield: Tensor,
+    sigma_range: tuple[float, float] = (0.0, 5.0),
+    border: int | None = None,
+    grid_points: int = 21,
+    tolerance: float = 1e-4,
+) -> Consistency:
+    """Re-degradation consistency of a super-resolved image with its widefield input (SQUIRREL, Culley et
+    al., Nature Methods 15, 263-266, 2018).
+
+    ``sr``: ``[H, W]``; ``widefield``: ``[h, w]`` with ``H = f h``, ``W = f w`` for an integer ``f``
+    (``f = 1`` when the input was upsampled to the output's grid, as BioSR's bicubic inputs are). The
+    model ``widefield ~ alpha * D_f(G_sigma * sr) + beta`` (G_sigma a Gaussian of width sigma output
+    pixels, D_f the f x f block mean) is fitted by least squares: for a fixed sigma, alpha and beta are
+    a closed-form linear fit; sigma is searched in ``sigma_range`` (output pixels) on a grid of
+    ``grid_points`` values, then refined by golden-section search in the bracket around the best grid
+    point to ``tolerance`` pixels. The fit and the scores use the pixels at least ``border`` input
+    pixels from the edge (default: the RSF's 4-sigma radius at the largest sigma), where reflect padding
+    cannot reach. Returns a :class:`Consistency`.
+    """
+    dtype = widefield.dtype
+    sr, widefield = _plane(sr, "sr"), _plane(widefield, "widefield")
+    factor = _grid_factor(sr, widefield)
+    low, high = sigma_range
+    if not 0.0 <= low < high:
+        raise ValueError(f"sigma_range must be (low, high) with 0 <= low < high pixels; got {sigma_range}")
+    if grid_points < 3:
+        raise ValueError(f"grid_points must be at least 3 to bracket a minimum; got {grid_points}")
+    border = math.ceil(KERNEL_RADIUS_SIGMAS * high / factor) if border is None else border
+    if border < 0 or 2 * border + 2 > min(widefield.shape):
+        raise ValueError(f"a border of {border} px leaves too few pixels of the {tuple(widefield.shape)} input to fit")
+    inner = (slice(border, widefield.shape[0] - border), slice(border, widefield.shape[1] - border))
+    target = widefield[inner].flatten()
+
+    def residual(sigma: float) -> float:
+        return _fit_scale_offset(redegrade(sr, sigma, factor)[inner].flatten(), target)[2]
+
+    grid = torch.linspace(low, high, grid_points, dtype=torch.float64).tolist()
+    best = min(range(grid_points), key=lambda index: residual(grid[index]))
+    left, right = grid[max(best - 1, 0)], grid[min(best + 1, grid_points - 1)]
+    # Golden-section search: the residual is unimodal within one grid step of the grid's best point.
+    inner_left, inner_right = right - GOLDEN * (right - left), left + GOLDEN * (right - left)
+    value_left, value_right = residual(inner_left), residual(inner_right)
+    while right - left > tolerance:
+        if value_left < value_right:
+            right, inner_right, value_right = inner_right, inner_left, value_left
+            inner_left = right - GOLDEN * (right - left)
+            value_left = residual(inner_left)
+        else:
+            left, inner_left, value_left = inner_left, inner_right, value_right
+            inner_right = left + GOLDEN * (right - left)
+            value_right = residual(inner_right)
+    sigma = min((grid[best], 0.5 * (left + right)), key=residual)
+
+    degraded = redegrade(sr, sigma, factor)
+    alpha, beta, _ = _fit_scale_offset(degraded[inner].flatten(), target)
+    error_map = (alpha * degraded + beta - widefield).abs()
+    rse = float(error_map[inner].pow(2).mean().sqrt())
+    rsp = float(torch.corrcoef(torch.stack([degraded[inner].flatten(), target]))[0, 1])
+    return Consistency(error_map.to(dtype), rse, rsp, alpha, beta, sigma, border)
+
+
+# --- Fourier ring correlation --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FRC:
+    """A Fourier ring correlation and the resolutions where it crosses its thresholds.
+
+    ``correlation``, ``one_seventh``, ``half_bit``, ``pixels``: ``[R]`` per ring ``r = 0 .. N // 2``
+    (radius in frequency pixels; ring r holds the frequencies r / (N pixel) cycles per unit length).
+    ``*_crossing``: the ring radius (fractional, interpolated) where the curve first falls below that
+    threshold, None if it never does up to Nyquist. ``*_px``: the resolution N / radius in pixels, and
+    ``*_nm`` the same times the pixel size, when one was given.
+    """
+
+    correlation: Tensor
+    one_seventh: Tensor
+    half_bit: Tensor
+    pixels: Tensor
+    size: int
+    pixel_size_nm: float | None
+    one_seventh_crossing: float | None
+    half_bit_crossing: float | None
+
+    def _resolution(self, crossing: float | None, scale: float | None) -> float | None:
+        if crossing is None or scale is None:
+            return None
+        return self.size / crossing * scale
+
+    @property
+    def resolution_px(self) -> float | None:
+        """Resolution at the 1/7 threshold, in pixels."""
+        return self._resolution(self.one_seventh_crossing, 1.0)
+
+    @property
+    def resolution_nm(self) -> float | None:
+        """Resolution at the 1/7 threshold, in nm (None without a pixel size)."""
+        return self._resolution(self.one_seventh_crossing, self.pixel_size_nm)
+
+    @property
+    def half_bit_resolution_px(self) -> float | None:
+        return self._resolution(self.half_bit_crossing, 1.0)
+
+    @property
+    def half_bit_resolution_nm(self) -> float | None:
+        return self._resolution(self.half_bit_crossing, self.pixel_size_nm)
+
+
+def apodisation(size: int, window: Window, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``[size, size]`` separable window that takes the image smoothly to 0 at its edges, so the jump
+    across the periodic boundary (the same in both images) does not correlate every ring. ``"tukey"``:
+    flat centre, cosine tapers over ``TUKEY_TAPER`` of each side; ``"hann"``: cosine over the whole side;
+    ``"none"``: all ones."""
+    position = (torch.arange(size, dtype=dtype) + 0.5) / size  # pixel centres in (0, 1)
+    if window == "none":
+        profile = torch.ones(size, dtype=dtype)
+    elif window == "hann":
+        profile = torch.sin(math.pi * position) ** 2
+    elif window == "tukey":
+        edge = torch.minimum(position, 1.0 - position) / TUKEY_TAPER  # < 1 inside a taper
+        profile = torch.where(edge < 1.0, torch.sin(0.5 * math.pi * edge) ** 2, torch.ones_like(edge))
+    else:
+        raise ValueError(f"unknown FRC window {window!r}; choose one of {WINDOWS}")
+    return profile[:, None] * profile[None, :]
+
+
+def half_bit_threshold(pixels: Tensor) -> Tensor:
+    """The half-bit threshold of van Heel & Schatz (J. Struct. Biol. 151, 250-262, 2005) for rings of
+    ``pixels`` = n Fourier pixels: their information threshold (SNR + (2 sqrt SNR + 1) / sqrt n) / (SNR
+    + 1 + 2 sqrt SNR / sqrt n) at SNR = (sqrt 2 - 1) / 2, the SNR of each half of the data when the
+    whole holds 1/2 bit (log2(1 + 2 SNR) = 1/2); numerically (0.2071 + 1.9102 / sqrt n) / (1.2071 +
+    0.9102 / sqrt n)."""
+    root_snr, inverse_root = math.sqrt(HALF_BIT_SNR), pixels.to(torch.float64).clamp(min=1).rsqrt()
+    return (HALF_BIT_SNR + (2 * root_snr + 1) * inverse_root) / (1 + HALF_BIT_SNR + 2 * root_snr * inverse_root)
+
+
+def _first_crossing(curve: Tensor, threshold: Tensor) -> float | None:
+    """Fractional ring where ``curve`` first falls below ``threshold``: the first ring r >= 1 below it
+    (ring 0, the mean, is skipped), linearly interpolated from ring r - 1, which lies above. When ring 1
+    is already below, no ring is resolved and the crossing is 1 (a resolution of the whole field).
+    None when the curve stays above up to Nyquist."""
+    gap = (curve - threshold).tolist()
+    for ring in range(1, len(gap)):
+        if gap[ring] < 0:
+            return 1.0 if ring == 1 else ring - 1 + gap[ring - 1] / (gap[ring - 1] - gap[ring])
+    return None
+
+
+def fourier_ring_correlation(
+    first: Tensor, second: Tensor, pixel_size_nm: float | None = None, window: Window = "tukey"
+) -> FRC:
+    """Fourier ring correlation of two images of the same square field (Banterle et al., J. Struct.
+    Biol. 183, 363-367, 2013; Nieuwenhuizen et al., Nature Methods 10, 557-562, 2013):
+
+        FRC(r) = Re sum_{|k| in ring r} F1(k) F2*(k) / sqrt(sum |F1(k)|^2 sum |F2(k)|^2),
+
+    ring r holding the DFT frequencies whose radius rounds to r, r = 0 .. N // 2. Both images are
+    multiplied by the ``window`` (:func:`apodisation`, Tukey by default) first. The resolution is where
+    the curve first falls below the 1/7 threshold (Nieuwenhuizen et al.) and the half-bit threshold
+    (:func:`half_bit_threshold`). ``first``, ``second``: ``[N, N]``. Returns an :class:`FRC`.
+    """
+    first, second = _plane(first, "first"), _plane(second, "second")
+    if first.shape != second.shape or first.shape[0] != first.shape[1]:
+        raise ValueError(
+            f"FRC needs two square images of one size; got {tuple(first.shape)} and {tuple(second.shape)}: "
+            "crop both to the same square"
+        )
+    if pixel_size_nm is not None and not pixel_size_nm > 0:
+        raise ValueError(f"pixel_size_nm must be positive; got {pixel_size_nm}")
+    size = first.shape[0]
+    weights = apodisation(size, window).to(first.device)
+    spectrum_1, spectrum_2 = torch.fft.fft2(first * weights), torch.fft.fft2(second * weights)
+    frequencies = torch.fft.fftfreq(size, d=1.0 / size, dtype=torch.float64, device=first.device)
+    rings = torch.sqrt(frequencies[:, None] ** 2 + frequencies[None, :] ** 2).round().long().flatten()
+    keep = rings <= size // 2  # the corners beyond Nyquist hold incomplete rings
+    rings = rings[keep]
+
+    def ring_sum(values: Tensor) -> Tensor:
+        return torch.zeros(size // 2 + 1, dtype=torch.float64, device=first.device).index_add_(
+            0, rings, values.flatten()[keep]
+        )
+
+    cross = ring_sum((spectrum_1 * spectrum_2.conj()).real)
+    power = ring_sum(spectrum_1.abs() ** 2) * ring_sum(spectrum_2.abs() ** 2)
+    correlation = torch.where(power > 0, cross / power.sqrt(), torch.zeros_like(cross)).cpu()
+    pixels = torch.bincount(rings.cpu(), minlength=size // 2 + 1)
+    one_seventh = torch.full_like(correlation, ONE_SEVENTH)
+    half_bit = half_bit_threshold(pixels)
+    return FRC(
+        correlation, one_seventh, half_bit, pixels, size, pixel_size_nm,
+        _first_crossing(correlation, one_seventh), _first_crossing(correlation, half_bit),
+    )  # fmt: skip
+
+
+# --- Calibrated uncertainty ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration curve of the predicted error std against the actual error of the samples' mean.
+
+    ``predicted``, ``actual``, ``counts``: ``[B]`` per bin of pixels (equal counts, sorted by predicted
+    std): the root-mean predicted variance and the root-mean-square actual error in the bin. ``ece``:
+    the count-weighted mean of ``|actual - predicted|`` over bins, in the image unit; ``ence``: the
+    count-weighted mean of ``|actual - predicted| / predicted`` (Levi et al. 2019's ENCE, scale-free).
+    ``scale``: the factor the predicted std was multiplied by (1 unless calibrated).
+    """
+
+    predicted: Tensor
+    actual: Tensor
+    counts: Tensor
+    ece: float
+    ence: float
+    scale: float
+
+
+def predicted_error_std(std: Tensor, samples: int) -> Tensor:
+    """Predicted std of the error of the mean of ``samples`` draws against the target, from their
+    per-pixel std ``std`` (population std, divisor N, as :func:`experiments.evaluation.sample` returns).
+
+    For a posterior sampler the target is one more draw from the distribution the samples come from, so
+    the mean's error is the spread of the target around the posterior mean (sigma^2) plus the sampling
+    error of the mean (sigma^2 / N): variance sigma^2 (1 + 1 / N). The unbiased sample variance
+    estimates sigma^2 as std^2 N / (N - 1); together std * sqrt((N + 1) / (N - 1)). (The std of the
+    mean around the model's own expectation, sigma / sqrt(N), would leave out the first, larger term.)
+    """
+    if samples < 2:
+        raise ValueError(f"a spread needs at least 2 samples per input; got {samples}")
+    return std * math.sqrt((samples + 1) / (samples - 1))
+
+
+def _binned(predicted: Tensor, error: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixels sorted by predicted std, split into ``bins`` equal-count bins: per bin the root-mean
+    predicted variance, the root-mean-square error and the pixel count."""
+    predicted, error = predicted.detach().to(torch.float64).flatten(), error.detach().to(torch.float64).flatten()
+    if predicted.numel() < bins or bins < 1:
+        raise ValueError(
+            f"need at least one bin and one pixel per bin; got {predicted.numel()} pixels, {bins} bins"
+        )
+    order = predicted.argsort()
+    groups = list(zip(predicted[order].tensor_split(bins), error[order].tensor_split(bins)))
+    rmv = torch.stack([group.pow(2).mean().sqrt() for group, _ in groups]).cpu()
+    rmse = torch.stack([group.pow(2).mean().sqrt() for _, group in groups]).cpu()
+    counts = torch.tensor([len(group) for group, _ in groups])
+    return rmv, rmse, counts
+
+
+def calibration(
+    mean: Tensor, std: Tensor, target: Tensor, samples: int, bins: int = 10, scale: float = 1.0
+) -> Calibration:
+    """Calibration of per-pixel uncertainty (Levi et al., "Evaluating and calibrating uncertainty
+    prediction in regression tasks", 2019; Kuleshov et al., ICML 2018).
+
+    ``mean``, ``std``: the mean and the population std of ``samples`` samples per pixel, any shape
+    (e.g. ``[B, 1, H, W]``); ``target``: the same shape. The predicted error std is ``scale *``
+    :func:`predicted_error_std`; pixels are put in ``bins`` equal-count bins by it, and in each bin the
+    root-mean predicted variance is compared with the RMSE of ``mean - target``. Calibrated means the
+    curve lies on the diagonal. The std of N samples is itself a noisy estimate, and binning by it
+    sorts pixels by their luck: even for a perfect sampler the RMSE in a bin exceeds the predicted std,
+    by about sqrt((N - 1) / (N - 3)) when the true spreads are spread evenly on a log scale (3 % at N =
+    32, 18 % at N = 8), and the top bin, full of overestimates, falls below it. Use many samples (16 or
+    more) for a meaningful curve. Returns a :class:`Calibration`.
+    """
+    if mean.shape != std.shape or mean.shape != target.shape:
+        raise ValueError(f"mean, std and target must have one shape; got {mean.shape}, {std.shape}, {target.shape}")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive; got {scale}")
+    rmv, rmse, counts = _binned(scale * predicted_error_std(std, samples), mean - target, bins)
+    weights = counts / counts.sum()
+    gap = (rmse - rmv).abs()
+    ence = float((weights * gap / rmv).sum()) if bool((rmv > 0).all()) else math.inf
+    return Calibration(rmv, rmse, counts, float((weights * gap).sum()), ence, scale)
+
+
+def fit_calibration_scale(mean: Tensor, std: Tensor, target: Tensor, samples: int, bins: int = 10) -> float:
+    """The single factor s that calibrates the predicted error std (std scaling after Levi et al. 2019,
+    who fit s by the Gaussian likelihood; here, so that s fits the curve that :func:`calibration`
+    draws and pixels with a near-zero std cannot dominate), fitted on validation images: the
+    count-weighted least squares of the bins' RMSE on s times their root-mean predicted variance,
+    s = sum n_b rmse_b rmv_b / sum n_b rmv_b^2. Pass it as ``scale`` on test images; never fit it on
+    them. Arguments as in :func:`calibration`."""
+    curve = calibration(mean, std, target, samples, bins)
+    denominator = float((curve.counts * curve.predicted**2).sum())
+    if denominator == 0:
+        raise ValueError("the samples never differ (std 0 everywhere): no spread to calibrate")
+    return float((curve.counts * curve.actual * curve.predicted).sum()) / denominator

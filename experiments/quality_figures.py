@@ -1,0 +1,106 @@
+"""Figures of the trust measures of :mod:`experiments.quality`: the check of a prediction (input, output,
+std, consistency map), the calibration curve and the FRC curve, as PNG files.
+
+Built like :mod:`experiments.figures` (Agg canvas, no pyplot, one PNG per call, path returned). Input
+and output are drawn in grey with the fixed limits [-1, 1]; the std and the consistency map, in their
+own units, each get a colour scale from 0 to their maximum over the drawn rows and a colour bar.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from experiments.figures import ImageStack, _as_images, new_figure, save_figure, show_image
+from experiments.quality import FRC, Calibration
+
+
+def plot_check(
+    inputs: ImageStack,
+    outputs: ImageStack,
+    std: ImageStack | None,
+    consistency_maps: ImageStack,
+    path: str | Path,
+    title: str | None = None,
+    max_images: int = 4,
+) -> Path:
+    """One row per image: input, output, std of the samples (when given), consistency map.
+
+    ``inputs``, ``outputs``: ``[N, 1, H, W]`` (or ``[N, H, W]``) in [-1, 1], the input possibly on a
+    coarser grid; ``std``: ``[N, 1, H, W]`` (None for a single sample); ``consistency_maps``: the
+    :attr:`~experiments.quality.Consistency.error_map` of each image, ``[N, 1, h, w]``. Where the map is
+    bright the output does not re-degrade to the input: structure there has no support in the data.
+    """
+    columns = {"Input": _as_images(inputs, "inputs"), "Output": _as_images(outputs, "outputs")}
+    maps = {"Std": _as_images(std, "std")} if std is not None else {}
+    maps["Consistency |error|"] = _as_images(consistency_maps, "consistency_maps")
+    counts = {len(images) for images in (*columns.values(), *maps.values())}
+    if len(counts) != 1:
+        raise ValueError(f"inputs, outputs, std and consistency maps must hold the same number of images; got {counts}")
+    rows = min(counts.pop(), max_images)
+    if rows < 1:
+        raise ValueError("plot_check needs at least one image (and max_images >= 1)")
+
+    # The colour-bar columns are wider, so their bars and tick labels do not run into the next title.
+    figure = new_figure(2.4 * len(columns) + 3.0 * len(maps), 2.4 * rows + (0.4 if title else 0.0))
+    grid = figure.subplots(rows, len(columns) + len(maps), squeeze=False)
+    for column, (name, images) in enumerate(columns.items()):
+        grid[0, column].set_title(name)
+        for row in range(rows):
+            show_image(grid[row, column], images[row])
+    for column, (name, images) in enumerate(maps.items(), start=len(columns)):
+        limits = (0.0, max(float(images[:rows].max()), np.finfo(np.float32).tiny))
+        grid[0, column].set_title(name)
+        for row in range(rows):
+            shown = show_image(grid[row, column], images[row], limits, cmap="magma")
+            figure.colorbar(shown, ax=grid[row, column], fraction=0.046, pad=0.04)
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, path)
+
+
+def plot_calibration(curves: Mapping[str, Calibration], path: str | Path, unit: str = "") -> Path:
+    """Actual RMSE of the mean against the predicted error std, one line per entry of ``curves`` (e.g.
+    ``{"raw": ..., "calibrated (s = 1.8)": ...}``), with the diagonal of perfect calibration; each
+    legend entry gives the curve's ENCE. ``unit`` labels the axes (e.g. ``"[-1, 1] units"``)."""
+    if not curves:
+        raise ValueError("plot_calibration needs at least one calibration curve")
+    figure = new_figure(4.5, 4.2)
+    axes = figure.subplots()
+    largest = max(max(float(curve.predicted.max()), float(curve.actual.max())) for curve in curves.values())
+    axes.plot([0.0, largest], [0.0, largest], "k--", linewidth=1, label="calibrated")
+    for name, curve in curves.items():
+        label = f"{name} (ENCE {curve.ence:.2f})"
+        axes.plot(curve.predicted.numpy(), curve.actual.numpy(), "o-", markersize=4, label=label)
+    suffix = f" ({unit})" if unit else ""
+    axes.set_xlabel(f"Predicted error std{suffix}")
+    axes.set_ylabel(f"Actual RMSE of the mean{suffix}")
+    axes.set_xlim(0.0, 1.05 * largest)
+    axes.set_ylim(0.0, 1.05 * largest)
+    axes.set_aspect("equal")
+    axes.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def plot_frc(curves: Mapping[str, FRC], path: str | Path) -> Path:
+    """FRC curves against spatial frequency (1 / resolution: per nm when every curve has a pixel size,
+    else per pixel), with the 1/7 and (for the first curve) the half-bit thresholds; each legend entry
+    gives the resolution at 1/7."""
+    if not curves:
+        raise ValueError("plot_frc needs at least one FRC curve")
+    in_nm = all(curve.pixel_size_nm is not None for curve in curves.values())
+    figure = new_figure(5.5, 3.8)
+    axes = figure.subplots()
+    for index, (name, curve) in enumerate(curves.items()):
+        frequency = np.arange(len(curve.correlation)) / (curve.size * (curve.pixel_size_nm if in_nm else 1.0))
+        resolution = curve.resolution_nm if in_nm else curve.resolution_px
+        label = f"{name} ({resolution:.3g} {'nm' if in_nm else 'px'})" if resolution else f"{name} (beyond Nyquist)"
+        axes.plot(frequency[1:], curve.correlation.numpy()[1:], color=f"C{index}", label=label)
+        if index == 0:
+            axes.plot(frequency[1:], curve.half_bit.numpy()[1:], "k:", linewidth=1, label="half-bit")
+    axes.axhline(1 / 7, color="k", linestyle="--", linewidth=1, label="1/7")
+    axes.set_xlabel("Spatial frequency (1/nm)" if in_nm else "Spatial frequency (1/pixel)")
+    axes.set_ylabel("FRC")
+    axes.set_ylim(-0.2, 1.05)
+    axes.legend(fontsize="small")
+    return save_figure(figure, path)
