@@ -256,15 +256,18 @@ def save_preview(root: Path, figure: Path, index: int = 0) -> None:
     line = cross_section(target)
     panels = [(f"input, {level}", image) for level, image in inputs.items()]
     panels.append(("target (SIM)", target))
-    fig, axes = plt.subplots(2, 6, figsize=(21, 7.4))
+    fig, axes = plt.subplots(2, 6, figsize=(19, 7))
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.08, wspace=0.06, hspace=0.12)
     for ax, (title, image) in zip(axes.flat, panels):
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         ax.plot(*line[:, [0, -1]], color="tab:orange", lw=1.2)
         ax.set_title(title)
         ax.axis("off")
+    # The profile takes the last two panels of the second row, less room for its axis labels.
+    left, right = axes[1, 4].get_position(), axes[1, 5].get_position()
     axes[1, 4].remove()
     profile = axes[1, 5]
-    profile.set_position(axes[1, 4].get_position().union([axes[1, 4].get_position(), profile.get_position()]))
+    profile.set_position([left.x0 + 0.035, left.y0, right.x1 - left.x0 - 0.035, left.height])
     distance = np.hypot(*(line - line[:, :1]))
     distance -= distance[len(distance) // 2]
     for (title, image), style in zip((panels[0], panels[4], panels[8], panels[9]), (":", "-.", "--", "-")):

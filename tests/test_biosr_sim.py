@@ -127,3 +127,15 @@ def test_an_all_empty_cell_is_named_with_what_to_change(tmp_path, crops):
     images = dict(crops, d=np.zeros((96, 96), np.float32))
     with pytest.raises(ValueError, match="d: no window.*lower the criterion"):
         small_set(tmp_path, images)
+
+
+@pytest.mark.slow
+def test_command_line_cuts_the_shipped_cells_and_writes_a_preview(tmp_path):
+    from experiments.synthetic import main
+
+    main(["--structures", "biosr-sim", "--out", str(tmp_path), "--train", "4", "--validate", "2",
+          "--test-per-level", "2", "--size", "64"])
+    assert (tmp_path / "synthetic_preview.png").stat().st_size > 10_000
+    assert len(PairedImageDataset(tmp_path, "test", level="level_09")) == 2
+    cells = {row["split"]: row["cell"] for row in read_manifest(tmp_path)}
+    assert cells["validate"] in CELL_SPLIT["validate"] and cells["test"] in CELL_SPLIT["test"]
