@@ -123,10 +123,13 @@ def test_a_split_sharing_a_cell_is_refused():
     check_split(CELL_SPLIT)
 
 
-def test_an_all_empty_cell_is_named_with_what_to_change(tmp_path, crops):
-    images = dict(crops, d=np.zeros((96, 96), np.float32))
+def test_a_cell_without_usable_windows_is_named_with_what_to_change(tmp_path, crops):
+    speck = np.zeros((96, 96), np.float32)
+    speck[40:45, 40:45] = 1.0  # 25 bright pixels: at most 2.4 % of any 32 x 32 window
     with pytest.raises(ValueError, match="d: no window.*lower the criterion"):
-        small_set(tmp_path, images)
+        small_set(tmp_path / "speck", dict(crops, d=speck))
+    with pytest.raises(ValueError, match="d holds no light"):
+        small_set(tmp_path / "dark", dict(crops, d=np.zeros((96, 96), np.float32)))
 
 
 @pytest.mark.slow

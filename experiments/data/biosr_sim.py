@@ -109,10 +109,15 @@ def load_cells(names: tuple[str, ...], folder: Path = CELL_DIR) -> dict[str, np.
 
 
 def prepare_cell(name: str, sim: np.ndarray, model: WidefieldModel) -> Cell:
+    """Blur ``sim`` [H, W] once and measure its brightness scales on the SIM and the camera grid."""
     blurred = widefield_blur(sim[None], model)[0]
-    even = blurred[: blurred.shape[0] // 2 * 2, : blurred.shape[1] // 2 * 2]
+    b = model.camera_binning
+    camera = bin_pixels(blurred[: blurred.shape[0] // b * b, : blurred.shape[1] // b * b], b)
     q = model.reference_percentile / 100
-    return Cell(name, sim, blurred, float(np.quantile(sim, q)), float(np.quantile(bin_pixels(even, 2), q)))
+    cell = Cell(name, sim, blurred, float(np.quantile(sim, q)), float(np.quantile(camera, q)))
+    if not cell.camera_reference > 0:
+        raise ValueError(f"{name} holds no light (its {model.reference_percentile}th percentile is 0): leave it out")
+    return cell
 
 
 def near_empty(window: np.ndarray, reference: float, config: RealStructureConfig) -> bool:
@@ -162,7 +167,8 @@ def render_pairs(
     owners = [cells[i % len(cells)] for i in indices]
     windows = [draw_window(cell, rng, config) for cell, rng in zip(owners, rngs)]
     targets = target_images(np.stack([crop(cell.sim, w, side) for cell, w in zip(owners, windows)]))
-    camera = bin_pixels(np.stack([crop(cell.blurred, w, side) for cell, w in zip(owners, windows)]), 2)
+    camera = bin_pixels(np.stack([crop(cell.blurred, w, side) for cell, w in zip(owners, windows)]),
+                        model.camera_binning)
 
     def inputs(photons: list[float], noise_rngs: list[np.random.Generator]) -> np.ndarray:
         recorded = [expose(c, cell.camera_reference, p, r, model)
@@ -173,8 +179,10 @@ def render_pairs(
         drawn = np.array([int(rng.integers(1, LEVELS + 1)) for rng in rngs])
         noisy = inputs([model.level_photons(level) for level in drawn], [image_rng(seed, split, i, 0) for i in indices])
         return targets, noisy, drawn, windows
-    stacked = np.stack([inputs([model.level_photons(level)] * len(indices), [image_rng(seed, split, i, level) for i in indices])
-                        for level in levels])
+    stacked = np.stack([
+        inputs([model.level_photons(level)] * len(indices), [image_rng(seed, split, i, level) for i in indices])
+        for level in levels
+    ])
     return targets, stacked, np.array(levels), windows
 
 
@@ -219,7 +227,8 @@ def generate(
             for start in range(0, count, batch):
                 indices = range(start, min(start + batch, count))
                 if split == "test":
-                    gt, wf_levels, _, windows = render_pairs(split, indices, seed, split_cells, config, list(range(1, 10)))
+                    gt, wf_levels, _, windows = render_pairs(split, indices, seed, split_cells, config,
+                                                             levels=list(range(1, LEVELS + 1)))
                     write_images(out / "test_gt", split, start, gt, pool)
                     for level_name, wf in zip(TEST_LEVELS, wf_levels):
                         write_images(out / "test_wf" / level_name, split, start, wf, pool)

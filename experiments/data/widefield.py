@@ -76,15 +76,21 @@ class WidefieldModel:
             if not getattr(self, name) > 0:
                 raise ValueError(f"WidefieldModel.{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.sim_to_widefield_fwhm < 1:
-            raise ValueError(f"WidefieldModel.sim_to_widefield_fwhm must lie in (0, 1), got {self.sim_to_widefield_fwhm}")
+            raise ValueError(
+                f"WidefieldModel.sim_to_widefield_fwhm must lie in (0, 1), got {self.sim_to_widefield_fwhm}"
+            )
         if self.camera_binning < 1 or self.frames_averaged < 1:
             raise ValueError("WidefieldModel.camera_binning and frames_averaged must be at least 1")
         if self.background_fraction < 0:
             raise ValueError(f"WidefieldModel.background_fraction must be >= 0, got {self.background_fraction}")
         if not 0 < self.photons[0] < self.photons[1]:
-            raise ValueError(f"WidefieldModel.photons must be (level_01, level_09) with 0 < low < high, got {self.photons}")
+            raise ValueError(
+                f"WidefieldModel.photons must be (level_01, level_09) with 0 < low < high, got {self.photons}"
+            )
         if not 50 < self.reference_percentile <= 100:
-            raise ValueError(f"WidefieldModel.reference_percentile must lie in (50, 100], got {self.reference_percentile}")
+            raise ValueError(
+                f"WidefieldModel.reference_percentile must lie in (50, 100], got {self.reference_percentile}"
+            )
 
     @property
     def camera_pixel_nm(self) -> float:

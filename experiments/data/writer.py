@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-TEST_LEVELS = tuple(f"level_{i:02d}" for i in range(1, 10))
+from experiments.data.widefield import LEVELS
+
+TEST_LEVELS = tuple(f"level_{i:02d}" for i in range(1, LEVELS + 1))
 SPLIT_IDS = {"train": 0, "validate": 1, "test": 2}
 SPLIT_PREFIX = {"train": "training", "validate": "validate"}
 LAYOUT_DIRS = ("training_wf", "training_gt", "validate_wf", "validate_gt", "test_wf", "test_gt")
