@@ -44,7 +44,6 @@ Structures = Literal["filaments", "biosr-sim"]
 STRUCTURES: tuple[str, ...] = get_args(Structures)
 
 
-
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Physical and geometric settings of the look-alike; lengths in pixels of the full-size image."""
@@ -121,8 +120,6 @@ def splat(positions: list[np.ndarray], weights: list[np.ndarray], canvas: int, o
     return density.reshape(len(positions), canvas, canvas).astype(np.float32)
 
 
-
-
 def render_clean(rngs: list[np.random.Generator], config: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets [B, S, S] in [0, 1] and noise-free widefield images [B, S/2, S/2] with peak about 1."""
     size = config.size
@@ -142,12 +139,6 @@ def render_clean(rngs: list[np.random.Generator], config: SyntheticConfig) -> tu
     wf_peak = wf_low.reshape(len(wf_low), -1).amax(dim=1).clamp_min(1e-12)
     wf_low = wf_low / wf_peak[:, None, None] * (1 - config.background) + config.background
     return gt, wf_low
-
-
-
-
-
-
 
 
 def noisy_inputs(
