@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 
 DATA_DIR ?= ./biosr_dataset
 SYNTHETIC_DIR ?= ./data/synthetic
+REAL_DIR ?= ./data/biosr-sim
 GPUS ?= 1
 # Extra flags for the command, e.g. ARGS="--epochs 5".
 ARGS ?=
@@ -14,7 +15,7 @@ CHECKPOINT ?= $(lastword $(sort $(wildcard runs/demo-*/best.pt)))
 INPUT ?=
 OUTPUT ?= predictions
 
-.PHONY: install test test-fast demo data synthetic-data reproduce-mse reproduce-l1 bench predict
+.PHONY: install test test-fast demo data synthetic-data real-data reproduce-mse reproduce-l1 bench predict
 
 install: $(STAMP)
 
@@ -38,6 +39,11 @@ data:
 synthetic-data: install
 	@test -d $(SYNTHETIC_DIR)/test_gt || $(PY) -m experiments.synthetic --out $(SYNTHETIC_DIR)
 
+# Windows of the nine real BioSR SIM cells shipped in experiments/data/real, degraded to widefield by
+# a physical model (about a minute); validation and test cells are held out whole.
+real-data: install
+	@test -d $(REAL_DIR)/test_gt || $(PY) -m experiments.synthetic --structures biosr-sim --out $(REAL_DIR)
+
 # Launcher: one process, or torchrun with DDP over $(GPUS) GPUs.
 ifeq ($(GPUS),1)
 TRAIN := $(PY) -m experiments.train
@@ -49,8 +55,8 @@ reproduce-mse reproduce-l1: reproduce-%: install
 	@test -d $(DATA_DIR) || $(MAKE) data DATA_DIR=$(DATA_DIR)
 	$(TRAIN) --preset $* --data.root $(DATA_DIR) $(ARGS)
 
-demo: install synthetic-data
-	$(PY) -m experiments.train --preset demo --data.root $(SYNTHETIC_DIR) $(ARGS)
+demo: install real-data
+	$(PY) -m experiments.train --preset demo --data.root $(REAL_DIR) $(ARGS)
 
 predict: install
 	@test -n "$(INPUT)" || { echo "usage: make predict CHECKPOINT=runs/<run>/best.pt INPUT=<tif or folder> [OUTPUT=predictions] [ARGS=...]"; exit 2; }

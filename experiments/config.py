@@ -1,9 +1,10 @@
 """Typed run configuration: one dataclass per component, named presets, command-line overrides.
 
-Presets are the tutorial's two runs (``mse`` and ``l1``) and a CPU-sized ``demo`` on the synthetic
-look-alike. Every field can be overridden on the command line as ``--section.field VALUE`` (for example
-``--train.epochs 5``) or, where the field name is unique across sections, as ``--field VALUE``
-(``--epochs 5``). Tuples take comma-separated values (``--channels 16,32,64``), optionals take ``none``.
+Presets are the tutorial's two runs (``mse`` and ``l1``) and a CPU-sized ``demo`` on the real-structure
+set (windows of real BioSR SIM cells degraded to widefield, ``make real-data``). Every field can be
+overridden on the command line as ``--section.field VALUE`` (for example ``--train.epochs 5``) or,
+where the field name is unique across sections, as ``--field VALUE`` (``--epochs 5``). Tuples take
+comma-separated values (``--channels 16,32,64``), optionals take ``none``.
 The network is chosen by name, ``--network.kind`` (see ``unet.registry``), and the flags of its fields
 are read for that kind: ``--network.kind resnet --network.width 32``.
 """
@@ -166,14 +167,15 @@ def _build_section(section_type: type, values: dict[str, Any]):
 TUTORIAL_MSE = RunConfig(name="mse")
 TUTORIAL_L1 = RunConfig(name="l1", train=TrainConfig(loss="l1"))
 
-# Laptop scale, on the synthetic look-alike (`make synthetic-data`): a narrower network, 200
-# diffusion steps, L1 (the tutorial's better run) at a higher learning rate, training on 64 x 64
-# windows with EMA weights, and evaluation by 25-step DDIM. A few minutes on two idle CPU cores.
+# Laptop scale, on the real-structure set (`make real-data`; `--data.root data/synthetic` trains on the
+# look-alike of `make synthetic-data`): a narrower network, 200 diffusion steps, L1 (the tutorial's
+# better run) at a higher learning rate, training on 64 x 64 windows with EMA weights, and evaluation
+# by 25-step DDIM. A few minutes on two idle CPU cores.
 DEMO = RunConfig(
     name="demo",
     diffusion=DiffusionConfig(steps=200, beta_start=1e-4, beta_end=0.1),
     network=UNetConfig(channels=(16, 32, 64), base_channels=(64, 64), time_encoding_dim=64),
-    data=DataConfig(root="data/synthetic", crop=64),
+    data=DataConfig(root="data/biosr-sim", crop=64),
     train=TrainConfig(epochs=12, batch_size=16, lr=1e-3, loss="l1", ema_decay=0.995),
     eval=EvalConfig(
         sampler="ddim", sampling_steps=25, batch_size=32, max_test_images=32, validation_images=16, every=3

@@ -26,8 +26,9 @@ from experiments.runtime import autocast, resolve_precision
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its last.pt)")
-    parser.add_argument("--data", help="data root (default: the one the run was trained on)")
-    parser.add_argument("--levels", help="comma-separated test levels, or 'all' (default: the run's)")
+    parser.add_argument("--data", "--data-root", dest="data",
+                        help="data root to evaluate on, e.g. another data set's held-out cells (default: the run's)")
+    parser.add_argument("--levels", help="comma-separated test levels (level_01,level_09), or 'all' (default: the run's)")
     parser.add_argument("--max-images", type=int, help="first N images of each level (default: the run's setting)")
     parser.add_argument("--all-images", action="store_true", help="every image of each level")
     parser.add_argument("--sampler", choices=("simple", "x0", "ddim"))

@@ -1,7 +1,12 @@
-"""A synthetic look-alike of the BioSR microtubule data, in exactly its folder layout.
+"""Generated BioSR-like microtubule data, in exactly its folder layout.
 
     python -m experiments.synthetic --out data/synthetic [--train 4096 --validate 256 --test-per-level 150
                                                            --size 128 --seed 0]
+    python -m experiments.synthetic --structures biosr-sim --out data/biosr-sim
+
+``--structures biosr-sim`` cuts windows from nine real BioSR SIM cells and degrades them by a
+physical widefield model (:mod:`experiments.data.biosr_sim`, :mod:`experiments.data.widefield`). The
+default, ``filaments``, is the procedural look-alike this module draws:
 
 Each field holds a few to a few dozen long, gently curving filaments (random walks whose curvature
 varies slowly) of varying brightness, crossing each other, like microtubules. The physics, per field:
@@ -20,20 +25,23 @@ its own child seed ``(seed, split, index[, level])``, so the output is the same 
 """
 
 import argparse
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import tifffile
 import torch
-import torch.nn.functional as F
 
-TEST_LEVELS = tuple(f"level_{i:02d}" for i in range(1, 10))
-_SPLIT_IDS = {"train": 0, "validate": 1, "test": 2}
-_LAYOUT_DIRS = ("training_wf", "training_gt", "validate_wf", "validate_gt", "test_wf", "test_gt")
+from experiments.data import biosr_sim
+from experiments.data.widefield import add_noise, downscale, gaussian_blur_fft, upsample
+from experiments.data.writer import TEST_LEVELS, clear_output, file_name, image_rng, write_images
+
+# What the fields are made of: drawn filaments (this module) or windows of real BioSR SIM cells.
+Structures = Literal["filaments", "biosr-sim"]
+STRUCTURES: tuple[str, ...] = get_args(Structures)
 
 
 @dataclass(frozen=True)
@@ -112,21 +120,6 @@ def splat(positions: list[np.ndarray], weights: list[np.ndarray], canvas: int, o
     return density.reshape(len(positions), canvas, canvas).astype(np.float32)
 
 
-def gaussian_blur_fft(images: np.ndarray, sigmas: tuple[float, ...]) -> list[np.ndarray]:
-    """Blur a batch [B, H, W] (float32) by Gaussians of each ``sigma`` (px), via one FFT (periodic edges).
-
-    numpy rather than torch: its float32 inverse real FFT is several times faster on CPU.
-    """
-    height, width = images.shape[-2:]
-    spectrum = np.fft.rfft2(images)
-    radius2 = np.fft.fftfreq(height)[:, None] ** 2 + np.fft.rfftfreq(width)[None, :] ** 2
-    # Fourier transform of a unit-area Gaussian: exp(-2 pi^2 sigma^2 |f|^2)
-    return [
-        np.fft.irfft2(spectrum * np.exp(-2 * np.pi**2 * s**2 * radius2).astype(np.float32), s=(height, width))
-        for s in sigmas
-    ]
-
-
 def render_clean(rngs: list[np.random.Generator], config: SyntheticConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets [B, S, S] in [0, 1] and noise-free widefield images [B, S/2, S/2] with peak about 1."""
     size = config.size
@@ -142,27 +135,10 @@ def render_clean(rngs: list[np.random.Generator], config: SyntheticConfig) -> tu
     gt_scale = torch.quantile(gt.reshape(len(gt), -1), config.gt_percentile / 100, dim=1).clamp_min(1e-12)
     gt = (gt / gt_scale[:, None, None]).clamp(0, 1)
     wf = wf + config.haze_fraction * haze
-    wf_low = F.interpolate(wf[:, None], size=(size // 2, size // 2), mode="bicubic", antialias=True,
-                           align_corners=False)[:, 0].clamp_min(0)
+    wf_low = downscale(wf, size // 2).clamp_min(0)
     wf_peak = wf_low.reshape(len(wf_low), -1).amax(dim=1).clamp_min(1e-12)
     wf_low = wf_low / wf_peak[:, None, None] * (1 - config.background) + config.background
     return gt, wf_low
-
-
-def add_noise(wf_low: np.ndarray, photons: float, rng: np.random.Generator, read_noise: float) -> np.ndarray:
-    """Poisson-Gaussian noise: ``(Poisson(photons v) + N(0, read_noise^2)) / photons`` for v in [0, 1]."""
-    counts = rng.poisson(photons * wf_low) + rng.normal(0.0, read_noise, wf_low.shape)
-    return (counts / photons).astype(np.float32)
-
-
-def upsample(wf_low: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic upsampling [B, s, s] -> [B, size, size], clipped to [0, 1] (like the BioSR inputs)."""
-    return F.interpolate(wf_low[:, None], size=(size, size), mode="bicubic", align_corners=False)[:, 0].clamp(0, 1)
-
-
-def image_rng(seed: int, split: str, index: int, *more: int) -> np.random.Generator:
-    """Generator of one image: a child seed of ``(seed, split, index, *more)`` (order-independent)."""
-    return np.random.default_rng([seed, _SPLIT_IDS[split], index, *more])
 
 
 def noisy_inputs(
@@ -196,17 +172,6 @@ def render_pairs(
     return gt, np.stack(inputs), np.array(levels)
 
 
-def file_name(split: str, index: int) -> str:
-    """BioSR's names: 1-based, 8 digits for training / validation (``00000001.tif``), 3 for test (``001.tif``)."""
-    return f"{index + 1:0{3 if split == 'test' else 8}d}.tif"
-
-
-def _write(folder: Path, split: str, start: int, images: np.ndarray, pool: ThreadPoolExecutor) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    list(pool.map(lambda item: tifffile.imwrite(folder / file_name(split, start + item[0]), item[1]),
-                  enumerate(images.astype(np.float32))))
-
-
 def generate(
     out: Path,
     train: int = 4096,
@@ -219,23 +184,19 @@ def generate(
 ) -> None:
     """Write the BioSR layout under ``out`` (training_*, validate_*, test_wf/level_01..09, test_gt)."""
     out = Path(out)
-    existing = [out / d for d in (*_LAYOUT_DIRS, ".cache") if (out / d).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{out} already holds {existing[0].name}/; pass --overwrite to replace the data set")
-    for folder in existing:
-        shutil.rmtree(folder)
+    clear_output(out, overwrite)
     with ThreadPoolExecutor(4) as pool:
         for split, prefix, count in (("train", "training", train), ("validate", "validate", validate)):
             for start in range(0, count, batch):
                 gt, wf, _ = render_pairs(split, range(start, min(start + batch, count)), seed, config)
-                _write(out / f"{prefix}_gt", split, start, gt, pool)
-                _write(out / f"{prefix}_wf", split, start, wf, pool)
+                write_images(out / f"{prefix}_gt", split, start, gt, pool)
+                write_images(out / f"{prefix}_wf", split, start, wf, pool)
         for start in range(0, test_per_level, batch):
             indices = range(start, min(start + batch, test_per_level))
             gt, wf_levels, _ = render_pairs("test", indices, seed, config, levels=list(range(1, 10)))
-            _write(out / "test_gt", "test", start, gt, pool)
+            write_images(out / "test_gt", "test", start, gt, pool)
             for level_name, wf in zip(TEST_LEVELS, wf_levels):
-                _write(out / "test_wf" / level_name, "test", start, wf, pool)
+                write_images(out / "test_wf" / level_name, "test", start, wf, pool)
 
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -273,7 +234,7 @@ def cross_section(target: np.ndarray, half_length: int = 12, candidates: int = 6
 
 
 def save_preview(root: Path, figure: Path, index: int = 0) -> None:
-    """Figure: test inputs at level_01 and level_09, the target, and a line profile across a filament."""
+    """Figure: one test field at all nine levels, its target, and line profiles across a filament."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -282,33 +243,40 @@ def save_preview(root: Path, figure: Path, index: int = 0) -> None:
     root = Path(root)
     name = file_name("test", index)
     target = tifffile.imread(root / "test_gt" / name)
-    inputs = {level: tifffile.imread(root / "test_wf" / level / name) for level in ("level_01", "level_09")}
+    inputs = {level: tifffile.imread(root / "test_wf" / level / name) for level in TEST_LEVELS}
     line = cross_section(target)
-    panels = [(f"input, {level} (widefield)", image) for level, image in inputs.items()]
-    panels.append(("target (SIM-like)", target))
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
-    for ax, (title, image) in zip(axes, panels):
+    panels = [(f"input, {level}", image) for level, image in inputs.items()]
+    panels.append(("target (SIM)", target))
+    fig, axes = plt.subplots(2, 6, figsize=(19, 7))
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.08, wspace=0.06, hspace=0.12)
+    for ax, (title, image) in zip(axes.flat, panels):
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
         ax.plot(*line[:, [0, -1]], color="tab:orange", lw=1.2)
         ax.set_title(title)
         ax.axis("off")
+    # The profile takes the last two panels of the second row, less room for its axis labels.
+    left, right = axes[1, 4].get_position(), axes[1, 5].get_position()
+    axes[1, 4].remove()
+    profile = axes[1, 5]
+    profile.set_position([left.x0 + 0.035, left.y0, right.x1 - left.x0 - 0.035, left.height])
     distance = np.hypot(*(line - line[:, :1]))
     distance -= distance[len(distance) // 2]
-    for (title, image), style in zip(panels, (":", "--", "-")):
-        axes[3].plot(distance, _bilinear(image, *line), style, label=title.split(" (")[0])
-    axes[3].set_xlabel("distance across the filament (px)")
-    axes[3].set_ylabel("intensity")
-    axes[3].set_title("line profile (orange line)")
-    axes[3].legend(fontsize=8)
-    fig.tight_layout()
+    for (title, image), style in zip((panels[0], panels[4], panels[8], panels[9]), (":", "-.", "--", "-")):
+        profile.plot(distance, _bilinear(image, *line), style, label=title)
+    profile.set_xlabel("distance across the filament (px)")
+    profile.set_ylabel("intensity")
+    profile.set_title("line profile (orange line)")
+    profile.legend(fontsize=8)
     Path(figure).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(figure, dpi=110)
+    fig.savefig(figure, dpi=90)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write the BioSR layout into")
+    parser.add_argument("--structures", choices=STRUCTURES, default="filaments",
+                        help="drawn filaments (default) or windows of the nine real BioSR SIM cells (biosr-sim)")
     parser.add_argument("--train", type=int, default=4096, help="training pairs (default 4096)")
     parser.add_argument("--validate", type=int, default=256, help="validation pairs (default 256)")
     parser.add_argument("--test-per-level", type=int, default=150, help="test fields, each at 9 levels (default 150)")
@@ -319,11 +287,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.size % 2:
         parser.error(f"--size must be even (inputs are rendered at half size), got {args.size}")
-    config = SyntheticConfig(size=args.size)
+    counts = (args.train, args.validate, args.test_per_level)
     started = time.perf_counter()
-    generate(args.out, args.train, args.validate, args.test_per_level, args.seed, config, overwrite=args.overwrite)
+    if args.structures == "biosr-sim":
+        config = biosr_sim.RealStructureConfig(size=args.size)
+        print(biosr_sim.describe(config))
+        biosr_sim.generate(args.out, *counts, args.seed, config, overwrite=args.overwrite)
+    else:
+        generate(args.out, *counts, args.seed, SyntheticConfig(size=args.size), overwrite=args.overwrite)
     print(f"wrote {args.train} training, {args.validate} validation and {args.test_per_level} x 9 test pairs "
-          f"to {args.out} in {time.perf_counter() - started:.1f} s")
+          f"({args.structures}) to {args.out} in {time.perf_counter() - started:.1f} s")
     figure = args.figure or args.out / "synthetic_preview.png"
     save_preview(args.out, figure)
     print(f"preview: {figure}")

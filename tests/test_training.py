@@ -15,8 +15,9 @@ import torch.multiprocessing as mp
 
 from experiments.checkpoint import load_checkpoint
 from experiments.config import RunConfig
+from experiments.synthetic import SyntheticConfig, generate
 from experiments.training import Trainer, TrainingDiverged, TrainingInterrupted
-from training_helpers import ddp_worker, make_tiny_data, model_state, tiny_config
+from training_helpers import IMAGE_SIZE, ddp_worker, make_tiny_data, model_state, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +156,21 @@ def test_standalone_evaluation_scores_every_level_beside_bicubic(finished_run, t
         assert level["model"]["images"] == 4 and "psnr" in level["bicubic"]
     assert (tmp_path / "samples_level_05.png").is_file() and (tmp_path / "evaluation.md").is_file()
     assert "bicubic input" in capsys.readouterr().out
+
+
+def test_standalone_evaluation_on_another_data_root_and_chosen_levels(finished_run, tmp_path):
+    """A model trained on one data set is scored on another's test split (e.g. the held-out real cells)."""
+    from experiments.evaluate import main
+
+    run_dir, _ = finished_run
+    other = tmp_path / "other"
+    generate(other, train=1, validate=1, test_per_level=3, seed=9, config=SyntheticConfig(size=IMAGE_SIZE))
+    assert main(["--checkpoint", str(run_dir), "--data-root", str(other), "--levels", "level_01,level_09",
+                 "--no-progress", "--out", str(tmp_path / "evaluation")]) == 0
+    result = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    assert sorted(result["levels"]) == ["level_01", "level_09"]
+    # The run's own data set holds 4 test images per level, the other one 3.
+    assert all(level["model"]["images"] == 3 for level in result["levels"].values())
 
 
 def test_standalone_evaluation_names_a_missing_checkpoint(tmp_path, capsys):

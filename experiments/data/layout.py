@@ -57,8 +57,8 @@ def resolve_root(root: str | Path) -> Path:
         return root / CLONE_SUBPATH
     raise DatasetError(
         f"{root} is not a BioSR-style data set: expected training_wf/, validate_wf/ or test_wf/ in it "
-        f"(or in {root / CLONE_SUBPATH}). Run `make data` for the real data or `make synthetic-data` "
-        "for the synthetic look-alike."
+        f"(or in {root / CLONE_SUBPATH}). Run `make data` for the real data, `make real-data` for the "
+        "real-structure set or `make synthetic-data` for the synthetic look-alike."
     )
 
 

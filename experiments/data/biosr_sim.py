@@ -1,0 +1,262 @@
+"""Real-structure pairs: windows of nine real BioSR SIM cells, degraded to widefield by physics.
+
+    python -m experiments.synthetic --structures biosr-sim --out data/biosr-sim
+
+The nine cells (``experiments/data/real``, BioSR, CC BY 4.0) are split whole, never window by window,
+so that validation and test measure cells the model has never seen (``CELL_SPLIT``):
+
+* training: 002, 011, 012, 014, 053, 054: the densest (053, 011) and the sparsest (012) networks;
+* validation: 013, of median density;
+* test: 003 (a dense bundled region beside a sparse one and an empty corner) and 052 (a dense tangle
+  over sparse curved filaments): one cell from each of BioSR's two numbering groups (00x/01x, 05x).
+
+Each window is 2 x ``size`` SIM pixels (256 = 8.0 um) at a random position, turned by a random
+multiple of 90 degrees and flipped at random: exact pixel moves, so the target keeps the SIM's own
+pixels (arbitrary angles would interpolate, i.e. blur, the target). Windows are dealt to the cells of
+their split in turn (window i to cell i mod n). A window is near-empty, and drawn again, when fewer
+than ``min_foreground_fraction`` of its pixels exceed ``foreground_threshold`` times its cell's
+99.9th percentile: background outside the cell, which teaches nothing. The target is the window
+downscaled to ``size``; the input is the window degraded by :mod:`experiments.data.widefield`, at a
+photon budget relative to the whole cell's brightness, so that a dim region stays dim (and noisy) as it
+would under the microscope. ``windows.csv`` beside the images records every window's cell, position,
+turn, flip and level.
+"""
+
+import csv
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from experiments.data.layout import DatasetError
+from experiments.data.widefield import (
+    LEVELS,
+    WidefieldModel,
+    bin_pixels,
+    expose,
+    input_images,
+    target_images,
+    widefield_blur,
+)
+from experiments.data.writer import SPLIT_PREFIX, TEST_LEVELS, clear_output, file_name, image_rng, write_images
+from experiments.normalization import to_unit_range
+
+CELL_DIR = Path(__file__).parent / "real"
+CELL_SPLIT: dict[str, tuple[str, ...]] = {
+    "train": ("Cell_002", "Cell_011", "Cell_012", "Cell_014", "Cell_053", "Cell_054"),
+    "validate": ("Cell_013",),
+    "test": ("Cell_003", "Cell_052"),
+}
+MANIFEST = "windows.csv"
+MANIFEST_FIELDS = ("split", "file", "cell", "y", "x", "quarter_turns", "flipped", "level")
+
+
+@dataclass(frozen=True)
+class RealStructureConfig:
+    """Window geometry, the near-empty criterion and the widefield model."""
+
+    size: int = 128  # output side in px; windows are 2 * size SIM pixels (the tutorial's 256 -> 128)
+    foreground_threshold: float = 0.1  # of the cell's 99.9th percentile
+    min_foreground_fraction: float = 0.05  # of the window's pixels above the threshold
+    max_draws: int = 200  # positions tried per window before giving up on a cell
+    model: WidefieldModel = field(default_factory=WidefieldModel)
+
+    def __post_init__(self) -> None:
+        if self.size < 4 or self.size % 2:
+            raise ValueError(f"size must be even and at least 4 (the input is downscaled to size / 2), got {self.size}")
+        if self.model.camera_binning != 2:
+            raise ValueError("the tutorial's resampling needs the camera image at half the window: camera_binning 2")
+        if not 0 <= self.foreground_threshold < 1 or not 0 <= self.min_foreground_fraction < 1:
+            raise ValueError("foreground_threshold and min_foreground_fraction must lie in [0, 1)")
+
+    @property
+    def window(self) -> int:
+        return 2 * self.size
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One SIM cell, its widefield blur (computed once for all its windows) and its brightness scales."""
+
+    name: str
+    sim: np.ndarray  # [H, W] float32 in [0, 1]
+    blurred: np.ndarray  # [H, W] float32: widefield_blur of sim, still on the SIM grid
+    sim_reference: float  # reference percentile of sim (the near-empty criterion)
+    camera_reference: float  # reference percentile of the binned blurred image (the photon budget)
+
+
+@dataclass(frozen=True)
+class Window:
+    cell: str
+    y: int
+    x: int
+    quarter_turns: int
+    flipped: bool
+
+
+def load_cells(names: tuple[str, ...], folder: Path = CELL_DIR) -> dict[str, np.ndarray]:
+    """The SIM images ``<folder>/<name>_SIM_gt.tif`` as float32 [H, W] in [0, 1] (uint16 / 65535)."""
+    cells = {}
+    for name in names:
+        path = folder / f"{name}_SIM_gt.tif"
+        if not path.is_file():
+            raise DatasetError(f"missing {path}: the real BioSR cells ship with the project; restore them from git")
+        cells[name] = to_unit_range(tifffile.imread(path))
+    return cells
+
+
+def prepare_cell(name: str, sim: np.ndarray, model: WidefieldModel) -> Cell:
+    """Blur ``sim`` [H, W] once and measure its brightness scales on the SIM and the camera grid."""
+    blurred = widefield_blur(sim[None], model)[0]
+    b = model.camera_binning
+    camera = bin_pixels(blurred[: blurred.shape[0] // b * b, : blurred.shape[1] // b * b], b)
+    q = model.reference_percentile / 100
+    cell = Cell(name, sim, blurred, float(np.quantile(sim, q)), float(np.quantile(camera, q)))
+    if not cell.camera_reference > 0:
+        raise ValueError(f"{name} holds no light (its {model.reference_percentile}th percentile is 0): leave it out")
+    return cell
+
+
+def near_empty(window: np.ndarray, reference: float, config: RealStructureConfig) -> bool:
+    """True when fewer than ``min_foreground_fraction`` of the pixels exceed ``foreground_threshold * reference``."""
+    return float((window > config.foreground_threshold * reference).mean()) < config.min_foreground_fraction
+
+
+def dihedral(image: np.ndarray, quarter_turns: int, flipped: bool) -> np.ndarray:
+    """``image`` [..., H, W] turned by ``quarter_turns`` x 90 degrees, then mirrored left-right if ``flipped``."""
+    turned = np.rot90(image, quarter_turns, axes=(-2, -1))
+    return np.ascontiguousarray(turned[..., ::-1] if flipped else turned)
+
+
+def draw_window(cell: Cell, rng: np.random.Generator, config: RealStructureConfig) -> Window:
+    """A random window of ``cell`` that is not near-empty (position, turn and flip from ``rng``)."""
+    height, width = cell.sim.shape
+    side = config.window
+    if side > min(height, width):
+        raise ValueError(f"{cell.name} ({height} x {width} px) is smaller than a window of {side} px; lower --size")
+    for _ in range(config.max_draws):
+        y, x = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+        turns, flipped = int(rng.integers(4)), bool(rng.integers(2))
+        if not near_empty(cell.sim[y : y + side, x : x + side], cell.sim_reference, config):
+            return Window(cell.name, y, x, turns, flipped)
+    raise ValueError(
+        f"{cell.name}: no window of {side} px with {config.min_foreground_fraction:.0%} of its pixels above "
+        f"{config.foreground_threshold} of the cell's brightness in {config.max_draws} draws; lower the criterion"
+    )
+
+
+def crop(image: np.ndarray, window: Window, side: int) -> np.ndarray:
+    return dihedral(image[window.y : window.y + side, window.x : window.x + side], window.quarter_turns, window.flipped)
+
+
+def render_pairs(
+    split: str, indices: range, seed: int, cells: list[Cell], config: RealStructureConfig,
+    levels: list[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Window]]:
+    """Targets [N, S, S], inputs [N, S, S] (or [L, N, S, S] with ``levels``), levels and windows.
+
+    Image i of ``split`` comes from ``cells[i % len(cells)]`` and draws everything from its own child
+    seeds, so the output does not depend on how the indices are batched. Without ``levels`` each pair
+    draws its level uniformly from 1..9.
+    """
+    model, side = config.model, config.window
+    rngs = [image_rng(seed, split, i) for i in indices]
+    owners = [cells[i % len(cells)] for i in indices]
+    windows = [draw_window(cell, rng, config) for cell, rng in zip(owners, rngs)]
+    targets = target_images(np.stack([crop(cell.sim, w, side) for cell, w in zip(owners, windows)]))
+    camera = bin_pixels(np.stack([crop(cell.blurred, w, side) for cell, w in zip(owners, windows)]),
+                        model.camera_binning)
+
+    def inputs(photons: list[float], noise_rngs: list[np.random.Generator]) -> np.ndarray:
+        recorded = [expose(c, cell.camera_reference, p, r, model)
+                    for c, cell, p, r in zip(camera, owners, photons, noise_rngs)]
+        return input_images(np.stack(recorded))
+
+    if levels is None:
+        drawn = np.array([int(rng.integers(1, LEVELS + 1)) for rng in rngs])
+        noisy = inputs([model.level_photons(level) for level in drawn], [image_rng(seed, split, i, 0) for i in indices])
+        return targets, noisy, drawn, windows
+    stacked = np.stack([
+        inputs([model.level_photons(level)] * len(indices), [image_rng(seed, split, i, level) for i in indices])
+        for level in levels
+    ])
+    return targets, stacked, np.array(levels), windows
+
+
+def check_split(cell_split: Mapping[str, tuple[str, ...]]) -> None:
+    """Every split names at least one cell, and no cell serves two splits."""
+    seen: dict[str, str] = {}
+    for split in ("train", "validate", "test"):
+        if not cell_split.get(split):
+            raise ValueError(f"the cell split names no cell for {split!r}")
+        for name in cell_split[split]:
+            if name in seen:
+                raise ValueError(f"{name} is in both {seen[name]!r} and {split!r}: hold out whole cells")
+            seen[name] = split
+
+
+def generate(
+    out: Path,
+    train: int = 4096,
+    validate: int = 256,
+    test_per_level: int = 150,
+    seed: int = 0,
+    config: RealStructureConfig = RealStructureConfig(),
+    cell_split: Mapping[str, tuple[str, ...]] = CELL_SPLIT,
+    cell_images: Mapping[str, np.ndarray] | None = None,
+    batch: int = 256,
+    overwrite: bool = False,
+) -> None:
+    """Write the BioSR layout and ``windows.csv`` under ``out`` from the cells of ``cell_split``.
+
+    ``cell_images`` (name -> [H, W] in [0, 1]) replaces the shipped cells, e.g. in tests.
+    """
+    check_split(cell_split)
+    out = Path(out)
+    clear_output(out, overwrite, extra=(MANIFEST,))
+    names = tuple(name for split in ("train", "validate", "test") for name in cell_split[split])
+    images = cell_images if cell_images is not None else load_cells(names)
+    cells = {name: prepare_cell(name, np.asarray(images[name], dtype=np.float32), config.model) for name in names}
+    rows = []
+    with ThreadPoolExecutor(4) as pool:
+        for split, count in (("train", train), ("validate", validate), ("test", test_per_level)):
+            split_cells = [cells[name] for name in cell_split[split]]
+            for start in range(0, count, batch):
+                indices = range(start, min(start + batch, count))
+                if split == "test":
+                    gt, wf_levels, _, windows = render_pairs(split, indices, seed, split_cells, config,
+                                                             levels=list(range(1, LEVELS + 1)))
+                    write_images(out / "test_gt", split, start, gt, pool)
+                    for level_name, wf in zip(TEST_LEVELS, wf_levels):
+                        write_images(out / "test_wf" / level_name, split, start, wf, pool)
+                    levels = ["all"] * len(indices)
+                else:
+                    gt, wf, levels, windows = render_pairs(split, indices, seed, split_cells, config)
+                    write_images(out / f"{SPLIT_PREFIX[split]}_gt", split, start, gt, pool)
+                    write_images(out / f"{SPLIT_PREFIX[split]}_wf", split, start, wf, pool)
+                rows += [(split, file_name(split, i), w.cell, w.y, w.x, w.quarter_turns, int(w.flipped), level)
+                         for i, w, level in zip(indices, windows, levels)]
+    with open(out / MANIFEST, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MANIFEST_FIELDS)
+        writer.writerows(rows)
+
+
+def read_manifest(root: Path) -> list[dict[str, str]]:
+    """The rows of ``<root>/windows.csv`` as dictionaries keyed by ``MANIFEST_FIELDS``."""
+    with open(Path(root) / MANIFEST, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def describe(config: RealStructureConfig = RealStructureConfig()) -> str:
+    """One paragraph with the physical parameters, for the command line."""
+    m = config.model
+    return (f"widefield FWHM {m.widefield_fwhm_nm:.0f} nm (lambda {m.emission_wavelength_nm:.0f} nm, "
+            f"NA {m.numerical_aperture}), SIM FWHM {m.sim_fwhm_nm:.0f} nm, relative blur sigma "
+            f"{m.blur_sigma_px * m.sim_pixel_nm:.0f} nm; camera pixel {m.camera_pixel_nm:.1f} nm; "
+            f"{m.photons[0]:.0f} to {m.photons[1]:.0f} photoelectrons (level_01..09), background "
+            f"{m.background_fraction:.0%}, read noise {m.read_noise:.1f} e- ({m.frames_averaged} frames); "
+            f"windows of {config.window} px = {config.window * m.sim_pixel_nm / 1000:.1f} um")
