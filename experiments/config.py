@@ -177,8 +177,10 @@ DEMO = RunConfig(
     network=UNetConfig(channels=(16, 32, 64), base_channels=(64, 64), time_encoding_dim=64),
     data=DataConfig(root="data/biosr-sim", crop=64),
     train=TrainConfig(epochs=12, batch_size=16, lr=1e-3, loss="l1", ema_decay=0.995),
+    # Both ends of the noise range: level_01 (barely visible) and level_09 (clean).
     eval=EvalConfig(
-        sampler="ddim", sampling_steps=25, batch_size=32, max_test_images=32, validation_images=16, every=3
+        levels=("level_01", "level_09"), sampler="ddim", sampling_steps=25, batch_size=32, max_test_images=32,
+        validation_images=16, every=3,
     ),
 )
 
