@@ -154,11 +154,12 @@ def _refuse_stack(path: Path, shape: tuple[int, ...], axes: str, frames: int, re
 
 def _collapse(array: np.ndarray, axis: int, reduce: Reduce) -> np.ndarray:
     """``array`` without ``axis``, collapsed by ``reduce`` ("mean" sums in float64; None: a singleton axis)."""
+    first = array[(slice(None),) * axis + (0,)]  # a view: no copy for the common singleton axis
+    if array.shape[axis] == 1 or reduce in (None, "first"):
+        return first
     if reduce == "mean":
         return array.mean(axis=axis, dtype=np.float64).astype(np.float32)
-    if reduce == "max":
-        return array.max(axis=axis)
-    return np.take(array, 0, axis=axis)
+    return array.max(axis=axis)
 
 
 def read_frames(path: str | Path, reduce: Reduce = None) -> tuple[np.ndarray, FrameInfo]:
