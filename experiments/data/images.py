@@ -175,8 +175,9 @@ def read_frames(path: str | Path, reduce: Reduce = None) -> tuple[np.ndarray, Fr
     layout = plane_layout(stored, reduce)
     planes = stored.pixels.transpose(layout.order).reshape(layout.frames, layout.channels, layout.height, layout.width)
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported just below
-        frames = _collapse(planes, 1, reduce).astype(np.float32)
-    _check_finite(frames, path, " after conversion to float32 (values beyond +-3.4e38)")
+        frames = _collapse(planes, 1, reduce).astype(np.float32, copy=False)
+    if stored.dtype == np.float64:  # the only supported type whose finite values can overflow float32
+        _check_finite(frames, path, " after conversion to float32 (values beyond +-3.4e38)")
     info = FrameInfo(
         path=path,
         dtype=stored.dtype.name,
@@ -202,7 +203,8 @@ def to_model_frames(
     3.4e38 minus 0.5, over 0.5), which is an :class:`InputError` naming ``info.path``.
     """
     with np.errstate(over="ignore", invalid="ignore"):  # reported just below, with the file's name
-        unit = (frames / np.float64(info.unit_divisor)).astype(np.float32)
+        # Integers are divided in float64, as to_unit_range does; floats (divisor 1) are taken as they are.
+        unit = frames if info.unit_divisor == 1.0 else (frames / np.float64(info.unit_divisor)).astype(np.float32)
         model = np.stack([normalize(frame, normalization, percentiles) for frame in unit])
     finite = np.isfinite(model)
     if not finite.all():
