@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ddpm.ddim import DEFAULT_DDIM_STEPS
 from experiments import figures
 from experiments.config import Device, EvalConfig
-from experiments.data.images import REDUCTIONS, Reduce
+from experiments.data.images import REDUCTIONS, Reduce, float_range_problem
 from experiments.evaluation import UsageError, sampling_config
 from experiments.inference import InferenceError, Predictor, load_for_inference
 from experiments.normalization import from_model_range
@@ -166,6 +166,7 @@ def prediction_metadata(predictor: Predictor, info: FrameInfo, frames: int, opti
         "source": str(info.path.resolve()),
         "source_dtype": info.dtype,
         "source_shape": list(info.stored_shape),
+        "source_axes": info.axes,
         "frames": frames,
         "checkpoint": str(predictor.checkpoint),
         "checkpoint_sha256": predictor.digest,
@@ -202,19 +203,6 @@ def write_preview(inputs: np.ndarray, outputs: np.ndarray, std: np.ndarray | Non
     return figures.save_figure(figure, path)
 
 
-def _warn_if_out_of_range(frames: np.ndarray, info: FrameInfo, normalization: str) -> None:
-    """Float files under the tutorial scaling are taken as they are; the model only knows [0, 1]."""
-    if normalization != "tutorial" or info.unit_divisor != 1.0:
-        return
-    low, high = float(frames.min()), float(frames.max())
-    if low < -0.5 or high > 1.5:
-        print(
-            f"warning: {info.path}: float values span [{low:.3g}, {high:.3g}] but this model was trained on "
-            "[0, 1] (data.normalization 'tutorial'); rescale the file to [0, 1] for meaningful output",
-            file=sys.stderr,
-        )
-
-
 def _write(path: Path, frames: np.ndarray, metadata: dict) -> None:
     try:
         write_frames(path, frames, metadata)
@@ -228,8 +216,10 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     if options.upsample:
         frames = upsample_frames(frames)
     normalization = predictor.config.data.normalization
-    _warn_if_out_of_range(frames, info, normalization)
-    model_in = to_model_frames(frames, info, normalization)
+    model_in = to_model_frames(frames, info, normalization)  # refuses what overflows when scaled
+    problem = float_range_problem(frames, info, normalization)
+    if problem:  # the user has this model and may still want its output: warn, where training refuses
+        print(f"warning: {problem}; rescale the file to [0, 1] for meaningful output", file=sys.stderr)
     generator = torch.Generator(device=predictor.device).manual_seed(options.seed)
     mean, std = predictor.super_resolve(
         torch.from_numpy(model_in)[:, None],
@@ -285,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("--tile", type=int, default=128, help="tile side in pixels, the training size (default 128)")
     layout.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
     layout.add_argument("--batch-size", type=int, default=16, help="tiles per network call (default 16)")
-    layout.add_argument("--reduce", choices=[r for r in REDUCTIONS if r], help="how to make RGB(A) inputs grey")
+    layout.add_argument(
+        "--reduce", choices=[r for r in REDUCTIONS if r], help="how to make RGB(A) or multichannel inputs grey"
+    )
     layout.add_argument("--suffix", default="_sr", help="added to each input's name (default _sr)")
     layout.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
     layout.add_argument("--quiet", action="store_true", help="no progress bars")

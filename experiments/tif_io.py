@@ -7,50 +7,42 @@
     ensure_not_overwriting(paths, [out])
     write_frames(out, result, {"seed": 0, "checkpoint_sha256": "..."})
 
-Every error names the file or folder and says what to do. Pixel scaling reuses
-:mod:`experiments.normalization`, colour reduction :func:`experiments.data.images.reduce_to_2d`, so a
-user's TIF is normalised exactly as the training data were.
+Every error names the file or folder and says what to do. Files are read and scaled by
+:mod:`experiments.data.images` and folders listed by :func:`experiments.data.layout.list_tifs`, the
+same code the data loader uses, so a user's TIF is checked and normalised exactly as the training data were.
 """
 
 import json
 import os
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
-from experiments.data.images import COLOUR_CHANNELS, REDUCTIONS, Reduce, reduce_to_2d
-from experiments.data.layout import TIF_SUFFIXES, DatasetError
-from experiments.normalization import Normalization, normalize, unit_divisor
+# Reading lives in experiments.data.images, shared with the data loader; re-exported for users of this module.
+from experiments.data.images import FrameInfo, InputError, read_frames, read_tif, to_model_frames
+from experiments.data.layout import TIF_SUFFIXES, list_tifs
 
-SUPPORTED_DTYPES: tuple[str, ...] = ("uint8", "uint16", "float16", "float32", "float64")
+__all__ = [
+    "FrameInfo",
+    "InputError",
+    "OverwriteError",
+    "ensure_not_overwriting",
+    "find_inputs",
+    "output_path_for",
+    "read_frames",
+    "read_metadata",
+    "to_model_frames",
+    "write_frames",
+]
+
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
-
-
-class InputError(DatasetError):
-    """A user's input path cannot be used; the message names the path and what to do."""
 
 
 class OverwriteError(ValueError):
     """An output would replace an input, or two outputs would land on the same file."""
-
-
-@dataclass(frozen=True)
-class FrameInfo:
-    """Where frames came from and how to scale them.
-
-    ``unit_divisor`` is what the training data's scaling (:func:`experiments.normalization.to_unit_range`)
-    divides the stored values by: the dtype maximum for integers (255, 65535), 1 for floats.
-    """
-
-    path: Path
-    dtype: str  # stored dtype, e.g. "uint16"
-    stored_shape: tuple[int, ...]  # as in the file, e.g. (H, W), (N, H, W), (H, W, 3)
-    unit_divisor: float
-    colour_reduced: Reduce  # how RGB(A) was collapsed, None if the file was greyscale
 
 
 def _is_tif(path: Path) -> bool:
@@ -60,16 +52,17 @@ def _is_tif(path: Path) -> bool:
 def find_inputs(paths: Sequence[str | Path]) -> list[Path]:
     """TIF files named in ``paths``: files as given, folders as their TIFs sorted by name (not recursive).
 
-    Suffixes .tif / .tiff match in any case; hidden files (``.name``, e.g. macOS ``._x.tif``) in folders
-    are skipped. A file reached twice is kept once, at its first place. Raises :class:`InputError`
-    naming the path when it does not exist, a folder holds no TIF, or a file is not a TIF.
+    Folders are listed by :func:`experiments.data.layout.list_tifs`, as the data loader lists its
+    splits: suffixes .tif / .tiff in any case, hidden files (``.name``, e.g. macOS ``._x.tif``) skipped.
+    A file reached twice is kept once, at its first place. Raises :class:`InputError` naming the path
+    when it does not exist, a folder holds no TIF, or a file is not a TIF.
     """
     if not paths:
         raise InputError("no input given: pass one or more TIF files or folders of TIFs")
     found: list[Path] = []
     for given in map(Path, paths):
         if given.is_dir():
-            inside = sorted(p for p in given.iterdir() if p.is_file() and _is_tif(p) and not p.name.startswith("."))
+            inside = list_tifs(given)
             if not inside:
                 raise InputError(f"{given}: folder holds no .tif / .tiff files; point to a folder of TIF images")
             found.extend(inside)
@@ -83,73 +76,6 @@ def find_inputs(paths: Sequence[str | Path]) -> list[Path]:
     for path in found:
         unique.setdefault(path.resolve(), path)
     return list(unique.values())
-
-
-def _check_finite(array: np.ndarray, path: Path, what: str) -> None:
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        bad = int(array.size - np.isfinite(array).sum())
-        raise InputError(f"{path}: {bad} NaN or infinite pixel values{what}; fix or remove this file")
-
-
-def read_frames(path: str | Path, reduce: Reduce = None) -> tuple[np.ndarray, FrameInfo]:
-    """The TIF at ``path`` as float32 frames [N, H, W] in source units (a uint16 of 1000 stays 1000.0).
-
-    A 2-D image gives N = 1; a stack (time, z, or more leading axes) gives one frame per 2-D plane, in
-    file order. RGB(A) (a trailing axis of 3 or 4) is an error unless ``reduce`` ("first", "mean" or
-    "max") says how to collapse the colours; greyscale files ignore ``reduce``. Raises
-    :class:`InputError` naming the file when it cannot be read, its dtype is not one of
-    ``SUPPORTED_DTYPES``, or it holds NaN / inf (also after float64 -> float32).
-    """
-    path = Path(path)
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
-    try:
-        array = tifffile.imread(path)
-    except (OSError, ValueError) as error:  # tifffile.TiffFileError is a ValueError
-        raise InputError(f"{path}: cannot be read as a TIF ({error}); check that the file is complete") from error
-    if array.dtype.name not in SUPPORTED_DTYPES:
-        raise InputError(
-            f"{path}: pixel type {array.dtype.name} is not supported; save it as one of {SUPPORTED_DTYPES}"
-        )
-    if array.ndim < 2 or min(array.shape) == 0:
-        raise InputError(f"{path}: shape {array.shape} is not an image (needs at least 2 non-empty axes)")
-    _check_finite(array, path, "")
-    coloured = array.ndim >= 3 and array.shape[-1] in COLOUR_CHANNELS
-    if coloured and reduce is None:
-        raise InputError(
-            f"{path}: shape {array.shape} looks like an RGB(A) image; convert it to greyscale or pass "
-            f"reduce='first', 'mean' or 'max' to collapse the colour channels"
-        )
-    planes = array.reshape(-1, *array.shape[-3:]) if coloured else array.reshape(-1, *array.shape[-2:])
-    if coloured:
-        planes = np.stack([reduce_to_2d(plane, reduce, path) for plane in planes])
-    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported just below
-        frames = planes.astype(np.float32)
-    _check_finite(frames, path, " after conversion to float32 (values beyond +-3.4e38)")
-    info = FrameInfo(
-        path=path,
-        dtype=array.dtype.name,
-        stored_shape=tuple(array.shape),
-        unit_divisor=unit_divisor(array.dtype),
-        colour_reduced=reduce if coloured else None,
-    )
-    return frames, info
-
-
-def to_model_frames(
-    frames: np.ndarray,
-    info: FrameInfo,
-    normalization: Normalization = "tutorial",
-    percentiles: tuple[float, float] = (1.0, 99.8),
-) -> np.ndarray:
-    """Frames [N, H, W] in source units -> float32 [N, H, W] in the model range, as training scaled them.
-
-    Divides by ``info.unit_divisor`` (the dtype scaling of :func:`~experiments.normalization.to_unit_range`)
-    then applies :func:`~experiments.normalization.normalize`, each frame on its own (percentiles are per
-    frame).
-    """
-    unit = (frames / np.float64(info.unit_divisor)).astype(np.float32)
-    return np.stack([normalize(frame, normalization, percentiles) for frame in unit])
 
 
 def write_frames(path: str | Path, frames: np.ndarray, metadata: dict) -> None:
@@ -196,11 +122,7 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict) -> None:
 def read_metadata(path: str | Path) -> dict:
     """The JSON metadata :func:`write_frames` stored in ``path``; :class:`InputError` naming the file if none."""
     path = Path(path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            description = tif.pages[0].description
-    except (OSError, ValueError) as error:  # tifffile.TiffFileError is a ValueError
-        raise InputError(f"{path}: cannot be read as a TIF ({error})") from error
+    description = read_tif(path, pixels=False).description
     try:
         metadata = json.loads(description)
     except json.JSONDecodeError as error:

@@ -212,3 +212,27 @@ def test_float_file_outside_the_training_range_is_processed_with_a_warning(capsy
     code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", *FAST)
     assert code == 0 and "warning" in err and str(source) in err and "[0, 1]" in err
     assert (tmp_path / "out" / "counts_sr.tif").exists()
+
+
+@pytest.mark.parametrize("dtype, value", [(np.float32, 3e38), (np.float32, -3e38), (np.float64, 1e300)])
+def test_values_that_overflow_when_scaled_are_refused_not_written_as_nan(capsys, checkpoint, tmp_path, dtype, value):
+    """Finite in the file, but (v - 0.5) / 0.5 of float32 3e38 exceeds float32's 3.4e38: an error naming
+    the file and exit status 1, never an all-NaN output with status 0."""
+    source = tmp_path / "huge.tif"
+    image = RNG.random((16, 16)).astype(dtype)
+    image[3, 4] = value
+    tifffile.imwrite(source, image)
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", *FAST)
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and str(source) in err
+    assert not (tmp_path / "out" / "huge_sr.tif").exists()
+
+
+def test_two_channel_interleaved_input_needs_reduce_and_gives_one_full_width_frame(capsys, checkpoint, tmp_path):
+    source = tmp_path / "two.tif"
+    tifffile.imwrite(source, RNG.random((20, 24, 2), dtype=np.float32), photometric="minisblack", planarconfig="contig")
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", *FAST)
+    assert code == 1 and str(source) in err and "--reduce" in err
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out",
+                        "--reduce", "mean", *FAST)
+    assert code == 0, err
+    assert tifffile.imread(tmp_path / "out" / "two_sr.tif").shape == (20, 24)

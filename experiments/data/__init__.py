@@ -7,11 +7,12 @@
 
 from experiments.data.augment import dihedral
 from experiments.data.dataset import PairedImageDataset, make_loader
-from experiments.data.images import Reduce, read_image
+from experiments.data.images import InputError, Reduce, read_image
 from experiments.data.layout import DatasetError, Split, list_test_levels, resolve_root
 
 __all__ = [
     "DatasetError",
+    "InputError",
     "PairedImageDataset",
     "Reduce",
     "Split",

@@ -66,8 +66,12 @@ class PairedImageDataset(Dataset):
         seed: seed of the augmentation choices.
 
     Raises:
-        DatasetError: missing or empty folder, unpaired file names, shape mismatch, NaN / inf values,
-            stack or RGB images without ``reduce`` (with cache=False the value checks happen on read).
+        DatasetError: missing or empty folder, unpaired file names, shape mismatch. Its subclass
+            :class:`~experiments.data.images.InputError`, naming the file: a file that cannot be read
+            (truncated, empty, not a TIF, unsupported pixel type), NaN / inf values or values that overflow
+            when scaled, float values far outside [0, 1] under the tutorial scaling, stack or colour images
+            without ``reduce`` (with cache=False the value checks happen on read). Hidden files (``._x.tif``)
+            are not listed.
     """
 
     def __init__(

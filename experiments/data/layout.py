@@ -82,11 +82,22 @@ def split_dirs(root: Path, split: Split, level: str = "level_09") -> tuple[Path,
     return root / f"{prefix}_wf", root / f"{prefix}_gt"
 
 
+def list_tifs(folder: Path) -> list[Path]:
+    """The .tif / .tiff files (any case) directly in ``folder``, sorted by name, hidden ones skipped.
+
+    Every folder listing of images (data set splits, prediction inputs) goes through here. Hidden files
+    (``.name``) are metadata, not images: macOS writes a ``._x.tif`` resource fork beside every file it
+    copies to a foreign disk.
+    """
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in TIF_SUFFIXES
+                  and not p.name.startswith("."))
+
+
 def tif_names(folder: Path) -> list[str]:
-    """Sorted names of the .tif / .tiff files (any case) in ``folder``; other files are ignored."""
+    """Sorted names of the TIF files in ``folder`` (:func:`list_tifs`); other and hidden files are ignored."""
     if not folder.is_dir():
         raise DatasetError(f"missing folder {folder}")
-    names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in TIF_SUFFIXES)
+    names = [p.name for p in list_tifs(folder)]
     if not names:
         raise DatasetError(f"no .tif / .tiff files in {folder}")
     return names
