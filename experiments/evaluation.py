@@ -15,6 +15,7 @@ from experiments.config import EvalConfig
 from experiments.data import PairedImageDataset
 from experiments.metrics import MetricAccumulator
 from experiments.runtime import Distributed
+from unet.config import check_value, field_range
 
 
 @dataclass
@@ -44,9 +45,14 @@ def sampling_config(
     """The checkpoint's evaluation settings with the given options replaced, checked, and DDIM's step count
     made explicit (50, or every trained step when the schedule has fewer), so it can be recorded."""
     given = dict(sampler=sampler, variance=variance, sampling_steps=sampling_steps, eta=eta, samples=samples)
-    config = replace(base, **{key: value for key, value in given.items() if value is not None})
-    if config.samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {config.samples}")
+    given = {key: value for key, value in given.items() if value is not None}
+    for name in given.keys() & {"sampling_steps", "eta", "samples"}:
+        # The ranges EvalConfig declares, reported under this command's own flag names.
+        try:
+            check_value(given[name], field_range(EvalConfig, name), f"--{name.replace('_', '-')}")
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+    config = replace(base, **given)
     if config.sampler != "ddim":
         if sampling_steps is not None or eta is not None:
             raise UsageError(
@@ -61,8 +67,6 @@ def sampling_config(
         raise UsageError(
             f"--sampling-steps must be within 1..{diffusion_steps} (the model's trained steps), got {steps}"
         )
-    if not 0.0 <= config.eta <= 1.0:
-        raise UsageError(f"--eta must be within 0..1 (0: deterministic DDIM, 1: DDPM-like), got {config.eta}")
     return replace(config, sampling_steps=steps, variance=None)
 
 
@@ -82,8 +86,6 @@ def sample(
     better estimate on pixel metrics, the spread shows where the model is unsure. With
     ``conditional=False`` the inputs only set the batch and image size.
     """
-    if config.samples < 1:
-        raise ValueError(f"eval.samples must be at least 1, got {config.samples}")
     batch = condition.shape[0]
     # All samples of a batch go through the network together: one chain on samples x B images.
     repeated = condition.repeat(config.samples, 1, 1, 1)
