@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,6 +28,22 @@ class Evaluation:
     inputs: torch.Tensor
     outputs: torch.Tensor
     targets: torch.Tensor
+
+
+class EvaluationStopped(RuntimeError):
+    """``should_stop`` asked an evaluation to end early; its partial results are dropped."""
+
+
+def stop_checked(model: nn.Module, should_stop: Callable[[], bool]) -> Callable[..., torch.Tensor]:
+    """``model`` behind a check of ``should_stop`` before every call, i.e. before every sampling step of a
+    chain, so that a stop request ends a long evaluation within one network evaluation."""
+
+    def call(*args, **kwargs) -> torch.Tensor:
+        if should_stop():
+            raise EvaluationStopped("evaluation stopped on request")
+        return model(*args, **kwargs)
+
+    return call
 
 
 class UsageError(ValueError):
@@ -117,11 +134,14 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     description: str = "evaluate",
+    should_stop: Callable[[], bool] | None = None,
 ) -> Evaluation | None:
     """Sample every image of ``dataset`` (or its first ``max_images``) and score it against its target.
 
     Batches are dealt round-robin to the ranks of a DDP run and gathered on rank 0, which computes
     the metrics in data-set order, exactly as one process would. Returns None on other ranks.
+    ``should_stop`` is asked before every sampling step; when it answers True the evaluation is
+    abandoned with :class:`EvaluationStopped` (single process only: ranks would not stop together).
     """
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     starts = list(range(0, count, config.batch_size))
@@ -130,12 +150,15 @@ def evaluate(
     results: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     was_training = model.training
     model.eval()
-    for start in tqdm(mine, desc=description, disable=not (progress and place.is_main), leave=False):
-        wf, gt = dataset.get_batch(range(start, min(start + config.batch_size, count)))
-        generator = batch_generator(device, seed, start // config.batch_size)
-        output, _ = sample(model, diffusion, wf.to(device), config, generator, conditional)
-        results[start] = (wf, output.float().cpu(), gt)
-    model.train(was_training)
+    network = model if should_stop is None else stop_checked(model, should_stop)
+    try:
+        for start in tqdm(mine, desc=description, disable=not (progress and place.is_main), leave=False):
+            wf, gt = dataset.get_batch(range(start, min(start + config.batch_size, count)))
+            generator = batch_generator(device, seed, start // config.batch_size)
+            output, _ = sample(network, diffusion, wf.to(device), config, generator, conditional)
+            results[start] = (wf, output.float().cpu(), gt)
+    finally:
+        model.train(was_training)
     if place.enabled:
         gathered = [None] * place.world_size
         dist.all_gather_object(gathered, results)
