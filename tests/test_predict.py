@@ -189,9 +189,10 @@ def test_sampling_options_map_onto_the_checkpoint_settings():
     for bad, option in (
         (dict(sampling_steps=5), "--sampling-steps"),
         (dict(sampler="ddim", sampling_steps=11), "1..10"),
-        (dict(sampler="ddim", sampling_steps=0), "1..10"),
-        (dict(sampler="ddim", eta=2.0), "--eta"),
-        (dict(samples=0), "--samples"),
+        (dict(sampler="ddim", sampling_steps=0), "--sampling-steps must be >= 1, got 0"),
+        (dict(sampler="ddim", eta=2.0), "--eta must be >= 0 and <= 1, got 2.0"),
+        (dict(sampler="ddim", eta=float("nan")), "--eta must be >= 0 and <= 1, got nan"),
+        (dict(samples=0), "--samples must be >= 1, got 0"),
         (dict(sampler="ddim", variance="beta"), "--variance"),
     ):
         with pytest.raises(UsageError, match=option.replace(".", r"\.")):
