@@ -5,8 +5,9 @@
 
 Inputs are TIF files or folders of them (not recursive); a stack (time, z, ...) is processed frame by
 frame. uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
-``data.normalization``). Any 2-D size works: the image is cut into overlapping tiles of the training size
-(``--tile``), sampled, and blended with a smooth window (:mod:`experiments.tiling`). ``--upsample``
+``data.normalization``). Any 2-D size works: each frame is sampled as one image with one noise field, the
+network running on overlapping tiles of the training size (``--tile``) at every step and its predictions
+blended with a smooth window (:mod:`experiments.tiling`), so no tile grid appears. ``--upsample``
 first enlarges a native-resolution widefield image by 2 (bicubic), as the BioSR inputs were made.
 
 For each input ``<stem>.tif`` the output folder receives:
