@@ -213,3 +213,10 @@ def test_float_file_outside_the_training_range_is_processed_with_a_warning(capsy
     code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", *FAST)
     assert code == 0 and "warning" in err and str(source) in err and "[0, 1]" in err
     assert (tmp_path / "out" / "counts_sr.tif").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**40)])
+def test_a_seed_out_of_range_is_refused_in_one_line(capsys, checkpoint, inputs, tmp_path, seed):
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", inputs, "--output", tmp_path, "--seed", seed, *FAST)
+    assert code == 1 and "--seed must be >= 0 and <= 4.29497e+09" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
