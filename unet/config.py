@@ -34,7 +34,7 @@ class Range:
         return " and ".join(parts)
 
     def contains(self, value: float) -> bool:
-        # Written as positive conditions so that NaN fails every one of them.
+        # NaN and inf are never valid settings (and NaN would pass a negated comparison).
         if not math.isfinite(value):
             return False
         above = self.low is None or (value > self.low if self.low_open else value >= self.low)
