@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,48 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
+class NonFiniteCheckpoint(ValueError):
+    """A checkpoint would hold NaN or inf weights; it is not written, so every checkpoint on disk is usable."""
+
+
+def non_finite_entries(payload: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the floating-point tensors in ``payload`` (nested dicts and lists) holding NaN or inf."""
+    if isinstance(payload, torch.Tensor):
+        return [prefix] if payload.is_floating_point() and not bool(torch.isfinite(payload).all()) else []
+    if isinstance(payload, dict):
+        items = payload.items()
+    elif isinstance(payload, (list, tuple)):
+        items = enumerate(payload)
+    else:
+        return []
+    return [name for key, value in items for name in non_finite_entries(value, f"{prefix}.{key}" if prefix else str(key))]
+
+
+def remove_stale_temporaries(path: str | Path) -> None:
+    """Delete temporary files of ``path`` left by a writer that was killed (``kill -9``) mid-save."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename over ``path``.
 
-    A crash at any moment leaves either the old checkpoint or the new one, never a torn file.
+    A crash at any moment leaves either the old checkpoint or the new one, never a torn file. A payload
+    with a non-finite floating-point tensor is refused (:class:`NonFiniteCheckpoint`) and the old file kept.
+    The file gets the mode any new file of the run gets (0666 less the umask), and temporaries of earlier,
+    killed writers are removed.
     """
     path = Path(path)
+    bad = non_finite_entries(payload)
+    if bad:
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteCheckpoint(f"{path} was not written: {shown} hold NaN or inf")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # os.open applies the umask as open() does for the run's other files (mkstemp would force 0600).
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(payload, stream)
@@ -29,7 +63,7 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
     return path
 

@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from unet import NetworkConfig, UNetConfig, network_config_type, network_kind, network_kinds
+from unet.config import bounded, check_ranges
+
+# Seeds stay below 2^32 so that derived seeds (e.g. per evaluation batch) fit a 64-bit generator seed.
+MAX_SEED = 2**32 - 1
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
 
@@ -29,10 +33,17 @@ Device = Literal["auto", "cuda", "mps", "cpu"]
 class DiffusionConfig:
     """Noise schedule (tutorial Listing 18: T = 2,000, beta 1e-6 to 0.01, linear)."""
 
-    steps: int = 2000
-    beta_start: float = 1e-6
-    beta_end: float = 0.01
+    steps: int = bounded(2000, 1)
+    beta_start: float = bounded(1e-6, 0.0, 1.0, low_open=True, high_open=True)
+    beta_end: float = bounded(0.01, 0.0, 1.0, low_open=True, high_open=True)
     schedule: Literal["linear", "cosine"] = "linear"
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "diffusion")
+        if self.schedule == "linear" and self.beta_start > self.beta_end:
+            raise ValueError(
+                f"--diffusion.beta_start ({self.beta_start:g}) must not exceed --diffusion.beta_end ({self.beta_end:g})"
+            )
 
 
 @dataclass(frozen=True)
@@ -45,38 +56,44 @@ class DataConfig:
     augment: bool = False
     # The memory-mapped cache feeds over 20,000 pairs/s from the main process; worker processes
     # would add a copy per batch and measured slower.
-    num_workers: int = 0
+    num_workers: int = bounded(0, 0)
     # Use only the first N training pairs (None: all); for quick experiments.
-    max_train_pairs: int | None = None
+    max_train_pairs: int | None = bounded(None, 1)
     # Train on random square windows of this size (None: whole images, as the tutorial); the
     # network is fully convolutional, so evaluation still runs on whole images.
-    crop: int | None = None
+    crop: int | None = bounded(None, 1)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "data")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation (tutorial Sections 4.8-4.9: batch 64, AdamW lr 1e-4, 60 epochs)."""
 
-    epochs: int = 60
+    epochs: int = bounded(60, 1)
     # The global batch: with DDP each of N processes takes batch_size / N of it.
-    batch_size: int = 64
-    lr: float = 1e-4
+    batch_size: int = bounded(64, 1)
+    lr: float = bounded(1e-4, 0.0, low_open=True)
     # torch.optim.AdamW's default, which the tutorial leaves untouched.
-    weight_decay: float = 0.01
+    weight_decay: float = bounded(0.01, 0.0)
     loss: Literal["mse", "l1"] = "mse"
     # False trains the tutorial's Section 5 generator: no low-resolution condition, one input channel.
     conditional: bool = True
-    seed: int = 0
+    seed: int = bounded(0, 0, MAX_SEED)
     device: Device = "auto"
     # Beyond the tutorial (all off in its presets except the memory format, which changes no result):
     # an exponential moving average of the weights, used for evaluation (e.g. 0.999; None: off);
-    ema_decay: float | None = None
+    ema_decay: float | None = bounded(None, 0.0, 1.0, low_open=True, high_open=True)
     # bf16 autocast for the network ("auto": bf16 on CUDA, fp32 elsewhere); TF32 on recent GPUs;
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     tf32: bool = False
     # NHWC convolutions (1.4x the training throughput on a 2-core CPU, see unet/speed.py) and torch.compile.
     channels_last: bool = True
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "train")
 
 
 @dataclass(frozen=True)
@@ -89,19 +106,22 @@ class EvalConfig:
     # None: each sampler's own (beta for Eq. 11, beta_tilde for Appendix B).
     variance: Literal["beta", "beta_tilde"] | None = None
     # DDIM only: number of network evaluations (None: 50) and eta (0: deterministic).
-    sampling_steps: int | None = None
-    eta: float = 0.0
+    sampling_steps: int | None = bounded(None, 1)
+    eta: float = bounded(0.0, 0.0, 1.0)
     # Samples drawn per input; their mean is scored and their standard deviation is the uncertainty.
-    samples: int = 1
-    batch_size: int = 64
-    every: int = 1
+    samples: int = bounded(1, 1)
+    batch_size: int = bounded(64, 1)
+    every: int = bounded(1, 1)
     # Test images per level (None: all 150), and validation images for choosing the best checkpoint
     # (0: no validation, no best.pt; sampling them costs as much per image as the test set).
-    max_test_images: int | None = None
-    validation_images: int = 64
+    max_test_images: int | None = bounded(None, 1)
+    validation_images: int = bounded(64, 0)
     best_metric: Literal["mae", "nrmse", "ssim", "ms_ssim", "psnr"] = "psnr"
-    figure_images: int = 4
-    seed: int = 1234
+    figure_images: int = bounded(4, 1)
+    seed: int = bounded(1234, 0, MAX_SEED)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "eval")
 
 
 @dataclass(frozen=True)
@@ -122,6 +142,8 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object of config sections, got {type(data).__name__}")
         known, sections = {f.name for f in fields(cls)}, _section_types()
         unknown = set(data) - known
         if unknown:
@@ -134,7 +156,23 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a ``config.json``; raises :class:`ConfigFileError` naming the file when it cannot be used."""
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise ConfigFileError(f"{path}: cannot be read ({error.strerror or error}); is this a run folder?") from error
+        try:
+            return cls.from_dict(json.loads(text))
+        except (ValueError, TypeError) as error:  # json.JSONDecodeError is a ValueError
+            raise ConfigFileError(
+                f"{path} is not a valid run configuration ({error}); repair or restore it (every checkpoint "
+                "holds a copy under its 'config' key), or start a new run"
+            ) from error
+
+
+class ConfigFileError(ValueError):
+    """A ``config.json`` cannot be read or does not describe a valid run; the message names the file."""
 
 
 def _section_types() -> dict[str, type]:
@@ -156,6 +194,8 @@ def _build_network(values: dict[str, Any]) -> NetworkConfig:
 
 
 def _build_section(section_type: type, values: dict[str, Any]):
+    if not isinstance(values, dict):
+        raise ValueError(f"the {section_type.__name__} section must be a JSON object, got {type(values).__name__}")
     known = {f.name for f in fields(section_type)}
     unknown = set(values) - known
     if unknown:
@@ -207,13 +247,9 @@ def check_consistency(config: RunConfig) -> None:
     steps, evaluation = config.diffusion.steps, config.eval
     if evaluation.sampler == "ddim" and evaluation.sampling_steps is not None and not 1 <= evaluation.sampling_steps <= steps:
         raise ValueError(
-            f"eval.sampling_steps {evaluation.sampling_steps} must lie within 1..{steps} (diffusion.steps); "
-            "change --sampling-steps"
+            f"--eval.sampling_steps {evaluation.sampling_steps} must lie within 1..{steps} (--diffusion.steps); "
+            "change one of them"
         )
-    if evaluation.samples < 1:
-        raise ValueError(f"eval.samples must be at least 1, got {evaluation.samples}; change --samples")
-    if config.train.epochs < 1 or evaluation.every < 1:
-        raise ValueError("train.epochs and eval.every must be at least 1; change --epochs / --every")
 
 
 # ------------------------------------------------------------------- command line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -15,6 +16,7 @@ from experiments.config import EvalConfig
 from experiments.data import PairedImageDataset
 from experiments.metrics import MetricAccumulator
 from experiments.runtime import Distributed
+from unet.config import check_value, field_range
 
 
 @dataclass
@@ -26,6 +28,22 @@ class Evaluation:
     inputs: torch.Tensor
     outputs: torch.Tensor
     targets: torch.Tensor
+
+
+class EvaluationStopped(RuntimeError):
+    """``should_stop`` asked an evaluation to end early; its partial results are dropped."""
+
+
+def stop_checked(model: nn.Module, should_stop: Callable[[], bool]) -> Callable[..., torch.Tensor]:
+    """``model`` behind a check of ``should_stop`` before every call, i.e. before every sampling step of a
+    chain, so that a stop request ends a long evaluation within one network evaluation."""
+
+    def call(*args, **kwargs) -> torch.Tensor:
+        if should_stop():
+            raise EvaluationStopped("evaluation stopped on request")
+        return model(*args, **kwargs)
+
+    return call
 
 
 class UsageError(ValueError):
@@ -44,9 +62,14 @@ def sampling_config(
     """The checkpoint's evaluation settings with the given options replaced, checked, and DDIM's step count
     made explicit (50, or every trained step when the schedule has fewer), so it can be recorded."""
     given = dict(sampler=sampler, variance=variance, sampling_steps=sampling_steps, eta=eta, samples=samples)
-    config = replace(base, **{key: value for key, value in given.items() if value is not None})
-    if config.samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {config.samples}")
+    given = {key: value for key, value in given.items() if value is not None}
+    for name in given.keys() & {"sampling_steps", "eta", "samples"}:
+        # The ranges EvalConfig declares, reported under this command's own flag names.
+        try:
+            check_value(given[name], field_range(EvalConfig, name), f"--{name.replace('_', '-')}")
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+    config = replace(base, **given)
     if config.sampler != "ddim":
         if sampling_steps is not None or eta is not None:
             raise UsageError(
@@ -61,8 +84,6 @@ def sampling_config(
         raise UsageError(
             f"--sampling-steps must be within 1..{diffusion_steps} (the model's trained steps), got {steps}"
         )
-    if not 0.0 <= config.eta <= 1.0:
-        raise UsageError(f"--eta must be within 0..1 (0: deterministic DDIM, 1: DDPM-like), got {config.eta}")
     return replace(config, sampling_steps=steps, variance=None)
 
 
@@ -82,8 +103,6 @@ def sample(
     better estimate on pixel metrics, the spread shows where the model is unsure. With
     ``conditional=False`` the inputs only set the batch and image size.
     """
-    if config.samples < 1:
-        raise ValueError(f"eval.samples must be at least 1, got {config.samples}")
     batch = condition.shape[0]
     # All samples of a batch go through the network together: one chain on samples x B images.
     repeated = condition.repeat(config.samples, 1, 1, 1)
@@ -115,11 +134,14 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     description: str = "evaluate",
+    should_stop: Callable[[], bool] | None = None,
 ) -> Evaluation | None:
     """Sample every image of ``dataset`` (or its first ``max_images``) and score it against its target.
 
     Batches are dealt round-robin to the ranks of a DDP run and gathered on rank 0, which computes
     the metrics in data-set order, exactly as one process would. Returns None on other ranks.
+    ``should_stop`` is asked before every sampling step; when it answers True the evaluation is
+    abandoned with :class:`EvaluationStopped` (single process only: ranks would not stop together).
     """
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     starts = list(range(0, count, config.batch_size))
@@ -128,12 +150,15 @@ def evaluate(
     results: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
     was_training = model.training
     model.eval()
-    for start in tqdm(mine, desc=description, disable=not (progress and place.is_main), leave=False):
-        wf, gt = dataset.get_batch(range(start, min(start + config.batch_size, count)))
-        generator = batch_generator(device, seed, start // config.batch_size)
-        output, _ = sample(model, diffusion, wf.to(device), config, generator, conditional)
-        results[start] = (wf, output.float().cpu(), gt)
-    model.train(was_training)
+    network = model if should_stop is None else stop_checked(model, should_stop)
+    try:
+        for start in tqdm(mine, desc=description, disable=not (progress and place.is_main), leave=False):
+            wf, gt = dataset.get_batch(range(start, min(start + config.batch_size, count)))
+            generator = batch_generator(device, seed, start // config.batch_size)
+            output, _ = sample(network, diffusion, wf.to(device), config, generator, conditional)
+            results[start] = (wf, output.float().cpu(), gt)
+    finally:
+        model.train(was_training)
     if place.enabled:
         gathered = [None] * place.world_size
         dist.all_gather_object(gathered, results)

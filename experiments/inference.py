@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ddpm import Diffusion
 from experiments.checkpoint import LAST, file_digest, load_checkpoint
 from experiments.config import EvalConfig, RunConfig
 from experiments.evaluation import sample
 from experiments.runtime import pick_device
-from experiments.tiling import predict_tiled
+from experiments.tiling import pad_to_tile, tiled_network
 from experiments.training import build_diffusion, build_model
 
 # Preferred first: the averaged weights usually sample better than the last optimiser step.
@@ -65,30 +66,33 @@ class Predictor:
         progress: bool = False,
         desc: str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Sample super-resolved images for widefield inputs of any size, tile by tile.
+        """Sample super-resolved images for widefield inputs of any size, frame by frame, the network tile by tile.
+
+        Each frame is sampled as one image (:func:`experiments.tiling.tiled_network`): one noise field per
+        frame and sample, the network run on overlapping ``tile`` x ``tile`` tiles at every step and its
+        noise predictions blended, so the result agrees with sampling the whole frame at once and shows no
+        tile grid.
 
         Args:
             images: [N, 1, H, W] in the model range [-1, 1] (normalised as the training inputs were).
             sampling: sampler, variance, steps, eta and number of samples (see :func:`experiments.evaluation.sample`).
             generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
-            tile, overlap, batch_size, progress, desc: see :func:`experiments.tiling.predict_tiled`.
+            tile, overlap, batch_size: see :func:`experiments.tiling.predict_tiled` (``batch_size`` tiles per
+                network call). progress, desc: a progress bar over frames, labelled ``desc``.
 
         Returns:
             The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1], and their per-pixel standard
-            deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None). Both are blended across tiles
-            with the same window, so the standard deviation is the window-weighted mean of the tiles'
-            spreads where tiles overlap.
+            deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None), on the CPU.
         """
-        spread = sampling.samples > 1
-
-        def run(tiles: torch.Tensor) -> torch.Tensor:
-            mean, std = sample(self.model, self.diffusion, tiles.to(self.device), sampling, generator)
-            return torch.cat([mean, std], dim=1) if spread else mean
-
-        blended = predict_tiled(
-            images, run, tile, overlap, batch_size, progress, multiple_of=self.size_factor, desc=desc
-        )
-        return (blended[:, :1], blended[:, 1:]) if spread else (blended, None)
+        network = tiled_network(self.model, tile, overlap, batch_size, multiple_of=self.size_factor)
+        height, width = images.shape[2:]
+        padded, top, left = pad_to_tile(images, tile)
+        means, spreads = [], []
+        for frame in tqdm(padded, desc=desc, unit="frame", disable=not progress):
+            mean, std = sample(network, self.diffusion, frame[None].to(self.device), sampling, generator)
+            means.append(mean[..., top : top + height, left : left + width].cpu())
+            spreads.append(None if std is None else std[..., top : top + height, left : left + width].cpu())
+        return torch.cat(means), None if spreads[0] is None else torch.cat(spreads)
 
 
 def _read_config(payload: dict, path: Path) -> RunConfig:

@@ -5,8 +5,9 @@
 
 Inputs are TIF files or folders of them (not recursive); a stack (time, z, ...) is processed frame by
 frame. uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
-``data.normalization``). Any 2-D size works: the image is cut into overlapping tiles of the training size
-(``--tile``), sampled, and blended with a smooth window (:mod:`experiments.tiling`). ``--upsample``
+``data.normalization``). Any 2-D size works: each frame is sampled as one image with one noise field, the
+network running on overlapping tiles of the training size (``--tile``) at every step and its predictions
+blended with a smooth window (:mod:`experiments.tiling`), so no tile grid appears. ``--upsample``
 first enlarges a native-resolution widefield image by 2 (bicubic), as the BioSR inputs were made.
 
 For each input ``<stem>.tif`` the output folder receives:
@@ -40,11 +41,12 @@ from tqdm.auto import tqdm
 
 from ddpm.ddim import DEFAULT_DDIM_STEPS
 from experiments import figures
-from experiments.config import Device, EvalConfig
+from experiments.config import Device, EvalConfig, TrainConfig
 from experiments.data.images import REDUCTIONS, Reduce, float_range_problem
 from experiments.evaluation import UsageError, sampling_config
 from experiments.inference import InferenceError, Predictor, load_for_inference
 from experiments.normalization import from_model_range
+from unet.config import check_value, field_range
 from experiments.tif_io import (
     FrameInfo,
     InputError,
@@ -118,6 +120,10 @@ def check_options(options: PredictOptions, predictor: Predictor) -> None:
         raise UsageError(f"--overlap must be within 0..{options.tile - 1} (less than --tile), got {options.overlap}")
     if options.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {options.batch_size}")
+    try:
+        check_value(options.seed, field_range(TrainConfig, "seed"), "--seed")
+    except ValueError as error:
+        raise UsageError(str(error)) from error
 
 
 def output_paths(input_path: Path, out_dir: Path, options: PredictOptions) -> OutputPaths:

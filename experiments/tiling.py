@@ -12,7 +12,13 @@ An image smaller than a tile is padded (reflect where the image is large enough,
 processed as one tile and cropped back.
 
     from experiments.tiling import predict_tiled
-    out = predict_tiled(widefield, lambda tiles: sample(model, tiles), tile=128, overlap=32)
+    out = predict_tiled(widefield, lambda tiles: network(tiles), tile=128, overlap=32)
+
+A diffusion sampler must not be tiled from the outside (each tile running its own chain): every tile
+would draw its own noise, and overlaps would average two different samples into a weaker texture, a
+grid with the tile spacing. :func:`tiled_network` tiles the *network* instead, inside one chain on the
+whole image: one noise field per image at every step, and each step's noise prediction blended across
+tiles, so tiled and one-pass sampling agree wherever the network's receptive field fits in the overlap.
 """
 
 import math
@@ -76,6 +82,14 @@ def axis_windows(positions: list[int], tile: int) -> list[torch.Tensor]:
     return windows
 
 
+def pad_to_tile(images: torch.Tensor, tile: int) -> tuple[torch.Tensor, int, int]:
+    """Pad ``images`` [B, C, H, W] to at least ``tile`` on each side (see :func:`_pad_axis`); also return
+    the offsets ``top, left`` of the original pixels, to crop a result back."""
+    padded, top = _pad_axis(images, 2, tile)
+    padded, left = _pad_axis(padded, 3, tile)
+    return padded, top, left
+
+
 def _pad_axis(images: torch.Tensor, dim: int, target: int) -> tuple[torch.Tensor, int]:
     """Pad ``images`` [B, C, H, W] along ``dim`` (2 or 3) up to ``target``, centred; also return the start offset.
 
@@ -137,8 +151,7 @@ def predict_tiled(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     batched = image if image.ndim == 4 else image.unsqueeze(0)
     height, width = batched.shape[2:]
-    padded, top = _pad_axis(batched, 2, tile)
-    padded, left = _pad_axis(padded, 3, tile)
+    padded, top, left = pad_to_tile(batched, tile)
     rows = tile_positions(padded.shape[2], tile, overlap)
     cols = tile_positions(padded.shape[3], tile, overlap)
     row_windows, col_windows = axis_windows(rows, tile), axis_windows(cols, tile)
@@ -166,3 +179,29 @@ def predict_tiled(
 
     blended = (total / weights)[:, :, top : top + height, left : left + width]
     return blended if image.ndim == 4 else blended[0]
+
+
+def tiled_network(
+    model: Callable[..., torch.Tensor], tile: int, overlap: int, batch_size: int, multiple_of: int = 1
+) -> Callable[..., torch.Tensor]:
+    """``model`` run tile by tile on inputs of any size: a drop-in for the noise predictor of a sampler.
+
+    The result is called as the network is, ``(x [B, C_in, H, W], t_encoding [B, D], **kwargs)``, with
+    H, W >= ``tile`` (pad with :func:`pad_to_tile`), and returns the blended noise prediction
+    [B, C_out, H, W] of :func:`predict_tiled`. The sampler keeps x_t and its noise for the whole image, so
+    every tile of a step sees the same noise field. All images of a sampling chain are at the same
+    time step, so the first row of ``t_encoding`` serves every tile.
+    """
+
+    def call(x: torch.Tensor, t_encoding: torch.Tensor, **kwargs) -> torch.Tensor:
+        encoding = t_encoding[:1]
+        return predict_tiled(
+            x,
+            lambda tiles: model(tiles, encoding.expand(tiles.shape[0], -1), **kwargs),
+            tile,
+            overlap,
+            batch_size,
+            multiple_of=multiple_of,
+        )
+
+    return call

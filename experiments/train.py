@@ -20,12 +20,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in this folder (its config.json wins)")
     parser.add_argument("--run-dir", help="write into this folder instead of <out_dir>/<name>-<timestamp>")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     add_config_arguments(parser)
     return parser.parse_args(argv)
 
 
+# Errors whose message names the file or flag and what to do: one line is all the user needs.
+USER_ERRORS = (ValueError, OSError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; a user error prints one line (the traceback with ``--debug``) and returns 1."""
     args = parse_args(argv)
+    try:
+        return _run(args)
+    except USER_ERRORS as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     overrides = sorted(key.split("__", 2)[2] for key in vars(args) if key.startswith("cfg__"))
     if args.resume and overrides:
         print(f"error: --resume continues a run with its own config.json; drop {overrides}", file=sys.stderr)

@@ -22,10 +22,19 @@ from tqdm.auto import tqdm
 
 from ddpm import Diffusion
 from experiments import figures
-from experiments.checkpoint import BEST, LAST, load_checkpoint, restore_rng_state, rng_state, save_atomic
+from experiments.checkpoint import (
+    BEST,
+    LAST,
+    NonFiniteCheckpoint,
+    load_checkpoint,
+    remove_stale_temporaries,
+    restore_rng_state,
+    rng_state,
+    save_atomic,
+)
 from experiments.config import RunConfig, check_consistency
 from experiments.data import DatasetError, PairedImageDataset
-from experiments.evaluation import Evaluation, bicubic_baseline, evaluate
+from experiments.evaluation import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
 from experiments.metrics import HIGHER_IS_BETTER
 from experiments.report import comparison_rows, format_table, write_report
 from experiments.ema import EMA
@@ -47,7 +56,7 @@ LOSS_READ_EVERY = 20
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or inf; no checkpoint holding them was written."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -167,8 +176,13 @@ class Trainer:
         self.best_score: float | None = None
         self.baselines: dict[str, dict[str, float]] = {}
         self._stop_reason: str | None = None
+        # (epoch, global step) of the last.pt this run has on disk, for messages that must be true.
+        self._last_saved: tuple[int, int] | None = None
         if resume:
+            for name in (LAST, BEST):
+                remove_stale_temporaries(self.run_dir / name)
             self._restore(load_checkpoint(self.run_dir / LAST, map_location=self.device))
+            self._last_saved = (self.epoch, self.global_step)
         elif self.place.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             config.save(self.run_dir / CONFIG_FILE)
@@ -219,8 +233,31 @@ class Trainer:
 
     # --------------------------------------------------------------- control
     def request_stop(self, reason: str) -> None:
-        """Checkpoint and stop after the current step (what SIGINT / SIGTERM do)."""
+        """Checkpoint and stop after the current step or sampling step (what SIGINT / SIGTERM do)."""
         self._stop_reason = reason
+
+    def _interrupted(self) -> TrainingInterrupted:
+        return TrainingInterrupted(
+            f"stopped by {self._stop_reason} at epoch {self.epoch + 1}, step {self.batch_in_epoch}; "
+            f"continue with: python -m experiments.train --resume {self.run_dir}"
+        )
+
+    def _diverged(self, what: str) -> TrainingDiverged:
+        """The error for non-finite numbers, saying truthfully what is on disk and how to go on."""
+        last = self.run_dir / LAST
+        if self._last_saved is None:
+            where = (
+                f"no checkpoint was written before it ({last} does not exist), so there is nothing to resume: "
+                "start a new run with a lower --train.lr, or check the data for extreme values"
+            )
+        else:
+            epoch, step = self._last_saved
+            where = (
+                f"{last} holds the last good state (finite weights after {epoch} epoch(s), step {step}). Lower "
+                f"train.lr in {self.run_dir / CONFIG_FILE} or check the data for extreme values, then continue "
+                f"with: python -m experiments.train --resume {self.run_dir}"
+            )
+        return TrainingDiverged(f"{what}; {where}")
 
     def fit(self, on_step: Callable[["Trainer"], None] | None = None) -> list[dict]:
         """Train until ``train.epochs``; returns the per-epoch history.
@@ -279,10 +316,7 @@ class Trainer:
                 self.epoch_seconds += time.perf_counter() - started
                 bar.close()
                 self._save(LAST)
-                raise TrainingInterrupted(
-                    f"stopped by {self._stop_reason} at epoch {self.epoch + 1}, step {self.batch_in_epoch}; "
-                    f"continue with: python -m experiments.train --resume {self.run_dir}"
-                )
+                raise self._interrupted()
         self._read_loss(pending, pending_steps, bar)
         self.epoch_seconds += time.perf_counter() - started
         bar.close()
@@ -297,10 +331,9 @@ class Trainer:
             return
         value = pending.item()
         if not math.isfinite(value):
-            raise TrainingDiverged(
+            raise self._diverged(
                 f"the training loss became {value} within the {steps} steps up to epoch {self.epoch + 1}, "
-                f"step {self.batch_in_epoch}; {self.run_dir / LAST} holds the last good state. Lower "
-                "--train.lr or check the data for extreme values, then --resume."
+                f"step {self.batch_in_epoch}"
             )
         self.epoch_loss_sum += value
         bar.set_postfix(loss=f"{value / steps:.4f}")
@@ -355,7 +388,12 @@ class Trainer:
             print(f"Epoch [{row['epoch']}/{self.config.train.epochs}] loss {row['loss']:.6f}, time {row['seconds']:.1f} s")
         evaluate_now = (self.epoch + 1) % self.config.eval.every == 0 or self.epoch + 1 == self.config.train.epochs
         if evaluate_now:
-            row.update(self._evaluate_epoch())
+            try:
+                row.update(self._evaluate_epoch())
+            except EvaluationStopped:
+                # The epoch's training is complete; a resumed run repeats only this evaluation.
+                self._save(LAST)
+                raise self._interrupted() from None
         self.history.append(row)
         self.epoch += 1
         self.batch_in_epoch = 0
@@ -386,6 +424,8 @@ class Trainer:
                 seed=self.config.eval.seed,
                 progress=self.progress,
                 description=description,
+                # Ranks of a DDP run could not abandon an evaluation together; they finish it.
+                should_stop=None if self.place.enabled else lambda: self._stop_reason is not None,
             )
 
     def _evaluate_epoch(self) -> dict[str, float]:
@@ -425,6 +465,9 @@ class Trainer:
         if key not in row:
             return
         score = row[key]
+        if not math.isfinite(score):
+            print(f"note: validation {self.config.eval.best_metric} is {score}; best.pt is not updated")
+            return
         sign = 1.0 if HIGHER_IS_BETTER[self.config.eval.best_metric] else -1.0
         if self.best_score is None or sign * score > sign * self.best_score:
             self.best_score = score
@@ -432,8 +475,17 @@ class Trainer:
 
     # ----------------------------------------------------------- checkpoints
     def _save(self, name: str) -> None:
+        """Write checkpoint ``name``; the writer refuses non-finite weights, which ends the run (TrainingDiverged)."""
         if not self.place.is_main:
             return
+        try:
+            self._write_checkpoint(name)
+        except NonFiniteCheckpoint as error:
+            raise self._diverged(f"the weights became NaN or inf by training step {self.global_step} ({error})") from error
+        if name == LAST:
+            self._last_saved = (self.epoch, self.global_step)
+
+    def _write_checkpoint(self, name: str) -> None:
         save_atomic(
             {
                 "model": self.model.state_dict(),

@@ -67,11 +67,85 @@ def test_unknown_fields_in_a_config_file_are_named(tmp_path):
         RunConfig.load(path)
 
 
-@pytest.mark.parametrize(
-    "argv, flag",
-    [(["--steps", "10"], "--sampling-steps"), (["--samples", "0"], "--samples"), (["--every", "0"], "--every")],
-)
-def test_inconsistent_settings_are_refused_up_front(argv, flag):
+def test_sampling_steps_beyond_the_diffusion_steps_are_refused_naming_both_flags():
     check_consistency(parse("--preset", "demo"))
-    with pytest.raises(ValueError, match=flag):
-        check_consistency(parse("--preset", "demo", *argv))
+    with pytest.raises(ValueError, match=r"--eval\.sampling_steps 25 .*--diffusion\.steps"):
+        check_consistency(parse("--preset", "demo", "--steps", "10"))
+
+
+# Each flag with a value outside its valid range, and the bound the message must state.
+OUT_OF_RANGE = [
+    (["--train.batch_size", "0"], "--train.batch_size must be >= 1, got 0"),
+    (["--eval.batch_size", "0"], "--eval.batch_size must be >= 1, got 0"),
+    (["--crop", "0"], "--data.crop must be >= 1, got 0"),
+    (["--crop", "-8"], "--data.crop must be >= 1, got -8"),
+    (["--diffusion.steps", "0"], "--diffusion.steps must be >= 1, got 0"),
+    (["--epochs", "0"], "--train.epochs must be >= 1"),
+    (["--every", "0"], "--eval.every must be >= 1"),
+    (["--samples", "0"], "--eval.samples must be >= 1"),
+    (["--sampling-steps", "0"], "--eval.sampling_steps must be >= 1"),
+    (["--train.lr", "0"], "--train.lr must be > 0"),
+    (["--train.lr", "nan"], "--train.lr must be > 0, got nan"),
+    (["--weight-decay", "-0.1"], "--train.weight_decay must be >= 0"),
+    (["--beta-start", "0"], "--diffusion.beta_start must be > 0 and < 1"),
+    (["--beta-end", "1"], "--diffusion.beta_end must be > 0 and < 1"),
+    (["--beta-start", "0.2", "--beta-end", "0.1"], "--diffusion.beta_start .* must not exceed --diffusion.beta_end"),
+    (["--ema-decay", "1"], "--train.ema_decay must be > 0 and < 1"),
+    (["--eta", "-0.5"], "--eval.eta must be >= 0 and <= 1"),
+    (["--eta", "inf"], "--eval.eta must be >= 0 and <= 1"),
+    (["--train.seed", "-1"], "--train.seed must be >= 0"),
+    (["--eval.seed", str(2**40)], "--eval.seed must be >= 0 and <= 4.29497e\\+09"),
+    (["--num-workers", "-1"], "--data.num_workers must be >= 0"),
+    (["--max-train-pairs", "0"], "--data.max_train_pairs must be >= 1"),
+    (["--max-test-images", "0"], "--eval.max_test_images must be >= 1"),
+    (["--validation-images", "-1"], "--eval.validation_images must be >= 0"),
+    (["--figure-images", "0"], "--eval.figure_images must be >= 1"),
+    (["--channels", "8,0,16", "--attention", "false,false,false"], "--network.channels must be >= 1, got \\(8, 0, 16\\)"),
+    (["--base-channels", "0"], "--network.base_channels must be >= 1"),
+    (["--in-channels", "0"], "--network.in_channels must be >= 1"),
+    (["--out-channels", "0"], "--network.out_channels must be >= 1"),
+    (["--time-encoding-dim", "0"], "--network.time_encoding_dim must be >= 2"),
+    (["--time-encoding-dim", "7"], "--network.time_encoding_dim must be even"),
+    (["--num-heads", "0"], "--network.num_heads must be >= 1"),
+    (["--num-cross-heads", "0"], "--network.num_cross_heads must be >= 1"),
+    (["--num-classes", "0"], "--network.num_classes must be >= 1"),
+    (["--context-dim", "0"], "--network.context_dim must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("argv, message", OUT_OF_RANGE)
+def test_every_numeric_field_is_range_checked_when_the_config_is_built(argv, message):
+    with pytest.raises(ValueError, match=message):
+        parse("--preset", "demo", *argv)
+
+
+def test_every_numeric_field_has_a_declared_range():
+    from dataclasses import fields
+
+    from experiments.config import DataConfig, DiffusionConfig, EvalConfig, TrainConfig
+    from unet import UNetConfig
+
+    for section in (DiffusionConfig, DataConfig, TrainConfig, EvalConfig, UNetConfig):
+        for f in fields(section):
+            numeric = any(kind in str(f.type) for kind in ("int", "float"))
+            assert not numeric or "range" in f.metadata, f"{section.__name__}.{f.name} has no range"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"train": {"epochs": 2', "config.json is not a valid run configuration"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"train": 3}', "TrainConfig section must be a JSON object"),
+        ('{"train": {"batch_size": 0}}', "--train.batch_size must be >= 1"),
+        ('{"train": {"lr": "fast"}}', "--train.lr must be a number"),
+    ],
+)
+def test_a_corrupt_config_file_is_named_with_what_to_do(tmp_path, text, message):
+    from experiments.config import ConfigFileError
+
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(ConfigFileError, match=message) as raised:
+        RunConfig.load(path)
+    assert str(path) in str(raised.value) and "start a new run" in str(raised.value)

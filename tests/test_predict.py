@@ -189,9 +189,10 @@ def test_sampling_options_map_onto_the_checkpoint_settings():
     for bad, option in (
         (dict(sampling_steps=5), "--sampling-steps"),
         (dict(sampler="ddim", sampling_steps=11), "1..10"),
-        (dict(sampler="ddim", sampling_steps=0), "1..10"),
-        (dict(sampler="ddim", eta=2.0), "--eta"),
-        (dict(samples=0), "--samples"),
+        (dict(sampler="ddim", sampling_steps=0), "--sampling-steps must be >= 1, got 0"),
+        (dict(sampler="ddim", eta=2.0), "--eta must be >= 0 and <= 1, got 2.0"),
+        (dict(sampler="ddim", eta=float("nan")), "--eta must be >= 0 and <= 1, got nan"),
+        (dict(samples=0), "--samples must be >= 1, got 0"),
         (dict(sampler="ddim", variance="beta"), "--variance"),
     ):
         with pytest.raises(UsageError, match=option.replace(".", r"\.")):
@@ -236,3 +237,10 @@ def test_two_channel_interleaved_input_needs_reduce_and_gives_one_full_width_fra
                         "--reduce", "mean", *FAST)
     assert code == 0, err
     assert tifffile.imread(tmp_path / "out" / "two_sr.tif").shape == (20, 24)
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**40)])
+def test_a_seed_out_of_range_is_refused_in_one_line(capsys, checkpoint, inputs, tmp_path, seed):
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", inputs, "--output", tmp_path, "--seed", seed, *FAST)
+    assert code == 1 and "--seed must be >= 0 and <= 4.29497e+09" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())

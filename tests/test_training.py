@@ -224,3 +224,152 @@ def test_validation_can_be_switched_off(data_root, tmp_path):
     history = Trainer(config, tmp_path, progress=False).fit()
     assert "level_09/psnr" in history[0] and not any(k.startswith("validate/") for k in history[0])
     assert not (tmp_path / "best.pt").exists()
+
+
+# ------------------------------------------------ non-finite weights never reach a checkpoint (issue 11)
+def poison_at(step: int):
+    """An ``on_step`` hook that turns one weight NaN right after training step ``step``."""
+
+    def poison(trainer):
+        if trainer.global_step == step:
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(float("nan"))
+
+    return poison
+
+
+def all_finite(checkpoint: dict) -> bool:
+    return all(torch.isfinite(t).all() for key in ("model", "ema") for t in checkpoint.get(key, {}).values())
+
+
+def test_a_nan_update_at_the_last_step_of_an_epoch_is_never_saved(data_root, tmp_path):
+    """Step 8 ends epoch 2: its loss was finite, so only the epoch-end save can see the NaN weights."""
+    with pytest.raises(TrainingDiverged, match="last good state") as raised:
+        Trainer(tiny_config(data_root), tmp_path, progress=False).fit(on_step=poison_at(8))
+    checkpoint = load_checkpoint(tmp_path)
+    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 4 and all_finite(checkpoint)
+    assert all_finite(load_checkpoint(tmp_path / "best.pt"))
+    assert "after 1 epoch(s), step 4" in str(raised.value) and "--resume" in str(raised.value)
+
+
+@pytest.mark.parametrize("step", [2, 4])  # mid-epoch (a NaN loss), and the last step of the first epoch
+def test_a_nan_in_the_first_epoch_says_that_no_checkpoint_exists(data_root, tmp_path, step):
+    with pytest.raises(TrainingDiverged, match="nothing to resume") as raised:
+        Trainer(tiny_config(data_root), tmp_path, progress=False).fit(on_step=poison_at(step))
+    assert "last good state" not in str(raised.value) and "last.pt does not exist" in str(raised.value)
+    assert not (tmp_path / "last.pt").exists() and not (tmp_path / "best.pt").exists()
+
+
+def test_a_nan_validation_score_never_becomes_best(data_root, tmp_path, monkeypatch):
+    import experiments.training as training
+
+    real = training.evaluate
+
+    def nan_validation(*args, description, **kwargs):
+        result = real(*args, description=description, **kwargs)
+        if description == "validate":
+            result.metrics["psnr"] = float("nan")
+        return result
+
+    monkeypatch.setattr(training, "evaluate", nan_validation)
+    trainer = Trainer(tiny_config(data_root, epochs=1), tmp_path, progress=False)
+    trainer.fit()
+    assert not (tmp_path / "best.pt").exists() and trainer.best_score is None
+
+
+def test_the_checkpoint_writer_refuses_non_finite_tensors(tmp_path):
+    from experiments.checkpoint import NonFiniteCheckpoint, save_atomic
+
+    save_atomic({"model": {"w": torch.ones(2)}}, tmp_path / "last.pt")
+    with pytest.raises(NonFiniteCheckpoint, match=r"last\.pt was not written: model\.w hold NaN or inf"):
+        save_atomic({"model": {"w": torch.tensor([1.0, float("inf")])}}, tmp_path / "last.pt")
+    assert torch.equal(load_checkpoint(tmp_path)["model"]["w"], torch.ones(2))
+
+
+# --------------------------------------------------------------- files, errors and signals (issue 11)
+def test_checkpoints_get_the_mode_of_the_runs_other_files(finished_run):
+    run_dir, _ = finished_run
+    expected = (run_dir / "metrics.json").stat().st_mode & 0o777
+    for name in ("last.pt", "best.pt"):
+        assert (run_dir / name).stat().st_mode & 0o777 == expected, name
+
+
+def test_a_stale_temporary_from_a_killed_save_is_removed_on_resume_and_save(finished_run, data_root, tmp_path):
+    from experiments.checkpoint import save_atomic
+
+    stale = tmp_path / ".last.pt.deadbeef.tmp"
+    stale.write_bytes(b"torn")
+    save_atomic({"step": 1}, tmp_path / "last.pt")
+    assert not stale.exists()
+
+    def interrupt(trainer):
+        if trainer.global_step == 2:
+            trainer.request_stop("test")
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted):
+        Trainer(tiny_config(data_root, epochs=1), run_dir, progress=False).fit(on_step=interrupt)
+    stale = run_dir / ".last.pt.0badc0de.tmp"
+    stale.write_bytes(b"torn")
+    Trainer(None, run_dir, resume=True, progress=False)
+    assert not stale.exists()
+
+
+def test_sigterm_during_evaluation_stops_it_and_resumes_to_the_same_weights(data_root, finished_run, tmp_path, monkeypatch):
+    """The signal arrives as evaluation starts: the run must stop before the next training step, with
+    last.pt holding the whole first epoch, and a resumed run must end as the uninterrupted one."""
+    import experiments.training as training
+
+    _, uninterrupted = finished_run
+    real, calls = training.evaluate, []
+
+    def signalled(*args, **kwargs):
+        if not calls:
+            os.kill(os.getpid(), signal.SIGTERM)
+        calls.append(kwargs["description"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", signalled)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM.*--resume"):
+        Trainer(tiny_config(data_root), tmp_path, progress=False).fit()
+    assert calls == ["test level_09"]  # abandoned at once: no validation, no further level
+    checkpoint = load_checkpoint(tmp_path)
+    assert (checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["global_step"]) == (0, 4, 4)
+    monkeypatch.setattr(training, "evaluate", real)
+    resumed = Trainer(None, tmp_path, resume=True, progress=False)
+    resumed.fit()
+    for name, tensor in uninterrupted.items():
+        assert torch.equal(resumed.model.state_dict()[name], tensor), name
+    assert [row["epoch"] for row in resumed.history] == [1, 2] and "level_09/psnr" in resumed.history[0]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--train.batch_size", "0"], "--train.batch_size must be >= 1, got 0"),
+        (["--eval.batch_size", "0"], "--eval.batch_size must be >= 1, got 0"),
+        (["--crop", "-8"], "--data.crop must be >= 1, got -8"),
+        (["--diffusion.steps", "0"], "--diffusion.steps must be >= 1, got 0"),
+    ],
+)
+def test_train_command_reports_a_bad_value_in_one_line(argv, message, capsys):
+    from experiments.train import main
+
+    assert main(["--preset", "demo", *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_command_names_a_corrupt_config_json_on_resume(finished_run, tmp_path, capsys):
+    import shutil
+
+    from experiments.train import main
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run[0], run_dir)
+    (run_dir / "config.json").write_text('{"train": {"epochs": ')
+    assert main(["--resume", str(run_dir)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert str(run_dir / "config.json") in err and "start a new run" in err and len(err.splitlines()) == 1
+    with pytest.raises(ValueError, match="config.json"):
+        main(["--resume", str(run_dir), "--debug"])
