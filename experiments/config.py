@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ddpm.diffusion import Variance
+from ddpm.samplers import SamplerName, make_sampler
 from unet import UNetConfig
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
@@ -82,9 +84,9 @@ class EvalConfig:
 
     levels: tuple[str, ...] = ("level_09",)
     # "simple": Eq. 11 (the tutorial's); "x0": Appendix B; "ddim": Song et al. (2021) on a subset of steps.
-    sampler: Literal["simple", "x0", "ddim"] = "simple"
+    sampler: SamplerName = "simple"
     # None: each sampler's own (beta for Eq. 11, beta_tilde for Appendix B).
-    variance: Literal["beta", "beta_tilde"] | None = None
+    variance: Variance | None = None
     # DDIM only: number of network evaluations (None: 50) and eta (0: deterministic).
     sampling_steps: int | None = None
     eta: float = 0.0
@@ -189,11 +191,13 @@ def preset(name: str) -> RunConfig:
 def check_consistency(config: RunConfig) -> None:
     """Refuse combinations of fields that would only fail later, mid-run, naming the flags to change."""
     steps, evaluation = config.diffusion.steps, config.eval
-    if evaluation.sampler == "ddim" and evaluation.sampling_steps is not None and not 1 <= evaluation.sampling_steps <= steps:
+    try:
+        make_sampler(evaluation.sampler, variance=evaluation.variance, num_steps=evaluation.sampling_steps,
+                     eta=evaluation.eta).chain(steps)
+    except ValueError as error:
         raise ValueError(
-            f"eval.sampling_steps {evaluation.sampling_steps} must lie within 1..{steps} (diffusion.steps); "
-            "change --sampling-steps"
-        )
+            f"eval sampler settings: {error} (diffusion.steps is {steps}); change --sampling-steps, --eta or --variance"
+        ) from None
     if evaluation.samples < 1:
         raise ValueError(f"eval.samples must be at least 1, got {evaluation.samples}; change --samples")
     if config.train.epochs < 1 or evaluation.every < 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ddpm import Diffusion
+from ddpm import Diffusion, SimpleSampler
 
 
 # ---- README example starts ----
@@ -39,7 +39,7 @@ def train_and_sample(low_res, high_res, diffusion: Diffusion, steps: int, seed: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    images = diffusion.reverse_diffusion(model, condition=low_res, generator=generator, progress=False)
+    images = SimpleSampler()(diffusion, model, condition=low_res, generator=generator, progress=False)
     return model, images
 # ---- README example ends ----
 
