@@ -1,5 +1,7 @@
 """Sampling for evaluation: sampler choice and the average of several samples."""
 
+from typing import get_args, get_type_hints
+
 import pytest
 import torch
 from torch import nn
@@ -74,3 +76,8 @@ def test_each_mean_averages_the_samples_of_its_own_image(sampler):
     mean, std = sample(ConditionOracle(diffusion), diffusion, condition, config, torch.Generator().manual_seed(3))
     torch.testing.assert_close(mean, condition.float(), rtol=0, atol=1e-5)
     assert std.max() < 1e-5
+
+
+def test_the_config_offers_the_registered_samplers():
+    # One vocabulary: the config's choices are ddpm's registry, in its order.
+    assert get_args(get_type_hints(EvalConfig)["sampler"]) == tuple(SAMPLERS) == ("simple", "x0", "ddim")

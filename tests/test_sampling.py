@@ -148,3 +148,25 @@ def test_defaults_are_the_papers_variances():
     assert two_step_spread(SimpleSampler()) == pytest.approx((BETA_1 / 0.9) ** 0.5, rel=0.02)
     assert two_step_spread(X0Sampler()) == pytest.approx((BETA_TILDE_1 / 0.9) ** 0.5, rel=0.02)
     assert two_step_spread(DDIMSampler()) == 0.0
+
+
+@pytest.mark.parametrize("name", ["simple", "x0", "ddim"])
+def test_every_sampler_starts_from_a_given_x_T(diffusion, name):
+    model, condition = Recorder(in_channels=2), torch.rand(2, 1, 4, 4)
+    x_T = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    SAMPLERS[name]()(diffusion, model, condition, x_T=x_T, generator=torch.Generator().manual_seed(2), progress=False)
+    assert torch.equal(model.inputs[0][:, 1:], x_T)
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: DDIMSampler(eta=1.5), r"eta must be within \[0, 1\]"),
+        (lambda: DDIMSampler(spacing="cubic"), "unknown DDIM spacing"),
+        (lambda: DDIMSampler(num_steps=4, timesteps=[3, 0]), "either num_steps or timesteps"),
+        (lambda: DDIMSampler(timesteps=[3, 3, 0]), "distinct"),
+    ],
+)
+def test_options_are_checked_when_the_sampler_is_built(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
