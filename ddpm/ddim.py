@@ -25,7 +25,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from .diffusion import Diffusion
+from .diffusion import Diffusion, check_choice
 
 Spacing = Literal["uniform", "quadratic"]
 SPACINGS: tuple[str, ...] = ("uniform", "quadratic")
@@ -48,8 +48,7 @@ def ddim_timesteps(steps_total: int, num_steps: int, spacing: Spacing = "uniform
     Returns:
         ``num_steps`` distinct ints, from ``T - 1`` down to ``0`` (just ``[T - 1]`` for one step).
     """
-    if spacing not in SPACINGS:
-        raise ValueError(f"unknown DDIM spacing {spacing!r}; choose one of {SPACINGS}")
+    check_choice("DDIM spacing", spacing, SPACINGS)
     if not 1 <= num_steps <= steps_total:
         raise ValueError(
             f"the number of DDIM steps must be within 1..{steps_total} (the trained steps T), got {num_steps}"

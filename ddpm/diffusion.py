@@ -28,7 +28,8 @@ VARIANCES: tuple[str, ...] = ("beta", "beta_tilde")
 LOSSES: tuple[str, ...] = ("mse", "l1")
 
 
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """Refuse ``value`` unless it is one of ``choices``, naming both (one message for every option list)."""
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
 
@@ -189,7 +190,7 @@ class Diffusion:
     def reverse_sigma(self, t: Timestep, like: torch.Tensor, variance: Variance) -> torch.Tensor:
         """Standard deviation sigma_t of a reverse step: ``sqrt(beta_t)`` (Eq. 11, the tutorial) or
         ``sqrt(beta_tilde_t)`` (Appendix B); 0 at ``t = 0``, the last step, which adds no noise."""
-        _check_choice("variance", variance, VARIANCES)
+        check_choice("variance", variance, VARIANCES)
         return self._at(self._reverse_sigma[variance], t, like)
 
     # -------------------------------------------------------------------- loss
@@ -216,7 +217,7 @@ class Diffusion:
         Returns:
             the scalar loss, averaged over pixels and images, in float32.
         """
-        _check_choice("loss", loss, LOSSES)
+        check_choice("loss", loss, LOSSES)
         if t is None:
             t = torch.randint(0, self.steps, (x0.shape[0],), device=x0.device, generator=generator)
         x_t, noise = self.forward_diffusion(x0, t, noise=noise, generator=generator)

@@ -21,8 +21,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .ddim import DEFAULT_DDIM_STEPS, SPACINGS, Spacing, check_eta, check_timesteps, ddim_coefficients, ddim_step, ddim_timesteps
-from .diffusion import VARIANCES, Diffusion, Timestep, Variance
+from .ddim import (
+    DEFAULT_DDIM_STEPS,
+    SPACINGS,
+    Spacing,
+    check_eta,
+    check_timesteps,
+    ddim_coefficients,
+    ddim_step,
+    ddim_timesteps,
+)
+from .diffusion import VARIANCES, Diffusion, Timestep, Variance, check_choice
 
 # One reverse step: (x_t, t, t_prev, predicted noise, z) -> x_{t_prev}; z is None on the final step.
 StepFn = Callable[[torch.Tensor, int, int, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -138,13 +147,10 @@ class Sampler:
             x = initial_noise(diffusion, shape, condition, generator)
         else:
             x = x_T.to(diffusion.device, diffusion.dtype)
-        images, saved = run_chain(diffusion, model, x, chain, step, condition, generator, save_steps, progress, model_kwargs)
+        images, saved = run_chain(
+            diffusion, model, x, chain, step, condition, generator, save_steps, progress, model_kwargs
+        )
         return images if save_steps is None else (images, saved)
-
-
-def _check_variance(variance: str) -> None:
-    if variance not in VARIANCES:
-        raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
 
 
 class _AncestralSampler(Sampler):
@@ -153,7 +159,7 @@ class _AncestralSampler(Sampler):
     variance: Variance
 
     def __post_init__(self) -> None:
-        _check_variance(self.variance)
+        check_choice("variance", self.variance, VARIANCES)
 
     def chain(self, steps_total: int) -> list[int]:
         return list(range(steps_total - 1, -1, -1))
@@ -237,13 +243,14 @@ class DDIMSampler(Sampler):
 
     def __post_init__(self) -> None:
         check_eta(self.eta)
-        if self.spacing not in SPACINGS:
-            raise ValueError(f"unknown DDIM spacing {self.spacing!r}; choose one of {SPACINGS}")
+        check_choice("DDIM spacing", self.spacing, SPACINGS)
         if self.num_steps is not None and self.timesteps is not None:
             raise ValueError("give either num_steps or timesteps for DDIM sampling, not both")
         if self.timesteps is not None:
-            # Frozen: store the user's steps as a tuple, validated against the largest trained step they imply.
-            object.__setattr__(self, "timesteps", tuple(check_timesteps(self.timesteps, max(self.timesteps, default=0) + 1)))
+            # Checked here as far as possible without T (distinct ints >= 0), against T in chain();
+            # stored as a tuple, in sampling order, so the frozen sampler holds no mutable list.
+            steps = check_timesteps(self.timesteps, max(self.timesteps, default=0) + 1)
+            object.__setattr__(self, "timesteps", tuple(steps))
 
     def chain(self, steps_total: int) -> list[int]:
         if self.timesteps is not None:
@@ -263,8 +270,7 @@ SAMPLERS: dict[str, type[Sampler]] = dict(zip(get_args(SamplerName), (SimpleSamp
 
 def sampler_options(name: str) -> tuple[str, ...]:
     """The option names (dataclass fields) of the sampler registered as ``name``."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {tuple(SAMPLERS)}")
+    check_choice("sampler", name, tuple(SAMPLERS))
     return tuple(field.name for field in fields(SAMPLERS[name]))
 
 

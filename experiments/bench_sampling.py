@@ -99,7 +99,8 @@ def time_chain(
     prefix = chain[:run]
     x_T = initial_noise(diffusion, None, condition, generator)
     with torch.inference_mode():
-        run_chain(diffusion, model, x_T, prefix, sampler.stepper(diffusion, prefix), condition, generator, progress=False)
+        step = sampler.stepper(diffusion, prefix)
+        run_chain(diffusion, model, x_T, prefix, step, condition, generator, progress=False)
     synchronize(diffusion.device)
     per_batch = (time.perf_counter() - start) * steps / run
     batch = condition.shape[0]

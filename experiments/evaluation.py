@@ -67,7 +67,9 @@ def sampling_config(
     try:
         chain = build_sampler(config).chain(diffusion_steps)
     except ValueError as error:
-        raise UsageError(f"{error}; change {' or '.join(flags)} (the model has {diffusion_steps} trained steps)") from None
+        raise UsageError(
+            f"{error}; change {' or '.join(flags)} (the model has {diffusion_steps} trained steps)"
+        ) from None
     return replace(
         config,
         variance=config.variance if "variance" in taken else None,

@@ -231,7 +231,9 @@ def test_eta_zero_depends_only_on_the_start():
     diffusion = Diffusion(steps=40, beta_start=1e-4, beta_end=0.05, time_encoding_dim=8)
     model, condition = Recorder(in_channels=2), torch.rand(2, 1, 6, 6) * 2 - 1
     x_T = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(1))
-    run = lambda seed, eta: DDIMSampler(num_steps=8, eta=eta)(diffusion, model, condition, x_T=x_T, generator=torch.Generator().manual_seed(seed), progress=False)
+    run = lambda seed, eta: DDIMSampler(num_steps=8, eta=eta)(
+        diffusion, model, condition, x_T=x_T, generator=torch.Generator().manual_seed(seed), progress=False
+    )
     assert torch.equal(run(7, 0.0), run(8, 0.0))
     torch.manual_seed(123)  # the global state does not matter either
     assert torch.equal(run(7, 0.0), DDIMSampler(num_steps=8)(diffusion, model, condition, x_T=x_T, progress=False))
@@ -302,14 +304,17 @@ def test_default_is_50_steps():
 @pytest.mark.parametrize("eta", [0.2, 1.0])
 def test_sampling_with_noise_is_reproducible_under_a_seed(diffusion, eta):
     model, condition = Recorder(in_channels=2), torch.rand(2, 1, 8, 8)
-    run = lambda seed: DDIMSampler(num_steps=6, eta=eta)(diffusion, model, condition, generator=torch.Generator().manual_seed(seed), progress=False)
+    run = lambda seed: DDIMSampler(num_steps=6, eta=eta)(
+        diffusion, model, condition, generator=torch.Generator().manual_seed(seed), progress=False
+    )
     assert torch.equal(run(7), run(7))
     assert not torch.allclose(run(7), run(8))
 
 
 def test_saved_steps_come_in_sampling_order(diffusion):
     model, condition = Recorder(in_channels=2), torch.rand(2, 1, 8, 8)
-    images, saved = DDIMSampler(timesteps=[19, 12, 6, 0])(diffusion, model, condition, save_steps=[0, 12], progress=False)
+    chain = DDIMSampler(timesteps=[19, 12, 6, 0])
+    images, saved = chain(diffusion, model, condition, save_steps=[0, 12], progress=False)
     assert saved.shape == (2, 2, 1, 8, 8)
     assert torch.equal(saved[0], model.inputs[2][:, 1:])  # after step 12 comes the model's input at 6
     assert torch.equal(saved[1], images)

@@ -72,7 +72,8 @@ def test_each_mean_averages_the_samples_of_its_own_image(sampler):
     # so each sample of image i is condition i, and so are their mean and a spread of 0.
     diffusion = Diffusion(steps=20, beta_start=1e-3, beta_end=0.2, time_encoding_dim=8, dtype=torch.float64)
     condition = torch.linspace(-0.9, 0.9, 3 * 16, dtype=torch.float64).view(3, 1, 4, 4)
-    config = EvalConfig(sampler=sampler, sampling_steps=5 if sampler == "ddim" else None, eta=1.0 if sampler == "ddim" else 0.0, samples=4)
+    ddim = sampler == "ddim"
+    config = EvalConfig(sampler=sampler, sampling_steps=5 if ddim else None, eta=1.0 if ddim else 0.0, samples=4)
     mean, std = sample(ConditionOracle(diffusion), diffusion, condition, config, torch.Generator().manual_seed(3))
     torch.testing.assert_close(mean, condition.float(), rtol=0, atol=1e-5)
     assert std.max() < 1e-5

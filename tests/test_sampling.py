@@ -60,7 +60,9 @@ def test_unconditional_sampling_needs_only_a_shape(diffusion):
 @pytest.mark.parametrize("sampler", ["simple", "x0"])
 def test_sampling_is_reproducible_under_a_seed(diffusion, sampler):
     model, condition = Recorder(in_channels=2), torch.rand(2, 1, 8, 8)
-    run = lambda seed: SAMPLERS[sampler]()(diffusion, model, condition, generator=torch.Generator().manual_seed(seed), progress=False)
+    run = lambda seed: SAMPLERS[sampler]()(
+        diffusion, model, condition, generator=torch.Generator().manual_seed(seed), progress=False
+    )
     assert torch.equal(run(7), run(7))
     assert not torch.allclose(run(7), run(8))
 
@@ -106,7 +108,9 @@ def test_model_kwargs_reach_the_model(diffusion):
         def forward(self, x, t_encoding, y):
             return torch.zeros_like(x[:, 1:]) + y.view(-1, 1, 1, 1)
 
-    images = SimpleSampler()(diffusion, Labelled(), torch.zeros(2, 1, 4, 4), model_kwargs={"y": torch.tensor([0.0, 1.0])}, progress=False)
+    images = SimpleSampler()(
+        diffusion, Labelled(), torch.zeros(2, 1, 4, 4), model_kwargs={"y": torch.tensor([0.0, 1.0])}, progress=False
+    )
     assert images.shape == (2, 1, 4, 4)
 
 
@@ -134,7 +138,11 @@ BETA_1, BETA_TILDE_1 = 0.2, 0.1 / 0.28 * 0.2
 
 @pytest.mark.parametrize(
     "sampler, variance",
-    [(SimpleSampler(), BETA_1), (X0Sampler(clamp=False), BETA_TILDE_1), (DDIMSampler(num_steps=2, eta=1.0), BETA_TILDE_1)],
+    [
+        (SimpleSampler(), BETA_1),
+        (X0Sampler(clamp=False), BETA_TILDE_1),
+        (DDIMSampler(num_steps=2, eta=1.0), BETA_TILDE_1),
+    ],
 )
 def test_the_step_that_lands_on_t0_adds_the_default_noise(sampler, variance):
     # 10,000 pixels: the sample standard deviation is within 2 % of the true one (5 sigma).
