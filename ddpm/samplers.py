@@ -14,6 +14,7 @@ the project's one vocabulary (``"simple"``, ``"x0"``, ``"ddim"``) to its class.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Literal, Sequence, get_args
 
@@ -96,7 +97,7 @@ def initial_noise(
     return torch.randn(tuple(shape), generator=generator, device=diffusion.device, dtype=diffusion.dtype)
 
 
-class Sampler:
+class Sampler(ABC):
     """What every sampler shares: the call, which starts from x_T and runs :func:`run_chain`.
 
     A subclass names itself (``name``), chooses its steps (:meth:`chain`) and makes its step
@@ -105,13 +106,13 @@ class Sampler:
 
     name: ClassVar[str]
 
+    @abstractmethod
     def chain(self, steps_total: int) -> list[int]:
         """The steps the chain visits, descending, for a model trained on ``steps_total`` steps."""
-        raise NotImplementedError
 
+    @abstractmethod
     def stepper(self, diffusion: Diffusion, timesteps: Sequence[int]) -> StepFn:
         """The step function of a chain along ``timesteps`` (as returned by :meth:`chain`)."""
-        raise NotImplementedError
 
     @torch.inference_mode()
     def __call__(
@@ -164,8 +165,9 @@ class _AncestralSampler(Sampler):
     def chain(self, steps_total: int) -> list[int]:
         return list(range(steps_total - 1, -1, -1))
 
+    @abstractmethod
     def mean(self, diffusion: Diffusion, x_t: torch.Tensor, t: Timestep, predicted_noise: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The mean of the step from ``t`` [B, C, H, W]."""
 
     def step(
         self,
