@@ -1,8 +1,9 @@
 """Diffusion core: the DDPM mathematics of Bachimanchi & Volpe (2024), independent of any network."""
 
-from .ddim import SPACINGS, DDIMCoefficients, check_timesteps, ddim_coefficients, ddim_sample, ddim_step, ddim_timesteps
-from .diffusion import LOSSES, SAMPLERS, VARIANCES, Diffusion
+from .ddim import SPACINGS, DDIMCoefficients, check_timesteps, ddim_coefficients, ddim_step, ddim_timesteps
+from .diffusion import LOSSES, VARIANCES, Diffusion
 from .encoding import positional_encoding
+from .samplers import SAMPLERS, DDIMSampler, Sampler, SimpleSampler, X0Sampler, make_sampler, run_chain, sampler_options
 from .schedule import SCHEDULES, ScheduleTables, cosine_betas, linear_betas, make_betas
 
 __all__ = [
@@ -14,6 +15,13 @@ __all__ = [
     "make_betas",
     "SCHEDULES",
     "SAMPLERS",
+    "Sampler",
+    "SimpleSampler",
+    "X0Sampler",
+    "DDIMSampler",
+    "make_sampler",
+    "sampler_options",
+    "run_chain",
     "VARIANCES",
     "LOSSES",
     "ddim_timesteps",
@@ -21,6 +29,5 @@ __all__ = [
     "ddim_coefficients",
     "DDIMCoefficients",
     "ddim_step",
-    "ddim_sample",
     "SPACINGS",
 ]

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
-from torch import nn
 
-if TYPE_CHECKING:  # only for annotations: diffusion.py imports this module
-    from .diffusion import Diffusion
+from .diffusion import Diffusion, check_choice
 
 Spacing = Literal["uniform", "quadratic"]
 SPACINGS: tuple[str, ...] = ("uniform", "quadratic")
@@ -50,8 +48,7 @@ def ddim_timesteps(steps_total: int, num_steps: int, spacing: Spacing = "uniform
     Returns:
         ``num_steps`` distinct ints, from ``T - 1`` down to ``0`` (just ``[T - 1]`` for one step).
     """
-    if spacing not in SPACINGS:
-        raise ValueError(f"unknown DDIM spacing {spacing!r}; choose one of {SPACINGS}")
+    check_choice("DDIM spacing", spacing, SPACINGS)
     if not 1 <= num_steps <= steps_total:
         raise ValueError(
             f"the number of DDIM steps must be within 1..{steps_total} (the trained steps T), got {num_steps}"
@@ -88,6 +85,12 @@ def check_timesteps(timesteps: Sequence[int], steps_total: int) -> list[int]:
 
 
 # ------------------------------------------------------------------ one step
+def check_eta(eta: float) -> None:
+    """DDIM's eta scales the noise of each step between none (0) and the DDPM posterior's (1)."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"DDIM eta must be within [0, 1] (0: deterministic, 1: DDPM-like), got {eta}")
+
+
 @dataclass(frozen=True)
 class DDIMCoefficients:
     """The numbers of one DDIM step ``t -> t_prev`` (Song et al., Eq. 12 and 16), from float64."""
@@ -112,8 +115,7 @@ def ddim_coefficients(diffusion: Diffusion, timesteps: Sequence[int], eta: float
     Returns:
         ``{t: DDIMCoefficients}`` for each ``t`` in ``timesteps``.
     """
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"DDIM eta must be within [0, 1] (0: deterministic, 1: DDPM-like), got {eta}")
+    check_eta(eta)
     steps = list(timesteps)
     if steps != check_timesteps(steps, diffusion.steps):
         raise ValueError(f"DDIM timesteps must be in descending (sampling) order, got {steps}")
@@ -125,10 +127,13 @@ def ddim_coefficients(diffusion: Diffusion, timesteps: Sequence[int], eta: float
     one_minus_now = -torch.expm1(log_now)
     one_minus_prev = -torch.expm1(log_prev)
     one_minus_ratio = -torch.expm1(log_now - log_prev)
-    variance = eta**2 * one_minus_prev / one_minus_now * one_minus_ratio
+    eta_one_variance = one_minus_prev / one_minus_now * one_minus_ratio
+    variance = eta**2 * eta_one_variance
     # eta <= 1 keeps the variance below 1 - alpha_bar_prev; the floor only absorbs round-off.
     noise_coef = (one_minus_prev - variance).clamp(min=0.0).sqrt()
-    rows = zip(steps, log_prev.mul(0.5).exp().tolist(), noise_coef.tolist(), variance.sqrt().tolist())
+    # eta scales sigma itself: eta**2 underflows to 0 for eta below about 1e-162, eta * sqrt(..) does not.
+    sigma = eta * eta_one_variance.sqrt()
+    rows = zip(steps, log_prev.mul(0.5).exp().tolist(), noise_coef.tolist(), sigma.tolist())
     return {t: DDIMCoefficients(x0_coef, noise, sigma) for t, x0_coef, noise, sigma in rows}
 
 
@@ -166,59 +171,3 @@ def ddim_step(
     if z is None or coefficients.sigma == 0.0:
         return x_prev
     return x_prev + coefficients.sigma * z
-
-
-# ------------------------------------------------------------------ sampling
-@torch.inference_mode()
-def ddim_sample(
-    diffusion: Diffusion,
-    model: nn.Module,
-    condition: torch.Tensor | None = None,
-    shape: Sequence[int] | None = None,
-    num_steps: int | None = None,
-    eta: float = 0.0,
-    timesteps: Sequence[int] | None = None,
-    spacing: Spacing = "uniform",
-    clamp: bool = True,
-    generator: torch.Generator | None = None,
-    x_T: torch.Tensor | None = None,
-    save_steps: Sequence[int] | None = None,
-    progress: bool = True,
-    model_kwargs: dict | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Sample with DDIM on a subset of the trained steps (also ``Diffusion.ddim_sample``).
-
-    Runs :meth:`Diffusion.run_chain`, the loop every sampler shares, with :func:`ddim_step`.
-
-    Args:
-        model: noise predictor, called as ``model(x, t_encoding, **model_kwargs)``.
-        condition: low-resolution images [B, C_cond, H, W] in [-1, 1], or None (unconditional).
-        shape: shape of the samples [B, C, H, W]; defaults to one channel at the condition's size.
-        num_steps: how many steps (network evaluations), spread by ``spacing`` over ``0 .. T - 1``
-            (:func:`ddim_timesteps`); 50 when neither this nor ``timesteps`` is given.
-        eta: 0 for deterministic DDIM, up to 1 for DDPM-like noise.
-        timesteps: the steps to use instead, any distinct ints in ``0 .. T - 1`` (:func:`check_timesteps`).
-        clamp: clamp each reconstructed x0 to [-1, 1] (see :func:`ddim_step`).
-        generator: draws x_T (unless given) and the noise of each step when ``eta > 0``.
-        x_T: the images to start from [B, C, H, W]; drawn from N(0, I) when omitted.
-        save_steps: time steps whose result to keep as well.
-
-    Returns:
-        images [B, C, H, W]; with ``save_steps``, ``(images, saved [S, B, C, H, W])`` in sampling order.
-    """
-    if num_steps is not None and timesteps is not None:
-        raise ValueError("give either num_steps or timesteps for DDIM sampling, not both")
-    if timesteps is None:
-        chain = ddim_timesteps(diffusion.steps, DEFAULT_DDIM_STEPS if num_steps is None else num_steps, spacing)
-    else:
-        chain = check_timesteps(timesteps, diffusion.steps)
-    coefficients = ddim_coefficients(diffusion, chain, eta)
-    x = diffusion.initial_noise(shape, condition, generator) if x_T is None else x_T.to(diffusion.device, diffusion.dtype)
-
-    def step(x_t, t, t_prev, predicted_noise, z):
-        return ddim_step(diffusion, x_t, t, predicted_noise, z, coefficients[t], clamp)
-
-    images, saved = diffusion.run_chain(
-        model, x, chain, step, condition, generator, save_steps, progress, model_kwargs
-    )
-    return images if save_steps is None else (images, saved)

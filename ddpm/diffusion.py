@@ -12,36 +12,30 @@ step for the whole batch, as in the sampling loop) or a long tensor [B] (one ste
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import ddim
 from .encoding import positional_encoding
 from .schedule import ScheduleKind, ScheduleTables, make_betas
 
 Timestep = int | torch.Tensor
-Sampler = Literal["simple", "x0"]
 Variance = Literal["beta", "beta_tilde"]
 LossKind = Literal["mse", "l1"]
-SAMPLERS: tuple[str, ...] = ("simple", "x0")
 VARIANCES: tuple[str, ...] = ("beta", "beta_tilde")
 LOSSES: tuple[str, ...] = ("mse", "l1")
 
-# One reverse step: (x_t, t, t_prev, predicted noise, z) -> x_{t_prev}; z is None on the final step.
-StepFn = Callable[[torch.Tensor, int, int, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """Refuse ``value`` unless it is one of ``choices``, naming both (one message for every option list)."""
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
 
 
 class Diffusion:
-    """Forward process, posterior, reverse samplers and training loss of a DDPM.
+    """Forward process, posterior, reverse-step variances and training loss of a DDPM (samplers: :mod:`ddpm.samplers`).
 
     Args:
         steps: number of diffusion steps T (the tutorial: 2,000).
@@ -193,153 +187,11 @@ class Diffusion:
         return (x_t - self._at(self.tables.eps_coef, t, x_t) * noise) / self._at(self.tables.sqrt_alpha, t, x_t)
 
     # ------------------------------------------------------------ reverse steps
-    def reverse_mean(
-        self,
-        x_t: torch.Tensor,
-        t: Timestep,
-        predicted_noise: torch.Tensor,
-        sampler: Sampler = "simple",
-        clamp: bool = True,
-    ) -> torch.Tensor:
-        """Mean of one reverse step.
-
-        ``"simple"``: Eq. 11's mean, the simplified posterior mean of Eq. 8 with the predicted noise.
-        ``"x0"``: Appendix B, reconstruct x0 with Eq. 27 (clamped to [-1, 1] when ``clamp``), then the
-        posterior mean of Eq. 26. Without the clamp both are the same number.
-        """
-        _check_choice("sampler", sampler, SAMPLERS)
-        if sampler == "simple":
-            return self.simplified_mean(x_t, t, predicted_noise)
-        x0 = self.predict_x0(x_t, t, predicted_noise)
-        if clamp:
-            x0 = x0.clamp(-1.0, 1.0)
-        return self.posterior_mean(x0, x_t, t)
-
     def reverse_sigma(self, t: Timestep, like: torch.Tensor, variance: Variance) -> torch.Tensor:
         """Standard deviation sigma_t of a reverse step: ``sqrt(beta_t)`` (Eq. 11, the tutorial) or
         ``sqrt(beta_tilde_t)`` (Appendix B); 0 at ``t = 0``, the last step, which adds no noise."""
-        _check_choice("variance", variance, VARIANCES)
+        check_choice("variance", variance, VARIANCES)
         return self._at(self._reverse_sigma[variance], t, like)
-
-    def reverse_step(
-        self,
-        x_t: torch.Tensor,
-        t: Timestep,
-        predicted_noise: torch.Tensor,
-        z: torch.Tensor | None,
-        sampler: Sampler = "simple",
-        variance: Variance = "beta",
-        clamp: bool = True,
-    ) -> torch.Tensor:
-        """One reverse step ``x_{t-1} = mu + sigma_t z`` (Eq. 11, or Appendix B with ``sampler="x0"``).
-
-        Args:
-            x_t: noisy images [B, C, H, W].
-            t: current step, int or long [B].
-            predicted_noise: the model's noise estimate [B, C, H, W].
-            z: standard Gaussian noise [B, C, H, W]; ``None`` takes the mean (as at ``t = 0``).
-        """
-        mean = self.reverse_mean(x_t, t, predicted_noise, sampler, clamp)
-        if z is None:
-            return mean
-        return mean + self.reverse_sigma(t, x_t, variance) * z
-
-    # ---------------------------------------------------------------- sampling
-    def run_chain(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        timesteps: Sequence[int],
-        step: StepFn,
-        condition: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-        save_steps: Sequence[int] | None = None,
-        progress: bool = True,
-        model_kwargs: dict | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run ``step`` along ``timesteps`` (descending) from ``x``; the loop every sampler shares.
-
-        The model sees ``cat([condition, x_t], dim=1)`` (the low-resolution image as extra input
-        channels, as in the tutorial) or ``x_t`` alone when ``condition`` is None. Nothing in the
-        loop synchronises with the device: time encodings are looked up, coefficients are indexed
-        by Python ints, and the noise is drawn into one reused buffer.
-
-        Returns:
-            ``(x_final, saved)``: the last images and, stacked [S, B, C, H, W], for each ``t`` in
-            ``save_steps`` met on the way the images right after that step, in the order they were
-            produced (S = 0 when none).
-        """
-        model_kwargs = model_kwargs or {}
-        if condition is not None:
-            condition = condition.to(self.device, self.dtype)
-        wanted = set(save_steps or ())
-        batch = x.shape[0]
-        z = torch.empty_like(x)
-        saved = []
-        schedule = list(timesteps)
-        for i, t in enumerate(tqdm(schedule, desc="reverse diffusion", disable=not progress, leave=False)):
-            t_prev = schedule[i + 1] if i + 1 < len(schedule) else -1
-            model_input = x if condition is None else torch.cat([condition, x], dim=1)
-            predicted_noise = model(model_input, self.time_encodings[t].expand(batch, -1), **model_kwargs)
-            noise = z.normal_(generator=generator) if t_prev >= 0 else None
-            x = step(x, t, t_prev, predicted_noise.to(x.dtype), noise)
-            if t in wanted:
-                saved.append(x)
-        return x, torch.stack(saved) if saved else x.new_empty(0, *x.shape)
-
-    def initial_noise(
-        self,
-        shape: Sequence[int] | None,
-        condition: torch.Tensor | None,
-        generator: torch.Generator | None,
-    ) -> torch.Tensor:
-        """x_T ~ N(0, I) of ``shape``; by default one channel at the condition's batch and size."""
-        if shape is None:
-            if condition is None:
-                raise ValueError("give the sample shape [B, C, H, W] for unconditional sampling")
-            shape = (condition.shape[0], 1, *condition.shape[2:])
-        return torch.randn(tuple(shape), generator=generator, device=self.device, dtype=self.dtype)
-
-    @torch.inference_mode()
-    def reverse_diffusion(
-        self,
-        model: nn.Module,
-        condition: torch.Tensor | None = None,
-        shape: Sequence[int] | None = None,
-        sampler: Sampler = "simple",
-        variance: Variance | None = None,
-        clamp: bool = True,
-        generator: torch.Generator | None = None,
-        save_steps: Sequence[int] | None = None,
-        progress: bool = True,
-        model_kwargs: dict | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Sample with all T ancestral steps, Eq. 11 (``sampler="simple"``) or Appendix B (``"x0"``).
-
-        Args:
-            model: noise predictor, called as ``model(x, t_encoding, **model_kwargs)``.
-            condition: low-resolution images [B, C_cond, H, W] in [-1, 1], or None (unconditional).
-            shape: shape of the samples [B, C, H, W]; defaults to one channel at the condition's size.
-            variance: ``"beta"`` or ``"beta_tilde"``; by default each sampler's own (beta for Eq. 11
-                as in the tutorial, beta_tilde for Appendix B).
-            clamp: clamp the reconstructed x0 to [-1, 1] (Appendix B only).
-            save_steps: time steps whose result to keep as well.
-
-        Returns:
-            images [B, C, H, W]; with ``save_steps``, ``(images, saved [S, B, C, H, W])`` in sampling order.
-        """
-        _check_choice("sampler", sampler, SAMPLERS)
-        variance = variance or ("beta" if sampler == "simple" else "beta_tilde")
-        _check_choice("variance", variance, VARIANCES)
-        x = self.initial_noise(shape, condition, generator)
-
-        def step(x_t, t, t_prev, predicted_noise, z):
-            return self.reverse_step(x_t, t, predicted_noise, z, sampler, variance, clamp)
-
-        images, saved = self.run_chain(
-            model, x, range(self.steps - 1, -1, -1), step, condition, generator, save_steps, progress, model_kwargs
-        )
-        return images if save_steps is None else (images, saved)
 
     # -------------------------------------------------------------------- loss
     def training_loss(
@@ -365,7 +217,7 @@ class Diffusion:
         Returns:
             the scalar loss, averaged over pixels and images, in float32.
         """
-        _check_choice("loss", loss, LOSSES)
+        check_choice("loss", loss, LOSSES)
         if t is None:
             t = torch.randint(0, self.steps, (x0.shape[0],), device=x0.device, generator=generator)
         x_t, noise = self.forward_diffusion(x0, t, noise=noise, generator=generator)
@@ -373,7 +225,3 @@ class Diffusion:
         predicted = model(model_input, self.encode_time(t), **(model_kwargs or {}))
         criterion = F.mse_loss if loss == "mse" else F.l1_loss
         return criterion(predicted.float(), noise.float())
-
-    # -------------------------------------------------------------------- DDIM
-    # Song et al. (2021): sampling on a subset of the trained steps, written in ddpm/ddim.py.
-    ddim_sample = ddim.ddim_sample

@@ -35,12 +35,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ddpm import Diffusion
-from ddpm.ddim import ddim_timesteps
+from ddpm import DDIMSampler, Diffusion, Sampler, SimpleSampler, run_chain
+from ddpm.samplers import initial_noise
 from experiments.bench_unet import images_per_s, synchronize
 from experiments.config import TUTORIAL_MSE, EvalConfig, RunConfig
 from experiments.data import PairedImageDataset
-from experiments.evaluation import bicubic_baseline, evaluate
+from experiments.evaluation import bicubic_baseline, build_sampler, evaluate
 from experiments.inference import load_for_inference
 from experiments.runtime import pick_device, seed_everything
 from experiments.training import build_diffusion, build_model
@@ -76,49 +76,35 @@ def ddim_step_counts(steps_total: int, wanted: tuple[int, ...] = DDIM_STEPS) -> 
     return sorted({min(n, steps_total) for n in wanted})
 
 
-def _ancestral_prefix(diffusion: Diffusion, model: nn.Module, condition: torch.Tensor, steps: int,
-                      generator: torch.Generator) -> torch.Tensor:
-    """The first ``steps`` steps of the Eq. 11 chain from T - 1 (what ``reverse_diffusion`` runs, cut short)."""
-    x = diffusion.initial_noise(None, condition, generator)
-
-    def step(x_t, t, t_prev, predicted_noise, z):
-        return diffusion.reverse_step(x_t, t, predicted_noise, z, "simple", "beta")
-
-    chain = range(diffusion.steps - 1, diffusion.steps - 1 - steps, -1)
-    with torch.inference_mode():
-        return diffusion.run_chain(model, x, chain, step, condition, generator, progress=False)[0]
-
-
 def time_chain(
     diffusion: Diffusion,
     model: nn.Module,
     condition: torch.Tensor,
-    sampler: Literal["ancestral", "ddim"],
-    steps: int,
+    sampler: Sampler,
     timed_steps: int,
     seed: int = 0,
 ) -> ChainTiming:
-    """Time one chain of ``steps`` network evaluations on ``condition`` [B, 1, H, W].
+    """Time one chain of ``sampler`` (one network evaluation per step) on ``condition`` [B, 1, H, W].
 
     With ``0 < timed_steps < steps`` only the chain's first ``timed_steps`` steps run and the time is
     scaled by ``steps / timed_steps``: every step is one network evaluation plus a few elementwise
     operations, so the cost is linear in the number of steps.
     """
+    chain = sampler.chain(diffusion.steps)
+    steps = len(chain)
     run = steps if timed_steps <= 0 else min(steps, timed_steps)
     generator = torch.Generator(diffusion.device).manual_seed(seed)
     synchronize(diffusion.device)
     start = time.perf_counter()
-    if sampler == "ancestral":
-        _ancestral_prefix(diffusion, model, condition, run, generator)
-    elif sampler == "ddim":
-        chain = ddim_timesteps(diffusion.steps, steps)[:run]
-        diffusion.ddim_sample(model, condition, timesteps=chain, eta=0.0, generator=generator, progress=False)
-    else:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of ('ancestral', 'ddim')")
+    prefix = chain[:run]
+    x_T = initial_noise(diffusion, None, condition, generator)
+    with torch.inference_mode():
+        step = sampler.stepper(diffusion, prefix)
+        run_chain(diffusion, model, x_T, prefix, step, condition, generator, progress=False)
     synchronize(diffusion.device)
     per_batch = (time.perf_counter() - start) * steps / run
     batch = condition.shape[0]
-    return ChainTiming(sampler, steps, run, run < steps, per_batch, per_batch / batch)
+    return ChainTiming(sampler.name, steps, run, run < steps, per_batch, per_batch / batch)
 
 
 def training_images_per_s(
@@ -163,11 +149,11 @@ def measure_speed(
     generator = torch.Generator(diffusion.device).manual_seed(0)
     condition = torch.rand((batch_size, 1, *image_shape), generator=generator, device=diffusion.device) * 2 - 1
     # One short untimed chain first: allocations, kernel selection, lazy initialisation.
-    time_chain(diffusion, model, condition, "ddim", 2, 0)
+    time_chain(diffusion, model, condition, DDIMSampler(num_steps=2), 0)
     rows = []
-    plan = [("ancestral", diffusion.steps)] + [("ddim", n) for n in ddim_step_counts(diffusion.steps)]
-    for sampler, steps in plan:
-        rows.append(time_chain(diffusion, model, condition, sampler, steps, timed_steps))
+    plan = [SimpleSampler()] + [DDIMSampler(num_steps=n) for n in ddim_step_counts(diffusion.steps)]
+    for sampler in plan:
+        rows.append(time_chain(diffusion, model, condition, sampler, timed_steps))
         print(f"  {format_timing(rows[-1])}", flush=True)
     train_batch = config.train.batch_size
     train = training_images_per_s(model, diffusion, train_batch, train_image_shape, config.train.loss, train_steps)
@@ -204,9 +190,10 @@ def speed_table(speed: dict) -> str:
 
 # ------------------------------------------------------------------ quality
 def quality_configs(base: EvalConfig, steps_total: int, batch_size: int, eta: float = 0.0) -> dict[str, EvalConfig]:
-    """Row name -> sampler settings: ancestral on all T steps, then DDIM (``eta``) at each step count."""
+    """Row name (sampler name and steps) -> sampler settings: Eq. 11 ("simple") on all T steps, then DDIM
+    (``eta``) at each step count."""
     common = replace(base, samples=1, batch_size=batch_size, eta=eta)
-    rows = {f"ancestral {steps_total}": replace(common, sampler="simple", variance=None, sampling_steps=None)}
+    rows = {f"simple {steps_total}": replace(common, sampler="simple", variance=None, sampling_steps=None)}
     for steps in ddim_step_counts(steps_total):
         rows[f"ddim {steps}"] = replace(common, sampler="ddim", sampling_steps=steps)
     return rows
@@ -229,22 +216,23 @@ def measure_quality(
         start = time.perf_counter()
         result = evaluate(model, diffusion, dataset, sampling, max_images=images, seed=seed,
                           progress=False, description=name)
-        steps = diffusion.steps if sampling.sampler != "ddim" else sampling.sampling_steps
+        steps = len(build_sampler(sampling).chain(diffusion.steps))
         rows[name] = {"steps": steps, "network_evaluations": steps * math.ceil(images / batch_size),
                       "seconds": time.perf_counter() - start, **result.metrics}
         print(f"  {name}: PSNR {rows[name]['psnr']:.3f} dB, SSIM {rows[name]['ssim']:.4f} "
               f"({rows[name]['seconds']:.0f} s)", flush=True)
     return {"images": images, "level": dataset.level, "seed": seed, "ddim_eta": eta, "rows": rows,
-            "comparison": compare_to_ancestral(rows, diffusion.steps)}
+            "comparison": compare_to_simple(rows, diffusion.steps)}
 
 
-def compare_to_ancestral(rows: dict[str, dict], steps_total: int) -> dict:
-    """The issue's check: PSNR of DDIM (at 50 steps, capped at T) minus full-length ancestral, in dB.
+def compare_to_simple(rows: dict[str, dict], steps_total: int) -> dict:
+    """The issue's check: PSNR of DDIM (at 50 steps, capped at T) minus the full-length Eq. 11 chain
+    (sampler "simple"), in dB.
 
     ``target_met`` holds when some DDIM row with at most 50 steps comes within 0.3 dB (tutorial
-    protocol, ``psnr``) of the ancestral chain.
+    protocol, ``psnr``) of the full-length chain.
     """
-    ancestral = rows[f"ancestral {steps_total}"]
+    ancestral = rows[f"simple {steps_total}"]
     ddim_50 = rows[f"ddim {min(TARGET_DDIM_STEPS, steps_total)}"]
     short = [row for name, row in rows.items() if name.startswith("ddim") and row["steps"] <= TARGET_DDIM_STEPS]
     return {

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ddpm.diffusion import Variance
+from ddpm.samplers import SamplerName, make_sampler
 from unet import NetworkConfig, UNetConfig, network_config_type, network_kind, network_kinds
 from unet.config import bounded, check_ranges
 
@@ -102,9 +104,9 @@ class EvalConfig:
 
     levels: tuple[str, ...] = ("level_09",)
     # "simple": Eq. 11 (the tutorial's); "x0": Appendix B; "ddim": Song et al. (2021) on a subset of steps.
-    sampler: Literal["simple", "x0", "ddim"] = "simple"
+    sampler: SamplerName = "simple"
     # None: each sampler's own (beta for Eq. 11, beta_tilde for Appendix B).
-    variance: Literal["beta", "beta_tilde"] | None = None
+    variance: Variance | None = None
     # DDIM only: number of network evaluations (None: 50) and eta (0: deterministic).
     sampling_steps: int | None = bounded(None, 1)
     eta: float = bounded(0.0, 0.0, 1.0)
@@ -245,11 +247,15 @@ def preset(name: str) -> RunConfig:
 def check_consistency(config: RunConfig) -> None:
     """Refuse combinations of fields that would only fail later, mid-run, naming the flags to change."""
     steps, evaluation = config.diffusion.steps, config.eval
-    if evaluation.sampler == "ddim" and evaluation.sampling_steps is not None and not 1 <= evaluation.sampling_steps <= steps:
+    try:
+        make_sampler(evaluation.sampler, variance=evaluation.variance, num_steps=evaluation.sampling_steps,
+                     eta=evaluation.eta).chain(steps)
+    except ValueError as error:
         raise ValueError(
-            f"--eval.sampling_steps {evaluation.sampling_steps} must lie within 1..{steps} (--diffusion.steps); "
-            "change one of them"
-        )
+            f"--eval.sampling_steps {evaluation.sampling_steps} with --eval.sampler {evaluation.sampler}: {error} "
+            f"(--diffusion.steps is {steps}); change --eval.sampling_steps, --eval.eta or --eval.variance, "
+            "or --diffusion.steps"
+        ) from None
 
 
 # ------------------------------------------------------------------- command line

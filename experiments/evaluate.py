@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ddpm import SAMPLERS, VARIANCES
 from experiments import figures
 from experiments.data import PairedImageDataset, list_test_levels
 from experiments.evaluation import UsageError, bicubic_baseline, evaluate, sampling_config
@@ -31,8 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--levels", help="comma-separated test levels (level_01,level_09), or 'all' (default: the run's)")
     parser.add_argument("--max-images", type=int, help="first N images of each level (default: the run's setting)")
     parser.add_argument("--all-images", action="store_true", help="every image of each level")
-    parser.add_argument("--sampler", choices=("simple", "x0", "ddim"))
-    parser.add_argument("--variance", choices=("beta", "beta_tilde"))
+    parser.add_argument("--sampler", choices=tuple(SAMPLERS))
+    parser.add_argument("--variance", choices=VARIANCES)
     parser.add_argument("--sampling-steps", type=int, help="DDIM network evaluations")
     parser.add_argument("--eta", type=float, help="DDIM eta (0: deterministic)")
     parser.add_argument("--samples", type=int, help="samples averaged per image")

@@ -10,8 +10,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from ddpm import Diffusion
-from ddpm.ddim import DEFAULT_DDIM_STEPS
+from ddpm import Diffusion, Sampler, make_sampler, sampler_options
 from experiments.config import EvalConfig
 from experiments.data import PairedImageDataset
 from experiments.metrics import MetricAccumulator
@@ -50,6 +49,16 @@ class UsageError(ValueError):
     """A command-line setting cannot be used; the message names the option and what to do."""
 
 
+# Each command-line sampler option and the sampler field it sets.
+_SAMPLER_FLAGS = {"variance": ("--variance", "variance"), "sampling_steps": ("--sampling-steps", "num_steps"),
+                  "eta": ("--eta", "eta")}
+
+
+def build_sampler(config: EvalConfig) -> Sampler:
+    """The sampler ``config.sampler`` names, with those of the config's sampler options it takes."""
+    return make_sampler(config.sampler, **{field: getattr(config, key) for key, (_, field) in _SAMPLER_FLAGS.items()})
+
+
 def sampling_config(
     base: EvalConfig,
     diffusion_steps: int,
@@ -59,8 +68,9 @@ def sampling_config(
     eta: float | None = None,
     samples: int | None = None,
 ) -> EvalConfig:
-    """The checkpoint's evaluation settings with the given options replaced, checked, and DDIM's step count
-    made explicit (50, or every trained step when the schedule has fewer), so it can be recorded."""
+    """The checkpoint's evaluation settings with the given options replaced, checked by building the
+    sampler, and the options the sampler does not take reset, so that what is recorded is what runs
+    (DDIM's step count made explicit: 50, or every trained step when the schedule has fewer)."""
     given = dict(sampler=sampler, variance=variance, sampling_steps=sampling_steps, eta=eta, samples=samples)
     given = {key: value for key, value in given.items() if value is not None}
     for name in given.keys() & {"sampling_steps", "eta", "samples"}:
@@ -70,21 +80,25 @@ def sampling_config(
         except ValueError as error:
             raise UsageError(str(error)) from error
     config = replace(base, **given)
-    if config.sampler != "ddim":
-        if sampling_steps is not None or eta is not None:
+    taken = sampler_options(config.sampler)
+    flags = [flag for key, (flag, field) in _SAMPLER_FLAGS.items() if field in taken]
+    for key, (flag, field) in _SAMPLER_FLAGS.items():
+        if given.get(key) is not None and field not in taken:
             raise UsageError(
-                f"--sampling-steps and --eta apply to --sampler ddim only; the {config.sampler!r} sampler "
-                f"always runs all {diffusion_steps} trained steps"
+                f"{flag} does not apply to the {config.sampler!r} sampler (its options: {', '.join(flags)})"
             )
-        return replace(config, sampling_steps=None, eta=0.0)
-    if variance is not None:
-        raise UsageError("--variance applies to the 'simple' and 'x0' samplers; DDIM sets its noise with --eta")
-    steps = min(DEFAULT_DDIM_STEPS, diffusion_steps) if config.sampling_steps is None else config.sampling_steps
-    if not 1 <= steps <= diffusion_steps:
+    try:
+        chain = build_sampler(config).chain(diffusion_steps)
+    except ValueError as error:
         raise UsageError(
-            f"--sampling-steps must be within 1..{diffusion_steps} (the model's trained steps), got {steps}"
-        )
-    return replace(config, sampling_steps=steps, variance=None)
+            f"{error}; change {' or '.join(flags)} (the model has {diffusion_steps} trained steps)"
+        ) from None
+    return replace(
+        config,
+        variance=config.variance if "variance" in taken else None,
+        sampling_steps=len(chain) if "num_steps" in taken else None,
+        eta=config.eta if "eta" in taken else 0.0,
+    )
 
 
 def sample(
@@ -106,12 +120,14 @@ def sample(
     batch = condition.shape[0]
     # All samples of a batch go through the network together: one chain on samples x B images.
     repeated = condition.repeat(config.samples, 1, 1, 1)
-    options = dict(shape=(repeated.shape[0], 1, *condition.shape[2:]), generator=generator, progress=progress)
-    repeated = repeated if conditional else None
-    if config.sampler == "ddim":
-        images = diffusion.ddim_sample(model, repeated, num_steps=config.sampling_steps, eta=config.eta, **options)
-    else:
-        images = diffusion.reverse_diffusion(model, repeated, sampler=config.sampler, variance=config.variance, **options)
+    images = build_sampler(config)(
+        diffusion,
+        model,
+        repeated if conditional else None,
+        shape=(repeated.shape[0], 1, *condition.shape[2:]),
+        generator=generator,
+        progress=progress,
+    )
     images = images.float().view(config.samples, batch, *images.shape[1:])
     spread = images.std(dim=0, unbiased=False) if config.samples > 1 else None
     return images.mean(dim=0), spread

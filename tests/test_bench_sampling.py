@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddpm import DDIMSampler, SimpleSampler
 from experiments.bench_sampling import (
-    compare_to_ancestral,
+    compare_to_simple,
     ddim_step_counts,
     main,
     quality_configs,
@@ -65,22 +66,22 @@ def test_main_writes_speed_and_quality_tables_into_the_run_folder(run_dir, data_
     speed = written["speed"]
     assert speed["steps_total"] == 30 and speed["image_size"] == [32, 32] and speed["batch_size"] == 2
     chains = [(row["sampler"], row["steps"], row["timed_steps"], row["extrapolated"]) for row in speed["chains"]]
-    assert chains == [("ancestral", 30, 4, True), ("ddim", 10, 4, True), ("ddim", 25, 4, True), ("ddim", 30, 4, True)]
+    assert chains == [("simple", 30, 4, True), ("ddim", 10, 4, True), ("ddim", 25, 4, True), ("ddim", 30, 4, True)]
     assert all(row["seconds_per_image"] > 0 for row in speed["chains"])
     assert speed["train"]["images_per_s"] > 0 and speed["train"]["batch_size"] == 4
 
     quality = written["quality"]
     assert quality["ddim_eta"] == 0.0 and quality["images"] == 3
-    assert list(quality["rows"]) == ["bicubic", "ancestral 30", "ddim 10", "ddim 25", "ddim 30"]
+    assert list(quality["rows"]) == ["bicubic", "simple 30", "ddim 10", "ddim 25", "ddim 30"]
     for row in quality["rows"].values():
         assert row["images"] == 3
         assert {"psnr", "psnr_mean", "ssim", "ssim_mean"} <= set(row)
     # Two batches of the 3 images: the network runs steps x 2 times.
-    assert quality["rows"]["ancestral 30"]["network_evaluations"] == 60
+    assert quality["rows"]["simple 30"]["network_evaluations"] == 60
     comparison = quality["comparison"]
     assert comparison["ddim_steps"] == 30 and comparison["network_evaluation_ratio"] == 1.0
     rows = quality["rows"]
-    assert comparison["psnr_gap_db"] == pytest.approx(rows["ddim 30"]["psnr"] - rows["ancestral 30"]["psnr"])
+    assert comparison["psnr_gap_db"] == pytest.approx(rows["ddim 30"]["psnr"] - rows["simple 30"]["psnr"])
     out = capsys.readouterr().out
     assert "extrapolated from 4 timed steps" in out and "| ddim 25 | 25 |" in out
 
@@ -100,12 +101,12 @@ def test_ddim_step_counts_are_capped_at_T_without_repeats():
     assert ddim_step_counts(8) == [8]
 
 
-def test_quality_rows_are_ancestral_then_ddim_with_the_given_eta():
+def test_quality_rows_are_simple_then_ddim_with_the_given_eta():
     rows = quality_configs(EvalConfig(samples=4, sampler="ddim"), 30, batch_size=5, eta=0.5)
-    assert list(rows) == ["ancestral 30", "ddim 10", "ddim 25", "ddim 30"]
-    assert rows["ancestral 30"].sampler == "simple"
+    assert list(rows) == ["simple 30", "ddim 10", "ddim 25", "ddim 30"]
+    assert rows["simple 30"].sampler == "simple"
     assert all(row.samples == 1 and row.batch_size == 5 for row in rows.values())
-    assert [(row.sampling_steps, row.eta) for name, row in rows.items() if name != "ancestral 30"] == [
+    assert [(row.sampling_steps, row.eta) for name, row in rows.items() if name != "simple 30"] == [
         (10, 0.5), (25, 0.5), (30, 0.5)
     ]
 
@@ -114,12 +115,10 @@ def test_short_chains_are_timed_in_full_and_long_ones_extrapolated():
     diffusion = build_diffusion(TINY, torch.device("cpu"))
     model = build_model(TINY, torch.device("cpu")).eval()
     condition = torch.zeros(1, 1, 16, 16)
-    full = time_chain(diffusion, model, condition, "ddim", 3, timed_steps=5)
-    cut = time_chain(diffusion, model, condition, "ancestral", 30, timed_steps=2)
-    assert (full.timed_steps, full.extrapolated) == (3, False)
-    assert (cut.timed_steps, cut.extrapolated) == (2, True)
-    with pytest.raises(ValueError, match="ancestral"):
-        time_chain(diffusion, model, condition, "euler", 3, timed_steps=0)
+    full = time_chain(diffusion, model, condition, DDIMSampler(num_steps=3), timed_steps=5)
+    cut = time_chain(diffusion, model, condition, SimpleSampler(), timed_steps=2)
+    assert (full.sampler, full.steps, full.timed_steps, full.extrapolated) == ("ddim", 3, 3, False)
+    assert (cut.sampler, cut.steps, cut.timed_steps, cut.extrapolated) == ("simple", 30, 2, True)
 
 
 def test_training_speed_leaves_the_weights_untouched():
@@ -134,10 +133,10 @@ def test_target_is_met_by_any_ddim_row_up_to_50_steps_within_the_gap():
     def row(steps, psnr):
         return {"steps": steps, "psnr": psnr, "psnr_mean": psnr, "ssim": 0.5}
 
-    rows = {"ancestral 200": row(200, 30.0), "ddim 25": row(25, 29.8), "ddim 50": row(50, 29.0),
+    rows = {"simple 200": row(200, 30.0), "ddim 25": row(25, 29.8), "ddim 50": row(50, 29.0),
             "ddim 100": row(100, 30.0)}
-    comparison = compare_to_ancestral(rows, 200)
+    comparison = compare_to_simple(rows, 200)
     assert comparison["psnr_gap_db"] == pytest.approx(-1.0) and comparison["network_evaluation_ratio"] == 4.0
     assert comparison["target_met"]  # by the 25-step row
     rows["ddim 25"] = row(25, 29.0)
-    assert not compare_to_ancestral(rows, 200)["target_met"]  # 100 steps do not count
+    assert not compare_to_simple(rows, 200)["target_met"]  # 100 steps do not count

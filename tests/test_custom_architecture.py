@@ -20,7 +20,7 @@ import tifffile
 import torch
 from torch import nn
 
-from ddpm import Diffusion
+from ddpm import Diffusion, SimpleSampler
 from experiments.checkpoint import load_checkpoint
 from experiments.inference import load_for_inference
 from training_helpers import IMAGE_SIZE, make_tiny_data
@@ -55,7 +55,7 @@ def train_and_sample(low_res, high_res, diffusion: Diffusion, steps: int, seed: 
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    images = diffusion.reverse_diffusion(model, condition=low_res, generator=generator, progress=False)
+    images = SimpleSampler()(diffusion, model, condition=low_res, generator=generator, progress=False)
     return model, images
 # ---- README example ends ----
 

@@ -8,7 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from ddpm import DDIMCoefficients, Diffusion, check_timesteps, ddim_coefficients, ddim_step, ddim_timesteps
+from ddpm import (
+    DDIMCoefficients,
+    DDIMSampler,
+    Diffusion,
+    X0Sampler,
+    check_timesteps,
+    ddim_coefficients,
+    ddim_step,
+    ddim_timesteps,
+)
 from strategies import RELATIVE_TOLERANCE, dtypes, gaussian, image_shapes, schedule_and_step, schedules, seeds
 from test_reverse import rounding_scale
 from test_sampling import Recorder
@@ -20,7 +29,7 @@ def full_chain(diffusion: Diffusion) -> list[int]:
 
 class ExactOracle(nn.Module):
     """Returns the true noise of a known x0 at the x_t it is given, reading t by an exact match of
-    its time encoding (``run_chain`` passes rows of ``Diffusion.time_encodings`` unchanged)."""
+    its time encoding (``ddpm.run_chain`` passes rows of ``Diffusion.time_encodings`` unchanged)."""
 
     def __init__(self, diffusion: Diffusion, x0: torch.Tensor):
         super().__init__()
@@ -71,6 +80,24 @@ def test_quadratic_timesteps_crowd_towards_zero(steps_total, data):
     ascending = quadratic[::-1]
     gaps = [b - a for a, b in zip(ascending, ascending[1:])]
     assert all(later >= earlier - 1 for earlier, later in zip(gaps, gaps[1:]))
+
+
+@given(steps_total=st.integers(2, 3000), data=st.data())
+def test_quadratic_timesteps_follow_i_squared(steps_total, data):
+    # Song et al. (2021, Sec. 5) space the steps quadratically: t_i grows as i^2. Keeping both ends,
+    # t_i = i + round((i / (n - 1))^2 (T - n)), the i keeping them distinct.
+    num_steps = data.draw(st.integers(2, steps_total))
+    last, extra = num_steps - 1, steps_total - num_steps
+    expected = [i + round_half_up(Fraction(i * i, last * last) * extra) for i in range(num_steps)]
+    assert ddim_timesteps(steps_total, num_steps, "quadratic")[::-1] == expected
+
+
+def test_quadratic_and_uniform_spacing_by_hand():
+    # T = 100, n = 5: extra = 95; quadratic 95 i^2 / 16 = 0, 5.9, 23.75, 53.4, 95; uniform 99 i / 4.
+    assert ddim_timesteps(100, 5, "quadratic") == [99, 56, 26, 7, 0]
+    assert ddim_timesteps(100, 5, "uniform") == [99, 74, 50, 25, 0]
+    assert DDIMSampler(num_steps=5, spacing="quadratic").chain(100) == [99, 56, 26, 7, 0]
+    assert DDIMSampler(num_steps=5).chain(100) == [99, 74, 50, 25, 0]  # the project's default spacing
 
 
 def test_the_tutorial_schedule_at_50_steps():
@@ -146,6 +173,17 @@ def test_coefficients_follow_eq_12_and_16_on_any_subset(spec, data, eta):
     assert coefficients[chain[-1]] == DDIMCoefficients(1.0, 0.0, 0.0)  # the last step returns x0
 
 
+@pytest.mark.parametrize("eta", [1e-223, 1e-170, 1e-100])
+def test_a_tiny_eta_scales_sigma_without_underflow(eta):
+    # Eq. 16: sigma is proportional to eta; eta**2 would underflow to 0 below about 1e-162.
+    diffusion = Diffusion(steps=10, beta_start=1e-3, beta_end=0.2, time_encoding_dim=8)
+    chain = [9, 4, 0]
+    tiny, one = ddim_coefficients(diffusion, chain, eta), ddim_coefficients(diffusion, chain, 1.0)
+    for t in chain[:-1]:
+        assert tiny[t].sigma == pytest.approx(eta * one[t].sigma, rel=1e-12)
+        assert tiny[t].sigma > 0
+
+
 # ------------------------------------------------ eta = 1 on all steps is Appendix B
 @given(spec_t=schedule_and_step(), shape=image_shapes, dtype=dtypes, seed=seeds, clamp=st.booleans())
 def test_eta_one_on_all_steps_has_appendix_b_mean_and_variance(spec_t, shape, dtype, seed, clamp):
@@ -157,14 +195,14 @@ def test_eta_one_on_all_steps_has_appendix_b_mean_and_variance(spec_t, shape, dt
     atol = RELATIVE_TOLERANCE[dtype] * rounding_scale(diffusion, t, x_t, predicted)
 
     ddim_mean = ddim_step(diffusion, x_t, t, predicted, None, coefficients, clamp)
-    appendix_b_mean = diffusion.reverse_step(x_t, t, predicted, None, "x0", "beta_tilde", clamp)
+    appendix_b_mean = X0Sampler(clamp=clamp).step(diffusion, x_t, t, predicted, None)
     torch.testing.assert_close(ddim_mean, appendix_b_mean, rtol=0, atol=atol)
 
     # Variance: sigma^2 = beta_tilde_t (Eq. 6), and 0 at t = 0 where both add no noise.
     beta_tilde = diffusion.tables.beta_tilde.double()[t].item()
     assert coefficients.sigma**2 == pytest.approx(beta_tilde, rel=RELATIVE_TOLERANCE[dtype], abs=1e-300)
     ddim = ddim_step(diffusion, x_t, t, predicted, z, coefficients, clamp)
-    appendix_b = diffusion.reverse_step(x_t, t, predicted, z, "x0", "beta_tilde", clamp)
+    appendix_b = X0Sampler(clamp=clamp).step(diffusion, x_t, t, predicted, z)
     torch.testing.assert_close(ddim, appendix_b, rtol=0, atol=atol + RELATIVE_TOLERANCE[dtype] * z.abs().max().item())
 
 
@@ -183,10 +221,8 @@ def test_eta_one_chain_is_the_appendix_b_chain_under_the_same_seed():
     model = Recorder(in_channels=2).double()
     condition = torch.rand(2, 1, 6, 6, dtype=torch.float64) * 2 - 1
     seeded = lambda: torch.Generator().manual_seed(3)
-    ddim = diffusion.ddim_sample(model, condition, num_steps=30, eta=1.0, generator=seeded(), progress=False)
-    ancestral = diffusion.reverse_diffusion(
-        model, condition, sampler="x0", variance="beta_tilde", generator=seeded(), progress=False
-    )
+    ddim = DDIMSampler(num_steps=30, eta=1.0)(diffusion, model, condition, generator=seeded(), progress=False)
+    ancestral = X0Sampler(variance="beta_tilde")(diffusion, model, condition, generator=seeded(), progress=False)
     torch.testing.assert_close(ddim, ancestral, rtol=0, atol=1e-12)
 
 
@@ -195,12 +231,12 @@ def test_eta_zero_depends_only_on_the_start():
     diffusion = Diffusion(steps=40, beta_start=1e-4, beta_end=0.05, time_encoding_dim=8)
     model, condition = Recorder(in_channels=2), torch.rand(2, 1, 6, 6) * 2 - 1
     x_T = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(1))
-    run = lambda seed, eta: diffusion.ddim_sample(
-        model, condition, num_steps=8, eta=eta, x_T=x_T, generator=torch.Generator().manual_seed(seed), progress=False
+    run = lambda seed, eta: DDIMSampler(num_steps=8, eta=eta)(
+        diffusion, model, condition, x_T=x_T, generator=torch.Generator().manual_seed(seed), progress=False
     )
     assert torch.equal(run(7, 0.0), run(8, 0.0))
     torch.manual_seed(123)  # the global state does not matter either
-    assert torch.equal(run(7, 0.0), diffusion.ddim_sample(model, condition, num_steps=8, x_T=x_T, progress=False))
+    assert torch.equal(run(7, 0.0), DDIMSampler(num_steps=8)(diffusion, model, condition, x_T=x_T, progress=False))
     # Control: with eta > 0 the generator does change the result.
     assert not torch.allclose(run(7, 0.5), run(8, 0.5))
 
@@ -214,7 +250,7 @@ def test_eta_zero_oracle_chain_on_any_subset_returns_x0(spec, data, shape, seed)
     noise = gaussian(shape, torch.float64, seed + 1)
     x_start, _ = diffusion.forward_diffusion(x0, start, noise=noise)
     oracle = ExactOracle(diffusion, x0)
-    images = diffusion.ddim_sample(oracle, x_T=x_start, timesteps=chosen, eta=0.0, clamp=False, progress=False)
+    images = DDIMSampler(timesteps=chosen, eta=0.0, clamp=False)(diffusion, oracle, x_T=x_start, progress=False)
     assert oracle.seen == sorted(chosen, reverse=True)
     # Each step lands back on the forward process, so round-off does not pile up: only the last
     # reconstruction, at the smallest chosen step (where |x_t| <= |x0| + |noise|), sets the error.
@@ -242,7 +278,7 @@ def test_conditional_sampling_feeds_condition_and_chosen_steps(diffusion):
             return super().forward(x, t_encoding)
 
     model, condition = Encodings(in_channels=2), torch.rand(3, 1, 8, 8) * 2 - 1
-    images = diffusion.ddim_sample(model, condition, timesteps=[19, 11, 4, 0], eta=0.3, progress=False)
+    images = DDIMSampler(timesteps=[19, 11, 4, 0], eta=0.3)(diffusion, model, condition, progress=False)
     assert images.shape == (3, 1, 8, 8)
     assert len(model.inputs) == 4
     for seen, t, encoding in zip(model.inputs, [19, 11, 4, 0], model.encodings):
@@ -252,24 +288,24 @@ def test_conditional_sampling_feeds_condition_and_chosen_steps(diffusion):
 
 def test_unconditional_sampling_needs_only_a_shape(diffusion):
     model = Recorder(in_channels=2, out_channels=2)
-    images = diffusion.ddim_sample(model, shape=(2, 2, 4, 4), num_steps=5, progress=False)
+    images = DDIMSampler(num_steps=5)(diffusion, model, shape=(2, 2, 4, 4), progress=False)
     assert images.shape == (2, 2, 4, 4) and len(model.inputs) == 5
     with pytest.raises(ValueError, match="shape"):
-        diffusion.ddim_sample(model, num_steps=5, progress=False)
+        DDIMSampler(num_steps=5)(diffusion, model, progress=False)
 
 
 def test_default_is_50_steps():
     diffusion = Diffusion(steps=60, time_encoding_dim=8)
     model = Recorder(in_channels=1)
-    diffusion.ddim_sample(model, shape=(1, 1, 4, 4), progress=False)
+    DDIMSampler()(diffusion, model, shape=(1, 1, 4, 4), progress=False)
     assert len(model.inputs) == 50
 
 
 @pytest.mark.parametrize("eta", [0.2, 1.0])
 def test_sampling_with_noise_is_reproducible_under_a_seed(diffusion, eta):
     model, condition = Recorder(in_channels=2), torch.rand(2, 1, 8, 8)
-    run = lambda seed: diffusion.ddim_sample(
-        model, condition, num_steps=6, eta=eta, generator=torch.Generator().manual_seed(seed), progress=False
+    run = lambda seed: DDIMSampler(num_steps=6, eta=eta)(
+        diffusion, model, condition, generator=torch.Generator().manual_seed(seed), progress=False
     )
     assert torch.equal(run(7), run(7))
     assert not torch.allclose(run(7), run(8))
@@ -277,9 +313,8 @@ def test_sampling_with_noise_is_reproducible_under_a_seed(diffusion, eta):
 
 def test_saved_steps_come_in_sampling_order(diffusion):
     model, condition = Recorder(in_channels=2), torch.rand(2, 1, 8, 8)
-    images, saved = diffusion.ddim_sample(
-        model, condition, timesteps=[19, 12, 6, 0], save_steps=[0, 12], progress=False
-    )
+    chain = DDIMSampler(timesteps=[19, 12, 6, 0])
+    images, saved = chain(diffusion, model, condition, save_steps=[0, 12], progress=False)
     assert saved.shape == (2, 2, 1, 8, 8)
     assert torch.equal(saved[0], model.inputs[2][:, 1:])  # after step 12 comes the model's input at 6
     assert torch.equal(saved[1], images)
@@ -287,11 +322,11 @@ def test_saved_steps_come_in_sampling_order(diffusion):
 
 def test_steps_are_given_one_way_only(diffusion):
     with pytest.raises(ValueError, match="either num_steps or timesteps"):
-        diffusion.ddim_sample(Recorder(2), torch.rand(1, 1, 4, 4), num_steps=4, timesteps=[19, 0], progress=False)
+        DDIMSampler(num_steps=4, timesteps=[19, 0])(diffusion, Recorder(2), torch.rand(1, 1, 4, 4), progress=False)
     with pytest.raises(ValueError, match=r"within 1\.\.20"):
-        diffusion.ddim_sample(Recorder(2), torch.rand(1, 1, 4, 4), num_steps=0, progress=False)
+        DDIMSampler(num_steps=0)(diffusion, Recorder(2), torch.rand(1, 1, 4, 4), progress=False)
 
 
 def test_sampling_runs_without_autograd(diffusion):
-    images = diffusion.ddim_sample(Recorder(2), torch.rand(1, 1, 4, 4), num_steps=3, progress=False)
+    images = DDIMSampler(num_steps=3)(diffusion, Recorder(2), torch.rand(1, 1, 4, 4), progress=False)
     assert not images.requires_grad

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ddpm import positional_encoding
+from ddpm import Diffusion, positional_encoding
 
 
 @given(t=st.lists(st.integers(0, 5000), min_size=1, max_size=6), half=st.integers(1, 64))
@@ -52,3 +52,16 @@ def test_tutorial_shape_t_column_is_accepted():
 def test_odd_width_is_refused(dim):
     with pytest.raises(ValueError, match="even"):
         positional_encoding(torch.tensor([1]), dim)
+
+
+@pytest.mark.parametrize("t", [0, 1, 2, 500, 1999])
+def test_the_diffusion_table_holds_listing_11_at_each_step(t):
+    """The sampling loop and the training loss look encodings up in ``Diffusion.time_encodings``; row t
+    must be Listing 11 at t itself (sin(t / 10000^(2k/D)) then cos), not at a neighbouring step."""
+    dim = 16
+    diffusion = Diffusion(steps=2000, time_encoding_dim=dim)
+    expected = [math.sin(t / 10000 ** (2 * k / dim)) for k in range(dim // 2)]
+    expected += [math.cos(t / 10000 ** (2 * k / dim)) for k in range(dim // 2)]
+    expected = torch.tensor(expected, dtype=torch.float32)
+    torch.testing.assert_close(diffusion.time_encodings[t], expected, atol=1e-3, rtol=0)
+    torch.testing.assert_close(diffusion.encode_time(torch.tensor([t]))[0], expected, atol=1e-3, rtol=0)

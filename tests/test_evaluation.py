@@ -1,10 +1,12 @@
 """Sampling for evaluation: sampler choice and the average of several samples."""
 
+from typing import get_args, get_type_hints
+
 import pytest
 import torch
 from torch import nn
 
-from ddpm import Diffusion
+from ddpm import SAMPLERS, DDIMSampler, Diffusion
 from experiments.config import EvalConfig
 from experiments.evaluation import sample
 
@@ -35,9 +37,9 @@ def test_mean_and_std_are_over_independent_samples(diffusion, sampler):
     repeated = condition.repeat(4, 1, 1, 1)
     generator = torch.Generator().manual_seed(3)
     if sampler == "ddim":
-        draws = diffusion.ddim_sample(Shrink(), repeated, num_steps=5, eta=1.0, generator=generator, progress=False)
+        draws = DDIMSampler(num_steps=5, eta=1.0)(diffusion, Shrink(), repeated, generator=generator, progress=False)
     else:
-        draws = diffusion.reverse_diffusion(Shrink(), repeated, sampler=sampler, generator=generator, progress=False)
+        draws = SAMPLERS[sampler]()(diffusion, Shrink(), repeated, generator=generator, progress=False)
     draws = draws.view(4, 2, 1, 8, 8)
     torch.testing.assert_close(mean, draws.mean(0))
     torch.testing.assert_close(std, draws.std(0, unbiased=False))
@@ -47,3 +49,36 @@ def test_mean_and_std_are_over_independent_samples(diffusion, sampler):
 def test_samples_must_be_positive(diffusion):
     with pytest.raises(ValueError, match="eval.samples"):
         sample(Shrink(), diffusion, torch.zeros(1, 1, 4, 4), EvalConfig(samples=0))
+
+
+class ConditionOracle(nn.Module):
+    """Returns the exact noise (Eq. 3) that takes x0 = its condition channel to the x_t it is given, so
+    that every sampler ends on its own image's condition: the output depends on which image it is."""
+
+    def __init__(self, diffusion: Diffusion):
+        super().__init__()
+        self.diffusion = diffusion
+
+    def forward(self, x, t_encoding):
+        condition, x_t = x[:, :1], x[:, 1:]
+        t = (self.diffusion.time_encodings[None] - t_encoding[:, None]).abs().sum(-1).argmin(1).view(-1, 1, 1, 1)
+        tables = self.diffusion.tables
+        return (x_t - tables.sqrt_alpha_bar[t] * condition) / tables.sqrt_one_minus_alpha_bar[t]
+
+
+@pytest.mark.parametrize("sampler", ["simple", "x0", "ddim"])
+def test_each_mean_averages_the_samples_of_its_own_image(sampler):
+    # The last step of every sampler (from t = 0, no noise) lands on x0 exactly when given the true noise;
+    # so each sample of image i is condition i, and so are their mean and a spread of 0.
+    diffusion = Diffusion(steps=20, beta_start=1e-3, beta_end=0.2, time_encoding_dim=8, dtype=torch.float64)
+    condition = torch.linspace(-0.9, 0.9, 3 * 16, dtype=torch.float64).view(3, 1, 4, 4)
+    ddim = sampler == "ddim"
+    config = EvalConfig(sampler=sampler, sampling_steps=5 if ddim else None, eta=1.0 if ddim else 0.0, samples=4)
+    mean, std = sample(ConditionOracle(diffusion), diffusion, condition, config, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(mean, condition.float(), rtol=0, atol=1e-5)
+    assert std.max() < 1e-5
+
+
+def test_the_config_offers_the_registered_samplers():
+    # One vocabulary: the config's choices are ddpm's registry, in its order.
+    assert get_args(get_type_hints(EvalConfig)["sampler"]) == tuple(SAMPLERS) == ("simple", "x0", "ddim")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from hypothesis import given
 
-from ddpm import Diffusion
+from ddpm import SAMPLERS, Diffusion, SimpleSampler, X0Sampler, make_sampler
 from strategies import RELATIVE_TOLERANCE, dtypes, gaussian, image_shapes, noisy_sample, schedule_and_step, seeds
 
 
@@ -19,8 +19,8 @@ def test_eq11_mean_equals_appendix_b_mean_without_clamp(spec_t, shape, dtype, se
     spec, t = spec_t
     diffusion = spec.build(dtype)
     x_t, predicted = gaussian(shape, dtype, seed), gaussian(shape, dtype, seed + 1)
-    simple = diffusion.reverse_mean(x_t, t, predicted, sampler="simple")
-    appendix_b = diffusion.reverse_mean(x_t, t, predicted, sampler="x0", clamp=False)
+    simple = SimpleSampler().mean(diffusion, x_t, t, predicted)
+    appendix_b = X0Sampler(clamp=False).mean(diffusion, x_t, t, predicted)
     atol = 10 * RELATIVE_TOLERANCE[dtype] * rounding_scale(diffusion, t, x_t, predicted)
     torch.testing.assert_close(simple, appendix_b, rtol=0, atol=atol)
 
@@ -29,8 +29,8 @@ def test_eq11_and_appendix_b_agree_to_1e10_on_the_tutorial_schedule():
     diffusion = Diffusion(steps=2000, beta_start=1e-6, beta_end=0.01, dtype=torch.float64)
     x_t, predicted = gaussian((4, 1, 8, 8), torch.float64, 1), gaussian((4, 1, 8, 8), torch.float64, 2)
     for t in (0, 1, 500, 1999):
-        simple = diffusion.reverse_mean(x_t, t, predicted, sampler="simple")
-        appendix_b = diffusion.reverse_mean(x_t, t, predicted, sampler="x0", clamp=False)
+        simple = SimpleSampler().mean(diffusion, x_t, t, predicted)
+        appendix_b = X0Sampler(clamp=False).mean(diffusion, x_t, t, predicted)
         assert (simple - appendix_b).abs().max() < 1e-10
 
 
@@ -39,8 +39,8 @@ def test_clamped_appendix_b_differs_only_where_x0_leaves_the_image_range(spec_t,
     spec, t = spec_t
     diffusion = spec.build(torch.float64)
     x_t, predicted = gaussian((2, 1, 6, 6), torch.float64, seed, scale=2.0), gaussian((2, 1, 6, 6), torch.float64, seed + 1)
-    simple = diffusion.reverse_mean(x_t, t, predicted, sampler="simple")
-    clamped = diffusion.reverse_mean(x_t, t, predicted, sampler="x0", clamp=True)
+    simple = SimpleSampler().mean(diffusion, x_t, t, predicted)
+    clamped = X0Sampler(clamp=True).mean(diffusion, x_t, t, predicted)
     x0 = diffusion.predict_x0(x_t, t, predicted)
     outside = x0.abs() > 1
     difference = (simple - clamped).abs()
@@ -58,7 +58,7 @@ def test_oracle_step_without_noise_lands_on_the_posterior_mean(spec_t, shape, dt
     target = diffusion.posterior_mean(x0, x_t, t)
     atol = 20 * RELATIVE_TOLERANCE[dtype] * rounding_scale(diffusion, t, x_t, noise)
     for sampler in ("simple", "x0"):
-        step = diffusion.reverse_step(x_t, t, noise, z=None, sampler=sampler)
+        step = SAMPLERS[sampler]().step(diffusion, x_t, t, noise, None)
         torch.testing.assert_close(step, target, rtol=0, atol=atol)
 
 
@@ -68,13 +68,14 @@ def test_step_adds_sigma_times_z_except_at_the_last_step(sampler, variance):
     diffusion = Diffusion(steps=20, beta_start=1e-3, beta_end=0.1, dtype=torch.float64)
     x_t, predicted, z = (gaussian((1, 1, 4, 4), torch.float64, s) for s in (1, 2, 3))
     table = diffusion.tables.beta if variance == "beta" else diffusion.tables.beta_tilde
+    chosen = SAMPLERS[sampler](variance=variance)
     for t in (5, 19):
-        mean = diffusion.reverse_step(x_t, t, predicted, None, sampler, variance)
-        noisy = diffusion.reverse_step(x_t, t, predicted, z, sampler, variance)
+        mean = chosen.step(diffusion, x_t, t, predicted, None)
+        noisy = chosen.step(diffusion, x_t, t, predicted, z)
         torch.testing.assert_close(noisy - mean, table[t].sqrt() * z)
     assert torch.equal(
-        diffusion.reverse_step(x_t, 0, predicted, z, sampler, variance),
-        diffusion.reverse_step(x_t, 0, predicted, None, sampler, variance),
+        chosen.step(diffusion, x_t, 0, predicted, z),
+        chosen.step(diffusion, x_t, 0, predicted, None),
     )
 
 
@@ -82,15 +83,17 @@ def test_per_image_steps_in_a_batch():
     diffusion = Diffusion(steps=20, beta_start=1e-3, beta_end=0.1, dtype=torch.float64)
     x_t, predicted, z = (gaussian((3, 1, 4, 4), torch.float64, s) for s in (1, 2, 3))
     t = torch.tensor([0, 7, 19])
-    batched = diffusion.reverse_step(x_t, t, predicted, z, "x0", "beta_tilde")
+    batched = X0Sampler().step(diffusion, x_t, t, predicted, z)
     for i in range(3):
-        single = diffusion.reverse_step(x_t[i : i + 1], int(t[i]), predicted[i : i + 1], z[i : i + 1], "x0", "beta_tilde")
+        single = X0Sampler().step(diffusion, x_t[i : i + 1], int(t[i]), predicted[i : i + 1], z[i : i + 1])
         torch.testing.assert_close(batched[i : i + 1], single)
 
 
-@pytest.mark.parametrize("kwargs, message", [({"sampler": "ddpm++"}, "sampler"), ({"variance": "learned"}, "variance")])
-def test_unknown_options_name_the_choices(kwargs, message):
-    diffusion = Diffusion(steps=5)
-    x = torch.zeros(1, 1, 2, 2)
+@pytest.mark.parametrize("build, message", [
+    (lambda: make_sampler("ddpm++"), "sampler"),
+    (lambda: SimpleSampler(variance="learned"), "variance"),
+    (lambda: X0Sampler(variance="learned"), "variance"),
+])
+def test_unknown_options_name_the_choices_when_the_sampler_is_built(build, message):
     with pytest.raises(ValueError, match=f"unknown {message}.*choose one of"):
-        diffusion.reverse_step(x, 1, x, x, **kwargs)
+        build()

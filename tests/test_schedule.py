@@ -8,7 +8,6 @@ import torch
 from hypothesis import given
 
 from ddpm import Diffusion, ScheduleTables, cosine_betas, linear_betas, make_betas
-from ddpm.schedule import COSINE_MAX_BETA, COSINE_OFFSET
 from strategies import dtypes, schedules
 
 
@@ -55,13 +54,16 @@ def test_linear_schedule_is_the_tutorials():
 
 
 def test_cosine_schedule_follows_nichol_dhariwal():
-    steps = 100
+    # Nichol & Dhariwal (2021), Eq. 17: alpha_bar_t = f(t) / f(0), f(t) = cos^2((t/T + s) / (1 + s) pi/2),
+    # with the paper's offset s = 0.008 and betas clipped at 0.999 (written here, not read from ddpm).
+    s, max_beta, steps = 0.008, 0.999, 100
     alpha_bar = ScheduleTables.from_betas(cosine_betas(steps)).alpha_bar
-    f = [math.cos((t / steps + COSINE_OFFSET) / (1 + COSINE_OFFSET) * math.pi / 2) ** 2 for t in range(steps + 1)]
+    f = [math.cos((t / steps + s) / (1 + s) * math.pi / 2) ** 2 for t in range(steps + 1)]
     expected = torch.tensor([f[t + 1] / f[0] for t in range(steps)], dtype=torch.float64)
-    unclipped = cosine_betas(steps) < COSINE_MAX_BETA
+    unclipped = cosine_betas(steps) < max_beta
+    assert unclipped[:-1].all()  # only the very last beta reaches the clip
     torch.testing.assert_close(alpha_bar[unclipped], expected[unclipped], rtol=1e-10, atol=1e-12)
-    assert (cosine_betas(steps) <= COSINE_MAX_BETA).all()
+    assert cosine_betas(steps)[-1].item() == max_beta
     assert (alpha_bar.diff() < 0).all()
 
 
