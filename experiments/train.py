@@ -49,11 +49,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume:
         run_dir, config = Path(args.resume), None
     else:
-        try:
-            config = config_from_args(args)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        config = config_from_args(args)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(config)
     trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     if trainer.place.is_main:

@@ -22,6 +22,7 @@ from torch import nn
 
 from ddpm import Diffusion, SimpleSampler
 from experiments.checkpoint import load_checkpoint
+from experiments.config import DEMO
 from experiments.inference import load_for_inference
 from training_helpers import IMAGE_SIZE, make_tiny_data
 from unet import ResNet
@@ -125,7 +126,7 @@ def test_the_readme_fork_trains_evaluates_and_predicts_through_the_commands(tmp_
     commands = re.findall(r"^python -m experiments\.\w+ .*$", _readme_section(), re.M)
     assert [shlex.split(c)[2] for c in commands] == ["experiments.train", "experiments.evaluate", "experiments.predict"]
     monkeypatch.chdir(tmp_path)
-    make_tiny_data(tmp_path / "data" / "synthetic")  # where the demo preset reads
+    make_tiny_data(tmp_path / DEMO.data.root)  # where the demo preset reads
     (tmp_path / "my_cells").mkdir()
     tifffile.imwrite(tmp_path / "my_cells" / "cell.tif", np.random.default_rng(0).random((IMAGE_SIZE, 21), dtype=np.float32))
 

@@ -52,7 +52,7 @@ def test_the_command_line_chooses_a_kind_and_reads_its_own_fields():
 def test_a_field_the_kind_lacks_is_refused_naming_the_kind_and_its_fields(capsys):
     from experiments.train import main
 
-    assert main(["--preset", "demo", "--network.kind", "resnet", "--channels", "8,16"]) == 2
+    assert main(["--preset", "demo", "--network.kind", "resnet", "--channels", "8,16"]) == 1
     err = capsys.readouterr().err
     assert "--network.kind resnet has no field channels" in err
     assert "in_channels, out_channels, width, blocks, time_encoding_dim" in err
