@@ -74,23 +74,29 @@ def sample(
     generator: torch.Generator | None = None,
     conditional: bool = True,
     progress: bool = False,
+    x_T: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Super-resolve low-resolution inputs [B, 1, H, W] with the configured sampler.
 
     Draws ``config.samples`` samples per input and returns their mean [B, 1, H, W] and, for more
     than one sample, their per-pixel standard deviation [B, 1, H, W] (else None): the mean is the
     better estimate on pixel metrics, the spread shows where the model is unsure. With
-    ``conditional=False`` the inputs only set the batch and image size.
+    ``conditional=False`` the inputs only set the batch and image size. ``x_T`` [samples x B, 1, H, W]
+    (DDIM only) replaces the drawn start of the chains, sample-major.
     """
     if config.samples < 1:
         raise ValueError(f"eval.samples must be at least 1, got {config.samples}")
+    if x_T is not None and config.sampler != "ddim":
+        raise ValueError(f"a given x_T needs the ddim sampler, not {config.sampler!r}")
     batch = condition.shape[0]
     # All samples of a batch go through the network together: one chain on samples x B images.
     repeated = condition.repeat(config.samples, 1, 1, 1)
     options = dict(shape=(repeated.shape[0], 1, *condition.shape[2:]), generator=generator, progress=progress)
     repeated = repeated if conditional else None
     if config.sampler == "ddim":
-        images = diffusion.ddim_sample(model, repeated, num_steps=config.sampling_steps, eta=config.eta, **options)
+        images = diffusion.ddim_sample(
+            model, repeated, num_steps=config.sampling_steps, eta=config.eta, x_T=x_T, **options
+        )
     else:
         images = diffusion.reverse_diffusion(model, repeated, sampler=config.sampler, variance=config.variance, **options)
     images = images.float().view(config.samples, batch, *images.shape[1:])

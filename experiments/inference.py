@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ddpm import Diffusion
+from ddpm.hashed_noise import hashed_normal
 from experiments.checkpoint import LAST, file_digest, load_checkpoint
 from experiments.config import EvalConfig, RunConfig
 from experiments.evaluation import sample
@@ -64,6 +65,7 @@ class Predictor:
         batch_size: int = 16,
         progress: bool = False,
         desc: str | None = None,
+        hashed_noise_seed: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sample super-resolved images for widefield inputs of any size, tile by tile.
 
@@ -72,6 +74,9 @@ class Predictor:
             sampling: sampler, variance, steps, eta and number of samples (see :func:`experiments.evaluation.sample`).
             generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
             tile, overlap, batch_size, progress, desc: see :func:`experiments.tiling.predict_tiled`.
+            hashed_noise_seed: when given (DDIM only), each tile's chains start from
+                :func:`ddpm.hashed_noise.hashed_normal` of this seed, as the exported package does, instead
+                of drawing from ``generator``; an image that fits one tile then gives the package's output.
 
         Returns:
             The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1], and their per-pixel standard
@@ -82,7 +87,11 @@ class Predictor:
         spread = sampling.samples > 1
 
         def run(tiles: torch.Tensor) -> torch.Tensor:
-            mean, std = sample(self.model, self.diffusion, tiles.to(self.device), sampling, generator)
+            x_T = None
+            if hashed_noise_seed is not None:
+                shape = [sampling.samples * tiles.shape[0], 1, *tiles.shape[2:]]
+                x_T = hashed_normal(shape, hashed_noise_seed, self.device)
+            mean, std = sample(self.model, self.diffusion, tiles.to(self.device), sampling, generator, x_T=x_T)
             return torch.cat([mean, std], dim=1) if spread else mean
 
         blended = predict_tiled(

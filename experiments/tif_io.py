@@ -25,6 +25,7 @@ import tifffile
 from experiments.data.images import COLOUR_CHANNELS, REDUCTIONS, Reduce, reduce_to_2d
 from experiments.data.layout import TIF_SUFFIXES, DatasetError
 from experiments.normalization import Normalization, normalize, unit_divisor
+from experiments.ome_tiff import ome_description, ome_metadata
 
 SUPPORTED_DTYPES: tuple[str, ...] = ("uint8", "uint16", "float16", "float32", "float64")
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
@@ -152,11 +153,12 @@ def to_model_frames(
     return np.stack([normalize(frame, normalization, percentiles) for frame in unit])
 
 
-def write_frames(path: str | Path, frames: np.ndarray, metadata: dict) -> None:
-    """Write ``frames`` [N, H, W] as a float32 TIF (one page for N = 1, a stack of N pages otherwise).
+def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_size_um: float | None = None) -> None:
+    """Write ``frames`` [N, H, W] as a float32 OME-TIFF (one page for N = 1, a stack of N pages otherwise).
 
-    ``metadata`` (JSON-serialisable, key "shape" reserved by tifffile) is stored as JSON in the first
-    page's ImageDescription tag; read it back with :func:`read_metadata`. The file is written to a
+    ``metadata`` (JSON-serialisable, key "shape" reserved by tifffile) is stored as JSON in the OME
+    ``Image/Description``; read it back with :func:`read_metadata`. ``pixel_size_um`` becomes OME's
+    PhysicalSizeX / Y in µm (:mod:`experiments.ome_tiff`); None leaves them out. The file is written to a
     temporary name in the same folder and renamed into place, so a crash never leaves a half-written
     ``path``. Missing parent folders are created.
     """
@@ -178,13 +180,12 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict) -> None:
     # Not tempfile.mkstemp: its 0600 mode would carry over to the output. A unique name instead.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
     try:
-        # metadata=None stops tifffile from writing its own JSON; minisblack keeps a 3-frame stack from
-        # being stored as one RGB-like page.
+        # minisblack keeps a 3-frame stack from being stored as one RGB-like page.
         tifffile.imwrite(
             temporary,
             data[0] if len(data) == 1 else data,
-            description=description,
-            metadata=None,
+            ome=True,
+            metadata=ome_metadata("YX" if len(data) == 1 else "TYX", pixel_size_um, description),
             photometric="minisblack",
         )
         os.replace(temporary, path)
@@ -199,6 +200,8 @@ def read_metadata(path: str | Path) -> dict:
     try:
         with tifffile.TiffFile(path) as tif:
             description = tif.pages[0].description
+            if tif.is_ome:
+                description = ome_description(description) or ""
     except (OSError, ValueError) as error:  # tifffile.TiffFileError is a ValueError
         raise InputError(f"{path}: cannot be read as a TIF ({error})") from error
     try:
