@@ -116,3 +116,14 @@ def test_exported_package_passes_bioimageio_core_test_offline(checkpoint, tmp_pa
     with torch.no_grad():
         out = module(torch.from_numpy(preprocess(test_in))).numpy()
     np.testing.assert_allclose(out * 0.5 + 0.5, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("extras", [{}, {"num_classes": 3, "context_dim": 4}])
+def test_unet_scripts_to_the_same_numbers(extras):
+    from unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    network = UNet(UNetConfig(channels=(4, 8), base_channels=(8,), attention=(False, True), time_encoding_dim=8, **extras))
+    x, encoding = torch.randn(2, 2, 8, 8), torch.randn(2, 8)
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(network.eval())(x, encoding), network(x, encoding))
