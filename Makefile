@@ -15,14 +15,14 @@ CHECKPOINT ?= $(lastword $(sort $(wildcard runs/demo-*/best.pt)))
 INPUT ?=
 OUTPUT ?= predictions
 
-.PHONY: install test test-fast demo data synthetic-data real-data reproduce-mse reproduce-l1 bench predict
+.PHONY: install test test-fast demo data synthetic-data real-data reproduce-mse reproduce-l1 bench predict export
 
 install: $(STAMP)
 
 # Re-installs only when the project's metadata changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,export]"
 	touch $(STAMP)
 
 test: install
@@ -61,6 +61,13 @@ demo: install real-data
 predict: install
 	@test -n "$(INPUT)" || { echo "usage: make predict CHECKPOINT=runs/<run>/best.pt INPUT=<tif or folder> [OUTPUT=predictions] [ARGS=...]"; exit 2; }
 	$(PY) -m experiments.predict --checkpoint $(CHECKPOINT) --input $(INPUT) --output $(OUTPUT) $(ARGS)
+
+# A BioImage Model Zoo package of CHECKPOINT (default: the newest demo run), validated offline:
+# make export [CHECKPOINT=runs/<run>/best.pt] [MODEL_ZIP=model.zip] [ARGS="--steps 20"]
+MODEL_ZIP ?= model.zip
+export: install
+	@test -n "$(CHECKPOINT)" || { echo "no checkpoint: run make demo first, or pass CHECKPOINT=runs/<run>/best.pt"; exit 2; }
+	$(PY) -m experiments.export --checkpoint $(CHECKPOINT) --out $(MODEL_ZIP) $(ARGS)
 
 # Speed of the network (against deeplay when BENCH_DEEPLAY names a Python that has it), and sampling
 # speed and quality versus steps on the newest demo run (run `make demo` first).

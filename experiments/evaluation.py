@@ -109,13 +109,15 @@ def sample(
     generator: torch.Generator | None = None,
     conditional: bool = True,
     progress: bool = False,
+    x_T: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Super-resolve low-resolution inputs [B, 1, H, W] with the configured sampler.
 
     Draws ``config.samples`` samples per input and returns their mean [B, 1, H, W] and, for more
     than one sample, their per-pixel standard deviation [B, 1, H, W] (else None): the mean is the
     better estimate on pixel metrics, the spread shows where the model is unsure. With
-    ``conditional=False`` the inputs only set the batch and image size.
+    ``conditional=False`` the inputs only set the batch and image size. ``x_T`` [samples x B, 1, H, W]
+    replaces the drawn start of the chains, sample-major.
     """
     batch = condition.shape[0]
     # All samples of a batch go through the network together: one chain on samples x B images.
@@ -125,6 +127,7 @@ def sample(
         model,
         repeated if conditional else None,
         shape=(repeated.shape[0], 1, *condition.shape[2:]),
+        x_T=x_T,
         generator=generator,
         progress=progress,
     )

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ddpm import Diffusion
+from ddpm.hashed_noise import hashed_normal
 from experiments.checkpoint import LAST, file_digest, load_checkpoint
 from experiments.config import EvalConfig, RunConfig
 from experiments.evaluation import sample
@@ -65,6 +66,7 @@ class Predictor:
         batch_size: int = 16,
         progress: bool = False,
         desc: str | None = None,
+        hashed_noise_seed: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sample super-resolved images for widefield inputs of any size, frame by frame, the network tile by tile.
 
@@ -79,6 +81,10 @@ class Predictor:
             generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
             tile, overlap, batch_size: see :func:`experiments.tiling.predict_tiled` (``batch_size`` tiles per
                 network call). progress, desc: a progress bar over frames, labelled ``desc``.
+            hashed_noise_seed: when given, each frame's chains start from
+                :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel (y, x) of the frame
+                gets the value of (y, x) whatever the padding, as the exported package does, instead of
+                drawing x_T from ``generator``; the package's output is then reproduced exactly.
 
         Returns:
             The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1], and their per-pixel standard
@@ -89,7 +95,11 @@ class Predictor:
         padded, top, left = pad_to_tile(images, tile)
         means, spreads = [], []
         for frame in tqdm(padded, desc=desc, unit="frame", disable=not progress):
-            mean, std = sample(network, self.diffusion, frame[None].to(self.device), sampling, generator)
+            x_T = None
+            if hashed_noise_seed is not None:
+                x_T = hashed_normal([sampling.samples, 1, *frame.shape[1:]], hashed_noise_seed, self.device,
+                                    offset_y=-top, offset_x=-left)
+            mean, std = sample(network, self.diffusion, frame[None].to(self.device), sampling, generator, x_T=x_T)
             means.append(mean[..., top : top + height, left : left + width].cpu())
             spreads.append(None if std is None else std[..., top : top + height, left : left + width].cpu())
         return torch.cat(means), None if spreads[0] is None else torch.cat(spreads)

@@ -12,7 +12,8 @@ first enlarges a native-resolution widefield image by 2 (bicubic), as the BioSR 
 
 For each input ``<stem>.tif`` the output folder receives:
 
-* ``<stem>_sr.tif``: float32, one page per input frame, in the units of the training targets, [0, 1]:
+* ``<stem>_sr.tif``: float32 OME-TIFF (PhysicalSizeX / Y: the input's pixel size from ``--pixel-size`` in µm
+  or the input's OME / ImageJ / resolution tags, halved with ``--upsample``; none when unknown), one page per input frame, in the units of the training targets, [0, 1]:
   the model's output ``v`` in [-1, 1] mapped back by ``(v + 1) / 2``. With ``--samples N`` it is the mean
   of N samples.
 * ``<stem>_sr_std.tif`` (``--std``, needs ``--samples`` > 1): the per-pixel standard deviation of those
@@ -95,6 +96,8 @@ class PredictOptions:
     reduce: Reduce = None
     suffix: str = "_sr"
     progress: bool = True
+    pixel_size_um: float | None = None  # of the input file; None: read from its metadata
+    hashed_noise: bool = False  # x_T from ddpm.hashed_noise, as the exported package
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,10 @@ def check_options(options: PredictOptions, predictor: Predictor) -> None:
         check_value(options.seed, field_range(TrainConfig, "seed"), "--seed")
     except ValueError as error:
         raise UsageError(str(error)) from error
+    if options.pixel_size_um is not None and not options.pixel_size_um > 0:
+        raise UsageError(f"--pixel-size must be a positive size in µm, got {options.pixel_size_um}")
+    if options.hashed_noise and options.sampling.sampler != "ddim":
+        raise UsageError("--hashed-noise starts DDIM chains only; add --sampler ddim")
 
 
 def output_paths(input_path: Path, out_dir: Path, options: PredictOptions) -> OutputPaths:
@@ -184,6 +191,7 @@ def prediction_metadata(predictor: Predictor, info: FrameInfo, frames: int, opti
         "colour_reduced": info.colour_reduced,
         "tile": options.tile,
         "overlap": options.overlap,
+        "hashed_noise": options.hashed_noise,
         "units": UNITS,
     }
 
@@ -209,9 +217,15 @@ def write_preview(inputs: np.ndarray, outputs: np.ndarray, std: np.ndarray | Non
     return figures.save_figure(figure, path)
 
 
-def _write(path: Path, frames: np.ndarray, metadata: dict) -> None:
+def output_pixel_size(info: FrameInfo, options: PredictOptions) -> float | None:
+    """The output's pixel size in µm: the input's (``--pixel-size``, else its TIF metadata) / 2 with ``--upsample``."""
+    size = options.pixel_size_um if options.pixel_size_um is not None else info.pixel_size_um
+    return None if size is None else size / (2 if options.upsample else 1)
+
+
+def _write(path: Path, frames: np.ndarray, metadata: dict, pixel_size_um: float | None) -> None:
     try:
-        write_frames(path, frames, metadata)
+        write_frames(path, frames, metadata, pixel_size_um)
     except OSError as error:
         raise OutputError(f"{path}: cannot be written ({error.strerror or error}); check the output folder") from error
 
@@ -236,13 +250,15 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         options.batch_size,
         progress=options.progress,
         desc=path.name,
+        hashed_noise_seed=options.seed if options.hashed_noise else None,
     )
     mean = mean[:, 0].numpy()
     std_unit = std[:, 0].numpy() * np.float32(0.5) if std is not None else None  # (v + 1) / 2 halves spreads
     metadata = prediction_metadata(predictor, info, len(frames), options)
-    _write(outputs.mean, from_model_range(mean), {**metadata, "content": "mean of samples"})
+    pixel_size = output_pixel_size(info, options)
+    _write(outputs.mean, from_model_range(mean), {**metadata, "content": "mean of samples"}, pixel_size)
     if outputs.std is not None:
-        _write(outputs.std, std_unit, {**metadata, "content": "standard deviation of samples"})
+        _write(outputs.std, std_unit, {**metadata, "content": "standard deviation of samples"}, pixel_size)
     if outputs.preview is not None:
         write_preview(model_in, mean, std_unit, outputs.preview, f"{path.name} ({predictor.checkpoint.name})")
 
@@ -276,8 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--samples", type=int, help="samples averaged per image (default 1)")
     sampling.add_argument("--std", action="store_true", help="also write the samples' per-pixel standard deviation")
     sampling.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
+    sampling.add_argument(
+        "--hashed-noise", action="store_true",
+        help="DDIM only: start each tile from the seed's position-hashed noise, as an exported package does",
+    )
     layout = parser.add_argument_group("images")
     layout.add_argument("--upsample", action="store_true", help="bicubic x2 first, for native-resolution widefield")
+    layout.add_argument(
+        "--pixel-size", type=float,
+        help="input pixel size in µm (default: from the TIF's OME / ImageJ / resolution tags); the OME-TIFF "
+        "outputs get it, halved with --upsample",
+    )
     layout.add_argument("--tile", type=int, default=128, help="tile side in pixels, the training size (default 128)")
     layout.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
     layout.add_argument("--batch-size", type=int, default=16, help="tiles per network call (default 16)")
@@ -309,6 +334,8 @@ def run(args: argparse.Namespace) -> list[OutputPaths]:
         reduce=args.reduce,
         suffix=args.suffix,
         progress=not args.quiet,
+        pixel_size_um=args.pixel_size,
+        hashed_noise=args.hashed_noise,
     )
     if options.progress:
         print(

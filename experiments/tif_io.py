@@ -37,6 +37,7 @@ __all__ = [
     "to_model_frames",
     "write_frames",
 ]
+from experiments.ome_tiff import ome_description, ome_metadata
 
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
 
@@ -78,11 +79,12 @@ def find_inputs(paths: Sequence[str | Path]) -> list[Path]:
     return list(unique.values())
 
 
-def write_frames(path: str | Path, frames: np.ndarray, metadata: dict) -> None:
-    """Write ``frames`` [N, H, W] as a float32 TIF (one page for N = 1, a stack of N pages otherwise).
+def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_size_um: float | None = None) -> None:
+    """Write ``frames`` [N, H, W] as a float32 OME-TIFF (one page for N = 1, a stack of N pages otherwise).
 
-    ``metadata`` (JSON-serialisable, key "shape" reserved by tifffile) is stored as JSON in the first
-    page's ImageDescription tag; read it back with :func:`read_metadata`. The file is written to a
+    ``metadata`` (JSON-serialisable, key "shape" reserved by tifffile) is stored as JSON in the OME
+    ``Image/Description``; read it back with :func:`read_metadata`. ``pixel_size_um`` becomes OME's
+    PhysicalSizeX / Y in µm (:mod:`experiments.ome_tiff`); None leaves them out. The file is written to a
     temporary name in the same folder and renamed into place, so a crash never leaves a half-written
     ``path``. Missing parent folders are created.
     """
@@ -104,13 +106,12 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict) -> None:
     # Not tempfile.mkstemp: its 0600 mode would carry over to the output. A unique name instead.
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
     try:
-        # metadata=None stops tifffile from writing its own JSON; minisblack keeps a 3-frame stack from
-        # being stored as one RGB-like page.
+        # minisblack keeps a 3-frame stack from being stored as one RGB-like page.
         tifffile.imwrite(
             temporary,
             data[0] if len(data) == 1 else data,
-            description=description,
-            metadata=None,
+            ome=True,
+            metadata=ome_metadata("YX" if len(data) == 1 else "TYX", pixel_size_um, description),
             photometric="minisblack",
         )
         os.replace(temporary, path)
@@ -122,7 +123,8 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict) -> None:
 def read_metadata(path: str | Path) -> dict:
     """The JSON metadata :func:`write_frames` stored in ``path``; :class:`InputError` naming the file if none."""
     path = Path(path)
-    description = read_tif(path, pixels=False).description
+    stored = read_tif(path, pixels=False)
+    description = ome_description(stored.description) or "" if stored.is_ome else stored.description
     try:
         metadata = json.loads(description)
     except json.JSONDecodeError as error:

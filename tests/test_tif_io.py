@@ -1,6 +1,7 @@
 """Users' TIFs: finding inputs, strict reading of images and stacks, float32 writing with metadata, no overwrites."""
 
 import json
+import xml.etree.ElementTree as ElementTree
 import os
 import stat
 from pathlib import Path
@@ -179,8 +180,11 @@ def test_metadata_is_written_and_read_back(tmp_path):
     path = tmp_path / "sr.tif"
     write_frames(path, np.zeros((2, 8, 8), np.float32), metadata)
     assert read_metadata(path) == metadata
-    with tifffile.TiffFile(path) as tif:
-        assert json.loads(tif.pages[0].description) == metadata  # plain JSON in ImageDescription
+    with tifffile.TiffFile(path) as tif:  # plain JSON in the OME Image/Description
+        assert tif.is_ome
+        ome = ElementTree.fromstring(tif.pages[0].description)
+        namespace = {"ome": "http://www.openmicroscopy.org/Schemas/OME/2016-06"}
+        assert json.loads(ome.find("ome:Image/ome:Description", namespace).text) == metadata
 
 
 def test_writing_replaces_atomically_and_leaves_no_temporary_files(tmp_path):

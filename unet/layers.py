@@ -52,7 +52,7 @@ class MultiHeadAttention(nn.Module):
             b_q, b_kv = self.in_proj_bias.split([query.shape[-1], 2 * query.shape[-1]])
             q = F.linear(query, w_q, b_q)
             k, v = F.linear(key_value, w_kv, b_kv).chunk(2, dim=-1)
-        attended = F.scaled_dot_product_attention(*(self._split_heads(z) for z in (q, k, v)))
+        attended = F.scaled_dot_product_attention(self._split_heads(q), self._split_heads(k), self._split_heads(v))
         batch, heads, tokens, head_dim = attended.shape
         return self.out_proj(attended.transpose(1, 2).reshape(batch, tokens, heads * head_dim))
 
@@ -75,6 +75,8 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.self_attention_norm = nn.LayerNorm(channels)
         self.self_attention = MultiHeadAttention(channels, num_heads)
+        # None rather than absent, so that TorchScript can tell the cross-attention is not there.
+        self.cross_attention = self.cross_attention_norm = self.context_projection = None
         if context_dim is not None:
             self.cross_attention = MultiHeadAttention(channels, num_cross_heads)
             self.cross_attention_norm = nn.LayerNorm(channels)
@@ -86,7 +88,7 @@ class TransformerBlock(nn.Module):
         batch, channels, height, width = x.shape
         tokens = self.self_attention_norm(x.flatten(2).transpose(1, 2))
         tokens = tokens + self.self_attention(tokens)
-        if context is not None:
+        if self.context_projection is not None and context is not None:
             projected = self.context_projection(context)
             tokens = tokens + self.cross_attention(self.cross_attention_norm(tokens), projected)
         tokens = tokens + self.mlp(self.mlp_norm(tokens))

@@ -23,6 +23,8 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig = UNetConfig()) -> None:
         super().__init__()
         self.config = config
+        # None rather than absent, so that TorchScript can tell there is no class embedding.
+        self.class_embedding = None
         if config.num_classes is not None:
             self.class_embedding = nn.Embedding(config.num_classes, config.time_encoding_dim)
 
@@ -72,8 +74,11 @@ class UNet(nn.Module):
         context: optional ``[B, L, context_dim]`` for cross-attention; needs ``config.context_dim``.
         Returns ``[B, out_channels, H, W]``.
         """
-        self._check_inputs(x, t_encoding, y, context)
-        time = t_encoding if y is None else t_encoding + self.class_embedding(y)
+        if not torch.jit.is_scripting():  # a scripted network holds no config to check against
+            self._check_inputs(x, t_encoding, y, context)
+        time = t_encoding
+        if self.class_embedding is not None and y is not None:
+            time = time + self.class_embedding(y)
 
         skips = []
         for level, encoder_level in enumerate(self.encoder):
@@ -83,10 +88,12 @@ class UNet(nn.Module):
                 x = self.pool(x)
 
         x = self.bottleneck(x)
-        for decoder_level, skip in zip(self.decoder, reversed(skips[:-1])):
-            x = decoder_level(x, skip, time, context)
+        # Indexed from the end (the deepest skip is the bottleneck's input): TorchScript has no reversed().
+        for level, decoder_level in enumerate(self.decoder):
+            x = decoder_level(x, skips[-2 - level], time, context)
         return self.output(x)
 
+    @torch.jit.unused
     def _check_inputs(
         self,
         x: torch.Tensor,

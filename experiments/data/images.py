@@ -25,6 +25,7 @@ import tifffile
 
 from experiments.data.layout import DatasetError
 from experiments.normalization import Normalization, normalize, unit_divisor
+from experiments.ome_tiff import pixel_size_um
 
 Reduce = Literal[None, "first", "mean", "max"]
 REDUCTIONS: tuple = get_args(Reduce)
@@ -47,7 +48,9 @@ class StoredTif:
     shape: tuple[int, ...]
     axes: str  # tifffile's series axes, one letter per axis of ``shape``, e.g. "YX", "ZYX", "YXS"
     dtype: np.dtype
-    description: str  # the first page's ImageDescription ("" when absent)
+    description: str  # the first page's ImageDescription ("" when absent); OME-XML when is_ome
+    is_ome: bool
+    pixel_size_um: float | None  # from OME, ImageJ or resolution tags (experiments.ome_tiff); None if unknown
     pixels: np.ndarray | None
 
 
@@ -77,6 +80,7 @@ class FrameInfo:
     axes: str  # tifffile's axes of stored_shape, e.g. "YX", "QYX", "YXS"
     unit_divisor: float
     colour_reduced: Reduce  # how colour channels were collapsed, None if the file had one
+    pixel_size_um: float | None  # as the file's metadata states it, None if it does not
 
 
 def _check_finite(array: np.ndarray, path: Path, what: str) -> None:
@@ -97,7 +101,7 @@ def read_tif(path: str | Path, pixels: bool = True) -> StoredTif:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape, axes, dtype = tuple(series.shape), series.axes, series.dtype
-            description = tif.pages[0].description
+            description, is_ome, size = tif.pages[0].description, tif.is_ome, pixel_size_um(tif)
             array = series.asarray() if pixels else None
     # A damaged file surfaces as any of many types (TiffFileError, ValueError, struct.error, IndexError,
     # codec errors); whichever it is, the user needs the file's name and what to do.
@@ -115,7 +119,7 @@ def read_tif(path: str | Path, pixels: bool = True) -> StoredTif:
         )
     if array is not None:
         _check_finite(array, path, "")
-    return StoredTif(path, shape, axes, dtype, description, array)
+    return StoredTif(path, shape, axes, dtype, description, is_ome, size, array)
 
 
 def plane_layout(stored: StoredTif, reduce: Reduce) -> Layout:
@@ -185,6 +189,7 @@ def read_frames(path: str | Path, reduce: Reduce = None) -> tuple[np.ndarray, Fr
         axes=stored.axes,
         unit_divisor=unit_divisor(stored.dtype),
         colour_reduced=reduce if layout.channels > 1 else None,
+        pixel_size_um=stored.pixel_size_um,
     )
     return frames, info
 

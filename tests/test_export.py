@@ -1,0 +1,129 @@
+"""The exported package: its TorchScript sampler equals experiments.predict's DDIM with the same hashed x_T,
+and bioimageio.core's own model test passes on the zip, offline. Also the hashed noise and OME pixel sizes."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from ddpm.hashed_noise import hashed_normal, mix32
+from experiments.inference import load_for_inference
+from experiments.data.images import read_tif
+from experiments.predict import main as predict_main
+from experiments.scripted_sampler import script_sampler
+from test_predict import TINY, save_checkpoint
+
+CPU = torch.device("cpu")
+
+
+# ------------------------------------------------------------------ hashed noise
+def test_hashed_noise_is_standard_normal_and_position_only():
+    noise = hashed_normal([2, 1, 200, 200], 3, CPU)
+    values = noise.double().flatten()
+    # 80,000 draws: mean and std within 5 standard errors of N(0, 1); tail mass as Phi gives.
+    assert abs(values.mean().item()) < 5 / 80000**0.5
+    assert abs(values.std().item() - 1) < 5 * (0.5 / 80000) ** 0.5
+    assert abs((values > 1.959964).double().mean().item() - 0.025) < 5 * (0.025 * 0.975 / 80000) ** 0.5
+    # Neighbours and the two images are uncorrelated.
+    for a, b in ((noise[0, 0, :, 1:], noise[0, 0, :, :-1]), (noise[0], noise[1])):
+        assert abs(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()) < 0.02
+    # A pixel's value depends on its position only: a crop of a bigger field, or the field at an offset.
+    assert torch.equal(hashed_normal([1, 1, 8, 8], 3, CPU, 4, 2), hashed_normal([1, 1, 16, 16], 3, CPU)[..., 4:12, 2:10])
+    assert not torch.equal(hashed_normal([1, 1, 8, 8], 4, CPU), hashed_normal([1, 1, 8, 8], 3, CPU))
+
+
+def test_mix32_is_a_bijection_on_a_range_and_scripts_to_the_same_numbers():
+    assert mix32(torch.arange(1 << 16)).unique().numel() == 1 << 16
+    scripted = torch.jit.script(hashed_normal)
+    assert torch.equal(scripted([1, 2, 5, 7], 11, CPU, 3, 0), hashed_normal([1, 2, 5, 7], 11, CPU, 3, 0))
+
+
+# ------------------------------------------------------------------ scripted sampler vs predict
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("run") / "best.pt")
+
+
+def test_scripted_sampler_equals_predict_with_hashed_noise(checkpoint, tmp_path, capsys):
+    predictor = load_for_inference(checkpoint, "cpu")
+    rng = np.random.default_rng(0)
+    image = rng.random((32, 32), dtype=np.float32)  # [0, 1]: the tutorial scaling leaves it as it is
+    tifffile.imwrite(tmp_path / "wf.tif", image)
+    steps = TINY.eval.sampling_steps
+    code = predict_main([
+        "--checkpoint", str(checkpoint), "--input", str(tmp_path / "wf.tif"), "--output", str(tmp_path / "out"),
+        "--tile", "32", "--overlap", "8", "--quiet", "--device", "cpu", "--no-preview", "--hashed-noise", "--seed", "5",
+    ])
+    assert code == 0, capsys.readouterr().err
+    predicted = tifffile.imread(tmp_path / "out" / "wf_sr.tif")
+    module = script_sampler(predictor.model, predictor.diffusion, steps, 5, predictor.size_factor)
+    with torch.no_grad():
+        scripted = module(torch.from_numpy(image * 2 - 1)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose((scripted + 1) / 2, predicted, rtol=0, atol=1e-5)
+    # Independent route: the library's own DDIM with the same x_T.
+    x_T = hashed_normal([1, 1, 32, 32], 5, CPU)
+    reference = predictor.diffusion.ddim_sample(
+        predictor.model, torch.from_numpy(image * 2 - 1)[None, None], num_steps=steps, eta=0.0, x_T=x_T, progress=False
+    )
+    np.testing.assert_allclose(scripted, reference[0, 0].numpy(), rtol=0, atol=1e-5)
+
+
+# ------------------------------------------------------------------ OME pixel size
+def test_predicted_ome_tiff_carries_the_input_pixel_size_halved_by_upsampling(checkpoint, tmp_path, capsys):
+    image = np.random.default_rng(1).random((16, 16), dtype=np.float32)
+    # The input says 0.0626 µm per pixel in OME; --upsample halves it.
+    tifffile.imwrite(tmp_path / "wf.ome.tif", image, ome=True, metadata={"PhysicalSizeX": 62.6, "PhysicalSizeXUnit": "nm",
+                                                                        "PhysicalSizeY": 62.6, "PhysicalSizeYUnit": "nm"})
+    args = ["--checkpoint", str(checkpoint), "--tile", "32", "--overlap", "8", "--quiet", "--device", "cpu", "--no-preview"]
+    assert predict_main([*args, "--input", str(tmp_path / "wf.ome.tif"), "--output", str(tmp_path / "a"), "--upsample",
+                         "--samples", "2", "--std"]) == 0, capsys.readouterr().err
+    for name in ("wf.ome_sr.tif", "wf.ome_sr_std.tif"):
+        with tifffile.TiffFile(tmp_path / "a" / name) as tif:
+            assert tif.is_ome
+            pixels = tif.ome_metadata.split("<Pixels ")[1]
+            assert 'PhysicalSizeX="0.0313"' in pixels and 'PhysicalSizeXUnit="µm"' in pixels
+            assert 'PhysicalSizeY="0.0313"' in pixels
+    # --pixel-size (µm) overrides; without --upsample it is kept as it is.
+    tifffile.imwrite(tmp_path / "plain.tif", image)
+    assert read_tif(tmp_path / "plain.tif", pixels=False).pixel_size_um is None
+    assert predict_main([*args, "--input", str(tmp_path / "plain.tif"), "--output", str(tmp_path / "b"),
+                         "--pixel-size", "0.1"]) == 0
+    assert read_tif(tmp_path / "b" / "plain_sr.tif", pixels=False).pixel_size_um == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------ the package
+@pytest.mark.slow
+def test_exported_package_passes_bioimageio_core_test_offline(checkpoint, tmp_path, monkeypatch):
+    pytest.importorskip("bioimageio.core", reason="the optional extra is not installed: pip install -e '.[export]'")
+    monkeypatch.setenv("BIOIMAGEIO_PERFORM_IO_CHECKS", "false")
+    from experiments.export import ExportOptions, build_package, preprocess, test_package
+
+    zip_path = build_package(checkpoint, tmp_path / "model.zip", ExportOptions(steps=2, seed=0, test_side=48))
+    summary = test_package(zip_path)
+    assert summary.status == "passed", summary.format()
+    # The stored test output is the scripted sampler's on the pre-processed test input.
+    import zipfile
+    with zipfile.ZipFile(zip_path) as archive:
+        names = set(archive.namelist())
+        assert {"rdf.yaml", "sampler.pt", "test_input.npy", "test_output.npy", "cover.png", "documentation.md"} <= names
+        archive.extractall(tmp_path / "unzipped")
+    module = torch.jit.load(str(tmp_path / "unzipped" / "sampler.pt"))
+    test_in = np.load(tmp_path / "unzipped" / "test_input.npy")
+    expected = np.load(tmp_path / "unzipped" / "test_output.npy")
+    with torch.no_grad():
+        out = module(torch.from_numpy(preprocess(test_in))).numpy()
+    np.testing.assert_allclose(out * 0.5 + 0.5, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("extras", [{}, {"num_classes": 3, "context_dim": 4}])
+def test_unet_scripts_to_the_same_numbers(extras):
+    from unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    network = UNet(UNetConfig(channels=(4, 8), base_channels=(8,), attention=(False, True), time_encoding_dim=8, **extras))
+    x, encoding = torch.randn(2, 2, 8, 8), torch.randn(2, 8)
+    with torch.no_grad():
+        assert torch.equal(torch.jit.script(network.eval())(x, encoding), network(x, encoding))
