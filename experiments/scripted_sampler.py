@@ -13,7 +13,7 @@ Each step is Song et al.'s Eq. 12 with eta = 0, as :func:`ddpm.ddim.ddim_step` c
 again here because that function takes a :class:`ddpm.Diffusion`, which TorchScript cannot compile. The
 numbers come from the same place: the step coefficients from :func:`ddpm.ddim.ddim_coefficients` (as
 Python floats, as there), the x0 tables and time encodings are the Diffusion's own float32 entries,
-so the module reproduces ``Diffusion.ddim_sample(..., eta=0, x_T=hashed_normal(...))`` to rounding.
+so the module reproduces ``ddpm.DDIMSampler(num_steps)(..., x_T=hashed_normal(...))`` to rounding.
 """
 
 from __future__ import annotations

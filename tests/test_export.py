@@ -9,9 +9,10 @@ import pytest
 import tifffile
 import torch
 
+from ddpm import DDIMSampler
 from ddpm.hashed_noise import hashed_normal, mix32
-from experiments.inference import load_for_inference
 from experiments.data.images import read_tif
+from experiments.inference import load_for_inference
 from experiments.predict import main as predict_main
 from experiments.scripted_sampler import script_sampler
 from test_predict import TINY, save_checkpoint
@@ -65,8 +66,8 @@ def test_scripted_sampler_equals_predict_with_hashed_noise(checkpoint, tmp_path,
     np.testing.assert_allclose((scripted + 1) / 2, predicted, rtol=0, atol=1e-5)
     # Independent route: the library's own DDIM with the same x_T.
     x_T = hashed_normal([1, 1, 32, 32], 5, CPU)
-    reference = predictor.diffusion.ddim_sample(
-        predictor.model, torch.from_numpy(image * 2 - 1)[None, None], num_steps=steps, eta=0.0, x_T=x_T, progress=False
+    reference = DDIMSampler(num_steps=steps)(
+        predictor.diffusion, predictor.model, torch.from_numpy(image * 2 - 1)[None, None], x_T=x_T, progress=False
     )
     np.testing.assert_allclose(scripted, reference[0, 0].numpy(), rtol=0, atol=1e-5)
 
