@@ -18,9 +18,9 @@ import torch
 from ddpm import SAMPLERS, VARIANCES
 from experiments import figures
 from experiments.data import PairedImageDataset, list_test_levels
-from experiments.evaluation import UsageError, bicubic_baseline, evaluate, sampling_config
-from experiments.inference import InferenceError, load_for_inference
-from experiments.report import comparison_rows, format_table, write_report
+from experiments.evaluation.loop import UsageError, bicubic_baseline, evaluate, sampling_config
+from experiments.inference.loading import InferenceError, load_for_inference
+from experiments.evaluation.report import comparison_rows, format_table, write_report
 from experiments.runtime import autocast, resolve_precision
 
 

@@ -7,7 +7,7 @@ Inputs are TIF files or folders of them (not recursive); a stack (time, z, ...) 
 frame. uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
 ``data.normalization``). Any 2-D size works: each frame is sampled as one image with one noise field, the
 network running on overlapping tiles of the training size (``--tile``) at every step and its predictions
-blended with a smooth window (:mod:`experiments.tiling`), so no tile grid appears. ``--upsample``
+blended with a smooth window (:mod:`experiments.inference.tiling`), so no tile grid appears. ``--upsample``
 first enlarges a native-resolution widefield image by 2 (bicubic), as the BioSR inputs were made.
 
 For each input ``<stem>.tif`` the output folder receives:
@@ -21,7 +21,7 @@ For each input ``<stem>.tif`` the output folder receives:
 * ``<stem>_sr_preview.png``: input and output side by side (first frames of a stack).
 
 Each TIF carries JSON metadata (checkpoint path and SHA-256, seed, sampler settings, source file, frame
-count, software version); read it with :func:`experiments.tif_io.read_metadata`. The same seed, checkpoint,
+count, software version); read it with :func:`experiments.data.tif_io.read_metadata`. The same seed, checkpoint,
 settings and device give the same output. No input is ever overwritten, and every error names the file
 and the reason.
 """
@@ -44,11 +44,11 @@ from ddpm.ddim import DEFAULT_DDIM_STEPS
 from experiments import figures
 from experiments.config import Device, EvalConfig, TrainConfig
 from experiments.data.images import REDUCTIONS, Reduce, float_range_problem
-from experiments.evaluation import UsageError, sampling_config
-from experiments.inference import InferenceError, Predictor, load_for_inference
-from experiments.normalization import from_model_range
+from experiments.evaluation.loop import UsageError, sampling_config
+from experiments.inference.loading import InferenceError, Predictor, load_for_inference
+from experiments.data.normalization import from_model_range
 from unet.config import check_value, field_range
-from experiments.tif_io import (
+from experiments.data.tif_io import (
     FrameInfo,
     InputError,
     OverwriteError,

@@ -9,7 +9,7 @@ import tifffile
 import torch
 
 from experiments.data import PairedImageDataset, list_test_levels
-from experiments.synthetic import (
+from experiments.data.synthetic import (
     TEST_LEVELS,
     SyntheticConfig,
     cross_section,

@@ -1,6 +1,6 @@
 """Real-structure pairs: windows of nine real BioSR SIM cells, degraded to widefield by physics.
 
-    python -m experiments.synthetic --structures biosr-sim --out data/biosr-sim
+    python -m experiments.data.synthetic --structures biosr-sim --out data/biosr-sim
 
 The nine cells (``experiments/data/real``, BioSR, CC BY 4.0) are split whole, never window by window,
 so that validation and test measure cells the model has never seen (``CELL_SPLIT``):
@@ -42,7 +42,7 @@ from experiments.data.widefield import (
     widefield_blur,
 )
 from experiments.data.writer import SPLIT_PREFIX, TEST_LEVELS, clear_output, file_name, image_rng, write_images
-from experiments.normalization import to_unit_range
+from experiments.data.normalization import to_unit_range
 
 CELL_DIR = Path(__file__).parent / "real"
 CELL_SPLIT: dict[str, tuple[str, ...]] = {

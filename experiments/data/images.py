@@ -4,7 +4,7 @@
     model_in = to_model_frames(frames, info, "tutorial")      # [-1, 1], each frame on its own, checked
     image = read_image("training_wf/001.tif")                 # one training image [H, W] in [-1, 1]
 
-The data loader, its cache builder and prediction (:mod:`experiments.tif_io`) all open files through
+The data loader, its cache builder and prediction (:mod:`experiments.data.tif_io`) all open files through
 :func:`read_tif`, so every failure (a truncated, empty or non-TIF file, an unsupported pixel type,
 NaN / inf, values that overflow when scaled) is an :class:`InputError` that names the file and says
 what to do.
@@ -24,8 +24,8 @@ import numpy as np
 import tifffile
 
 from experiments.data.layout import DatasetError
-from experiments.normalization import Normalization, normalize, unit_divisor
-from experiments.ome_tiff import pixel_size_um
+from experiments.data.normalization import Normalization, normalize, unit_divisor
+from experiments.data.ome_tiff import pixel_size_um
 
 Reduce = Literal[None, "first", "mean", "max"]
 REDUCTIONS: tuple = get_args(Reduce)
@@ -50,7 +50,7 @@ class StoredTif:
     dtype: np.dtype
     description: str  # the first page's ImageDescription ("" when absent); OME-XML when is_ome
     is_ome: bool
-    pixel_size_um: float | None  # from OME, ImageJ or resolution tags (experiments.ome_tiff); None if unknown
+    pixel_size_um: float | None  # from OME, ImageJ or resolution tags (experiments.data.ome_tiff); None if unknown
     pixels: np.ndarray | None
 
 
@@ -70,7 +70,7 @@ class Layout:
 class FrameInfo:
     """Where frames came from and how to scale them.
 
-    ``unit_divisor`` is what the training data's scaling (:func:`experiments.normalization.to_unit_range`)
+    ``unit_divisor`` is what the training data's scaling (:func:`experiments.data.normalization.to_unit_range`)
     divides the stored values by: the dtype maximum for integers (255, 65535), 1 for floats.
     """
 
@@ -202,8 +202,8 @@ def to_model_frames(
 ) -> np.ndarray:
     """Frames [N, H, W] in source units -> float32 [N, H, W] in the model range, as training scaled them.
 
-    Divides by ``info.unit_divisor`` (the dtype scaling of :func:`~experiments.normalization.to_unit_range`)
-    then applies :func:`~experiments.normalization.normalize`, each frame on its own (percentiles are per
+    Divides by ``info.unit_divisor`` (the dtype scaling of :func:`~experiments.data.normalization.to_unit_range`)
+    then applies :func:`~experiments.data.normalization.normalize`, each frame on its own (percentiles are per
     frame). What the network will see is checked: finite values on disk can overflow here (float32 near
     3.4e38 minus 0.5, over 0.5), which is an :class:`InputError` naming ``info.path``.
     """

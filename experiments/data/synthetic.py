@@ -1,8 +1,8 @@
 """Generated BioSR-like microtubule data, in exactly its folder layout.
 
-    python -m experiments.synthetic --out data/synthetic [--train 4096 --validate 256 --test-per-level 150
+    python -m experiments.data.synthetic --out data/synthetic [--train 4096 --validate 256 --test-per-level 150
                                                            --size 128 --seed 0]
-    python -m experiments.synthetic --structures biosr-sim --out data/biosr-sim
+    python -m experiments.data.synthetic --structures biosr-sim --out data/biosr-sim
 
 ``--structures biosr-sim`` cuts windows from nine real BioSR SIM cells and degrades them by a
 physical widefield model (:mod:`experiments.data.biosr_sim`, :mod:`experiments.data.widefield`). The

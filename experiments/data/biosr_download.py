@@ -1,6 +1,6 @@
 """Fetch the real BioSR microtubule data (about 12 GB) by cloning the tutorial authors' repository.
 
-    python -m experiments.get_data [--dest biosr_dataset]
+    python -m experiments.data.biosr_download [--dest biosr_dataset]
 
 Does nothing when ``--dest`` already exists. On failure it says what to do and exits non-zero.
 """

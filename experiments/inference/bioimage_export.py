@@ -1,9 +1,9 @@
 """Export a trained checkpoint as a BioImage Model Zoo package (model spec 0.5) that runs without our code.
 
-    python -m experiments.export --checkpoint runs/demo-.../best.pt --out model.zip [--steps 10] [--seed 0]
+    python -m experiments.inference.bioimage_export --checkpoint runs/demo-.../best.pt --out model.zip [--steps 10] [--seed 0]
 
 The package's TorchScript weights are the whole deterministic DDIM sampler
-(:class:`experiments.scripted_sampler.ScriptedDDIM`): one call on the widefield image runs ``--steps``
+(:class:`experiments.inference.scripted_sampler.ScriptedDDIM`): one call on the widefield image runs ``--steps``
 network evaluations from x_T = :func:`ddpm.hashed_noise.hashed_normal` of ``--seed``, so deepImageJ,
 ilastik and bioimageio.core get the same image every time without seeding anything.
 
@@ -41,8 +41,8 @@ import torch
 from experiments import figures
 from experiments.data.images import read_frames
 from experiments.data.layout import TIF_SUFFIXES
-from experiments.inference import InferenceError, Predictor, load_for_inference
-from experiments.scripted_sampler import script_sampler
+from experiments.inference.loading import InferenceError, Predictor, load_for_inference
+from experiments.inference.scripted_sampler import script_sampler
 
 # The x_T seed and the number of DDIM steps are fixed in the exported module.
 DEFAULT_STEPS = 10
@@ -183,7 +183,7 @@ sampler: {options.steps} deterministic DDIM steps (Song et al. 2021, eta = 0) ar
 The diffusion starts from x_T, standard normal noise computed from a hash of (seed {options.seed}, pixel
 position): no random generator is used, so every run on every machine gives the same output, and a pixel's
 noise does not depend on the image size. The step count ({options.steps}) and the seed are fixed in the
-TorchScript module; export again (`python -m experiments.export --steps N --seed S`) to change them.
+TorchScript module; export again (`python -m experiments.inference.bioimage_export --steps N --seed S`) to change them.
 
 ## Training data
 Run `{config.name}`: data root `{config.data.root}` (BioSR layout; the real BioSR microtubules or the project's
@@ -195,7 +195,7 @@ synthetic look-alike), normalisation `{config.data.normalization}`, {config.trai
 {metric_lines}
 
 ## Validation
-`experiments.export` runs bioimageio.core's model test on the written zip (offline): the TorchScript weights
+`experiments.inference.bioimage_export` runs bioimageio.core's model test on the written zip (offline): the TorchScript weights
 reproduce `test_output.npy` from `test_input.npy`, for batch sizes 1 and 2 and several input sizes. In the
 project's tests the scripted sampler equals `experiments.predict --hashed-noise` within 1e-5.
 
@@ -323,7 +323,7 @@ def test_package(path: Path):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.inference.bioimage_export", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt file, or a run folder (its last.pt)")
     parser.add_argument("--out", required=True, type=Path, help="the package to write, e.g. model.zip")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"DDIM steps fixed in the package (default {DEFAULT_STEPS})")

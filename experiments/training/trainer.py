@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ddpm import Diffusion
 from experiments import figures
-from experiments.checkpoint import (
+from experiments.training.checkpoint import (
     BEST,
     LAST,
     NonFiniteCheckpoint,
@@ -34,10 +34,10 @@ from experiments.checkpoint import (
 )
 from experiments.config import RunConfig, check_consistency
 from experiments.data import DatasetError, PairedImageDataset
-from experiments.evaluation import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
-from experiments.metrics import HIGHER_IS_BETTER
-from experiments.report import comparison_rows, format_table, write_report
-from experiments.ema import EMA
+from experiments.evaluation.loop import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
+from experiments.evaluation.metrics import HIGHER_IS_BETTER
+from experiments.evaluation.report import comparison_rows, format_table, write_report
+from experiments.training.ema import EMA
 from experiments.runtime import (
     autocast,
     init_distributed,
@@ -47,7 +47,7 @@ from experiments.runtime import (
     seed_everything,
     set_tf32,
 )
-from experiments.sampling_order import EpochBatches
+from experiments.training.sampling_order import EpochBatches
 from unet import build_network, optimize_for_speed
 
 CONFIG_FILE = "config.json"

@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 
 from ddpm import Diffusion
 from ddpm.hashed_noise import hashed_normal
-from experiments.checkpoint import LAST, file_digest, load_checkpoint
+from experiments.training.checkpoint import LAST, file_digest, load_checkpoint
 from experiments.config import EvalConfig, RunConfig
-from experiments.evaluation import sample
+from experiments.evaluation.loop import sample
 from experiments.runtime import pick_device
-from experiments.tiling import pad_to_tile, tiled_network
-from experiments.training import build_diffusion, build_model
+from experiments.inference.tiling import pad_to_tile, tiled_network
+from experiments.training.trainer import build_diffusion, build_model
 
 # Preferred first: the averaged weights usually sample better than the last optimiser step.
 WEIGHT_KEYS = ("ema", "model")
@@ -70,16 +70,16 @@ class Predictor:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sample super-resolved images for widefield inputs of any size, frame by frame, the network tile by tile.
 
-        Each frame is sampled as one image (:func:`experiments.tiling.tiled_network`): one noise field per
+        Each frame is sampled as one image (:func:`experiments.inference.tiling.tiled_network`): one noise field per
         frame and sample, the network run on overlapping ``tile`` x ``tile`` tiles at every step and its
         noise predictions blended, so the result agrees with sampling the whole frame at once and shows no
         tile grid.
 
         Args:
             images: [N, 1, H, W] in the model range [-1, 1] (normalised as the training inputs were).
-            sampling: sampler, variance, steps, eta and number of samples (see :func:`experiments.evaluation.sample`).
+            sampling: sampler, variance, steps, eta and number of samples (see :func:`experiments.evaluation.loop.sample`).
             generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
-            tile, overlap, batch_size: see :func:`experiments.tiling.predict_tiled` (``batch_size`` tiles per
+            tile, overlap, batch_size: see :func:`experiments.inference.tiling.predict_tiled` (``batch_size`` tiles per
                 network call). progress, desc: a progress bar over frames, labelled ``desc``.
             hashed_noise_seed: when given, each frame's chains start from
                 :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel (y, x) of the frame

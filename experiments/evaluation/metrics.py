@@ -55,7 +55,7 @@ def _check_pair(pred: Tensor, target: Tensor) -> None:
     if not (pred.is_floating_point() and target.is_floating_point()):
         raise TypeError(
             f"pred and target must be float images in [-1, 1]; got {pred.dtype} and {target.dtype} "
-            "(normalise integer images first, see experiments.normalization)"
+            "(normalise integer images first, see experiments.data.normalization)"
         )
     height, width = pred.shape[-2:]
     if min(height, width) < MS_SSIM_MIN_SIZE:

@@ -37,7 +37,7 @@ __all__ = [
     "to_model_frames",
     "write_frames",
 ]
-from experiments.ome_tiff import ome_description, ome_metadata
+from experiments.data.ome_tiff import ome_description, ome_metadata
 
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
 
@@ -84,7 +84,7 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_siz
 
     ``metadata`` (JSON-serialisable, key "shape" reserved by tifffile) is stored as JSON in the OME
     ``Image/Description``; read it back with :func:`read_metadata`. ``pixel_size_um`` becomes OME's
-    PhysicalSizeX / Y in µm (:mod:`experiments.ome_tiff`); None leaves them out. The file is written to a
+    PhysicalSizeX / Y in µm (:mod:`experiments.data.ome_tiff`); None leaves them out. The file is written to a
     temporary name in the same folder and renamed into place, so a crash never leaves a half-written
     ``path``. Missing parent folders are created.
     """
