@@ -15,9 +15,9 @@ from experiments.data.synthetic import (
     cross_section,
     filament_points,
     generate,
-    main,
     render_pairs,
 )
+from experiments.synthetic import main
 
 SMALL = SyntheticConfig(size=32)
 

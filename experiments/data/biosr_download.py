@@ -1,11 +1,7 @@
-"""Fetch the real BioSR microtubule data (about 12 GB) by cloning the tutorial authors' repository.
-
-    python -m experiments.data.biosr_download [--dest biosr_dataset]
-
-Does nothing when ``--dest`` already exists. On failure it says what to do and exits non-zero.
+"""Fetch the real BioSR microtubule data (about 12 GB) by cloning the tutorial authors' repository
+(the library of ``python -m experiments.get_data``).
 """
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -41,15 +37,3 @@ def fetch(dest: Path, url: str = BIOSR_URL) -> int:
         return 1
     print(f"done: the loader takes {dest} (or {dest}/BioSR/Microtubules) as its root")
     return 0
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dest", type=Path, default=Path("biosr_dataset"))
-    parser.add_argument("--url", default=BIOSR_URL)
-    args = parser.parse_args(argv)
-    sys.exit(fetch(args.dest, args.url))
-
-
-if __name__ == "__main__":
-    main()

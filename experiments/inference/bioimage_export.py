@@ -1,6 +1,5 @@
-"""Export a trained checkpoint as a BioImage Model Zoo package (model spec 0.5) that runs without our code.
-
-    python -m experiments.inference.bioimage_export --checkpoint runs/demo-.../best.pt --out model.zip [--steps 10] [--seed 0]
+"""A trained checkpoint as a BioImage Model Zoo package (model spec 0.5) that runs without our code (the
+library of ``python -m experiments.export``).
 
 The package's TorchScript weights are the whole deterministic DDIM sampler
 (:class:`experiments.inference.scripted_sampler.ScriptedDDIM`): one call on the widefield image runs ``--steps``
@@ -20,17 +19,14 @@ Conventions (written into the package's documentation too):
   pixels for tiled processing. Pixel size: ``--pixel-size`` in µm (default: the test TIF's metadata),
   the same for input and output.
 
-The package is validated with ``bioimageio.core.test_model`` offline (``BIOIMAGEIO_PERFORM_IO_CHECKS=false``)
-unless ``--no-test``; its summary is printed. Needs the optional extra: ``pip install -e '.[export]'``.
+Needs the optional extra: ``pip install -e '.[export]'``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -183,7 +179,7 @@ sampler: {options.steps} deterministic DDIM steps (Song et al. 2021, eta = 0) ar
 The diffusion starts from x_T, standard normal noise computed from a hash of (seed {options.seed}, pixel
 position): no random generator is used, so every run on every machine gives the same output, and a pixel's
 noise does not depend on the image size. The step count ({options.steps}) and the seed are fixed in the
-TorchScript module; export again (`python -m experiments.inference.bioimage_export --steps N --seed S`) to change them.
+TorchScript module; export again (`python -m experiments.export --steps N --seed S`) to change them.
 
 ## Training data
 Run `{config.name}`: data root `{config.data.root}` (BioSR layout; the real BioSR microtubules or the project's
@@ -195,7 +191,7 @@ synthetic look-alike), normalisation `{config.data.normalization}`, {config.trai
 {metric_lines}
 
 ## Validation
-`experiments.inference.bioimage_export` runs bioimageio.core's model test on the written zip (offline): the TorchScript weights
+`experiments.export` runs bioimageio.core's model test on the written zip (offline): the TorchScript weights
 reproduce `test_output.npy` from `test_input.npy`, for batch sizes 1 and 2 and several input sizes. In the
 project's tests the scripted sampler equals `experiments.predict --hashed-noise` within 1e-5.
 
@@ -320,38 +316,3 @@ def test_package(path: Path):
     from bioimageio.core import test_model
 
     return test_model(path, devices=["cpu"])
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.inference.bioimage_export", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt file, or a run folder (its last.pt)")
-    parser.add_argument("--out", required=True, type=Path, help="the package to write, e.g. model.zip")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"DDIM steps fixed in the package (default {DEFAULT_STEPS})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the hashed initial noise (default 0)")
-    parser.add_argument("--halo", type=int, default=DEFAULT_HALO, help=f"pixels cropped per side when tiling (default {DEFAULT_HALO})")
-    parser.add_argument("--pixel-size", type=float, help="pixel size of the input (= output) grid in µm (default: the test TIF's)")
-    parser.add_argument("--test-image", type=Path, help="TIF for the test tensor (default: the run's data root test_wf)")
-    parser.add_argument("--no-test", action="store_true", help="skip bioimageio.core's test of the written package")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    options = ExportOptions(
-        steps=args.steps, seed=args.seed, halo=args.halo, pixel_size_um=args.pixel_size, test_image=args.test_image
-    )
-    try:
-        path = build_package(args.checkpoint, args.out, options)
-    except (ExportError, InferenceError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"{path}: {path.stat().st_size / 1e6:.2f} MB")
-    if args.no_test:
-        return 0
-    summary = test_package(path)
-    print(summary.format() if hasattr(summary, "format") else summary)
-    return 0 if summary.status == "passed" else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """The whole deterministic DDIM sampler as one TorchScript module: widefield in, super-resolved image out.
 
     sampler = ScriptedDDIM(predictor.model, predictor.diffusion, num_steps=10, seed=0)
-    scripted = torch.jit.script(sampler)            # what experiments.inference.bioimage_export packs as the model's weights
+    scripted = torch.jit.script(sampler)            # what experiments.export packs as the model's weights
     sr = scripted(widefield)                        # [B, 1, H, W] in [-1, 1] in and out
 
 Tools such as deepImageJ and ilastik call a model once on one tensor and seed nothing, so the chain lives
