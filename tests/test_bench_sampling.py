@@ -17,7 +17,7 @@ from experiments.bench.sampling import (
     training_images_per_s,
 )
 from experiments.config import DiffusionConfig, EvalConfig, RunConfig, TrainConfig
-from experiments.training.trainer import build_diffusion, build_model
+from experiments.build import build_diffusion, build_model
 from training_helpers import make_tiny_data
 from unet import UNetConfig
 

@@ -17,7 +17,7 @@ from experiments.config import DiffusionConfig, EvalConfig, RunConfig, TrainConf
 from experiments.inference.loading import InferenceError, load_for_inference
 from experiments.predict import UsageError, main, sampling_config, upsample_frames
 from experiments.data.tif_io import read_metadata
-from experiments.training.trainer import build_model
+from experiments.build import build_model
 from unet import UNetConfig
 
 TINY = RunConfig(

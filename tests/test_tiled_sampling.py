@@ -13,7 +13,7 @@ from experiments.config import DiffusionConfig, EvalConfig, RunConfig, TrainConf
 from experiments.evaluation.loop import sample
 from experiments.inference.loading import Predictor
 from experiments.inference.tiling import tile_positions
-from experiments.training.trainer import build_diffusion, build_model
+from experiments.build import build_diffusion, build_model
 from unet import UNetConfig
 
 TIME_DIM = 8

@@ -43,7 +43,7 @@ from experiments.data import PairedImageDataset
 from experiments.evaluation.loop import bicubic_baseline, build_sampler, evaluate
 from experiments.inference.loading import load_for_inference
 from experiments.runtime import pick_device, seed_everything
-from experiments.training.trainer import build_diffusion, build_model
+from experiments.build import build_diffusion, build_model
 
 Network = Literal["checkpoint", "tutorial"]
 NETWORKS: tuple[Network, ...] = ("checkpoint", "tutorial")

@@ -25,7 +25,7 @@ from experiments.config import EvalConfig, RunConfig
 from experiments.evaluation.loop import sample
 from experiments.runtime import pick_device
 from experiments.inference.tiling import pad_to_tile, tiled_network
-from experiments.training.trainer import build_diffusion, build_model
+from experiments.build import build_diffusion, build_model
 
 # Preferred first: the averaged weights usually sample better than the last optimiser step.
 WEIGHT_KEYS = ("ema", "model")
