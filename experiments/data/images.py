@@ -26,6 +26,7 @@ import tifffile
 from experiments.data.layout import DatasetError
 from experiments.data.normalization import Normalization, normalize, unit_divisor
 from experiments.data.ome_tiff import pixel_size_um
+from experiments.integrity import count_non_finite
 
 Reduce = Literal[None, "first", "mean", "max"]
 REDUCTIONS: tuple = get_args(Reduce)
@@ -84,8 +85,8 @@ class FrameInfo:
 
 
 def _check_finite(array: np.ndarray, path: Path, what: str) -> None:
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        bad = int(array.size - np.isfinite(array).sum())
+    bad = count_non_finite(array)
+    if bad:
         raise InputError(f"{path}: {bad} NaN or infinite pixel values{what}; fix or remove this file")
 
 
@@ -211,10 +212,10 @@ def to_model_frames(
         # Integers are divided in float64, as to_unit_range does; floats (divisor 1) are taken as they are.
         unit = frames if info.unit_divisor == 1.0 else (frames / np.float64(info.unit_divisor)).astype(np.float32)
         model = np.stack([normalize(frame, normalization, percentiles) for frame in unit])
-    finite = np.isfinite(model)
-    if not finite.all():
+    bad = count_non_finite(model)
+    if bad:
         raise InputError(
-            f"{info.path}: {int(model.size - finite.sum())} pixel values become infinite or NaN when scaled to "
+            f"{info.path}: {bad} pixel values become infinite or NaN when scaled to "
             f"the model range ({normalization!r} normalisation of values in [{frames.min():.3g}, {frames.max():.3g}]); "
             "rescale the file (e.g. to [0, 1]) and save it again"
         )

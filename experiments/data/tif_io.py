@@ -13,8 +13,6 @@ same code the data loader uses, so a user's TIF is checked and normalised exactl
 """
 
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +36,7 @@ __all__ = [
     "write_frames",
 ]
 from experiments.data.ome_tiff import ome_description, ome_metadata
+from experiments.integrity import atomic_path
 
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
 
@@ -102,10 +101,7 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_siz
             f"{path}: metadata is not JSON-serialisable ({error}); use numbers, strings, lists and dicts"
         ) from error
     data = frames.astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its 0600 mode would carry over to the output. A unique name instead.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
-    try:
+    with atomic_path(path) as temporary:
         # minisblack keeps a 3-frame stack from being stored as one RGB-like page.
         tifffile.imwrite(
             temporary,
@@ -114,10 +110,6 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_siz
             metadata=ome_metadata("YX" if len(data) == 1 else "TYX", pixel_size_um, description),
             photometric="minisblack",
         )
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def read_metadata(path: str | Path) -> dict:
