@@ -42,7 +42,7 @@ def final_rows(config: RunConfig, history: list[dict], baseline: Baseline) -> di
     ``eval.paper_comparison`` names one, the paper's numbers."""
     level = config.eval.levels[0]
     last = next(row for row in reversed(history) if f"{level}/psnr" in row)
-    return comparison_rows(level_metrics(last, level), baseline(level), paper_key=config.train.loss if config.name in ("mse", "l1") else None)
+    return comparison_rows(level_metrics(last, level), baseline(level), paper_key=config.eval.paper_comparison)
 
 
 class RunFolder:
