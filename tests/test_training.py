@@ -373,3 +373,11 @@ def test_train_command_names_a_corrupt_config_json_on_resume(finished_run, tmp_p
     assert str(run_dir / "config.json") in err and "start a new run" in err and len(err.splitlines()) == 1
     with pytest.raises(ValueError, match="config.json"):
         main(["--resume", str(run_dir), "--debug"])
+
+
+def test_prediction_and_export_tile_by_the_training_image_side_the_checkpoint_records(finished_run):
+    from experiments.inference.loading import LEGACY_IMAGE_SIDE, load_for_inference
+
+    assert IMAGE_SIZE != LEGACY_IMAGE_SIDE  # else the test could not tell the recorded side from the fallback
+    run_dir, _ = finished_run
+    assert load_for_inference(run_dir / "last.pt", "cpu").tile == IMAGE_SIZE

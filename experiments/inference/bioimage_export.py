@@ -43,7 +43,6 @@ from experiments.inference.scripted_sampler import script_sampler
 # The x_T seed and the number of DDIM steps are fixed in the exported module.
 DEFAULT_STEPS = 10
 DEFAULT_HALO = 16  # half of experiments.predict's default tile overlap
-TEST_SIDE = 128  # the training tile: the test tensor is cropped to it
 SCALE_RANGE_EPS = 1e-6  # bioimage.io's scale_range default, reproduced for the test tensors
 # (text, DOI or None, URL or None). The tutorial's DOI is not in our copy of it: a search link stands in.
 CITATIONS = (
@@ -71,7 +70,7 @@ class ExportOptions:
     seed: int = 0
     halo: int = DEFAULT_HALO
     pixel_size_um: float | None = None
-    test_side: int = TEST_SIDE
+    test_side: int | None = None  # the test tensor's crop; None: the checkpoint's training image side
     test_image: Path | None = None  # default: a test TIF of the run's data root
 
 
@@ -102,12 +101,13 @@ def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray
     """The test tensor [1, 1, S, S] float32 (centre crop of the test image), where it came from, its pixel size."""
     path = options.test_image or find_test_image(predictor)
     multiple = predictor.size_factor
+    test_side = predictor.tile if options.test_side is None else options.test_side
     if path is None:
-        side = options.test_side - options.test_side % multiple
+        side = test_side - test_side % multiple
         return synthetic_widefield(side)[None, None], "a deterministic synthetic image (no data found)", None
     frames, info = read_frames(path)
     image = frames[0]
-    side = min(options.test_side, *image.shape)
+    side = min(test_side, *image.shape)
     side -= side % multiple
     if side < min_size(multiple, options.halo):
         raise ExportError(f"{path}: image {image.shape} is too small for a test tensor; pass --test-image")

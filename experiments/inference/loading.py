@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ddpm import Diffusion
 from ddpm.hashed_noise import hashed_normal
-from experiments.training.checkpoint import LAST, file_digest, load_checkpoint
+from experiments.training.checkpoint import IMAGE_SIZE_KEY, LAST, file_digest, load_checkpoint
 from experiments.config import EvalConfig, RunConfig
 from experiments.evaluation.loop import sample
 from experiments.runtime import pick_device
@@ -29,6 +29,8 @@ from experiments.build import build_diffusion, build_model
 
 # Preferred first: the averaged weights usually sample better than the last optimiser step.
 WEIGHT_KEYS = ("ema", "model")
+# The side of BioSR's images: the training size of checkpoints that do not record theirs.
+LEGACY_IMAGE_SIDE = 128
 
 
 class InferenceError(ValueError):
@@ -50,6 +52,8 @@ class Predictor:
     digest: str
     weights: str
     device: torch.device
+    # The side of the training images, the default tile of prediction and export.
+    tile: int = LEGACY_IMAGE_SIDE
 
     @property
     def size_factor(self) -> int:
@@ -61,7 +65,7 @@ class Predictor:
         images: torch.Tensor,
         sampling: EvalConfig,
         generator: torch.Generator,
-        tile: int = 128,
+        tile: int | None = None,
         overlap: int = 32,
         batch_size: int = 16,
         progress: bool = False,
@@ -90,6 +94,7 @@ class Predictor:
             The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1], and their per-pixel standard
             deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None), on the CPU.
         """
+        tile = self.tile if tile is None else tile
         network = tiled_network(self.model, tile, overlap, batch_size, multiple_of=self.size_factor)
         height, width = images.shape[2:]
         padded, top, left = pad_to_tile(images, tile)
@@ -157,4 +162,5 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predicto
         digest=file_digest(path),
         weights=weights,
         device=target,
+        tile=min(payload.get(IMAGE_SIZE_KEY, [LEGACY_IMAGE_SIDE])),
     )

@@ -12,6 +12,8 @@ from experiments.integrity import atomic_path, count_non_finite, temporaries_of
 
 LAST = "last.pt"
 BEST = "best.pt"
+# [H, W] of the training images; checkpoints written before it was recorded lack it.
+IMAGE_SIZE_KEY = "image_size"
 
 
 class NonFiniteCheckpoint(ValueError):

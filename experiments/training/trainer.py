@@ -32,6 +32,7 @@ from experiments.runtime import (
 )
 from experiments.training.checkpoint import (
     BEST,
+    IMAGE_SIZE_KEY,
     LAST,
     NonFiniteCheckpoint,
     load_checkpoint,
@@ -462,6 +463,8 @@ class Trainer:
                 "epoch_seconds": self.epoch_seconds,
                 "rng": rng_state(self.generator),
                 "config": self.config.to_dict(),
+                # The image side that tiled prediction and export take by default (IMAGE_SIZE_KEY).
+                IMAGE_SIZE_KEY: [int(side) for side in self.train_set.image_shape],
                 "history": self.history,
                 "best_score": self.best_score,
             },
