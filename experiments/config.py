@@ -20,15 +20,18 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from ddpm.diffusion import Variance
+from ddpm.diffusion import LossKind, Variance
 from ddpm.samplers import SamplerName, make_sampler
+from ddpm.schedule import ScheduleKind
+from experiments.data.normalization import Normalization
+from experiments.evaluation.metrics import MetricName
+from experiments.evaluation.report import PaperKey
+from experiments.runtime import Device, Precision
 from unet import NetworkConfig, UNetConfig, network_config_type, network_kind, network_kinds
 from unet.config import bounded, check_ranges
 
 # Seeds stay below 2^32 so that derived seeds (e.g. per evaluation batch) fit a 64-bit generator seed.
 MAX_SEED = 2**32 - 1
-
-Device = Literal["auto", "cuda", "mps", "cpu"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class DiffusionConfig:
     steps: int = bounded(2000, 1)
     beta_start: float = bounded(1e-6, 0.0, 1.0, low_open=True, high_open=True)
     beta_end: float = bounded(0.01, 0.0, 1.0, low_open=True, high_open=True)
-    schedule: Literal["linear", "cosine"] = "linear"
+    schedule: ScheduleKind = "linear"
 
     def __post_init__(self) -> None:
         check_ranges(self, "diffusion")
@@ -53,7 +56,7 @@ class DataConfig:
     """Where the BioSR-layout data lives and how it is read (tutorial Section 3)."""
 
     root: str = "biosr_dataset"
-    normalization: Literal["tutorial", "percentile"] = "tutorial"
+    normalization: Normalization = "tutorial"
     # The BioSR training set already holds flipped and rotated copies: the tutorial adds none.
     augment: bool = False
     # The memory-mapped cache feeds over 20,000 pairs/s from the main process; worker processes
@@ -79,7 +82,7 @@ class TrainConfig:
     lr: float = bounded(1e-4, 0.0, low_open=True)
     # torch.optim.AdamW's default, which the tutorial leaves untouched.
     weight_decay: float = bounded(0.01, 0.0)
-    loss: Literal["mse", "l1"] = "mse"
+    loss: LossKind = "mse"
     # False trains the tutorial's Section 5 generator: no low-resolution condition, one input channel.
     conditional: bool = True
     seed: int = bounded(0, 0, MAX_SEED)
@@ -88,7 +91,7 @@ class TrainConfig:
     # an exponential moving average of the weights, used for evaluation (e.g. 0.999; None: off);
     ema_decay: float | None = bounded(None, 0.0, 1.0, low_open=True, high_open=True)
     # bf16 autocast for the network ("auto": bf16 on CUDA, fp32 elsewhere); TF32 on recent GPUs;
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    precision: Precision = "fp32"
     tf32: bool = False
     # NHWC convolutions (1.4x the training throughput on a 2-core CPU, see unet/speed.py) and torch.compile.
     channels_last: bool = True
@@ -118,7 +121,9 @@ class EvalConfig:
     # (0: no validation, no best.pt; sampling them costs as much per image as the test set).
     max_test_images: int | None = bounded(None, 1)
     validation_images: int = bounded(64, 0)
-    best_metric: Literal["mae", "nrmse", "ssim", "ms_ssim", "psnr"] = "psnr"
+    best_metric: MetricName = "psnr"
+    # The paper's row (Table 1, MSE or L1 loss) beside this run's in the final table; None: no such row.
+    paper_comparison: PaperKey | None = None
     figure_images: int = bounded(4, 1)
     seed: int = bounded(1234, 0, MAX_SEED)
 
@@ -206,8 +211,8 @@ def _build_section(section_type: type, values: dict[str, Any]):
 
 
 # ----------------------------------------------------------------------------- presets
-TUTORIAL_MSE = RunConfig(name="mse")
-TUTORIAL_L1 = RunConfig(name="l1", train=TrainConfig(loss="l1"))
+TUTORIAL_MSE = RunConfig(name="mse", eval=EvalConfig(paper_comparison="mse"))
+TUTORIAL_L1 = RunConfig(name="l1", train=TrainConfig(loss="l1"), eval=EvalConfig(paper_comparison="l1"))
 
 # Laptop scale, on the real-structure set (`make real-data`; `--data.root data/synthetic` trains on the
 # look-alike of `make synthetic-data`): a narrower network, 200 diffusion steps, L1 (the tutorial's
@@ -232,7 +237,8 @@ L1_FAST = replace(
     TUTORIAL_L1,
     name="l1-fast",
     train=replace(TUTORIAL_L1.train, ema_decay=0.999, precision="auto", tf32=True),
-    eval=replace(TUTORIAL_L1.eval, sampler="ddim", sampling_steps=50),
+    # No paper row: the paper sampled with all 2,000 steps.
+    eval=replace(TUTORIAL_L1.eval, sampler="ddim", sampling_steps=50, paper_comparison=None),
 )
 
 PRESETS: dict[str, RunConfig] = {"mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "l1-fast": L1_FAST, "demo": DEMO}

@@ -18,9 +18,9 @@ import torch
 from ddpm import SAMPLERS, VARIANCES
 from experiments import figures
 from experiments.data import PairedImageDataset, list_test_levels
-from experiments.evaluation import UsageError, bicubic_baseline, evaluate, sampling_config
-from experiments.inference import InferenceError, load_for_inference
-from experiments.report import comparison_rows, format_table, write_report
+from experiments.evaluation.loop import UsageError, bicubic_baseline, evaluate, sampling_config
+from experiments.inference.loading import InferenceError, load_for_inference
+from experiments.evaluation.report import comparison_rows, format_table, write_report
 from experiments.runtime import autocast, resolve_precision
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         results[level] = {"model": result.metrics, "bicubic": baseline}
         figures.plot_sample_grid(result.inputs, result.outputs, result.targets, out / f"samples_{level}.png",
                                  title=f"{predictor.checkpoint.name}, test {level}")
-        rows = comparison_rows(result.metrics, baseline, paper_key=config.train.loss if config.name in ("mse", "l1") else None)
+        rows = comparison_rows(result.metrics, baseline, paper_key=config.eval.paper_comparison)
         print(f"\n{level} ({int(result.metrics['images'])} images)\n{format_table(rows)}")
         results[level]["rows"] = rows
 

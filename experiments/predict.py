@@ -7,7 +7,7 @@ Inputs are TIF files or folders of them (not recursive); a stack (time, z, ...) 
 frame. uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
 ``data.normalization``). Any 2-D size works: each frame is sampled as one image with one noise field, the
 network running on overlapping tiles of the training size (``--tile``) at every step and its predictions
-blended with a smooth window (:mod:`experiments.tiling`), so no tile grid appears. ``--upsample``
+blended with a smooth window (:mod:`experiments.inference.tiling`), so no tile grid appears. ``--upsample``
 first enlarges a native-resolution widefield image by 2 (bicubic), as the BioSR inputs were made.
 
 For each input ``<stem>.tif`` the output folder receives:
@@ -21,7 +21,7 @@ For each input ``<stem>.tif`` the output folder receives:
 * ``<stem>_sr_preview.png``: input and output side by side (first frames of a stack).
 
 Each TIF carries JSON metadata (checkpoint path and SHA-256, seed, sampler settings, source file, frame
-count, software version); read it with :func:`experiments.tif_io.read_metadata`. The same seed, checkpoint,
+count, software version); read it with :func:`experiments.data.tif_io.read_metadata`. The same seed, checkpoint,
 settings and device give the same output. No input is ever overwritten, and every error names the file
 and the reason.
 """
@@ -44,11 +44,11 @@ from ddpm.ddim import DEFAULT_DDIM_STEPS
 from experiments import figures
 from experiments.config import Device, EvalConfig, TrainConfig
 from experiments.data.images import REDUCTIONS, Reduce, float_range_problem
-from experiments.evaluation import UsageError, sampling_config
-from experiments.inference import InferenceError, Predictor, load_for_inference
-from experiments.normalization import from_model_range
+from experiments.evaluation.loop import UsageError, sampling_config
+from experiments.inference.loading import InferenceError, Predictor, load_for_inference
+from experiments.data.normalization import from_model_range
 from unet.config import check_value, field_range
-from experiments.tif_io import (
+from experiments.data.tif_io import (
     FrameInfo,
     InputError,
     OverwriteError,
@@ -87,7 +87,7 @@ class PredictOptions:
 
     sampling: EvalConfig
     seed: int = 0
-    tile: int = 128
+    tile: int | None = None  # None: the side of the checkpoint's training images
     overlap: int = 32
     batch_size: int = 16
     upsample: bool = False
@@ -110,17 +110,22 @@ class OutputPaths:
         return [path for path in (self.mean, self.std, self.preview) if path is not None]
 
 
+def tile_of(options: PredictOptions, predictor: Predictor) -> int:
+    """``--tile``, or the side of the images the checkpoint was trained on."""
+    return predictor.tile if options.tile is None else options.tile
+
+
 def check_options(options: PredictOptions, predictor: Predictor) -> None:
     """Refuse settings that cannot work, naming the option, before any file is read."""
     if options.write_std and options.sampling.samples < 2:
         raise UsageError("--std needs several samples to measure their spread; add --samples 2 or more (e.g. 8)")
-    factor = predictor.size_factor
-    if options.tile < factor or options.tile % factor:
+    factor, tile = predictor.size_factor, tile_of(options, predictor)
+    if tile < factor or tile % factor:
         raise UsageError(
-            f"--tile must be a positive multiple of {factor} for this network (its size_multiple), got {options.tile}"
+            f"--tile must be a positive multiple of {factor} for this network (its size_multiple), got {tile}"
         )
-    if not 0 <= options.overlap < options.tile:
-        raise UsageError(f"--overlap must be within 0..{options.tile - 1} (less than --tile), got {options.overlap}")
+    if not 0 <= options.overlap < tile:
+        raise UsageError(f"--overlap must be within 0..{tile - 1} (less than --tile), got {options.overlap}")
     if options.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {options.batch_size}")
     try:
@@ -189,7 +194,7 @@ def prediction_metadata(predictor: Predictor, info: FrameInfo, frames: int, opti
         "normalization": predictor.config.data.normalization,
         "upsample": options.upsample,
         "colour_reduced": info.colour_reduced,
-        "tile": options.tile,
+        "tile": tile_of(options, predictor),
         "overlap": options.overlap,
         "hashed_noise": options.hashed_noise,
         "units": UNITS,
@@ -245,7 +250,7 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         torch.from_numpy(model_in)[:, None],
         options.sampling,
         generator,
-        options.tile,
+        tile_of(options, predictor),
         options.overlap,
         options.batch_size,
         progress=options.progress,
@@ -303,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="input pixel size in µm (default: from the TIF's OME / ImageJ / resolution tags); the OME-TIFF "
         "outputs get it, halved with --upsample",
     )
-    layout.add_argument("--tile", type=int, default=128, help="tile side in pixels, the training size (default 128)")
+    layout.add_argument(
+        "--tile", type=int, help="tile side in pixels (default: the side of the images the checkpoint was trained on)"
+    )
     layout.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
     layout.add_argument("--batch-size", type=int, default=16, help="tiles per network call (default 16)")
     layout.add_argument(

@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+Device = Literal["auto", "cuda", "mps", "cpu"]
+# "auto": bf16 on CUDA, fp32 elsewhere (resolve_precision).
+Precision = Literal["fp32", "bf16", "auto"]
 
 
 def pick_device(requested: str = "auto") -> torch.device:

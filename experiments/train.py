@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from experiments.config import add_config_arguments, config_from_args
-from experiments.training import Trainer, TrainingDiverged, TrainingInterrupted, new_run_dir
+from experiments.training.run_folder import new_run_dir
+from experiments.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 
 from experiments.data import PairedImageDataset
-from experiments.tif_io import InputError, find_inputs, read_frames
+from experiments.data.tif_io import InputError, find_inputs, read_frames
 
 SIZE = 8
 BAD_NAME = "001.tif"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ddpm import DDIMSampler, SimpleSampler
-from experiments.bench_sampling import (
+from experiments.bench.sampling import (
     compare_to_simple,
     ddim_step_counts,
     main,
@@ -17,7 +17,7 @@ from experiments.bench_sampling import (
     training_images_per_s,
 )
 from experiments.config import DiffusionConfig, EvalConfig, RunConfig, TrainConfig
-from experiments.training import build_diffusion, build_model
+from experiments.build import build_diffusion, build_model
 from training_helpers import make_tiny_data
 from unet import UNetConfig
 

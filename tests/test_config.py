@@ -149,3 +149,39 @@ def test_a_corrupt_config_file_is_named_with_what_to_do(tmp_path, text, message)
     with pytest.raises(ConfigFileError, match=message) as raised:
         RunConfig.load(path)
     assert str(path) in str(raised.value) and "start a new run" in str(raised.value)
+
+
+def test_choice_lists_are_imported_from_where_they_live():
+    """Each option list of the config is the one its module declares (one list, not a copy)."""
+    import typing
+
+    from ddpm.diffusion import LossKind
+    from ddpm.schedule import ScheduleKind
+    from experiments.config import DataConfig, DiffusionConfig, EvalConfig, TrainConfig
+    from experiments.data.normalization import Normalization
+    from experiments.evaluation.metrics import HIGHER_IS_BETTER, METRIC_NAMES, MetricName
+    from experiments.runtime import Precision
+
+    assert typing.get_type_hints(DiffusionConfig)["schedule"] is ScheduleKind
+    assert typing.get_type_hints(DataConfig)["normalization"] is Normalization
+    assert typing.get_type_hints(TrainConfig)["loss"] is LossKind
+    assert typing.get_type_hints(TrainConfig)["precision"] is Precision
+    assert typing.get_type_hints(EvalConfig)["best_metric"] is MetricName
+    assert set(METRIC_NAMES) == set(HIGHER_IS_BETTER)
+
+
+def test_the_paper_row_is_chosen_by_the_config_field_not_by_the_run_name():
+    from experiments.config import TUTORIAL_L1, TUTORIAL_MSE, EvalConfig, RunConfig
+    from experiments.evaluation.report import paper_row_label
+    from experiments.training.run_folder import final_rows
+
+    scores = {"mae": 0.1, "nrmse": 0.2, "ssim": 0.5, "ms_ssim": 0.6, "psnr": 20.0}
+    history = [{"epoch": 1, **{f"level_09/{k}": v for k, v in scores.items()}}]
+
+    def rows(config):
+        return final_rows(config, history, lambda level: scores)
+
+    assert paper_row_label("mse") in rows(TUTORIAL_MSE) and paper_row_label("l1") in rows(TUTORIAL_L1)
+    named_like_the_paper = RunConfig(name="mse", eval=EvalConfig(paper_comparison=None))
+    assert not any(label in rows(named_like_the_paper) for label in map(paper_row_label, ("mse", "l1")))
+    assert paper_row_label("l1") in rows(RunConfig(name="my-run", eval=EvalConfig(paper_comparison="l1")))

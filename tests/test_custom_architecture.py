@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ddpm import Diffusion, SimpleSampler
-from experiments.checkpoint import load_checkpoint
+from experiments.training.checkpoint import load_checkpoint
 from experiments.config import DEMO
-from experiments.inference import load_for_inference
+from experiments.inference.loading import load_for_inference
 from training_helpers import IMAGE_SIZE, make_tiny_data
 from unet import ResNet
 

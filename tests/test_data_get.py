@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from experiments.get_data import fetch, main
+from experiments.data.biosr_download import fetch
+from experiments.get_data import main
 
 
 def test_existing_folder_is_left_alone(tmp_path, capsys):

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from experiments.normalization import (
+from experiments.data.normalization import (
     from_model_range,
     normalize,
     percentile_normalize,

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from experiments.config import PRESETS
-from experiments.ema import EMA
+from experiments.training.ema import EMA
 from experiments.runtime import autocast, resolve_precision
 
 

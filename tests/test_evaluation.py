@@ -8,7 +8,7 @@ from torch import nn
 
 from ddpm import SAMPLERS, DDIMSampler, Diffusion
 from experiments.config import EvalConfig
-from experiments.evaluation import sample
+from experiments.evaluation.loop import sample
 
 
 class Shrink(nn.Module):

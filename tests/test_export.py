@@ -12,9 +12,9 @@ import torch
 from ddpm import DDIMSampler
 from ddpm.hashed_noise import hashed_normal, mix32
 from experiments.data.images import read_tif
-from experiments.inference import load_for_inference
+from experiments.inference.loading import load_for_inference
 from experiments.predict import main as predict_main
-from experiments.scripted_sampler import script_sampler
+from experiments.inference.scripted_sampler import script_sampler
 from test_predict import TINY, save_checkpoint
 
 CPU = torch.device("cpu")
@@ -100,7 +100,7 @@ def test_predicted_ome_tiff_carries_the_input_pixel_size_halved_by_upsampling(ch
 def test_exported_package_passes_bioimageio_core_test_offline(checkpoint, tmp_path, monkeypatch):
     pytest.importorskip("bioimageio.core", reason="the optional extra is not installed: pip install -e '.[export]'")
     monkeypatch.setenv("BIOIMAGEIO_PERFORM_IO_CHECKS", "false")
-    from experiments.export import ExportOptions, build_package, preprocess, test_package
+    from experiments.inference.bioimage_export import ExportOptions, build_package, preprocess, test_package
 
     zip_path = build_package(checkpoint, tmp_path / "model.zip", ExportOptions(steps=2, seed=0, test_side=48))
     summary = test_package(zip_path)

@@ -7,7 +7,7 @@ import torch
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure, PeakSignalNoiseRatio
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from experiments.metrics import (
+from experiments.evaluation.metrics import (
     HIGHER_IS_BETTER,
     METRIC_NAMES,
     MS_SSIM_MIN_SIZE,

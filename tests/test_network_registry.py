@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from experiments.config import DEMO, RunConfig, add_config_arguments, config_from_args
-from experiments.training import build_model
+from experiments.build import build_model
 from unet import Denoiser, NetworkConfig, ResNet, ResNetConfig, UNet, UNetConfig, register_network
 
 TINY_UNET = UNetConfig(channels=(4, 8), base_channels=(8,), attention=(False, False), time_encoding_dim=8)

@@ -12,12 +12,12 @@ import pytest
 import tifffile
 import torch
 
-from experiments.checkpoint import file_digest
+from experiments.training.checkpoint import file_digest
 from experiments.config import DiffusionConfig, EvalConfig, RunConfig, TrainConfig
-from experiments.inference import InferenceError, load_for_inference
+from experiments.inference.loading import InferenceError, load_for_inference
 from experiments.predict import UsageError, main, sampling_config, upsample_frames
-from experiments.tif_io import read_metadata
-from experiments.training import build_model
+from experiments.data.tif_io import read_metadata
+from experiments.build import build_model
 from unet import UNetConfig
 
 TINY = RunConfig(

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from experiments.quality import (
+from experiments.evaluation.quality import (
     apodisation,
     calibration,
     consistency,
@@ -16,7 +16,7 @@ from experiments.quality import (
     half_bit_threshold,
     predicted_error_std,
 )
-from experiments.quality_figures import plot_calibration, plot_check, plot_frc
+from experiments.evaluation.quality_figures import plot_calibration, plot_check, plot_frc
 from test_figures import read_png
 
 

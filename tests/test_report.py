@@ -2,8 +2,8 @@
 
 import pytest
 
-from experiments.metrics import METRIC_NAMES
-from experiments.report import (
+from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.evaluation.report import (
     GAIN_NOTE,
     PAPER_RESULTS,
     PROTOCOL_NOTE,

@@ -9,15 +9,15 @@ import tifffile
 import torch
 
 from experiments.data import PairedImageDataset, list_test_levels
-from experiments.synthetic import (
+from experiments.data.synthetic import (
     TEST_LEVELS,
     SyntheticConfig,
     cross_section,
     filament_points,
     generate,
-    main,
     render_pairs,
 )
+from experiments.synthetic import main
 
 SMALL = SyntheticConfig(size=32)
 

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from experiments.data.images import read_image
-from experiments.tif_io import (
+from experiments.data.tif_io import (
     InputError,
     OverwriteError,
     ensure_not_overwriting,

@@ -10,10 +10,10 @@ from torch import nn
 
 from ddpm import Diffusion
 from experiments.config import DiffusionConfig, EvalConfig, RunConfig, TrainConfig
-from experiments.evaluation import sample
-from experiments.inference import Predictor
-from experiments.tiling import tile_positions
-from experiments.training import build_diffusion, build_model
+from experiments.evaluation.loop import sample
+from experiments.inference.loading import Predictor
+from experiments.inference.tiling import tile_positions
+from experiments.build import build_diffusion, build_model
 from unet import UNetConfig
 
 TIME_DIM = 8

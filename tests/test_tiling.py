@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from experiments.tiling import axis_windows, predict_tiled, tile_positions
+from experiments.inference.tiling import axis_windows, predict_tiled, tile_positions
 
 ODD_SIZES = [(300, 200), (129, 131), (50, 70), (128, 128), (1, 1), (3, 400)]
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from experiments.checkpoint import load_checkpoint
+from experiments.training.checkpoint import load_checkpoint
 from experiments.config import RunConfig
-from experiments.synthetic import SyntheticConfig, generate
-from experiments.training import Trainer, TrainingDiverged, TrainingInterrupted
+from experiments.data.synthetic import SyntheticConfig, generate
+from experiments.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 from training_helpers import IMAGE_SIZE, ddp_worker, make_tiny_data, model_state, tiny_config
 
 
@@ -261,7 +261,7 @@ def test_a_nan_in_the_first_epoch_says_that_no_checkpoint_exists(data_root, tmp_
 
 
 def test_a_nan_validation_score_never_becomes_best(data_root, tmp_path, monkeypatch):
-    import experiments.training as training
+    import experiments.training.trainer as training
 
     real = training.evaluate
 
@@ -278,7 +278,7 @@ def test_a_nan_validation_score_never_becomes_best(data_root, tmp_path, monkeypa
 
 
 def test_the_checkpoint_writer_refuses_non_finite_tensors(tmp_path):
-    from experiments.checkpoint import NonFiniteCheckpoint, save_atomic
+    from experiments.training.checkpoint import NonFiniteCheckpoint, save_atomic
 
     save_atomic({"model": {"w": torch.ones(2)}}, tmp_path / "last.pt")
     with pytest.raises(NonFiniteCheckpoint, match=r"last\.pt was not written: model\.w hold NaN or inf"):
@@ -295,7 +295,7 @@ def test_checkpoints_get_the_mode_of_the_runs_other_files(finished_run):
 
 
 def test_a_stale_temporary_from_a_killed_save_is_removed_on_resume_and_save(finished_run, data_root, tmp_path):
-    from experiments.checkpoint import save_atomic
+    from experiments.training.checkpoint import save_atomic
 
     stale = tmp_path / ".last.pt.deadbeef.tmp"
     stale.write_bytes(b"torn")
@@ -318,7 +318,7 @@ def test_a_stale_temporary_from_a_killed_save_is_removed_on_resume_and_save(fini
 def test_sigterm_during_evaluation_stops_it_and_resumes_to_the_same_weights(data_root, finished_run, tmp_path, monkeypatch):
     """The signal arrives as evaluation starts: the run must stop before the next training step, with
     last.pt holding the whole first epoch, and a resumed run must end as the uninterrupted one."""
-    import experiments.training as training
+    import experiments.training.trainer as training
 
     _, uninterrupted = finished_run
     real, calls = training.evaluate, []
@@ -373,3 +373,11 @@ def test_train_command_names_a_corrupt_config_json_on_resume(finished_run, tmp_p
     assert str(run_dir / "config.json") in err and "start a new run" in err and len(err.splitlines()) == 1
     with pytest.raises(ValueError, match="config.json"):
         main(["--resume", str(run_dir), "--debug"])
+
+
+def test_prediction_and_export_tile_by_the_training_image_side_the_checkpoint_records(finished_run):
+    from experiments.inference.loading import LEGACY_IMAGE_SIDE, load_for_inference
+
+    assert IMAGE_SIZE != LEGACY_IMAGE_SIDE  # else the test could not tell the recorded side from the fallback
+    run_dir, _ = finished_run
+    assert load_for_inference(run_dir / "last.pt", "cpu").tile == IMAGE_SIZE

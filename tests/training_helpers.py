@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from experiments.config import DataConfig, DiffusionConfig, EvalConfig, RunConfig, TrainConfig
-from experiments.synthetic import SyntheticConfig, generate
-from experiments.training import Trainer
+from experiments.data.synthetic import SyntheticConfig, generate
+from experiments.training.trainer import Trainer
 from unet import UNetConfig
 
 # MS-SSIM with kernel 7 over three scales needs images of at least 28 pixels.

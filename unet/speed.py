@@ -4,7 +4,7 @@ Measured on the project's 2-core CPU (torch 2.14.1, tutorial network, batch 16, 
 images/s, ours against deeplay's eager ``AttentionUNet`` measured in the same run. The machine was
 shared with other jobs, so absolute figures vary from run to run; channels_last led in every run.
 
-    python -m experiments.bench_unet --sweep --repeats 2 --deeplay-python ...   (best of 2, load ~5)
+    python -m experiments.bench.unet --sweep --repeats 2 --deeplay-python ...   (best of 2, load ~5)
     option                         training step        forward (denoising step)
     deeplay AttentionUNet, eager   1.82                  8.73
     UNet, eager                    2.25  (1.23x)         9.30  (1.06x)

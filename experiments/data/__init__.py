@@ -1,4 +1,7 @@
-"""Paired microscopy data in the BioSR layout: strict pairing and checks, normalisation, cache, loader.
+"""Reading and making images. Paired microscopy data in the BioSR layout: strict pairing and checks,
+normalisation, cache, loader; also the one TIF reader (``images``), prediction TIFs (``tif_io``, OME-TIFF
+metadata in ``ome_tiff``), the generated data sets (``synthetic``, ``biosr_sim``, ``widefield``, ``writer``)
+and the BioSR download (``biosr_download``).
 
     from experiments.data import PairedImageDataset, make_loader, list_test_levels
     train = PairedImageDataset("biosr_dataset", "train")

@@ -42,7 +42,7 @@ from experiments.data.widefield import (
     widefield_blur,
 )
 from experiments.data.writer import SPLIT_PREFIX, TEST_LEVELS, clear_output, file_name, image_rng, write_images
-from experiments.normalization import to_unit_range
+from experiments.data.normalization import to_unit_range
 
 CELL_DIR = Path(__file__).parent / "real"
 CELL_SPLIT: dict[str, tuple[str, ...]] = {

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments.data.layout import DatasetError
+from experiments.integrity import atomic_path
 
 CACHE_DIRNAME = ".cache"
 FORMAT_VERSION = 1
@@ -59,10 +60,8 @@ def build_cache(
     Each read image must have ``shape`` (an error names the file otherwise). Written to a temporary
     file, then renamed. (Reading in threads was measured slower than this plain loop: decoding holds the GIL.)
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(len(paths), *shape))
-    try:
+    with atomic_path(target) as temporary:
+        array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=(len(paths), *shape))
         progress = tqdm(paths, desc=description or f"caching {target.name}", disable=None, leave=False)
         for index, path in enumerate(progress):
             image = read(path)
@@ -74,10 +73,6 @@ def build_cache(
             array[index] = image
         array.flush()
         del array  # close the map before the rename (needed on Windows)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def ensure_cache(

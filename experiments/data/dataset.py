@@ -13,7 +13,7 @@ from experiments.data.augment import dihedral_batch, dihedral_choices
 from experiments.data.cache import CACHE_DIRNAME, ensure_cache
 from experiments.data.images import REDUCTIONS, Reduce, read_image, tif_shape
 from experiments.data.layout import DatasetError, PairedFiles, Split, pair_files, resolve_root, split_dirs
-from experiments.normalization import NORMALIZATIONS, Normalization
+from experiments.data.normalization import NORMALIZATIONS, Normalization
 
 Index = int | Sequence[int] | np.ndarray | torch.Tensor
 

@@ -4,7 +4,7 @@
     model_in = to_model_frames(frames, info, "tutorial")      # [-1, 1], each frame on its own, checked
     image = read_image("training_wf/001.tif")                 # one training image [H, W] in [-1, 1]
 
-The data loader, its cache builder and prediction (:mod:`experiments.tif_io`) all open files through
+The data loader, its cache builder and prediction (:mod:`experiments.data.tif_io`) all open files through
 :func:`read_tif`, so every failure (a truncated, empty or non-TIF file, an unsupported pixel type,
 NaN / inf, values that overflow when scaled) is an :class:`InputError` that names the file and says
 what to do.
@@ -24,8 +24,9 @@ import numpy as np
 import tifffile
 
 from experiments.data.layout import DatasetError
-from experiments.normalization import Normalization, normalize, unit_divisor
-from experiments.ome_tiff import pixel_size_um
+from experiments.data.normalization import Normalization, normalize, unit_divisor
+from experiments.data.ome_tiff import pixel_size_um
+from experiments.integrity import count_non_finite
 
 Reduce = Literal[None, "first", "mean", "max"]
 REDUCTIONS: tuple = get_args(Reduce)
@@ -50,7 +51,7 @@ class StoredTif:
     dtype: np.dtype
     description: str  # the first page's ImageDescription ("" when absent); OME-XML when is_ome
     is_ome: bool
-    pixel_size_um: float | None  # from OME, ImageJ or resolution tags (experiments.ome_tiff); None if unknown
+    pixel_size_um: float | None  # from OME, ImageJ or resolution tags (experiments.data.ome_tiff); None if unknown
     pixels: np.ndarray | None
 
 
@@ -70,7 +71,7 @@ class Layout:
 class FrameInfo:
     """Where frames came from and how to scale them.
 
-    ``unit_divisor`` is what the training data's scaling (:func:`experiments.normalization.to_unit_range`)
+    ``unit_divisor`` is what the training data's scaling (:func:`experiments.data.normalization.to_unit_range`)
     divides the stored values by: the dtype maximum for integers (255, 65535), 1 for floats.
     """
 
@@ -84,8 +85,8 @@ class FrameInfo:
 
 
 def _check_finite(array: np.ndarray, path: Path, what: str) -> None:
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        bad = int(array.size - np.isfinite(array).sum())
+    bad = count_non_finite(array)
+    if bad:
         raise InputError(f"{path}: {bad} NaN or infinite pixel values{what}; fix or remove this file")
 
 
@@ -202,8 +203,8 @@ def to_model_frames(
 ) -> np.ndarray:
     """Frames [N, H, W] in source units -> float32 [N, H, W] in the model range, as training scaled them.
 
-    Divides by ``info.unit_divisor`` (the dtype scaling of :func:`~experiments.normalization.to_unit_range`)
-    then applies :func:`~experiments.normalization.normalize`, each frame on its own (percentiles are per
+    Divides by ``info.unit_divisor`` (the dtype scaling of :func:`~experiments.data.normalization.to_unit_range`)
+    then applies :func:`~experiments.data.normalization.normalize`, each frame on its own (percentiles are per
     frame). What the network will see is checked: finite values on disk can overflow here (float32 near
     3.4e38 minus 0.5, over 0.5), which is an :class:`InputError` naming ``info.path``.
     """
@@ -211,10 +212,10 @@ def to_model_frames(
         # Integers are divided in float64, as to_unit_range does; floats (divisor 1) are taken as they are.
         unit = frames if info.unit_divisor == 1.0 else (frames / np.float64(info.unit_divisor)).astype(np.float32)
         model = np.stack([normalize(frame, normalization, percentiles) for frame in unit])
-    finite = np.isfinite(model)
-    if not finite.all():
+    bad = count_non_finite(model)
+    if bad:
         raise InputError(
-            f"{info.path}: {int(model.size - finite.sum())} pixel values become infinite or NaN when scaled to "
+            f"{info.path}: {bad} pixel values become infinite or NaN when scaled to "
             f"the model range ({normalization!r} normalisation of values in [{frames.min():.3g}, {frames.max():.3g}]); "
             "rescale the file (e.g. to [0, 1]) and save it again"
         )

@@ -1,6 +1,6 @@
 """Writing a generated data set in the BioSR layout: names, per-image seeds, folders.
 
-Shared by the procedural look-alike and the real-structure set (``experiments.synthetic``).
+Shared by the procedural look-alike and the real-structure set (``experiments.data.synthetic``).
 """
 
 import shutil

@@ -345,7 +345,7 @@ class Calibration:
 
 def predicted_error_std(std: Tensor, samples: int) -> Tensor:
     """Predicted std of the error of the mean of ``samples`` draws against the target, from their
-    per-pixel std ``std`` (population std, divisor N, as :func:`experiments.evaluation.sample` returns).
+    per-pixel std ``std`` (population std, divisor N, as :func:`experiments.evaluation.loop.sample` returns).
 
     For a posterior sampler the target is one more draw from the distribution the samples come from, so
     the mean's error is the spread of the target around the posterior mean (sigma^2) plus the sampling

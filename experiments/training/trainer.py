@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -20,24 +16,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ddpm import Diffusion
-from experiments import figures
-from experiments.checkpoint import (
-    BEST,
-    LAST,
-    NonFiniteCheckpoint,
-    load_checkpoint,
-    remove_stale_temporaries,
-    restore_rng_state,
-    rng_state,
-    save_atomic,
-)
+from experiments.build import build_diffusion, build_model
 from experiments.config import RunConfig, check_consistency
 from experiments.data import DatasetError, PairedImageDataset
-from experiments.evaluation import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
-from experiments.metrics import HIGHER_IS_BETTER
-from experiments.report import comparison_rows, format_table, write_report
-from experiments.ema import EMA
+from experiments.evaluation.loop import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
+from experiments.evaluation.metrics import HIGHER_IS_BETTER
 from experiments.runtime import (
     autocast,
     init_distributed,
@@ -47,10 +30,22 @@ from experiments.runtime import (
     seed_everything,
     set_tf32,
 )
-from experiments.sampling_order import EpochBatches
-from unet import build_network, optimize_for_speed
+from experiments.training.checkpoint import (
+    BEST,
+    IMAGE_SIZE_KEY,
+    LAST,
+    NonFiniteCheckpoint,
+    load_checkpoint,
+    remove_stale_temporaries,
+    restore_rng_state,
+    rng_state,
+    save_atomic,
+)
+from experiments.training.ema import EMA
+from experiments.training.run_folder import CONFIG_FILE, RunFolder
+from experiments.training.sampling_order import EpochBatches
+from unet import optimize_for_speed
 
-CONFIG_FILE = "config.json"
 # Steps between host reads of the training loss: each read waits for the GPU to catch up.
 LOSS_READ_EVERY = 20
 
@@ -61,31 +56,6 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """SIGINT or SIGTERM arrived; a checkpoint to resume from was written first."""
-
-
-def new_run_dir(config: RunConfig) -> Path:
-    """``<out_dir>/<name>-<timestamp>``, created empty."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(config.out_dir) / f"{config.name}-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=False)
-    return run_dir
-
-
-def build_model(config: RunConfig, device: torch.device) -> nn.Module:
-    """The network registered under the config's kind (``unet.build_network``), checked against the
-    conditioning mode."""
-    expected = 2 if config.train.conditional else 1
-    if config.network.in_channels != expected:
-        mode = "conditional (low-resolution image + noisy image)" if config.train.conditional else "unconditional"
-        raise ValueError(
-            f"a {mode} run feeds {expected} input channel(s), but network.in_channels is "
-            f"{config.network.in_channels}; set --network.in_channels {expected}"
-        )
-    return build_network(config.network).to(device)
-
-
-def build_diffusion(config: RunConfig, device: torch.device) -> Diffusion:
-    return Diffusion(**asdict(config.diffusion), time_encoding_dim=config.network.time_encoding_dim, device=device)
 
 
 def random_crops(
@@ -123,9 +93,9 @@ def stop_on_signals(trainer: "Trainer"):
 class Trainer:
     """One training run in its run folder.
 
-    The folder receives ``config.json``, ``metrics.csv`` / ``metrics.json`` (one row per epoch),
-    ``last.pt`` (every epoch and on interruption) and ``best.pt`` (best validation score), and the
-    figures. ``Trainer(config, run_dir, resume=True)`` continues a stopped run exactly where it
+    The trainer writes ``last.pt`` (every epoch and on interruption) and ``best.pt`` (best validation
+    score); :class:`~experiments.training.run_folder.RunFolder` writes the rest (config, metrics,
+    figures, report). ``Trainer(config, run_dir, resume=True)`` continues a stopped run exactly where it
     stopped: same data order, same random draws, same final weights.
     """
 
@@ -141,6 +111,7 @@ class Trainer:
             )
         check_consistency(config)
         self.config = config
+        self.folder = RunFolder(self.run_dir, config)
         device = pick_device(config.train.device)
         self.place = init_distributed(device.type)
         if config.train.batch_size % self.place.world_size:
@@ -184,8 +155,7 @@ class Trainer:
             self._restore(load_checkpoint(self.run_dir / LAST, map_location=self.device))
             self._last_saved = (self.epoch, self.global_step)
         elif self.place.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            config.save(self.run_dir / CONFIG_FILE)
+            self.folder.save_config()
 
     # ----------------------------------------------------------------- data
     def _load_data(self) -> None:
@@ -267,13 +237,14 @@ class Trainer:
             TrainingDiverged: when the loss is not finite (``last.pt`` stays the last good one).
         """
         if self.place.is_main and self.epoch == 0 and self.batch_in_epoch == 0:
-            self._write_introductory_figures()
+            _, target = self.train_set.get_batch([0])
+            self.folder.write_introductory_figures(target.to(self.device, self.diffusion.dtype), self.diffusion)
         with stop_on_signals(self):
             while self.epoch < self.config.train.epochs:
                 self._train_epoch(on_step)
                 self._end_epoch()
         if self.place.is_main:
-            self._write_report()
+            self.folder.write_report(self.history, self.baseline, self.device)
         return self.history
 
     def _train_epoch(self, on_step) -> None:
@@ -401,7 +372,7 @@ class Trainer:
         self.epoch_seconds = 0.0
         if self.place.is_main:
             self._save(LAST)
-            self._write_metrics()
+            self.folder.write_metrics(self.history, self.baseline)
             if evaluate_now:
                 self._maybe_save_best(row)
 
@@ -438,13 +409,7 @@ class Trainer:
                 continue
             if self.config.train.conditional:
                 row.update({f"{level}/{k}": v for k, v in result.metrics.items()})
-            figures.plot_sample_grid(
-                result.inputs,
-                result.outputs,
-                result.targets,
-                self.run_dir / f"samples_{level}_epoch{epoch:03d}.png",
-                title=f"{self.config.name}, epoch {epoch}, test {level}",
-            )
+            self.folder.write_samples(result, level, epoch)
         if self.validation_set is not None and self.config.train.conditional and self.config.eval.validation_images > 0:
             result = self._evaluate(self.validation_set, self.config.eval.validation_images, "validate")
             if result is not None:
@@ -498,6 +463,8 @@ class Trainer:
                 "epoch_seconds": self.epoch_seconds,
                 "rng": rng_state(self.generator),
                 "config": self.config.to_dict(),
+                # The image side that tiled prediction and export take by default (IMAGE_SIZE_KEY).
+                IMAGE_SIZE_KEY: [int(side) for side in self.train_set.image_shape],
                 "history": self.history,
                 "best_score": self.best_score,
             },
@@ -512,66 +479,3 @@ class Trainer:
         for key in ("epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "history", "best_score"):
             setattr(self, key, checkpoint[key])
         restore_rng_state(checkpoint["rng"], self.generator)
-
-    # ----------------------------------------------------- files and figures
-    def _write_metrics(self) -> None:
-        (self.run_dir / "metrics.json").write_text(json.dumps(self.history, indent=2) + "\n")
-        columns = list(dict.fromkeys(key for row in self.history for key in row))
-        with open(self.run_dir / "metrics.csv", "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.history)
-        figures.plot_training_loss([row["loss"] for row in self.history], self.run_dir / "training_loss.png")
-        level = self.config.eval.levels[0]
-        evaluated = [
-            {"epoch": row["epoch"], **{k.split("/", 1)[1]: v for k, v in row.items() if k.startswith(f"{level}/")}}
-            for row in self.history
-            if f"{level}/psnr" in row
-        ]
-        if evaluated:
-            figures.plot_metrics(evaluated, self.run_dir / "metrics.png", baseline=self.baseline(level))
-
-    def _write_introductory_figures(self) -> None:
-        """Fig. 2 (the forward process on a training target) and Fig. 3 (the time encodings)."""
-        _, gt = self.train_set.get_batch([0])
-        gt = gt.to(self.device, self.diffusion.dtype)
-        steps = torch.linspace(0, self.diffusion.steps - 1, 8).round().long().tolist()
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        noisy = torch.cat([self.diffusion.forward_diffusion(gt, t, generator=generator)[0] for t in steps])
-        figures.plot_forward_process(noisy.cpu(), steps, self.run_dir / "forward_process.png")
-        stride = max(1, self.diffusion.steps // 200)
-        figures.plot_time_encodings(
-            self.diffusion.time_encodings[::stride].cpu(), self.run_dir / "time_encodings.png", stride=stride
-        )
-
-    def final_rows(self) -> dict[str, dict[str, float]]:
-        """The final test metrics of the first level beside the bicubic input and, for the tutorial's
-        presets, the paper's numbers."""
-        level = self.config.eval.levels[0]
-        last = next(row for row in reversed(self.history) if f"{level}/psnr" in row)
-        ours = {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith(f"{level}/")}
-        paper = self.config.train.loss if self.config.name in ("mse", "l1") else None
-        return comparison_rows(ours, self.baseline(level), paper_key=paper)
-
-    def _write_report(self) -> None:
-        if not self.config.train.conditional:
-            return
-        rows = self.final_rows()
-        level = self.config.eval.levels[0]
-        summary = {
-            "preset / name": self.config.name,
-            "epochs": self.config.train.epochs,
-            "loss": self.config.train.loss,
-            "diffusion steps": self.config.diffusion.steps,
-            "sampler": self.config.eval.sampler,
-            "test level": level,
-            "test images": self.history[-1].get(f"{level}/images"),
-            "device": str(self.device),
-        }
-        notes = ["Metrics on [-1, 1] images with data range 2.0."]
-        last_epoch = self.history[-1]["epoch"]
-        shown = ["training_loss.png", "metrics.png", f"samples_{level}_epoch{last_epoch:03d}.png",
-                 "forward_process.png", "time_encodings.png"]
-        shown = [name for name in shown if (self.run_dir / name).is_file()]
-        write_report(self.run_dir / "report.md", f"Run {self.run_dir.name}", summary, rows, notes, figures=shown)
-        print(format_table(rows))

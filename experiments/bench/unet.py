@@ -1,9 +1,9 @@
 """Throughput and peak memory of the tutorial's network: our ``UNet`` against deeplay's ``AttentionUNet``.
 
-    python -m experiments.bench_unet                               # ours, eager, on the best device
-    python -m experiments.bench_unet --channels-last --compile     # ours, with the speed options
-    python -m experiments.bench_unet --deeplay-python /tmp/deeplay-venv/bin/python   # + deeplay, same run
-    python -m experiments.bench_unet --sweep --repeats 2 --deeplay-python ...      # every option, best of 2
+    python -m experiments.bench.unet                               # ours, eager, on the best device
+    python -m experiments.bench.unet --channels-last --compile     # ours, with the speed options
+    python -m experiments.bench.unet --deeplay-python /tmp/deeplay-venv/bin/python   # + deeplay, same run
+    python -m experiments.bench.unet --sweep --repeats 2 --deeplay-python ...      # every option, best of 2
 
 Prints images/s of a training step (forward + MSE backward + AdamW step) and of a single denoising
 forward pass (``torch.inference_mode``), at the tutorial's batch 16 and 128 x 128, and the peak
@@ -146,7 +146,7 @@ class Variant:
 def measure_in_subprocess(python: str, variant: Variant, args: argparse.Namespace) -> BenchResult:
     """Run ``measure`` in a fresh ``python`` process (own peak RSS; deeplay lives in its own venv)."""
     command = [
-        python, "-m", "experiments.bench_unet", "--network", variant.network, "--json",
+        python, "-m", "experiments.bench.unet", "--network", variant.network, "--json",
         "--device", args.device, "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
         "--steps", str(args.steps), "--warmup", str(args.warmup),
     ]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from experiments.integrity import atomic_path, count_non_finite, temporaries_of
+
 LAST = "last.pt"
 BEST = "best.pt"
+# [H, W] of the training images; checkpoints written before it was recorded lack it.
+IMAGE_SIZE_KEY = "image_size"
 
 
 class NonFiniteCheckpoint(ValueError):
@@ -21,7 +23,7 @@ class NonFiniteCheckpoint(ValueError):
 def non_finite_entries(payload: Any, prefix: str = "") -> list[str]:
     """Dotted names of the floating-point tensors in ``payload`` (nested dicts and lists) holding NaN or inf."""
     if isinstance(payload, torch.Tensor):
-        return [prefix] if payload.is_floating_point() and not bool(torch.isfinite(payload).all()) else []
+        return [prefix] if count_non_finite(payload) else []
     if isinstance(payload, dict):
         items = payload.items()
     elif isinstance(payload, (list, tuple)):
@@ -33,13 +35,12 @@ def non_finite_entries(payload: Any, prefix: str = "") -> list[str]:
 
 def remove_stale_temporaries(path: str | Path) -> None:
     """Delete temporary files of ``path`` left by a writer that was killed (``kill -9``) mid-save."""
-    path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+    for stale in temporaries_of(Path(path)):
         stale.unlink(missing_ok=True)
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, flush it to disk, then rename over ``path``.
+    """``torch.save`` to ``path`` through :func:`experiments.integrity.atomic_path` (flushed to disk).
 
     A crash at any moment leaves either the old checkpoint or the new one, never a torn file. A payload
     with a non-finite floating-point tensor is refused (:class:`NonFiniteCheckpoint`) and the old file kept.
@@ -51,20 +52,9 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
     if bad:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise NonFiniteCheckpoint(f"{path} was not written: {shown} hold NaN or inf")
-    path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    # os.open applies the umask as open() does for the run's other files (mkstemp would force 0600).
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_path(path, durable=True) as temporary:
+        torch.save(payload, temporary)
     return path
 
 

@@ -20,15 +20,17 @@ from tqdm.auto import tqdm
 
 from ddpm import Diffusion
 from ddpm.hashed_noise import hashed_normal
-from experiments.checkpoint import LAST, file_digest, load_checkpoint
+from experiments.training.checkpoint import IMAGE_SIZE_KEY, LAST, file_digest, load_checkpoint
 from experiments.config import EvalConfig, RunConfig
-from experiments.evaluation import sample
+from experiments.evaluation.loop import sample
 from experiments.runtime import pick_device
-from experiments.tiling import pad_to_tile, tiled_network
-from experiments.training import build_diffusion, build_model
+from experiments.inference.tiling import pad_to_tile, tiled_network
+from experiments.build import build_diffusion, build_model
 
 # Preferred first: the averaged weights usually sample better than the last optimiser step.
 WEIGHT_KEYS = ("ema", "model")
+# The side of BioSR's images: the training size of checkpoints that do not record theirs.
+LEGACY_IMAGE_SIDE = 128
 
 
 class InferenceError(ValueError):
@@ -50,6 +52,8 @@ class Predictor:
     digest: str
     weights: str
     device: torch.device
+    # The side of the training images, the default tile of prediction and export.
+    tile: int = LEGACY_IMAGE_SIDE
 
     @property
     def size_factor(self) -> int:
@@ -61,7 +65,7 @@ class Predictor:
         images: torch.Tensor,
         sampling: EvalConfig,
         generator: torch.Generator,
-        tile: int = 128,
+        tile: int | None = None,
         overlap: int = 32,
         batch_size: int = 16,
         progress: bool = False,
@@ -70,16 +74,16 @@ class Predictor:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sample super-resolved images for widefield inputs of any size, frame by frame, the network tile by tile.
 
-        Each frame is sampled as one image (:func:`experiments.tiling.tiled_network`): one noise field per
+        Each frame is sampled as one image (:func:`experiments.inference.tiling.tiled_network`): one noise field per
         frame and sample, the network run on overlapping ``tile`` x ``tile`` tiles at every step and its
         noise predictions blended, so the result agrees with sampling the whole frame at once and shows no
         tile grid.
 
         Args:
             images: [N, 1, H, W] in the model range [-1, 1] (normalised as the training inputs were).
-            sampling: sampler, variance, steps, eta and number of samples (see :func:`experiments.evaluation.sample`).
+            sampling: sampler, variance, steps, eta and number of samples (see :func:`experiments.evaluation.loop.sample`).
             generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
-            tile, overlap, batch_size: see :func:`experiments.tiling.predict_tiled` (``batch_size`` tiles per
+            tile, overlap, batch_size: see :func:`experiments.inference.tiling.predict_tiled` (``batch_size`` tiles per
                 network call). progress, desc: a progress bar over frames, labelled ``desc``.
             hashed_noise_seed: when given, each frame's chains start from
                 :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel (y, x) of the frame
@@ -90,6 +94,7 @@ class Predictor:
             The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1], and their per-pixel standard
             deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None), on the CPU.
         """
+        tile = self.tile if tile is None else tile
         network = tiled_network(self.model, tile, overlap, batch_size, multiple_of=self.size_factor)
         height, width = images.shape[2:]
         padded, top, left = pad_to_tile(images, tile)
@@ -157,4 +162,5 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predicto
         digest=file_digest(path),
         weights=weights,
         device=target,
+        tile=min(payload.get(IMAGE_SIZE_KEY, [LEGACY_IMAGE_SIDE])),
     )

@@ -11,7 +11,7 @@ by the accumulated weights, so any layout (also corners where four tiles meet) i
 An image smaller than a tile is padded (reflect where the image is large enough, else replicate),
 processed as one tile and cropped back.
 
-    from experiments.tiling import predict_tiled
+    from experiments.inference.tiling import predict_tiled
     out = predict_tiled(widefield, lambda tiles: network(tiles), tile=128, overlap=32)
 
 A diffusion sampler must not be tiled from the outside (each tile running its own chain): every tile

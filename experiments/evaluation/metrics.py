@@ -23,6 +23,8 @@ Two protocols, both kept by :class:`MetricAccumulator`:
   the test set's values, defined also for a single image.
 """
 
+from typing import Literal, get_args
+
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import (
@@ -31,7 +33,8 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-METRIC_NAMES: tuple[str, ...] = ("mae", "nrmse", "ssim", "ms_ssim", "psnr")
+MetricName = Literal["mae", "nrmse", "ssim", "ms_ssim", "psnr"]
+METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
 HIGHER_IS_BETTER: dict[str, bool] = {"mae": False, "nrmse": False, "ssim": True, "ms_ssim": True, "psnr": True}
 METRIC_LABELS: dict[str, str] = {
     "mae": "MAE", "nrmse": "NRMSE", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)"
@@ -55,7 +58,7 @@ def _check_pair(pred: Tensor, target: Tensor) -> None:
     if not (pred.is_floating_point() and target.is_floating_point()):
         raise TypeError(
             f"pred and target must be float images in [-1, 1]; got {pred.dtype} and {target.dtype} "
-            "(normalise integer images first, see experiments.normalization)"
+            "(normalise integer images first, see experiments.data.normalization)"
         )
     height, width = pred.shape[-2:]
     if min(height, width) < MS_SSIM_MIN_SIZE:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
-from experiments.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES
+from experiments.evaluation.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES
 
 PaperKey = Literal["mse", "l1"]
 PAPER_KEYS: tuple[str, ...] = get_args(PaperKey)

@@ -13,14 +13,14 @@ from tqdm.auto import tqdm
 from ddpm import Diffusion, Sampler, make_sampler, sampler_options
 from experiments.config import EvalConfig
 from experiments.data import PairedImageDataset
-from experiments.metrics import MetricAccumulator
+from experiments.evaluation.metrics import MetricAccumulator
 from experiments.runtime import Distributed
 from unet.config import check_value, field_range
 
 
 @dataclass
 class Evaluation:
-    """Metrics of one split (see :class:`experiments.metrics.MetricAccumulator` for the keys) and
+    """Metrics of one split (see :class:`experiments.evaluation.metrics.MetricAccumulator` for the keys) and
     the first few (input, output, target) images for figures, each [N, 1, H, W] on the CPU."""
 
     metrics: dict[str, float]

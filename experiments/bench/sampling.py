@@ -1,8 +1,8 @@
 """Sampling speed and quality: full-length ancestral sampling against DDIM on a few steps.
 
-    python -m experiments.bench_sampling --checkpoint runs/demo-20260101-120000   # speed + quality
-    python -m experiments.bench_sampling --checkpoint CKPT --images 0             # speed only
-    python -m experiments.bench_sampling --network tutorial --out bench_tutorial.json
+    python -m experiments.bench.sampling --checkpoint runs/demo-20260101-120000   # speed + quality
+    python -m experiments.bench.sampling --checkpoint CKPT --images 0             # speed only
+    python -m experiments.bench.sampling --network tutorial --out bench_tutorial.json
 
 Speed: seconds per image of a batch (``--batch-size``) for the ancestral chain on all T trained steps
 (Eq. 11) and for DDIM on 10, 25, 50 and 100 steps (capped at T), plus the training throughput of the
@@ -13,7 +13,7 @@ and extrapolated linearly; the output says which rows were.
 Quality (checkpoint only): PSNR and SSIM of the first ``--images`` test images of one level for the
 bicubic input, the full-length ancestral chain (sampler "simple") and deterministic DDIM (eta = 0)
 at each step count (``--eta`` for stochastic DDIM), all on the same images with the same seeds (see
-:func:`experiments.evaluation.evaluate`). The issue's target: DDIM with at most 50 steps within
+:func:`experiments.evaluation.loop.evaluate`). The issue's target: DDIM with at most 50 steps within
 0.3 dB PSNR of full-length ancestral sampling.
 
 ``--network tutorial`` times the tutorial's full network (random weights) at 128 x 128 with
@@ -37,13 +37,13 @@ from torch import nn
 
 from ddpm import DDIMSampler, Diffusion, Sampler, SimpleSampler, run_chain
 from ddpm.samplers import initial_noise
-from experiments.bench_unet import images_per_s, synchronize
+from experiments.bench.unet import images_per_s, synchronize
 from experiments.config import TUTORIAL_MSE, EvalConfig, RunConfig
 from experiments.data import PairedImageDataset
-from experiments.evaluation import bicubic_baseline, build_sampler, evaluate
-from experiments.inference import load_for_inference
+from experiments.evaluation.loop import bicubic_baseline, build_sampler, evaluate
+from experiments.inference.loading import load_for_inference
 from experiments.runtime import pick_device, seed_everything
-from experiments.training import build_diffusion, build_model
+from experiments.build import build_diffusion, build_model
 
 Network = Literal["checkpoint", "tutorial"]
 NETWORKS: tuple[Network, ...] = ("checkpoint", "tutorial")
@@ -207,7 +207,7 @@ def measure_quality(
 
     Every row samples the same images with the same per-batch seeds. Returns ``{"images", "rows":
     {name: {"steps", "network_evaluations", "seconds", metric: value}}}`` with every metric of
-    :class:`experiments.metrics.MetricAccumulator`.
+    :class:`experiments.evaluation.metrics.MetricAccumulator`.
     """
     rows = {"bicubic": {"steps": 0, "network_evaluations": 0, "seconds": 0.0,
                         **bicubic_baseline(dataset, images)}}

@@ -13,8 +13,6 @@ same code the data loader uses, so a user's TIF is checked and normalised exactl
 """
 
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +35,8 @@ __all__ = [
     "to_model_frames",
     "write_frames",
 ]
-from experiments.ome_tiff import ome_description, ome_metadata
+from experiments.data.ome_tiff import ome_description, ome_metadata
+from experiments.integrity import atomic_path
 
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
 
@@ -84,7 +83,7 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_siz
 
     ``metadata`` (JSON-serialisable, key "shape" reserved by tifffile) is stored as JSON in the OME
     ``Image/Description``; read it back with :func:`read_metadata`. ``pixel_size_um`` becomes OME's
-    PhysicalSizeX / Y in µm (:mod:`experiments.ome_tiff`); None leaves them out. The file is written to a
+    PhysicalSizeX / Y in µm (:mod:`experiments.data.ome_tiff`); None leaves them out. The file is written to a
     temporary name in the same folder and renamed into place, so a crash never leaves a half-written
     ``path``. Missing parent folders are created.
     """
@@ -102,10 +101,7 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_siz
             f"{path}: metadata is not JSON-serialisable ({error}); use numbers, strings, lists and dicts"
         ) from error
     data = frames.astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its 0600 mode would carry over to the output. A unique name instead.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
-    try:
+    with atomic_path(path) as temporary:
         # minisblack keeps a 3-frame stack from being stored as one RGB-like page.
         tifffile.imwrite(
             temporary,
@@ -114,10 +110,6 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_siz
             metadata=ome_metadata("YX" if len(data) == 1 else "TYX", pixel_size_um, description),
             photometric="minisblack",
         )
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def read_metadata(path: str | Path) -> dict:

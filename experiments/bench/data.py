@@ -1,8 +1,8 @@
 """Data loading speed: pairs/s from direct TIF reads and from the memory-mapped cache.
 
-    python -m experiments.bench_data [--root DATA] [--split train] [--batch-size 64]
+    python -m experiments.bench.data [--root DATA] [--split train] [--batch-size 64]
 
-Without --root, a synthetic data set (``experiments.synthetic``) is generated in a temporary folder.
+Without --root, a synthetic data set (``experiments.data.synthetic``) is generated in a temporary folder.
 The cache is timed through torch DataLoaders, steady state (after one warm-up epoch, with persistent
 workers), for num_workers 0 and 2 and for both batched paths: ``make_loader`` (a BatchSampler hands
 the dataset whole index lists) and a plain ``DataLoader(batch_size=...)`` (``__getitems__``, then
@@ -18,7 +18,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 
 from experiments.data import PairedImageDataset, make_loader
-from experiments.synthetic import generate
+from experiments.data.synthetic import generate
 
 
 def direct_read_rate(root: Path, split: str, pairs: int) -> float:

@@ -1,0 +1,1 @@
+"""Benchmarks (`python -m experiments.bench.unet`, `.sampling`, `.data`): speed and quality, not tests."""

@@ -1,0 +1,1 @@
+"""Scoring samples: image metrics, the evaluation loop, report tables and the quality measures."""

@@ -1,0 +1,318 @@
+"""A trained checkpoint as a BioImage Model Zoo package (model spec 0.5) that runs without our code (the
+library of ``python -m experiments.export``).
+
+The package's TorchScript weights are the whole deterministic DDIM sampler
+(:class:`experiments.inference.scripted_sampler.ScriptedDDIM`): one call on the widefield image runs ``--steps``
+network evaluations from x_T = :func:`ddpm.hashed_noise.hashed_normal` of ``--seed``, so deepImageJ,
+ilastik and bioimageio.core get the same image every time without seeding anything.
+
+Conventions (written into the package's documentation too):
+
+* Input: one widefield image, axes ``batch, channel (1), y, x``, already on the output's pixel grid
+  (the bicubic-upsampled widefield, like BioSR's inputs); the model does not enlarge it.
+* Pre-processing: ``scale_range`` over y, x with percentiles 0 / 100 (each image's min -> 0, max -> 1),
+  then ``scale_linear`` ``2 v - 1`` to the model's [-1, 1]. The training data were read as stored floats in
+  [0, 1]; per-image min / max puts any uint8 / uint16 / float image there.
+* Post-processing: ``scale_linear`` ``(v + 1) / 2``: the output is in [0, 1] like the training targets and
+  the files ``experiments.predict`` writes.
+* Sizes: y and x at least ``min`` and in steps of the U-Net's size multiple 2^(depth-1); halo ``--halo``
+  pixels for tiled processing. Pixel size: ``--pixel-size`` in µm (default: the test TIF's metadata),
+  the same for input and output.
+
+Needs the optional extra: ``pip install -e '.[export]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from experiments import figures
+from experiments.data.images import read_frames
+from experiments.data.layout import TIF_SUFFIXES
+from experiments.inference.loading import InferenceError, Predictor, load_for_inference
+from experiments.inference.scripted_sampler import script_sampler
+
+# The x_T seed and the number of DDIM steps are fixed in the exported module.
+DEFAULT_STEPS = 10
+DEFAULT_HALO = 16  # half of experiments.predict's default tile overlap
+SCALE_RANGE_EPS = 1e-6  # bioimage.io's scale_range default, reproduced for the test tensors
+# (text, DOI or None, URL or None). The tutorial's DOI is not in our copy of it: a search link stands in.
+CITATIONS = (
+    (
+        "Bachimanchi H., Volpe G. (2024). Diffusion Models to Enhance the Resolution of Microscopy Images: A Tutorial.",
+        None,
+        "https://scholar.google.com/scholar?q=Diffusion+Models+to+Enhance+the+Resolution+of+Microscopy+Images+A+Tutorial",
+    ),
+    (
+        "Qiao C. et al. (2021). Evaluation and development of deep neural networks for image super-resolution in "
+        "optical microscopy. Nature Methods 18, 194-202 (the BioSR data set).",
+        "10.1038/s41592-020-01048-5",
+        None,
+    ),
+)
+
+
+class ExportError(ValueError):
+    """The package cannot be built as asked; the message names the file or flag and what to do."""
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    steps: int = DEFAULT_STEPS
+    seed: int = 0
+    halo: int = DEFAULT_HALO
+    pixel_size_um: float | None = None
+    test_side: int | None = None  # the test tensor's crop; None: the checkpoint's training image side
+    test_image: Path | None = None  # default: a test TIF of the run's data root
+
+
+def _first_tif(folder: Path) -> Path | None:
+    if not folder.is_dir():
+        return None
+    return next((p for p in sorted(folder.rglob("*")) if p.suffix.lower() in TIF_SUFFIXES and p.is_file()), None)
+
+
+def find_test_image(predictor: Predictor) -> Path | None:
+    """A widefield TIF the model was trained or tested on: the run's ``<data.root>/test_wf`` first, then ``training_wf``."""
+    root = Path(predictor.config.data.root)
+    return _first_tif(root / "test_wf") or _first_tif(root / "training_wf")
+
+
+def synthetic_widefield(side: int) -> np.ndarray:
+    """A deterministic stand-in [side, side] in [0, 1]: blurred random filaments (seed 0), used only without data."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    image = np.zeros((side, side), np.float32)
+    for _ in range(6):
+        a, b, phase = rng.uniform(-3, 3), rng.uniform(-3, 3), rng.uniform(0, 2 * np.pi)
+        image += np.exp(-(np.sin(a * x + b * y + phase) ** 2) / 0.02)
+    return (image - image.min()) / (image.max() - image.min())
+
+
+def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray, str, float | None]:
+    """The test tensor [1, 1, S, S] float32 (centre crop of the test image), where it came from, its pixel size."""
+    path = options.test_image or find_test_image(predictor)
+    multiple = predictor.size_factor
+    test_side = predictor.tile if options.test_side is None else options.test_side
+    if path is None:
+        side = test_side - test_side % multiple
+        return synthetic_widefield(side)[None, None], "a deterministic synthetic image (no data found)", None
+    frames, info = read_frames(path)
+    image = frames[0]
+    side = min(test_side, *image.shape)
+    side -= side % multiple
+    if side < min_size(multiple, options.halo):
+        raise ExportError(f"{path}: image {image.shape} is too small for a test tensor; pass --test-image")
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    crop = image[top : top + side, left : left + side]
+    return np.ascontiguousarray(crop)[None, None], str(path), info.pixel_size_um
+
+
+def min_size(multiple: int, halo: int) -> int:
+    """Smallest input side: a multiple of the network's size factor that leaves output after cropping 2 halos."""
+    return multiple * math.ceil((2 * halo + 1) / multiple)
+
+
+def preprocess(image: np.ndarray) -> np.ndarray:
+    """The package's pre-processing in numpy: ``scale_range`` (0 / 100 percentiles over y, x) then ``2 v - 1``."""
+    low, high = image.min(axis=(-2, -1), keepdims=True), image.max(axis=(-2, -1), keepdims=True)
+    unit = (image - low) / (high - low + np.float32(SCALE_RANGE_EPS))
+    return (unit * np.float32(2.0) - np.float32(1.0)).astype(np.float32)
+
+
+def postprocess(output: np.ndarray) -> np.ndarray:
+    """The package's post-processing: ``scale_linear`` ``(v + 1) / 2``, [-1, 1] -> [0, 1]."""
+    return (output * np.float32(0.5) + np.float32(0.5)).astype(np.float32)
+
+
+def measured_metrics(checkpoint: Path) -> dict | None:
+    """The run's ``metrics.json`` beside the checkpoint, when there is one."""
+    path = checkpoint.parent / "metrics.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
+    """Input | output side by side (2:1, as the Model Zoo shows covers), each on its own [min, max]."""
+    figure = figures.new_figure(8.0, 4.0)
+    for axis, (title, shown) in zip(figure.subplots(1, 2), (("Widefield input", image), ("Diffusion output", output))):
+        figures.show_image(axis, shown, (float(shown.min()), float(shown.max())))
+        axis.set_title(title)
+    return figures.save_figure(figure, path)
+
+
+def documentation(predictor: Predictor, options: ExportOptions, source: str, metrics: dict | None) -> str:
+    config = predictor.config
+    network = config.network
+    metric_lines = (
+        "\n".join(f"- {key}: {value}" for key, value in metrics.items())
+        if metrics else "- none recorded beside this checkpoint (no metrics.json)"
+    )
+    citations = "\n".join(f"- {text} {f'https://doi.org/{doi}' if doi else url}" for text, doi, url in CITATIONS)
+    return f"""# Diffusion super-resolution (widefield -> SIM-like), {config.name}
+
+A conditional denoising diffusion model (DDPM, Ho et al. 2020, after the tutorial by Bachimanchi & Volpe 2024)
+that turns a widefield fluorescence image into a SIM-like super-resolved one. The weights hold the whole
+sampler: {options.steps} deterministic DDIM steps (Song et al. 2021, eta = 0) around an attention U-Net
+(channels {list(network.channels)}, bottleneck {list(network.base_channels)}).
+
+## Input and output
+- Input: one widefield image (axes b, c = 1, y, x), **already on the output's pixel grid**: the bicubic x2
+  upsampled widefield, like BioSR's inputs. The model does not enlarge the image. y and x must be multiples of
+  {predictor.size_factor}; any size from {min_size(predictor.size_factor, options.halo)} works (process large
+  images in tiles with a halo of {options.halo} pixels).
+- Pre-processing: each image's min -> 0 and max -> 1 (`scale_range`, percentiles 0 / 100), then `2 v - 1`.
+- Output: the super-resolved image in [0, 1] (`(v + 1) / 2` of the model's [-1, 1]).
+- Pixel size: {"%.6g µm, the same for input and output" % options.pixel_size_um if options.pixel_size_um else "not recorded"}.
+
+## Noise and determinism
+The diffusion starts from x_T, standard normal noise computed from a hash of (seed {options.seed}, pixel
+position): no random generator is used, so every run on every machine gives the same output, and a pixel's
+noise does not depend on the image size. The step count ({options.steps}) and the seed are fixed in the
+TorchScript module; export again (`python -m experiments.export --steps N --seed S`) to change them.
+
+## Training data
+Run `{config.name}`: data root `{config.data.root}` (BioSR layout; the real BioSR microtubules or the project's
+synthetic look-alike), normalisation `{config.data.normalization}`, {config.train.epochs} epochs, loss
+`{config.train.loss}`, {predictor.diffusion.steps} diffusion steps. Checkpoint `{predictor.checkpoint.name}`
+(sha256 {predictor.digest}, {predictor.weights} weights). Test tensor: {source}.
+
+## Metrics as measured (the run's metrics.json)
+{metric_lines}
+
+## Validation
+`experiments.export` runs bioimageio.core's model test on the written zip (offline): the TorchScript weights
+reproduce `test_output.npy` from `test_input.npy`, for batch sizes 1 and 2 and several input sizes. In the
+project's tests the scripted sampler equals `experiments.predict --hashed-noise` within 1e-5.
+
+## Limits
+- Trained on one structure (microtubules, or synthetic filaments) at one magnification and noise level:
+  on other structures, other microscopes or other signal levels it will invent detail.
+- A diffusion model samples a plausible image, it does not measure one: thin filaments, crossings and
+  gaps in the output can be hallucinated, especially where the widefield signal is weak. Compare with the
+  input and, in Python, with several seeds (`experiments.predict --samples N --std`).
+- Per-image min / max scaling: a single hot pixel compresses the rest of the image; crop or clip it first.
+- The step count is fixed at export; more steps are slower and not always better.
+
+## Citations
+{citations}
+
+## Licence
+MIT, as the code that trained it.
+"""
+
+
+def build_package(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
+    """Write the zip at ``out``; returns it. Needs ``bioimageio.spec`` (the ``[export]`` extra)."""
+    try:
+        from bioimageio.spec import save_bioimageio_package
+        from bioimageio.spec.model import v0_5 as spec
+    except ImportError as error:
+        raise ExportError(f"bioimageio.spec is not installed ({error}); run: pip install -e '.[export]'") from error
+    predictor = load_for_inference(checkpoint, "cpu")
+    if options.steps < 1 or options.steps > predictor.diffusion.steps:
+        raise ExportError(f"--steps must be within 1..{predictor.diffusion.steps} (the trained steps), got {options.steps}")
+    if options.halo < 1:
+        raise ExportError(f"--halo must be at least 1, got {options.halo}")
+    multiple = predictor.size_factor
+    module = script_sampler(predictor.model, predictor.diffusion, options.steps, options.seed, multiple)
+    image, source, file_pixel_size = test_input(predictor, options)
+    pixel_size = options.pixel_size_um if options.pixel_size_um is not None else file_pixel_size
+    options = replace(options, pixel_size_um=pixel_size)
+    with torch.no_grad():
+        model_output = module(torch.from_numpy(preprocess(image))).numpy()
+    output = postprocess(model_output)
+    metrics = measured_metrics(predictor.checkpoint)
+    # The package copies every file into the zip, so they can be made in a folder that goes away after.
+    with tempfile.TemporaryDirectory(prefix="export-") as folder:
+        return _write_package(
+            spec, save_bioimageio_package, Path(folder), module, image, output, predictor, options, source, metrics, out
+        )
+
+
+def _write_package(spec, save, work: Path, module, image, output, predictor: Predictor, options: ExportOptions,
+                   source: str, metrics: dict | None, out: Path) -> Path:
+    """Files, then the spec 0.5 description of them, then the zip (``spec``, ``save``: bioimageio.spec's)."""
+    multiple, pixel_size = predictor.size_factor, options.pixel_size_um
+    weights = work / "sampler.pt"
+    module.save(str(weights))
+    np.save(work / "test_input.npy", image)
+    np.save(work / "test_output.npy", output)
+    cover = write_cover(image[0, 0], output[0, 0], work / "cover.png")
+    (work / "documentation.md").write_text(documentation(predictor, options, source, metrics))
+
+    scale = {} if pixel_size is None else {"scale": pixel_size, "unit": "micrometer"}
+    input_id, y, x = spec.TensorId("widefield"), spec.AxisId("y"), spec.AxisId("x")
+    size = spec.ParameterizedSize(min=min_size(multiple, options.halo), step=multiple)
+    inputs = spec.InputTensorDescr(
+        id=input_id,
+        description="widefield image on the output's pixel grid (bicubic x2 upsampled), any intensity range",
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=[spec.Identifier("widefield")]),
+            spec.SpaceInputAxis(id=y, size=size, **scale),
+            spec.SpaceInputAxis(id=x, size=size, **scale),
+        ],
+        test_tensor=spec.FileDescr(source=work / "test_input.npy"),
+        data=spec.IntervalOrRatioDataDescr(type="float32"),
+        preprocessing=[
+            spec.ScaleRangeDescr(
+                kwargs=spec.ScaleRangeKwargs(axes=[y, x], min_percentile=0.0, max_percentile=100.0, eps=SCALE_RANGE_EPS)
+            ),
+            spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=2.0, offset=-1.0)),
+        ],
+    )
+    outputs = spec.OutputTensorDescr(
+        id=spec.TensorId("super_resolved"),
+        description="SIM-like super-resolved image in [0, 1]",
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=[spec.Identifier("super_resolved")]),
+            spec.SpaceOutputAxisWithHalo(id=y, halo=options.halo, size=spec.SizeReference(tensor_id=input_id, axis_id=y), **scale),
+            spec.SpaceOutputAxisWithHalo(id=x, halo=options.halo, size=spec.SizeReference(tensor_id=input_id, axis_id=x), **scale),
+        ],
+        test_tensor=spec.FileDescr(source=work / "test_output.npy"),
+        data=spec.IntervalOrRatioDataDescr(type="float32"),
+        postprocessing=[spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=0.5, offset=0.5))],
+    )
+    description = spec.ModelDescr(
+        name=f"Diffusion super-resolution {predictor.config.name}"[:128],
+        description=(
+            f"Conditional diffusion model (DDPM) turning widefield into SIM-like images; the TorchScript weights run "
+            f"{options.steps} deterministic DDIM steps with position-hashed initial noise (seed {options.seed})."
+        ),
+        authors=[spec.Author(name="diffusion-sr-microscopy contributors")],
+        cite=[
+            spec.CiteEntry(text=text, doi=spec.Doi(doi)) if doi else spec.CiteEntry(text=text, url=spec.HttpUrl(url))
+            for text, doi, url in CITATIONS
+        ],
+        license=spec.LicenseId("MIT"),
+        documentation=spec.FileDescr(source=work / "documentation.md"),
+        covers=[spec.FileDescr(source=cover)],
+        tags=["super-resolution", "diffusion", "ddpm", "ddim", "microscopy", "widefield", "sim", "2d", "pytorch"],
+        inputs=[inputs],
+        outputs=[outputs],
+        weights=spec.WeightsDescr(
+            torchscript=spec.TorchscriptWeightsDescr(source=weights, pytorch_version=spec.Version(torch.__version__.split("+")[0]))
+        ),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(save(description, output_path=out))
+
+
+def test_package(path: Path):
+    """bioimageio.core's model test of the zip, offline; returns its ValidationSummary."""
+    os.environ.setdefault("BIOIMAGEIO_PERFORM_IO_CHECKS", "false")
+    from bioimageio.core import test_model
+
+    return test_model(path, devices=["cpu"])

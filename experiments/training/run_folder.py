@@ -1,0 +1,117 @@
+"""What a training run writes into its folder besides checkpoints: ``config.json``, the per-epoch
+``metrics.csv`` / ``metrics.json``, the figures (Figs. 2 and 3, sample grids, loss and metric curves)
+and ``report.md``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from ddpm import Diffusion
+from experiments import figures
+from experiments.config import RunConfig
+from experiments.evaluation.loop import Evaluation
+from experiments.evaluation.report import comparison_rows, format_table, write_report
+
+CONFIG_FILE = "config.json"
+
+# Bicubic-input metrics of a test level, as MetricAccumulator.compute() returns them.
+Baseline = Callable[[str], dict[str, float]]
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """``<out_dir>/<name>-<timestamp>``, created empty."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.out_dir) / f"{config.name}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir
+
+
+def level_metrics(row: dict, level: str) -> dict[str, float]:
+    """The ``<level>/<metric>`` entries of a history row, keyed by metric."""
+    return {key.split("/", 1)[1]: value for key, value in row.items() if key.startswith(f"{level}/")}
+
+
+def final_rows(config: RunConfig, history: list[dict], baseline: Baseline) -> dict[str, dict[str, float]]:
+    """The last evaluated test metrics of the first level beside the bicubic input and, when
+    ``eval.paper_comparison`` names one, the paper's numbers."""
+    level = config.eval.levels[0]
+    last = next(row for row in reversed(history) if f"{level}/psnr" in row)
+    return comparison_rows(level_metrics(last, level), baseline(level), paper_key=config.eval.paper_comparison)
+
+
+class RunFolder:
+    """The files of one run folder (see the module's docstring); checkpoints are the trainer's."""
+
+    def __init__(self, path: Path, config: RunConfig) -> None:
+        self.path = path
+        self.config = config
+
+    def save_config(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config.save(self.path / CONFIG_FILE)
+
+    def write_introductory_figures(self, target: torch.Tensor, diffusion: Diffusion) -> None:
+        """Fig. 2 (the forward process on one training target ``[1, C, H, W]`` in [-1, 1]) and Fig. 3
+        (the time encodings)."""
+        steps = torch.linspace(0, diffusion.steps - 1, 8).round().long().tolist()
+        generator = torch.Generator(device=target.device).manual_seed(0)
+        noisy = torch.cat([diffusion.forward_diffusion(target, t, generator=generator)[0] for t in steps])
+        figures.plot_forward_process(noisy.cpu(), steps, self.path / "forward_process.png")
+        stride = max(1, diffusion.steps // 200)
+        figures.plot_time_encodings(diffusion.time_encodings[::stride].cpu(), self.path / "time_encodings.png", stride=stride)
+
+    def write_samples(self, result: Evaluation, level: str, epoch: int) -> None:
+        """The grid of inputs, samples and targets of test ``level`` after ``epoch`` (1-based)."""
+        figures.plot_sample_grid(
+            result.inputs,
+            result.outputs,
+            result.targets,
+            self.path / f"samples_{level}_epoch{epoch:03d}.png",
+            title=f"{self.config.name}, epoch {epoch}, test {level}",
+        )
+
+    def write_metrics(self, history: list[dict], baseline: Baseline) -> None:
+        """``metrics.json``, ``metrics.csv`` (one row per epoch), the loss curve and the metric curves of
+        the first test level beside its bicubic input."""
+        (self.path / "metrics.json").write_text(json.dumps(history, indent=2) + "\n")
+        columns = list(dict.fromkeys(key for row in history for key in row))
+        with open(self.path / "metrics.csv", "w", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(history)
+        figures.plot_training_loss([row["loss"] for row in history], self.path / "training_loss.png")
+        level = self.config.eval.levels[0]
+        evaluated = [{"epoch": row["epoch"], **level_metrics(row, level)} for row in history if f"{level}/psnr" in row]
+        if evaluated:
+            figures.plot_metrics(evaluated, self.path / "metrics.png", baseline=baseline(level))
+
+    def write_report(self, history: list[dict], baseline: Baseline, device: torch.device) -> None:
+        """``report.md`` (summary, final metrics table, figures) of a conditional run; the table is printed."""
+        if not self.config.train.conditional:
+            return
+        config = self.config
+        rows = final_rows(config, history, baseline)
+        level = config.eval.levels[0]
+        summary = {
+            "preset / name": config.name,
+            "epochs": config.train.epochs,
+            "loss": config.train.loss,
+            "diffusion steps": config.diffusion.steps,
+            "sampler": config.eval.sampler,
+            "test level": level,
+            "test images": history[-1].get(f"{level}/images"),
+            "device": str(device),
+        }
+        notes = ["Metrics on [-1, 1] images with data range 2.0."]
+        last_epoch = history[-1]["epoch"]
+        shown = ["training_loss.png", "metrics.png", f"samples_{level}_epoch{last_epoch:03d}.png",
+                 "forward_process.png", "time_encodings.png"]
+        shown = [name for name in shown if (self.path / name).is_file()]
+        write_report(self.path / "report.md", f"Run {self.path.name}", summary, rows, notes, figures=shown)
+        print(format_table(rows))

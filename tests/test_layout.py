@@ -1,0 +1,98 @@
+"""The package layout: `ddpm/` and `unet/` never import `experiments/`, and no module imports itself back.
+
+The import graph is read from the source (every ``import`` statement, also those inside functions, since a
+deferred import still closes a circle when it runs), not by importing anything.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("ddpm", "unet", "experiments")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(path): path for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))}
+
+
+def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The project modules that ``path`` imports: ``from a.b import c`` counts as ``a.b.c`` when that is a
+    module, else as ``a.b``."""
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name in modules)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = project_modules()
+    return {name: imports_of(path, modules) - {name} for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One circle of the directed graph as a path that ends where it starts, or None (depth-first search)."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_planted_circle_and_accepts_a_tree():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_graph_sees_the_imports_it_must_see():
+    graph = import_graph()
+    assert "experiments.training.trainer" in graph["experiments.train"]
+    assert "ddpm.diffusion" in graph["experiments.config"]
+
+
+def test_the_import_graph_has_no_circle():
+    assert find_cycle(import_graph()) is None
+
+
+def test_ddpm_and_unet_never_import_experiments():
+    offenders = {
+        name: sorted(target for target in targets if target.split(".")[0] == "experiments")
+        for name, targets in import_graph().items()
+        if name.split(".")[0] in ("ddpm", "unet")
+    }
+    assert {name: targets for name, targets in offenders.items() if targets} == {}
+
+
+def test_ddpm_never_imports_unet():
+    assert {name for name, targets in import_graph().items() if name.startswith("ddpm") and any(
+        target.startswith("unet") for target in targets)} == set()
