@@ -126,3 +126,30 @@ def test_evaluate_with_one_sample_has_no_sample_frc_and_no_calibration(evaluatio
     level = json.loads((tmp_path / "evaluation.json").read_text())["levels"]["level_09"]
     assert "frc_samples_px" not in level["quality"]["model"] and "calibration" not in level
     assert not (tmp_path / "calibration_level_09.png").exists()
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_an_output_equal_to_its_input_is_consistent_and_resolves_what_the_input_resolves(
+    evaluation_run, tmp_path, monkeypatch, mirrored
+):
+    """Known answers: sampling replaced by a copy of the input, the re-degradation fits exactly (RSE 0,
+    RSP 1), the output's FRC against the target is the bicubic input's, and two identical samples agree
+    at every ring (Nyquist, 2 px). The input mirrored left-right instead no longer matches its input or
+    its target: RSE > 0 and a coarser FRC resolution than the input's."""
+    from experiments import evaluation
+    from experiments.evaluate import main as evaluate
+
+    def copies(model, diffusion, condition, config, *args):
+        image = condition.flip(-1) if mirrored else condition
+        return image.repeat(2, 1, 1, 1, 1).float()
+
+    monkeypatch.setattr(evaluation, "draw_samples", copies)
+    assert evaluate(["--checkpoint", str(evaluation_run), "--samples", "1", "--device", "cpu", "--no-progress",
+                     "--out", str(tmp_path)]) == 0
+    quality = json.loads((tmp_path / "evaluation.json").read_text())["levels"]["level_09"]["quality"]
+    assert quality["model"]["frc_samples_px"] == 2.0
+    if mirrored:
+        assert quality["model"]["rse"] > 1e-2 and quality["model"]["frc_px"] > 1.5 * quality["bicubic"]["frc_px"]
+    else:
+        assert quality["model"]["rse"] < 1e-6 and quality["model"]["rsp"] > 1 - 1e-6
+        assert quality["model"]["frc_px"] == pytest.approx(quality["bicubic"]["frc_px"])
