@@ -26,6 +26,10 @@ from torch import Tensor
 from experiments.quality import FRC, KERNEL_RADIUS_SIGMAS, Consistency, consistency, fourier_ring_correlation
 
 SIGMA_RANGE = (0.0, 5.0)  # output pixels searched for the widefield blur (BioSR's PSF is ~2-3 px)
+# A coarser sigma search than quality.consistency's default: half the cost (0.05 s instead of 0.09 s for
+# 128 x 128 on one CPU thread), the same RSE to 5 digits; sigma to 0.01 output pixels is plenty here.
+SIGMA_GRID_POINTS = 11
+SIGMA_TOLERANCE = 0.01
 CHECK_SAMPLES = 2  # independent single samples compared by the FRC
 SUMMARY_NAME = "check.json"
 
@@ -39,9 +43,11 @@ def fit_border(widefield_shape: tuple[int, int], factor: int) -> int:
 
 def redegradation(output: Tensor, widefield: Tensor) -> Consistency:
     """:func:`~experiments.quality.consistency` of ``output`` [H, W] with ``widefield`` [H / f, W / f]
-    (f = 1 or 2) over :data:`SIGMA_RANGE`, with the border of :func:`fit_border`."""
+    (f = 1 or 2) over :data:`SIGMA_RANGE` (searched to :data:`SIGMA_TOLERANCE`), with the border of
+    :func:`fit_border`."""
     factor = output.shape[-1] // widefield.shape[-1]
-    return consistency(output, widefield, SIGMA_RANGE, fit_border(tuple(widefield.shape[-2:]), max(factor, 1)))
+    border = fit_border(tuple(widefield.shape[-2:]), max(factor, 1))
+    return consistency(output, widefield, SIGMA_RANGE, border, SIGMA_GRID_POINTS, SIGMA_TOLERANCE)
 
 
 def central_square(image: Tensor) -> Tensor:
