@@ -34,20 +34,26 @@ CHECK_SAMPLES = 2  # independent single samples compared by the FRC
 SUMMARY_NAME = "check.json"
 
 
-def fit_border(widefield_shape: tuple[int, int], factor: int) -> int:
+def sigma_range(output_shape: tuple[int, int]) -> tuple[float, float]:
+    """:data:`SIGMA_RANGE`, its top cut on a small output so that the 4-sigma kernel fits inside it."""
+    return SIGMA_RANGE[0], min(SIGMA_RANGE[1], (min(output_shape) - 1) / KERNEL_RADIUS_SIGMAS)
+
+
+def fit_border(widefield_shape: tuple[int, int], factor: int, sigma_max: float) -> int:
     """Pixels left out at each edge of the input: the RSF's 4-sigma reach at the largest sigma, or, on
     an input too small for that, a quarter of its shorter side (the fit needs pixels to work on)."""
-    reach = math.ceil(KERNEL_RADIUS_SIGMAS * SIGMA_RANGE[1] / factor)
+    reach = math.ceil(KERNEL_RADIUS_SIGMAS * sigma_max / factor)
     return min(reach, (min(widefield_shape) - 2) // 4)
 
 
 def redegradation(output: Tensor, widefield: Tensor) -> Consistency:
     """:func:`~experiments.quality.consistency` of ``output`` [H, W] with ``widefield`` [H / f, W / f]
-    (f = 1 or 2) over :data:`SIGMA_RANGE` (searched to :data:`SIGMA_TOLERANCE`), with the border of
+    (f = 1 or 2) over :func:`sigma_range` (searched to :data:`SIGMA_TOLERANCE`), with the border of
     :func:`fit_border`."""
-    factor = output.shape[-1] // widefield.shape[-1]
-    border = fit_border(tuple(widefield.shape[-2:]), max(factor, 1))
-    return consistency(output, widefield, SIGMA_RANGE, border, SIGMA_GRID_POINTS, SIGMA_TOLERANCE)
+    factor = max(output.shape[-1] // widefield.shape[-1], 1)
+    sigmas = sigma_range(tuple(output.shape[-2:]))
+    border = fit_border(tuple(widefield.shape[-2:]), factor, sigmas[1])
+    return consistency(output, widefield, sigmas, border, SIGMA_GRID_POINTS, SIGMA_TOLERANCE)
 
 
 def central_square(image: Tensor) -> Tensor:

@@ -83,7 +83,7 @@ def test_an_invented_blob_lights_up_the_consistency_map_where_it_was_invented(ch
     assert main([str(arg) for arg in args]) == 0, capsys.readouterr().err
     error = tifffile.imread(tmp_path / "out" / "cell_sr_consistency.tif")
     near = (rows - 20) ** 2 + (columns - 28) ** 2 <= 3**2
-    # Inside the fitted region only (12 px border here: a quarter of 48, minus the 2-pixel margin).
+    # Inside the fitted region only: an 11 px border here, (48 - 2) // 4 (fit_border on a small input).
     inner = torch.zeros(48, 48, dtype=torch.bool)
     inner[11:-11, 11:-11] = True
     at_blob = float(error[near.numpy()].mean())
@@ -153,3 +153,15 @@ def test_an_output_equal_to_its_input_is_consistent_and_resolves_what_the_input_
     else:
         assert quality["model"]["rse"] < 1e-6 and quality["model"]["rsp"] > 1 - 1e-6
         assert quality["model"]["frc_px"] == pytest.approx(quality["bicubic"]["frc_px"])
+
+
+def test_check_leaves_the_output_itself_unchanged(checkpoint, tmp_path, capsys):
+    """The two FRC samples are drawn after the output's own, so the same seed gives the same output."""
+    source = tmp_path / "cell.tif"
+    tifffile.imwrite(source, smooth_field((20, 20)))
+    for folder, extra in (("plain", []), ("checked", ["--check"])):
+        args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / folder, "--seed", "5",
+                "--no-preview", *extra, *FAST]
+        assert main([str(arg) for arg in args]) == 0, capsys.readouterr().err
+    assert np.array_equal(tifffile.imread(tmp_path / "plain" / "cell_sr.tif"),
+                          tifffile.imread(tmp_path / "checked" / "cell_sr.tif"))
