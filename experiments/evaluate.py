@@ -2,7 +2,10 @@
 
 Scores the configured sampler's output (MAE, NRMSE, SSIM, MS-SSIM, PSNR) against the targets of each
 level, beside the bicubic input, and writes ``evaluation.json``, ``evaluation.md`` and a sample grid per
-level into ``--out`` (default: an ``evaluation`` folder beside the checkpoint).
+level into ``--out`` (default: an ``evaluation`` folder beside the checkpoint). Each level also gets the
+trust measures of :mod:`experiments.quality_report` (RSE / RSP against the input, FRC resolution against
+the target and, with ``--samples`` 2 or more, between samples, and the std map's calibration, its scale
+fitted on the validation split, with a ``calibration_<level>.png`` figure).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from ddpm import SAMPLERS, VARIANCES
 from experiments import figures
 from experiments.data import PairedImageDataset, list_test_levels
 from experiments.evaluation.loop import UsageError, bicubic_baseline, evaluate, sampling_config
-from experiments.inference.loading import InferenceError, load_for_inference
+from experiments.evaluation.quality_report import QualityAccumulator, append_section, calibration_report, validation_scale
 from experiments.evaluation.report import comparison_rows, format_table, write_report
+from experiments.inference.loading import InferenceError, load_for_inference
 from experiments.runtime import autocast, resolve_precision
 
 
@@ -65,13 +69,19 @@ def main(argv: list[str] | None = None) -> int:
     precision = resolve_precision(config.train.precision, predictor.device)
 
     results = {}
+    with autocast(predictor.device, precision):  # the std map's calibration: fitted on validation, never test
+        scale = validation_scale(predictor, root, settings, not args.no_progress) if settings.samples > 1 else None
     for level in levels:
         dataset = PairedImageDataset(root, "test", level=level, normalization=config.data.normalization)
+        quality = QualityAccumulator()
         with autocast(predictor.device, precision):
             result = evaluate(predictor.model, predictor.diffusion, dataset, settings, settings.max_test_images,
-                              seed=settings.seed, progress=not args.no_progress, description=f"test {level}")
+                              seed=settings.seed, progress=not args.no_progress, description=f"test {level}",
+                              observe=quality.update)
         baseline = bicubic_baseline(dataset, settings.max_test_images)
-        results[level] = {"model": result.metrics, "bicubic": baseline}
+        results[level] = {"model": result.metrics, "bicubic": baseline, "quality": quality.metrics()}
+        if settings.samples > 1:
+            results[level]["calibration"] = calibration_report(quality, scale, out / f"calibration_{level}.png")
         figures.plot_sample_grid(result.inputs, result.outputs, result.targets, out / f"samples_{level}.png",
                                  title=f"{predictor.checkpoint.name}, test {level}")
         rows = comparison_rows(result.metrics, baseline, paper_key=config.eval.paper_comparison)
@@ -88,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = {f"{level}: {label}": row for level, r in results.items() for label, row in r["rows"].items()}
     write_report(out / "evaluation.md", f"Evaluation of {predictor.checkpoint}", summary, tables,
                  ["Metrics on [-1, 1] images with data range 2.0."])
+    append_section(out / "evaluation.md", results, scale)
     print(f"\nwrote {out / 'evaluation.json'} and {out / 'evaluation.md'}")
     return 0
 

@@ -19,6 +19,10 @@ For each input ``<stem>.tif`` the output folder receives:
 * ``<stem>_sr_std.tif`` (``--std``, needs ``--samples`` > 1): the per-pixel standard deviation of those
   samples, in the same units: where it is high the model is unsure.
 * ``<stem>_sr_preview.png``: input and output side by side (first frames of a stack).
+* with ``--check`` (:mod:`experiments.check`): ``<stem>_sr_consistency.tif``, the re-degradation
+  consistency map per frame (on the native input's grid, its pixel size), ``<stem>_sr_check.png`` (input,
+  output, std, consistency map), the numbers (RSE, RSP, alpha, beta, sigma, sample-to-sample FRC
+  resolution) under ``"check"`` in the output's metadata, and one entry per frame in ``check.json``.
 
 Each TIF carries JSON metadata (checkpoint path and SHA-256, seed, sampler settings, source file, frame
 count, software version); read it with :func:`experiments.data.tif_io.read_metadata`. The same seed, checkpoint,
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata as package_metadata
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
@@ -44,9 +48,10 @@ from ddpm.ddim import DEFAULT_DDIM_STEPS
 from experiments import figures
 from experiments.config import Device, EvalConfig, TrainConfig
 from experiments.data.images import REDUCTIONS, Reduce, float_range_problem
+from experiments.data.normalization import from_model_range
+from experiments.evaluation import check, quality_figures
 from experiments.evaluation.loop import UsageError, sampling_config
 from experiments.inference.loading import InferenceError, Predictor, load_for_inference
-from experiments.data.normalization import from_model_range
 from unet.config import check_value, field_range
 from experiments.data.tif_io import (
     FrameInfo,
@@ -98,6 +103,7 @@ class PredictOptions:
     progress: bool = True
     pixel_size_um: float | None = None  # of the input file; None: read from its metadata
     hashed_noise: bool = False  # x_T from ddpm.hashed_noise, as the exported package
+    check: bool = False  # experiments.check: consistency map, sample-to-sample FRC, check.json
 
 
 @dataclass(frozen=True)
@@ -105,9 +111,12 @@ class OutputPaths:
     mean: Path
     std: Path | None
     preview: Path | None
+    consistency: Path | None = None
+    check_figure: Path | None = None
 
     def all(self) -> list[Path]:
-        return [path for path in (self.mean, self.std, self.preview) if path is not None]
+        paths = (self.mean, self.std, self.preview, self.consistency, self.check_figure)
+        return [path for path in paths if path is not None]
 
 
 def tile_of(options: PredictOptions, predictor: Predictor) -> int:
@@ -142,7 +151,10 @@ def output_paths(input_path: Path, out_dir: Path, options: PredictOptions) -> Ou
     mean = output_path_for(input_path, out_dir, options.suffix)
     std = output_path_for(input_path, out_dir, f"{options.suffix}_std") if options.write_std else None
     preview = mean.with_name(f"{mean.stem}_preview.png") if options.preview else None
-    return OutputPaths(mean, std, preview)
+    if not options.check:
+        return OutputPaths(mean, std, preview)
+    consistency = output_path_for(input_path, out_dir, f"{options.suffix}_consistency")
+    return OutputPaths(mean, std, preview, consistency, mean.with_name(f"{mean.stem}_check.png"))
 
 
 def upsample_frames(frames: np.ndarray) -> np.ndarray:
@@ -235,9 +247,11 @@ def _write(path: Path, frames: np.ndarray, metadata: dict, pixel_size_um: float 
         raise OutputError(f"{path}: cannot be written ({error.strerror or error}); check the output folder") from error
 
 
-def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options: PredictOptions) -> None:
-    """Super-resolve every frame of the TIF at ``path`` and write ``outputs``."""
+def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options: PredictOptions) -> list[dict]:
+    """Super-resolve every frame of the TIF at ``path`` and write ``outputs``; returns the entries of
+    ``check.json`` (one per frame; none without ``--check``)."""
     frames, info = read_frames(path, options.reduce)
+    native = frames
     if options.upsample:
         frames = upsample_frames(frames)
     normalization = predictor.config.data.normalization
@@ -261,11 +275,28 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     std_unit = std[:, 0].numpy() * np.float32(0.5) if std is not None else None  # (v + 1) / 2 halves spreads
     metadata = prediction_metadata(predictor, info, len(frames), options)
     pixel_size = output_pixel_size(info, options)
+    checks = []
+    if options.check:  # two more single samples, drawn after the output's from the same generator
+        pair = [predictor.super_resolve(torch.from_numpy(model_in)[:, None], replace(options.sampling, samples=1),
+                                        generator, options.tile, options.overlap, options.batch_size,
+                                        progress=options.progress, desc=f"{path.name} check")[0][:, 0]
+                for _ in range(check.CHECK_SAMPLES)]
+        native_in = from_model_range(to_model_frames(native, info, normalization))
+        checks = check.check_frames(torch.from_numpy(from_model_range(mean)), torch.from_numpy(native_in),
+                                    *pair, pixel_size)
+        metadata["check"] = [entry.summary() for entry in checks]
     _write(outputs.mean, from_model_range(mean), {**metadata, "content": "mean of samples"}, pixel_size)
     if outputs.std is not None:
         _write(outputs.std, std_unit, {**metadata, "content": "standard deviation of samples"}, pixel_size)
     if outputs.preview is not None:
         write_preview(model_in, mean, std_unit, outputs.preview, f"{path.name} ({predictor.checkpoint.name})")
+    if options.check:
+        maps = check.error_maps(checks).numpy()
+        native_size = None if pixel_size is None else pixel_size * (2 if options.upsample else 1)
+        _write(outputs.consistency, maps, {**metadata, "content": "re-degradation consistency |error|"}, native_size)
+        quality_figures.plot_check(native_in * 2 - 1, mean, std_unit, maps, outputs.check_figure,
+                                   f"{path.name}: can this output be trusted?")
+    return check.summary_entries(path, outputs.mean, checks)
 
 
 def predict(predictor: Predictor, inputs: list[Path], out_dir: Path, options: PredictOptions) -> list[OutputPaths]:
@@ -273,8 +304,11 @@ def predict(predictor: Predictor, inputs: list[Path], out_dir: Path, options: Pr
     check_options(options, predictor)
     planned = [output_paths(path, out_dir, options) for path in inputs]
     ensure_not_overwriting(inputs, [path for outputs in planned for path in outputs.all()])
+    entries = []
     for path, outputs in tqdm(list(zip(inputs, planned)), desc="images", unit="image", disable=not options.progress):
-        predict_file(predictor, path, outputs, options)
+        entries += predict_file(predictor, path, outputs, options)
+    if options.check:
+        check.write_summary(out_dir / check.SUMMARY_NAME, entries)
     return planned
 
 
@@ -318,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     layout.add_argument("--suffix", default="_sr", help="added to each input's name (default _sr)")
     layout.add_argument("--no-preview", action="store_true", help="skip the PNG previews")
+    layout.add_argument(
+        "--check", action="store_true",
+        help="also measure trust: consistency map TIF, sample-to-sample FRC (2 extra samples), figure, check.json",
+    )
     layout.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -343,6 +381,7 @@ def run(args: argparse.Namespace) -> list[OutputPaths]:
         progress=not args.quiet,
         pixel_size_um=args.pixel_size,
         hashed_noise=args.hashed_noise,
+        check=args.check,
     )
     if options.progress:
         print(

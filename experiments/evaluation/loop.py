@@ -119,6 +119,25 @@ def sample(
     ``conditional=False`` the inputs only set the batch and image size. ``x_T`` [samples x B, 1, H, W]
     replaces the drawn start of the chains, sample-major.
     """
+    return mean_and_spread(draw_samples(model, diffusion, condition, config, generator, conditional, progress, x_T))
+
+
+def mean_and_spread(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Samples [S, B, 1, H, W] -> their mean [B, 1, H, W] and population std (None for S = 1)."""
+    return images.mean(dim=0), images.std(dim=0, unbiased=False) if len(images) > 1 else None
+
+
+def draw_samples(
+    model: nn.Module,
+    diffusion: Diffusion,
+    condition: torch.Tensor,
+    config: EvalConfig,
+    generator: torch.Generator | None = None,
+    conditional: bool = True,
+    progress: bool = False,
+    x_T: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The ``config.samples`` samples of :func:`sample` themselves: float [samples, B, 1, H, W]."""
     batch = condition.shape[0]
     # All samples of a batch go through the network together: one chain on samples x B images.
     repeated = condition.repeat(config.samples, 1, 1, 1)
@@ -131,9 +150,7 @@ def sample(
         generator=generator,
         progress=progress,
     )
-    images = images.float().view(config.samples, batch, *images.shape[1:])
-    spread = images.std(dim=0, unbiased=False) if config.samples > 1 else None
-    return images.mean(dim=0), spread
+    return images.float().view(config.samples, batch, *images.shape[1:])
 
 
 def batch_generator(device: torch.device, seed: int, batch_index: int) -> torch.Generator:
@@ -154,6 +171,7 @@ def evaluate(
     progress: bool = True,
     description: str = "evaluate",
     should_stop: Callable[[], bool] | None = None,
+    observe: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> Evaluation | None:
     """Sample every image of ``dataset`` (or its first ``max_images``) and score it against its target.
 
@@ -161,6 +179,8 @@ def evaluate(
     the metrics in data-set order, exactly as one process would. Returns None on other ranks.
     ``should_stop`` is asked before every sampling step; when it answers True the evaluation is
     abandoned with :class:`EvaluationStopped` (single process only: ranks would not stop together).
+    ``observe(inputs, samples, targets)``, when given, sees every batch the rank samples, with all its
+    samples [S, B, 1, H, W] on the CPU (e.g. :class:`experiments.evaluation.quality_report.QualityAccumulator`).
     """
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     starts = list(range(0, count, config.batch_size))
@@ -174,7 +194,10 @@ def evaluate(
         for start in tqdm(mine, desc=description, disable=not (progress and place.is_main), leave=False):
             wf, gt = dataset.get_batch(range(start, min(start + config.batch_size, count)))
             generator = batch_generator(device, seed, start // config.batch_size)
-            output, _ = sample(network, diffusion, wf.to(device), config, generator, conditional)
+            images = draw_samples(network, diffusion, wf.to(device), config, generator, conditional)
+            output, _ = mean_and_spread(images)
+            if observe is not None:
+                observe(wf, images.cpu(), gt)
             results[start] = (wf, output.float().cpu(), gt)
     finally:
         model.train(was_training)

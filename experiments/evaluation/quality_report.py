@@ -1,0 +1,162 @@
+"""The trust measures of ``python -m experiments.evaluate`` for each level (issue 13), beside the bicubic input.
+
+Per image, on [-1, 1] images:
+
+* ``rse``, ``rsp``: re-degradation consistency of the output (mean of the samples) with its widefield
+  input (:func:`experiments.evaluation.check.redegradation`, SQUIRREL). The bicubic input against itself is
+  consistent by construction, so it has no such row.
+* ``frc_px``: FRC resolution (1/7 threshold, pixels) of the output against the target, and of the
+  bicubic input against the target: what the model resolves that the input did not.
+* ``frc_samples_px`` (two or more samples): FRC resolution of sample 1 against sample 2: below it the
+  samples disagree and the model guesses.
+
+Resolutions are the median over images; an image whose curve never falls below 1/7 counts as Nyquist
+(2 px), the finest a grid can show. With two or more samples, :func:`calibration_report` adds the
+calibration of the std map (:func:`experiments.evaluation.quality.calibration`): the scale factor is fitted on the
+validation split (never on a test level) and the curve is given raw and with it applied.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from experiments.config import EvalConfig
+from experiments.data import PairedImageDataset
+from experiments.data.layout import DatasetError
+from experiments.evaluation.check import redegradation, square_frc
+from experiments.evaluation.loop import evaluate
+from experiments.evaluation.quality import Calibration, calibration, fit_calibration_scale
+from experiments.evaluation.quality_figures import plot_calibration
+from experiments.inference.loading import Predictor
+
+NYQUIST_PX = 2.0
+
+
+def _resolution_px(first: Tensor, second: Tensor) -> float:
+    resolution = square_frc(first, second, None).resolution_px
+    return NYQUIST_PX if resolution is None else resolution
+
+
+@dataclass
+class QualityAccumulator:
+    """Collects the measures of every batch of one split; pass :meth:`update` as ``observe`` to
+    :func:`experiments.evaluation.evaluate`."""
+
+    rse: list[float] = field(default_factory=list)
+    rsp: list[float] = field(default_factory=list)
+    frc: list[float] = field(default_factory=list)
+    frc_bicubic: list[float] = field(default_factory=list)
+    frc_samples: list[float] = field(default_factory=list)
+    means: list[Tensor] = field(default_factory=list)
+    stds: list[Tensor] = field(default_factory=list)
+    targets: list[Tensor] = field(default_factory=list)
+    samples: int = 0
+    calibration_only: bool = False  # validation: keep what calibration needs, skip the per-image measures
+    seconds: float = 0.0  # spent in update: the measures' cost beside the sampling's
+
+    def update(self, inputs: Tensor, samples: Tensor, targets: Tensor) -> None:
+        """``inputs``, ``targets``: [B, 1, H, W]; ``samples``: [S, B, 1, H, W], all in [-1, 1]."""
+        start = time.perf_counter()
+        self.samples = len(samples)
+        mean = samples.mean(dim=0)
+        for index in range(0 if self.calibration_only else len(inputs)):
+            fit = redegradation(mean[index, 0], inputs[index, 0])
+            self.rse.append(fit.rse)
+            self.rsp.append(fit.rsp)
+            self.frc.append(_resolution_px(mean[index, 0], targets[index, 0]))
+            self.frc_bicubic.append(_resolution_px(inputs[index, 0], targets[index, 0]))
+            if self.samples > 1:
+                self.frc_samples.append(_resolution_px(samples[0, index, 0], samples[1, index, 0]))
+        if self.samples > 1:
+            self.means.append(mean)
+            self.stds.append(samples.std(dim=0, unbiased=False))
+            self.targets.append(targets.float())
+        self.seconds += time.perf_counter() - start
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        """``{"model": {...}, "bicubic": {...}}``: mean RSE and RSP, median FRC resolutions (pixels)."""
+        model = {"rse": statistics.fmean(self.rse), "rsp": statistics.fmean(self.rsp),
+                 "frc_px": statistics.median(self.frc), "measure_seconds": self.seconds}
+        if self.frc_samples:
+            model["frc_samples_px"] = statistics.median(self.frc_samples)
+        return {"model": model, "bicubic": {"frc_px": statistics.median(self.frc_bicubic)}}
+
+    def stacked(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean, std and target of every image seen, [N, 1, H, W] each (two or more samples only)."""
+        if not self.means:
+            raise ValueError("calibration needs two or more samples per image; evaluate with --samples 2 or more")
+        return torch.cat(self.means), torch.cat(self.stds), torch.cat(self.targets)
+
+    def fit_scale(self) -> float:
+        """:func:`~experiments.evaluation.quality.fit_calibration_scale` on what was seen: call it on validation only."""
+        return fit_calibration_scale(*self.stacked(), self.samples)
+
+    def calibration(self, scale: float = 1.0) -> Calibration:
+        return calibration(*self.stacked(), self.samples, scale=scale)
+
+
+def validation_scale(predictor: Predictor, root: str, settings: EvalConfig, progress: bool) -> float | None:
+    """The calibration scale fitted on the validation split of ``root`` (its first
+    ``settings.max_test_images``, sampled as the test levels are), or None when it has none."""
+    try:
+        dataset = PairedImageDataset(root, "validate", normalization=predictor.config.data.normalization)
+    except (DatasetError, FileNotFoundError):
+        return None
+    seen = QualityAccumulator(calibration_only=True)
+    evaluate(predictor.model, predictor.diffusion, dataset, settings, settings.max_test_images, seed=settings.seed,
+             progress=progress, description="validate (calibration scale)", observe=seen.update)
+    return seen.fit_scale()
+
+
+def calibration_report(test: QualityAccumulator, scale: float | None, figure: Path) -> dict[str, float | None]:
+    """ECE and ENCE of the raw std map on ``test``, and with the validation ``scale`` (None: no
+    validation split, no calibrated curve); draws both curves into ``figure``."""
+    raw = test.calibration()
+    curves = {"raw": raw}
+    result = {"ece": raw.ece, "ence": raw.ence, "scale": scale, "ece_calibrated": None, "ence_calibrated": None}
+    if scale is not None:
+        calibrated = test.calibration(scale)
+        curves[f"scale {scale:.2f} (from validation)"] = calibrated
+        result.update(ece_calibrated=calibrated.ece, ence_calibrated=calibrated.ence)
+    plot_calibration(curves, figure, "[-1, 1] units")
+    return result
+
+
+QUALITY_COLUMNS = {"rse": "RSE vs input ↓", "rsp": "RSP vs input ↑", "frc_px": "FRC vs target (px) ↓",
+                   "frc_samples_px": "FRC sample vs sample (px) ↓"}
+
+
+def append_section(report: Path, levels: dict[str, dict], scale: float | None) -> None:
+    """Append the trust measures of every level to the Markdown ``report``."""
+    lines = ["", "## Can this output be trusted?", "", quality_table({k: v["quality"] for k, v in levels.items()}), "",
+             "RSE / RSP: re-degradation consistency of the output with its widefield input (SQUIRREL); FRC: "
+             "resolution (1/7 threshold, median over images, Nyquist = 2 px when never crossed) against the "
+             "target, and between two samples of one input (below it the model guesses)."]
+    calibrated = {level: v["calibration"] for level, v in levels.items() if "calibration" in v}
+    if calibrated:
+        source = (f"scale {scale:.3f} fitted on the validation split (never on test), applied to each test level"
+                  if scale is not None else "no validation split: no scale fitted, raw curve only")
+        lines += ["", f"Calibration of the std map ({source}); figures calibration_<level>.png:", "",
+                  "| | ECE raw | ENCE raw | ECE calibrated | ENCE calibrated |", "|---|---|---|---|---|"]
+        for level, values in calibrated.items():
+            cells = [values[key] for key in ("ece", "ence", "ece_calibrated", "ence_calibrated")]
+            lines.append(f"| {level} | " + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |")
+    with report.open("a", encoding="utf-8") as file:
+        file.write("\n".join(lines) + "\n")
+
+
+def quality_table(levels: dict[str, dict[str, dict[str, float]]]) -> str:
+    """A Markdown table of :meth:`QualityAccumulator.metrics` per level (rows "level: model" and
+    "level: bicubic input"); a missing value shows as "–"."""
+    lines = ["| | " + " | ".join(QUALITY_COLUMNS.values()) + " |", "|---" * (len(QUALITY_COLUMNS) + 1) + "|"]
+    for level, rows in levels.items():
+        for name, label in (("model", "model"), ("bicubic", "bicubic input")):
+            cells = [f"{rows[name][key]:.3f}" if key in rows[name] else "–" for key in QUALITY_COLUMNS]
+            lines.append(f"| {level}: {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""Issue 13, wired in: ``predict --check`` writes the consistency map, the FRC of two samples and a
+summary, and ``evaluate`` adds RSE / RSP, FRC and the calibration of the std map to each level.
+
+Expectations come from the files' geometry (shapes, pixel sizes given on the command line) and from a
+planted structure: an output that is its input plus a bright blob the input lacks must light up the
+consistency map at the blob, the SQUIRREL criterion.
+"""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from experiments.config import DataConfig, EvalConfig
+from experiments.data.tif_io import read_metadata
+from experiments.inference.loading import Predictor
+from experiments.predict import main
+from test_predict import FAST, TINY, save_checkpoint
+from training_helpers import make_tiny_data
+
+RNG = np.random.default_rng(13)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return save_checkpoint(tmp_path_factory.mktemp("run") / "last.pt")
+
+
+def smooth_field(shape: tuple[int, ...]) -> np.ndarray:
+    """A positive random field blurred over a few pixels: a widefield-like image in [0.2, 0.8]."""
+    noise = torch.from_numpy(RNG.random(shape, dtype=np.float32))[None]
+    blurred = torch.nn.functional.avg_pool2d(noise, 7, stride=1, padding=3, count_include_pad=False)[0].numpy()
+    low, high = blurred.min(), blurred.max()
+    return (0.2 + 0.6 * (blurred - low) / (high - low)).astype(np.float32)
+
+
+def test_check_writes_the_map_the_summary_and_the_figure_for_every_frame(checkpoint, tmp_path, capsys):
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, smooth_field((2, 16, 14)), photometric="minisblack")
+    out = tmp_path / "out"
+    args = ["--checkpoint", checkpoint, "--input", source, "--output", out, "--check", "--upsample",
+            "--pixel-size", "0.08", *FAST]
+    assert main([str(arg) for arg in args]) == 0, capsys.readouterr().err
+
+    consistency = out / "stack_sr_consistency.tif"
+    with tifffile.TiffFile(consistency) as tif:
+        # Two frames on the native input's grid (the fit handles the 2x of --upsample), its pixel size.
+        assert tif.series[0].shape == (2, 16, 14)
+        pixels = tif.ome_metadata
+    assert 'PhysicalSizeX="0.08"' in pixels
+    summary = json.loads((out / "check.json").read_text())["frames"]
+    assert [entry["frame"] for entry in summary] == [0, 1]
+    for entry in summary:
+        assert all(np.isfinite(entry[key]) for key in ("rse", "rsp", "alpha", "beta", "sigma_px"))
+        assert entry["frc_resolution_px"] is not None and np.isfinite(entry["frc_resolution_px"])
+        # The output's pixel is 0.04 µm = 40 nm: the FRC in nm is 40 x the FRC in pixels.
+        assert entry["frc_resolution_nm"] == pytest.approx(40.0 * entry["frc_resolution_px"])
+    assert read_metadata(out / "stack_sr.tif")["check"] == [
+        {key: value for key, value in entry.items() if key not in ("source", "output", "frame")} for entry in summary
+    ]
+    figure = out / "stack_sr_check.png"
+    assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_invented_blob_lights_up_the_consistency_map_where_it_was_invented(checkpoint, tmp_path, monkeypatch, capsys):
+    image = smooth_field((48, 48))
+    source = tmp_path / "cell.tif"
+    tifffile.imwrite(source, image)
+    blob = torch.zeros(48, 48)
+    rows, columns = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
+    blob += torch.exp(-((rows - 20) ** 2 + (columns - 28) ** 2) / (2 * 1.5**2))
+
+    def hallucinating(self, images, sampling, generator, *args, **kwargs):
+        # The input itself (fully explained by it) plus a bright blob it does not hold, for every sample.
+        output = images + 1.5 * blob
+        return output, (torch.zeros_like(output) if sampling.samples > 1 else None)
+
+    monkeypatch.setattr(Predictor, "super_resolve", hallucinating)
+    args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", "--check", *FAST]
+    assert main([str(arg) for arg in args]) == 0, capsys.readouterr().err
+    error = tifffile.imread(tmp_path / "out" / "cell_sr_consistency.tif")
+    near = (rows - 20) ** 2 + (columns - 28) ** 2 <= 3**2
+    # Inside the fitted region only: an 11 px border here, (48 - 2) // 4 (fit_border on a small input).
+    inner = torch.zeros(48, 48, dtype=torch.bool)
+    inner[11:-11, 11:-11] = True
+    at_blob = float(error[near.numpy()].mean())
+    elsewhere = float(error[(inner & ~near & ((rows - 20) ** 2 + (columns - 28) ** 2 > 6**2)).numpy()].mean())
+    assert at_blob > 3 * elsewhere
+
+
+@pytest.fixture(scope="module")
+def evaluation_run(tmp_path_factory):
+    data = make_tiny_data(tmp_path_factory.mktemp("data"))
+    config = replace(TINY, data=DataConfig(root=str(data), num_workers=0),
+                     eval=EvalConfig(sampler="ddim", sampling_steps=3, batch_size=2, max_test_images=2,
+                                     levels=("level_09",)))
+    return save_checkpoint(tmp_path_factory.mktemp("evalrun") / "last.pt", config)
+
+
+def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_run, tmp_path):
+    from experiments.evaluate import main as evaluate
+
+    assert evaluate(["--checkpoint", str(evaluation_run), "--samples", "3", "--device", "cpu", "--no-progress",
+                     "--out", str(tmp_path)]) == 0
+    level = json.loads((tmp_path / "evaluation.json").read_text())["levels"]["level_09"]
+    quality = level["quality"]
+    for key in ("rse", "rsp", "frc_px", "frc_samples_px"):
+        assert np.isfinite(quality["model"][key]), key
+    # FRC resolutions lie between Nyquist (2 px) and the image size (32 px: ring 1).
+    assert 2.0 <= quality["bicubic"]["frc_px"] <= 32.0 and 2.0 <= quality["model"]["frc_samples_px"] <= 32.0
+    calibration = level["calibration"]
+    assert calibration["scale"] > 0 and np.isfinite(calibration["ece_calibrated"])
+    assert (tmp_path / "calibration_level_09.png").read_bytes()[:4] == b"\x89PNG"
+    report = (tmp_path / "evaluation.md").read_text()
+    assert "Can this output be trusted?" in report and "fitted on the validation split" in report
+
+
+def test_evaluate_with_one_sample_has_no_sample_frc_and_no_calibration(evaluation_run, tmp_path):
+    from experiments.evaluate import main as evaluate
+
+    assert evaluate(["--checkpoint", str(evaluation_run), "--samples", "1", "--device", "cpu", "--no-progress",
+                     "--out", str(tmp_path)]) == 0
+    level = json.loads((tmp_path / "evaluation.json").read_text())["levels"]["level_09"]
+    assert "frc_samples_px" not in level["quality"]["model"] and "calibration" not in level
+    assert not (tmp_path / "calibration_level_09.png").exists()
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_an_output_equal_to_its_input_is_consistent_and_resolves_what_the_input_resolves(
+    evaluation_run, tmp_path, monkeypatch, mirrored
+):
+    """Known answers: sampling replaced by a copy of the input, the re-degradation fits exactly (RSE 0,
+    RSP 1), the output's FRC against the target is the bicubic input's, and two identical samples agree
+    at every ring (Nyquist, 2 px). The input mirrored left-right instead no longer matches its input or
+    its target: RSE > 0 and a coarser FRC resolution than the input's."""
+    from experiments.evaluation import loop as evaluation
+    from experiments.evaluate import main as evaluate
+
+    def copies(model, diffusion, condition, config, *args):
+        image = condition.flip(-1) if mirrored else condition
+        return image.repeat(2, 1, 1, 1, 1).float()
+
+    monkeypatch.setattr(evaluation, "draw_samples", copies)
+    assert evaluate(["--checkpoint", str(evaluation_run), "--samples", "1", "--device", "cpu", "--no-progress",
+                     "--out", str(tmp_path)]) == 0
+    quality = json.loads((tmp_path / "evaluation.json").read_text())["levels"]["level_09"]["quality"]
+    assert quality["model"]["frc_samples_px"] == 2.0
+    if mirrored:
+        assert quality["model"]["rse"] > 1e-2 and quality["model"]["frc_px"] > 1.5 * quality["bicubic"]["frc_px"]
+    else:
+        assert quality["model"]["rse"] < 1e-6 and quality["model"]["rsp"] > 1 - 1e-6
+        assert quality["model"]["frc_px"] == pytest.approx(quality["bicubic"]["frc_px"])
+
+
+def test_check_leaves_the_output_itself_unchanged(checkpoint, tmp_path, capsys):
+    """The two FRC samples are drawn after the output's own, so the same seed gives the same output."""
+    source = tmp_path / "cell.tif"
+    tifffile.imwrite(source, smooth_field((20, 20)))
+    for folder, extra in (("plain", []), ("checked", ["--check"])):
+        args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / folder, "--seed", "5",
+                "--no-preview", *extra, *FAST]
+        assert main([str(arg) for arg in args]) == 0, capsys.readouterr().err
+    assert np.array_equal(tifffile.imread(tmp_path / "plain" / "cell_sr.tif"),
+                          tifffile.imread(tmp_path / "checked" / "cell_sr.tif"))
