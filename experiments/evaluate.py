@@ -3,7 +3,7 @@
 Scores the configured sampler's output (MAE, NRMSE, SSIM, MS-SSIM, PSNR) against the targets of each
 level, beside the bicubic input, and writes ``evaluation.json``, ``evaluation.md`` and a sample grid per
 level into ``--out`` (default: an ``evaluation`` folder beside the checkpoint). Each level also gets the
-trust measures of :mod:`experiments.quality_report` (RSE / RSP against the input, FRC resolution against
+trust measures of :mod:`experiments.evaluation.quality_report` (RSE / RSP against the input, FRC resolution against
 the target and, with ``--samples`` 2 or more, between samples, and the std map's calibration, its scale
 fitted on the validation split, with a ``calibration_<level>.png`` figure).
 """

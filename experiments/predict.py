@@ -19,7 +19,7 @@ For each input ``<stem>.tif`` the output folder receives:
 * ``<stem>_sr_std.tif`` (``--std``, needs ``--samples`` > 1): the per-pixel standard deviation of those
   samples, in the same units: where it is high the model is unsure.
 * ``<stem>_sr_preview.png``: input and output side by side (first frames of a stack).
-* with ``--check`` (:mod:`experiments.check`): ``<stem>_sr_consistency.tif``, the re-degradation
+* with ``--check`` (:mod:`experiments.evaluation.check`): ``<stem>_sr_consistency.tif``, the re-degradation
   consistency map per frame (on the native input's grid, its pixel size), ``<stem>_sr_check.png`` (input,
   output, std, consistency map), the numbers (RSE, RSP, alpha, beta, sigma, sample-to-sample FRC
   resolution) under ``"check"`` in the output's metadata, and one entry per frame in ``check.json``.
@@ -103,7 +103,7 @@ class PredictOptions:
     progress: bool = True
     pixel_size_um: float | None = None  # of the input file; None: read from its metadata
     hashed_noise: bool = False  # x_T from ddpm.hashed_noise, as the exported package
-    check: bool = False  # experiments.check: consistency map, sample-to-sample FRC, check.json
+    check: bool = False  # experiments.evaluation.check: consistency map, sample-to-sample FRC, check.json
 
 
 @dataclass(frozen=True)
