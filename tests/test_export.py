@@ -1,6 +1,7 @@
 """The exported package: its TorchScript sampler equals experiments.predict's DDIM with the same hashed x_T,
 and bioimageio.core's own model test passes on the zip, offline. Also the hashed noise and OME pixel sizes."""
 
+import json
 import os
 from pathlib import Path
 
@@ -128,3 +129,17 @@ def test_unet_scripts_to_the_same_numbers(extras):
     x, encoding = torch.randn(2, 2, 8, 8), torch.randn(2, 8)
     with torch.no_grad():
         assert torch.equal(torch.jit.script(network.eval())(x, encoding), network(x, encoding))
+
+
+def test_documented_metrics_are_the_last_evaluated_epoch_of_the_runs_metrics_json(tmp_path):
+    """metrics.json holds one row per epoch (training writes a list); only evaluated epochs carry scores."""
+    from experiments.inference.bioimage_export import measured_metrics
+
+    rows = [
+        {"epoch": 1, "loss": 0.2, "seconds": 3.0, "level_09/psnr": 20.0, "level_09/psnr_mean": 20.5},
+        {"epoch": 2, "loss": 0.1, "seconds": 3.0, "level_09/psnr": 22.0, "level_09/psnr_std": 1.0},
+        {"epoch": 3, "loss": 0.1, "seconds": 3.0},
+    ]
+    (tmp_path / "metrics.json").write_text(json.dumps(rows))
+    assert measured_metrics(tmp_path / "best.pt") == {"epoch": 2, "level_09/psnr": 22.0}
+    assert measured_metrics(tmp_path / "elsewhere" / "best.pt") is None

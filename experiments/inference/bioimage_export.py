@@ -134,12 +134,20 @@ def postprocess(output: np.ndarray) -> np.ndarray:
 
 
 def measured_metrics(checkpoint: Path) -> dict | None:
-    """The run's ``metrics.json`` beside the checkpoint, when there is one."""
+    """The scores of the last evaluated epoch in the run's ``metrics.json`` beside the checkpoint (one row
+    per epoch, as training writes it): its epoch and every ``<split>/<metric>`` in the tutorial's protocol,
+    or None when there is no such file or no evaluated epoch."""
     path = checkpoint.parent / "metrics.json"
     try:
-        return json.loads(path.read_text())
+        rows = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+    evaluated = [row for row in rows if any("/" in key for key in row)] if isinstance(rows, list) else []
+    if not evaluated:
+        return None
+    last = evaluated[-1]
+    scores = {key: value for key, value in last.items() if "/" in key and not key.endswith(("_mean", "_std"))}
+    return {"epoch": last.get("epoch"), **scores}
 
 
 def write_cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
