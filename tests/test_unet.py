@@ -91,10 +91,12 @@ def test_wrong_channel_count_is_rejected(tiny_model):
 
 def test_wrong_time_encoding_width_is_rejected(tiny_model):
     x, t_encoding = tiny_inputs(tiny_model.config)
-    with pytest.raises(ValueError, match=r"t_encoding of shape \[2, 8\].*positional_encoding"):
+    with pytest.raises(ValueError, match=r"t_encoding of shape \[2 or 1, 8\].*positional_encoding"):
         tiny_model(x, t_encoding[:, :4])
-    with pytest.raises(ValueError, match=r"t_encoding of shape \[2, 8\]"):
+    with pytest.raises(ValueError, match=r"t_encoding of shape \[2 or 1, 8\]"):
         tiny_model(x, t_encoding[:, :1].squeeze(1))  # raw timesteps instead of their encoding
+    with pytest.raises(ValueError, match=r"t_encoding of shape \[2 or 1, 8\]"):
+        tiny_model(x, t_encoding.repeat(2, 1))  # neither one row per image nor one for all
 
 
 def test_class_labels_without_num_classes_are_rejected(tiny_model):

@@ -69,7 +69,8 @@ class UNet(nn.Module):
 
         x: ``[B, in_channels, H, W]``, the condition channels then x_t, in [-1, 1]; H and W divisible
             by 2^(depth-1).
-        t_encoding: ``[B, time_encoding_dim]``, ``ddpm.positional_encoding(t, time_encoding_dim)``.
+        t_encoding: ``[B, time_encoding_dim]``, ``ddpm.positional_encoding(t, time_encoding_dim)``, or
+            ``[1, time_encoding_dim]``: one time step for the whole batch.
         y: optional class labels ``[B]`` (int64 in [0, num_classes)); needs ``config.num_classes``.
         context: optional ``[B, L, context_dim]`` for cross-attention; needs ``config.context_dim``.
         Returns ``[B, out_channels, H, W]``.
@@ -107,9 +108,10 @@ class UNet(nn.Module):
                 f"UNet: expected x of shape [B, {config.in_channels}, H, W] (condition channels + image "
                 f"channels), got {list(x.shape)}; set UNetConfig.in_channels to match your input."
             )
-        if t_encoding.shape != (x.shape[0], config.time_encoding_dim):
+        rows_ok = t_encoding.ndim == 2 and t_encoding.shape[0] in (1, x.shape[0])
+        if not rows_ok or t_encoding.shape[-1] != config.time_encoding_dim:
             raise ValueError(
-                f"UNet: expected t_encoding of shape [{x.shape[0]}, {config.time_encoding_dim}], got "
+                f"UNet: expected t_encoding of shape [{x.shape[0]} or 1, {config.time_encoding_dim}], got "
                 f"{list(t_encoding.shape)}; encode t with ddpm.positional_encoding(t, "
                 f"{config.time_encoding_dim}) or set UNetConfig.time_encoding_dim to its width."
             )

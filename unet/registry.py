@@ -46,8 +46,10 @@ class Denoiser(Protocol):
     """Any network the pipeline trains: ``model(x, t_encoding) -> noise``, carrying its config.
 
     x: ``[B, config.in_channels, H, W]``, the condition channels then x_t, in [-1, 1], with H and W
-    multiples of ``config.size_multiple``; t_encoding: ``[B, config.time_encoding_dim]``. Returns the
-    predicted noise ``[B, C, H, W]`` (Eq. 7's epsilon_theta), C the image channels.
+    multiples of ``config.size_multiple``; t_encoding: ``[B, config.time_encoding_dim]``, or
+    ``[1, config.time_encoding_dim]`` for one time step shared by the whole batch (broadcast; tiled
+    sampling passes it so, which keeps a tile's result independent of the batch it is computed in). Returns
+    the predicted noise ``[B, C, H, W]`` (Eq. 7's epsilon_theta), C the image channels.
     """
 
     config: NetworkConfig

@@ -22,10 +22,11 @@ from ddpm import Diffusion
 from ddpm.hashed_noise import hashed_normal
 from experiments.training.checkpoint import IMAGE_SIZE_KEY, LAST, file_digest, load_checkpoint
 from experiments.config import EvalConfig, RunConfig
-from experiments.evaluation.loop import sample
+from experiments.evaluation.loop import build_sampler, sample
 from experiments.runtime import pick_device
-from experiments.inference.tiling import pad_to_tile, tiled_network
+from experiments.inference.tiling import pad_to_tile, tile_count, tiled_network
 from experiments.build import build_diffusion, build_model
+from unet import optimize_for_speed
 
 # Preferred first: the averaged weights usually sample better than the last optimiser step.
 WEIGHT_KEYS = ("ema", "model")
@@ -84,7 +85,8 @@ class Predictor:
             sampling: sampler, variance, steps, eta and number of samples (see :func:`experiments.evaluation.loop.sample`).
             generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
             tile, overlap, batch_size: see :func:`experiments.inference.tiling.predict_tiled` (``batch_size`` tiles per
-                network call). progress, desc: a progress bar over frames, labelled ``desc``.
+                network call). progress, desc: a progress bar over the tiles of every step of every frame
+                (with its ETA), labelled ``desc``.
             hashed_noise_seed: when given, each frame's chains start from
                 :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel (y, x) of the frame
                 gets the value of (y, x) whatever the padding, as the exported package does, instead of
@@ -95,18 +97,22 @@ class Predictor:
             deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None), on the CPU.
         """
         tile = self.tile if tile is None else tile
-        network = tiled_network(self.model, tile, overlap, batch_size, multiple_of=self.size_factor)
         height, width = images.shape[2:]
         padded, top, left = pad_to_tile(images, tile)
+        steps = len(build_sampler(sampling).chain(self.diffusion.steps))
+        tiles_per_step = tile_count(*padded.shape[2:], tile, overlap) * sampling.samples
         means, spreads = [], []
-        for frame in tqdm(padded, desc=desc, unit="frame", disable=not progress):
-            x_T = None
-            if hashed_noise_seed is not None:
-                x_T = hashed_normal([sampling.samples, 1, *frame.shape[1:]], hashed_noise_seed, self.device,
-                                    offset_y=-top, offset_x=-left)
-            mean, std = sample(network, self.diffusion, frame[None].to(self.device), sampling, generator, x_T=x_T)
-            means.append(mean[..., top : top + height, left : left + width].cpu())
-            spreads.append(None if std is None else std[..., top : top + height, left : left + width].cpu())
+        with tqdm(total=len(padded) * steps * tiles_per_step, desc=desc, unit="tile", disable=not progress) as bar:
+            network = tiled_network(self.model, tile, overlap, batch_size, self.size_factor, on_tiles=bar.update)
+            for index, frame in enumerate(padded):
+                bar.set_postfix_str(f"frame {index + 1}/{len(padded)}, {steps} steps of {tiles_per_step} tiles")
+                x_T = None
+                if hashed_noise_seed is not None:
+                    x_T = hashed_normal([sampling.samples, 1, *frame.shape[1:]], hashed_noise_seed, self.device,
+                                        offset_y=-top, offset_x=-left)
+                mean, std = sample(network, self.diffusion, frame[None].to(self.device), sampling, generator, x_T=x_T)
+                means.append(mean[..., top : top + height, left : left + width].cpu())
+                spreads.append(None if std is None else std[..., top : top + height, left : left + width].cpu())
         return torch.cat(means), None if spreads[0] is None else torch.cat(spreads)
 
 
@@ -155,7 +161,8 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predicto
             f"{path}: its {weights!r} weights do not fit the network of its own configuration ({error})"
         ) from error
     return Predictor(
-        model=model.eval(),
+        # The layout training ran in (channels_last by default: about twice the CPU throughput of NCHW).
+        model=optimize_for_speed(model.eval(), channels_last=config.train.channels_last),
         diffusion=build_diffusion(config, target),
         config=config,
         checkpoint=path.resolve(),

@@ -124,6 +124,7 @@ def predict_tiled(
     progress: bool = False,
     multiple_of: int = 1,
     desc: str | None = None,
+    on_tiles: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Run ``fn`` over overlapping ``tile x tile`` tiles of ``image`` and blend the results seamlessly.
 
@@ -137,6 +138,7 @@ def predict_tiled(
         batch_size: tiles per call of ``fn`` (tiles of all images in a batch are pooled).
         progress: show a tqdm bar over tiles, labelled ``desc``.
         multiple_of: the model's size factor (e.g. 2 ** number of downsamplings); checked against ``tile``.
+        on_tiles: called with the number of tiles after each call of ``fn``, e.g. a caller's progress bar.
 
     Returns:
         [C_out, H, W] or [B, C_out, H, W] (matching ``image``), in ``fn``'s output dtype promoted to at
@@ -176,13 +178,25 @@ def predict_tiled(
                 if b == 0:  # every image in the batch has the same layout; count its weights once
                     weights[rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window
             bar.update(len(chunk))
+            if on_tiles is not None:
+                on_tiles(len(chunk))
 
     blended = (total / weights)[:, :, top : top + height, left : left + width]
     return blended if image.ndim == 4 else blended[0]
 
 
+def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
+    """Tiles of one image of ``height x width`` (padded up to ``tile``) in the layout of :func:`predict_tiled`."""
+    return len(tile_positions(max(height, tile), tile, overlap)) * len(tile_positions(max(width, tile), tile, overlap))
+
+
 def tiled_network(
-    model: Callable[..., torch.Tensor], tile: int, overlap: int, batch_size: int, multiple_of: int = 1
+    model: Callable[..., torch.Tensor],
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    multiple_of: int = 1,
+    on_tiles: Callable[[int], None] | None = None,
 ) -> Callable[..., torch.Tensor]:
     """``model`` run tile by tile on inputs of any size: a drop-in for the noise predictor of a sampler.
 
@@ -190,18 +204,21 @@ def tiled_network(
     H, W >= ``tile`` (pad with :func:`pad_to_tile`), and returns the blended noise prediction
     [B, C_out, H, W] of :func:`predict_tiled`. The sampler keeps x_t and its noise for the whole image, so
     every tile of a step sees the same noise field. All images of a sampling chain are at the same
-    time step, so the first row of ``t_encoding`` serves every tile.
+    time step, so the first row of ``t_encoding`` alone is passed for every tile (the networks' contract,
+    :class:`unet.Denoiser`): the time projection is then computed alike for any number of tiles per call,
+    and a tile's result does not depend on the batch it is computed in. ``on_tiles``: see :func:`predict_tiled`.
     """
 
     def call(x: torch.Tensor, t_encoding: torch.Tensor, **kwargs) -> torch.Tensor:
         encoding = t_encoding[:1]
         return predict_tiled(
             x,
-            lambda tiles: model(tiles, encoding.expand(tiles.shape[0], -1), **kwargs),
+            lambda tiles: model(tiles, encoding, **kwargs),
             tile,
             overlap,
             batch_size,
             multiple_of=multiple_of,
+            on_tiles=on_tiles,
         )
 
     return call

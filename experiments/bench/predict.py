@@ -1,0 +1,186 @@
+"""Prediction at camera scale: ``experiments.predict`` on a 2048 x 2048 widefield frame, timed end to end.
+
+    python -m experiments.bench.predict                                   # demo network, random weights
+    python -m experiments.bench.predict --checkpoint runs/demo-real/best.pt --verify
+
+The input is a real-structure widefield frame (a mosaic of windows of the held-out test cells 003 and
+052, degraded at ``--level`` by :mod:`experiments.data.widefield`), written as a float32 TIF. Without
+``--checkpoint`` a demo-preset network with seeded random weights is saved as the checkpoint: the time
+does not depend on the weights. Each round times, in this order and alternating with the next round's:
+
+* **bare network**: the network alone on batches of ``--batch-size`` tiles of the prediction's tile size,
+  as pixels per second (``torch.inference_mode``, channels_last as prediction runs it);
+* **predict**: the whole command (``experiments.predict.main``: read, scale, sample with DDIM
+  ``--steps``, write the OME-TIFF), as wall seconds and output pixels per second.
+
+From these it prints the medians with their min-max over ``--rounds``, and two factors: the layout's
+**redundancy** (pixels the network processes per step / image pixels: overlapping tiles are computed
+twice) and the **overhead** (predict's wall time / the bare network's time for the image's pixels at
+every step), whose quotient is what the tiling code itself adds (stacking, blending, the sampler's
+arithmetic, file I/O). ``--verify`` also computes the same prediction tile by tile, unbatched
+(``batch_size=1``), with the same noise field and settings, and prints the largest difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from experiments import predict as predict_command
+from experiments.config import DEMO, RunConfig
+from experiments.data.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
+from experiments.inference.loading import LEGACY_IMAGE_SIDE, Predictor, load_for_inference
+from experiments.inference.tiling import pad_to_tile, tile_count
+from experiments.build import build_model
+from experiments.runtime import seed_everything
+from experiments.training.checkpoint import IMAGE_SIZE_KEY, save_atomic
+
+# Windows of this many output pixels: the largest even size a 1004 px BioSR cell holds (2 x 496 <= 1004).
+MOSAIC_WINDOW = 496
+
+
+def real_structure_frame(side: int, level: int = 9, seed: int = 0) -> np.ndarray:
+    """A ``side x side`` widefield input, float32 in [0, 1]: a mosaic of real-structure windows.
+
+    The windows come from the held-out test cells (``CELL_SPLIT["test"]``), degraded at ``level`` as the
+    test set is (:func:`experiments.data.biosr_sim.render_pairs`), each scaled to [0, 1] on its own.
+    """
+    config = RealStructureConfig(size=MOSAIC_WINDOW)
+    cells = [prepare_cell(name, sim, config.model) for name, sim in load_cells(CELL_SPLIT["test"]).items()]
+    per_side = math.ceil(side / MOSAIC_WINDOW)
+    _, inputs, _, _ = render_pairs("test", range(per_side**2), seed, cells, config, levels=[level])
+    rows = inputs[0].reshape(per_side, per_side, MOSAIC_WINDOW, MOSAIC_WINDOW).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(rows.reshape(per_side * MOSAIC_WINDOW, -1)[:side, :side], dtype=np.float32)
+
+
+def random_weight_checkpoint(path: Path, config: RunConfig = DEMO, seed: int = 0) -> Path:
+    """Save a network of ``config`` with seeded random weights as a checkpoint prediction can load."""
+    seed_everything(seed)
+    model = build_model(config, torch.device("cpu"))
+    # Trained on BioSR-sized images, as the demo is: prediction's default tile.
+    side = LEGACY_IMAGE_SIDE
+    payload = {"config": config.to_dict(), "model": model.state_dict(), IMAGE_SIZE_KEY: [side, side]}
+    return save_atomic(payload, path)
+
+
+def bare_network_pixels_per_s(predictor: Predictor, tile: int, batch_size: int, calls: int) -> float:
+    """Pixels per second of the network alone on ``batch_size`` random tiles of ``tile x tile`` per call."""
+    generator = torch.Generator().manual_seed(0)
+    channels = predictor.config.network.in_channels
+    tiles = torch.randn(batch_size, channels, tile, tile, generator=generator).to(predictor.device)
+    encoding = torch.randn(batch_size, predictor.diffusion.time_encoding_dim, generator=generator).to(predictor.device)
+    with torch.inference_mode():
+        predictor.model(tiles, encoding)  # untimed: allocations, kernel selection
+        start = time.perf_counter()
+        for _ in range(calls):
+            predictor.model(tiles, encoding)
+        if predictor.device.type == "cuda":
+            torch.cuda.synchronize(predictor.device)
+        return calls * batch_size * tile * tile / (time.perf_counter() - start)
+
+
+def predict_seconds(checkpoint: Path, image: Path, out_dir: Path, args: argparse.Namespace) -> float:
+    """Wall seconds of the prediction command on ``image`` (outputs written to a fresh ``out_dir``)."""
+    argv = [
+        "--checkpoint", str(checkpoint), "--input", str(image), "--output", str(out_dir), "--device", args.device,
+        "--sampler", "ddim", "--sampling-steps", str(args.steps), "--batch-size", str(args.batch_size),
+        "--overlap", str(args.overlap), "--no-preview", "--quiet",
+    ]
+    start = time.perf_counter()
+    if predict_command.main(argv) != 0:
+        raise RuntimeError(f"experiments.predict {' '.join(argv)} failed (its message is above)")
+    return time.perf_counter() - start
+
+
+def tiled_difference(predictor: Predictor, frame: np.ndarray, args: argparse.Namespace, tile: int) -> float:
+    """Largest |batched - unbatched| of the same prediction (same seed, noise field and settings), model range."""
+    sampling = replace(predictor.config.eval, sampler="ddim", sampling_steps=args.steps, samples=1, eta=0.0)
+    image = torch.from_numpy(frame)[None, None] * 2 - 1
+    outputs = [
+        predictor.super_resolve(image, sampling, torch.Generator(predictor.device).manual_seed(0), tile,
+                                args.overlap, batch, progress=True, desc=f"batch {batch}")[0]
+        for batch in (args.batch_size, 1)
+    ]
+    return float((outputs[0] - outputs[1]).abs().max())
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.4g} (min {min(values):.4g}, max {max(values):.4g})"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint (default: demo network, random weights)")
+    parser.add_argument("--size", type=int, default=2048, help="side of the square input frame in pixels")
+    parser.add_argument("--level", type=int, default=9, help="BioSR noise level of the input (1..9)")
+    parser.add_argument("--steps", type=int, default=10, help="DDIM steps (network evaluations)")
+    parser.add_argument("--overlap", type=int, default=32, help="as experiments.predict --overlap")
+    parser.add_argument("--batch-size", type=int, default=16, help="tiles per network call")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (bare network, predict)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--verify", action="store_true", help="also compare with the unbatched, tile-by-tile run")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-predict-") as scratch:
+        scratch = Path(scratch)
+        checkpoint = args.checkpoint or random_weight_checkpoint(scratch / "random-demo.pt")
+        frame = real_structure_frame(args.size, args.level)
+        image = scratch / f"widefield_{args.size}.tif"
+        tifffile.imwrite(image, frame)
+        predictor = load_for_inference(checkpoint, args.device)
+        tile = predictor.tile
+        padded = pad_to_tile(torch.zeros(1, 1, args.size, args.size), tile)[0].shape[2:]
+        tiles = tile_count(*padded, tile, args.overlap)
+        redundancy = tiles * tile * tile / args.size**2
+        print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads; "
+              f"{checkpoint}; {args.size} x {args.size} px, DDIM {args.steps} steps, tile {tile}, "
+              f"overlap {args.overlap}: {tiles} tiles per step in batches of {args.batch_size}", flush=True)
+        bare, wall = [], []
+        for round_index in range(args.rounds):
+            # Alternate the order so that a drift in the machine's load hits both measurements alike.
+            order = ("bare", "predict") if round_index % 2 == 0 else ("predict", "bare")
+            for what in order:
+                if what == "bare":
+                    bare.append(bare_network_pixels_per_s(predictor, tile, args.batch_size, calls=max(tiles // 8, 4)))
+                else:
+                    wall.append(predict_seconds(checkpoint, image, scratch / f"out{round_index}", args))
+            print(f"round {round_index + 1}: bare network {bare[-1] / 1e6:.3f} Mpx/s, predict {wall[-1]:.1f} s",
+                  flush=True)
+        bare_seconds = [args.steps * args.size**2 / rate for rate in bare]
+        overhead = [w / b for w, b in zip(wall, bare_seconds)]
+        figures = {
+            "size": args.size, "steps": args.steps, "tile": tile, "overlap": args.overlap,
+            "batch_size": args.batch_size, "tiles_per_step": tiles, "redundancy": redundancy,
+            "rounds": args.rounds, "predict_seconds": wall, "bare_network_pixels_per_s": bare,
+            "output_pixels_per_s": [args.size**2 / w for w in wall], "overhead": overhead,
+        }
+        print(f"predict {args.size} x {args.size}: {spread(wall)} s; {spread(figures['output_pixels_per_s'])} "
+              f"output px/s")
+        print(f"bare network: {spread([rate / 1e6 for rate in bare])} Mpx/s")
+        print(f"overhead (predict / bare network on the image's pixels): {spread(overhead)} = layout redundancy "
+              f"{redundancy:.3f} x tiling code and I/O {spread([o / redundancy for o in overhead])}")
+        if args.verify:
+            figures["max_abs_difference_unbatched"] = tiled_difference(predictor, frame, args, tile)
+            print(f"batched vs tile-by-tile unbatched, same noise: max |difference| "
+                  f"{figures['max_abs_difference_unbatched']:.3g} (model range [-1, 1])")
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+    return figures
+
+
+if __name__ == "__main__":
+    main()
