@@ -73,5 +73,5 @@ export: install
 # speed and quality versus steps on the newest demo run (run `make demo` first).
 BENCH_DEEPLAY ?=
 bench: install
-	$(PY) -m experiments.bench.unet --channels-last $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
+	$(PY) -m experiments.bench.unet --channels-last --rounds 5 $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
 	$(PY) -m experiments.bench.sampling $(ARGS)
