@@ -178,6 +178,11 @@ def test_main_interleaves_rounds_and_writes_json(monkeypatch, tmp_path, capsys):
     assert math.isclose(written["peak"]["gflops"], 100.0)
 
 
+def test_children_run_from_the_repository_root():
+    # The child process imports `experiments` from REPO_ROOT: this file's own checkout, not an installed copy.
+    assert (bench.REPO_ROOT / "experiments" / "bench" / "unet.py").is_file()
+
+
 def test_rounds_below_one_are_refused():
     with pytest.raises(SystemExit):
         bench.parse_args(["--rounds", "0"])

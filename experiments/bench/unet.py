@@ -55,6 +55,7 @@ from unet.speed import optimize_for_speed
 
 Network = Literal["ours", "deeplay"]
 NETWORKS: tuple[Network, ...] = ("ours", "deeplay")
+# experiments/bench/unet.py -> the checkout holding it (children import this checkout, not an installed copy).
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 # Fewer rounds than this print a warning: the spread of fewer is no guide.
 MIN_ROUNDS = 5
@@ -266,8 +267,9 @@ def format_rate(summary: dict) -> str:
 
 
 def format_variant(row: dict) -> list[str]:
+    first = row["rounds"][0]
     return [
-        f"{row['variant']}",
+        f"{row['variant']} (torch {first['torch_version']}, {first['threads']} threads)",
         f"  train   {format_spread(row['train'])}   {format_rate(row['train'])}",
         f"  forward {format_spread(row['forward'])}   {format_rate(row['forward'])}",
         f"  peak memory {row['peak_memory_mib']:.0f} MiB ({row['peak_memory_kind']}, largest round)",
@@ -279,8 +281,12 @@ def format_comparison(row: dict) -> list[str]:
     for metric in METRICS:
         c = row[metric]
         lines.append(f"  {metric:7s} median {c['median']:.2f}x  min-max {c['low']:.2f}-{c['high']:.2f}x"
-                     f"  -> {c['verdict']}")
+                     f"  -> verdict: {c['verdict']}")
     return lines
+
+
+def format_load(load: float | None) -> str:
+    return "unavailable on this platform" if load is None else f"{load:.2f}"
 
 
 def format_result(result: BenchResult) -> str:
@@ -371,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         print(f"WARNING: --rounds {args.rounds} is fewer than {MIN_ROUNDS}: the spread and the verdicts below "
               "rest on too few rounds to be trusted", flush=True)
     load_before = load_average()
-    print(f"load average (1 min) before: {load_before}", flush=True)
+    print(f"load average (1 min) before: {format_load(load_before)}", flush=True)
     pairs = variants(args)
     flops = {}
     for python, variant in pairs:
@@ -383,7 +389,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                   f"counts {COUNTED}", flush=True)
     runs = run_rounds(pairs, args)
     load_after = load_average()
-    print(f"load average (1 min) after: {load_after}")
+    print(f"load average (1 min) after: {format_load(load_after)}")
 
     rows = [summarize_variant(variant, runs[variant], flops[variant.network], peak) for _, variant in pairs]
     print(f"median over {args.rounds} rounds, interquartile range (IQR) and min-max; GFLOP/s at the median:")
