@@ -69,9 +69,10 @@ export: install
 	@test -n "$(CHECKPOINT)" || { echo "no checkpoint: run make demo first, or pass CHECKPOINT=runs/<run>/best.pt"; exit 2; }
 	$(PY) -m experiments.export --checkpoint $(CHECKPOINT) --out $(MODEL_ZIP) $(ARGS)
 
-# Speed of the network (against deeplay when BENCH_DEEPLAY names a Python that has it), and sampling
-# speed and quality versus steps on the newest demo run (run `make demo` first).
+# Speed of the network over 5 interleaved rounds, median with spread and fraction of the machine's
+# peak (against deeplay when BENCH_DEEPLAY names a Python that has it), and sampling speed and quality
+# versus steps on the newest demo run (run `make demo` first).
 BENCH_DEEPLAY ?=
 bench: install
-	$(PY) -m experiments.bench.unet --channels-last $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
+	$(PY) -m experiments.bench.unet --channels-last --rounds 5 $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
 	$(PY) -m experiments.bench.sampling $(ARGS)
