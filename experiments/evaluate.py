@@ -23,7 +23,7 @@ from experiments import figures
 from experiments.data import PairedImageDataset, list_test_levels
 from experiments.evaluation.loop import UsageError, bicubic_baseline, evaluate, sampling_config
 from experiments.evaluation.quality_report import QualityAccumulator, append_section, calibration_report, validation_scale
-from experiments.evaluation.report import comparison_rows, format_table, write_report
+from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 from experiments.inference.loading import InferenceError, load_for_inference
 from experiments.runtime import autocast, resolve_precision
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         indent=2) + "\n")
     summary = {"checkpoint": predictor.checkpoint, "weights": predictor.weights, "sampler": settings.sampler,
                "sampling steps": settings.sampling_steps or config.diffusion.steps, "samples": settings.samples}
-    tables = {f"{level}: {label}": row for level, r in results.items() for label, row in r["rows"].items()}
+    tables = levels_table({level: r["rows"] for level, r in results.items()})
     write_report(out / "evaluation.md", f"Evaluation of {predictor.checkpoint}", summary, tables,
                  ["Metrics on [-1, 1] images with data range 2.0."])
     append_section(out / "evaluation.md", results, scale)

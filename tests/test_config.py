@@ -179,7 +179,7 @@ def test_the_paper_row_is_chosen_by_the_config_field_not_by_the_run_name():
     history = [{"epoch": 1, **{f"level_09/{k}": v for k, v in scores.items()}}]
 
     def rows(config):
-        return final_rows(config, history, lambda level: scores)
+        return final_rows(config, history, lambda level: scores)["level_09"]
 
     assert paper_row_label("mse") in rows(TUTORIAL_MSE) and paper_row_label("l1") in rows(TUTORIAL_L1)
     named_like_the_paper = RunConfig(name="mse", eval=EvalConfig(paper_comparison=None))

@@ -122,3 +122,25 @@ def test_write_report_with_chosen_figures_and_bare_rows(tmp_path):
     assert "## Configuration" not in text and "## Notes" not in text
     with pytest.raises(ValueError, match="missing.png"):
         write_report(tmp_path / "r.md", "t", {}, {}, [], figures=["missing.png"])
+
+
+def test_the_run_report_shows_every_evaluated_level(tmp_path, capsys):
+    """Issue 10: the demo evaluates level_01 and level_09; report.md showed only the first."""
+    import torch
+
+    from experiments.config import DEMO
+    from experiments.training.run_folder import RunFolder
+
+    scores = {"level_01": {"mae": 0.3, "nrmse": 0.2, "ssim": 0.4, "ms_ssim": 0.6, "psnr": 19.0},
+              "level_09": {"mae": 0.1, "nrmse": 0.1, "ssim": 0.8, "ms_ssim": 0.9, "psnr": 26.0}}
+    bicubic = {"mae": 0.5, "nrmse": 0.3, "ssim": 0.2, "ms_ssim": 0.5, "psnr": 15.0}
+    history = [{"epoch": 1, **{f"{level}/{k}": v for level, s in scores.items() for k, v in s.items()},
+                "level_01/images": 4, "level_09/images": 4}]
+    RunFolder(tmp_path, DEMO).write_report(history, lambda level: bicubic, torch.device("cpu"))
+    text = (tmp_path / "report.md").read_text()
+    for level, row in scores.items():
+        assert f"| {level}: this run | {row['mae']:.3f} |" in text
+        assert f"| {level}: gain over bicubic (+ = better) |" in text
+    assert "test levels | level_01, level_09" in text and GAIN_NOTE in text
+    printed = capsys.readouterr().out
+    assert "level_01" in printed and "level_09" in printed

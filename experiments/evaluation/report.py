@@ -126,6 +126,12 @@ def comparison_rows(
     return rows
 
 
+def levels_table(per_level: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, dict[str, float]]:
+    """The :func:`comparison_rows` of several test levels as one table, each label prefixed by its level
+    (``"level_09: this run"``), levels in the given order."""
+    return {f"{level}: {label}": dict(row) for level, rows in per_level.items() for label, row in rows.items()}
+
+
 def _flatten(settings: Mapping[str, object], prefix: str = "") -> dict[str, object]:
     """Nested settings -> ``{"training.lr": 1e-4, ...}``."""
     flat: dict[str, object] = {}
@@ -168,7 +174,7 @@ def write_report(
     sections = [f"# {title}\n", "## Results\n", format_table(rows) + "\n"]
     if any(key.endswith("_std") for row in rows.values() for key in row):
         sections.append(PROTOCOL_NOTE + "\n")
-    if ROW_GAIN in rows:
+    if any(label == ROW_GAIN or label.endswith(f": {ROW_GAIN}") for label in rows):
         sections.append(GAIN_NOTE + "\n")
     if config_summary:
         settings = _flatten(config_summary)

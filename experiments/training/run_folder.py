@@ -16,7 +16,7 @@ from ddpm import Diffusion
 from experiments import figures
 from experiments.config import RunConfig
 from experiments.evaluation.loop import Evaluation
-from experiments.evaluation.report import comparison_rows, format_table, write_report
+from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 
 CONFIG_FILE = "config.json"
 
@@ -37,12 +37,16 @@ def level_metrics(row: dict, level: str) -> dict[str, float]:
     return {key.split("/", 1)[1]: value for key, value in row.items() if key.startswith(f"{level}/")}
 
 
-def final_rows(config: RunConfig, history: list[dict], baseline: Baseline) -> dict[str, dict[str, float]]:
-    """The last evaluated test metrics of the first level beside the bicubic input and, when
+def final_rows(config: RunConfig, history: list[dict], baseline: Baseline) -> dict[str, dict[str, dict[str, float]]]:
+    """Per evaluated test level, its last evaluated metrics beside the bicubic input and, when
     ``eval.paper_comparison`` names one, the paper's numbers."""
-    level = config.eval.levels[0]
-    last = next(row for row in reversed(history) if f"{level}/psnr" in row)
-    return comparison_rows(level_metrics(last, level), baseline(level), paper_key=config.eval.paper_comparison)
+    rows = {}
+    for level in config.eval.levels:
+        last = next((row for row in reversed(history) if f"{level}/psnr" in row), None)
+        if last is not None:
+            rows[level] = comparison_rows(level_metrics(last, level), baseline(level),
+                                          paper_key=config.eval.paper_comparison)
+    return rows
 
 
 class RunFolder:
@@ -96,22 +100,24 @@ class RunFolder:
         if not self.config.train.conditional:
             return
         config = self.config
-        rows = final_rows(config, history, baseline)
-        level = config.eval.levels[0]
+        per_level = final_rows(config, history, baseline)
         summary = {
             "preset / name": config.name,
             "epochs": config.train.epochs,
             "loss": config.train.loss,
             "diffusion steps": config.diffusion.steps,
             "sampler": config.eval.sampler,
-            "test level": level,
-            "test images": history[-1].get(f"{level}/images"),
+            "test levels": ", ".join(per_level),
+            "test images": ", ".join(f"{level}: {history[-1].get(f'{level}/images')}" for level in per_level),
             "device": str(device),
         }
         notes = ["Metrics on [-1, 1] images with data range 2.0."]
         last_epoch = history[-1]["epoch"]
-        shown = ["training_loss.png", "metrics.png", f"samples_{level}_epoch{last_epoch:03d}.png",
-                 "forward_process.png", "time_encodings.png"]
+        shown = ["training_loss.png", "metrics.png"]
+        shown += [f"samples_{level}_epoch{last_epoch:03d}.png" for level in per_level]
+        shown += ["forward_process.png", "time_encodings.png"]
         shown = [name for name in shown if (self.path / name).is_file()]
-        write_report(self.path / "report.md", f"Run {self.path.name}", summary, rows, notes, figures=shown)
-        print(format_table(rows))
+        write_report(self.path / "report.md", f"Run {self.path.name}", summary, levels_table(per_level), notes,
+                     figures=shown)
+        for level, rows in per_level.items():
+            print(f"\n{level}\n{format_table(rows)}")
