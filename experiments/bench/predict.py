@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import tempfile
 import time
 from dataclasses import replace
@@ -41,6 +40,8 @@ from experiments.config import DEMO, RunConfig
 from experiments.data.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
 from experiments.inference.loading import LEGACY_IMAGE_SIDE, Predictor, load_for_inference
 from experiments.inference.tiling import pad_to_tile, tile_count
+from experiments.bench.machine import load_average, read_machine
+from experiments.bench.stats import round_order, spread
 from experiments.build import build_model
 from experiments.runtime import seed_everything
 from experiments.training.checkpoint import IMAGE_SIZE_KEY, save_atomic
@@ -114,8 +115,10 @@ def tiled_difference(predictor: Predictor, frame: np.ndarray, args: argparse.Nam
     return float((outputs[0] - outputs[1]).abs().max())
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.4g} (min {min(values):.4g}, max {max(values):.4g})"
+def summary(values: list[float]) -> str:
+    """``median (min-max)`` of one figure over the rounds."""
+    figure = spread(values)
+    return f"{figure.median:.4g} (min-max {figure.low:.4g}-{figure.high:.4g})"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,7 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps (network evaluations)")
     parser.add_argument("--overlap", type=int, default=32, help="as experiments.predict --overlap")
     parser.add_argument("--batch-size", type=int, default=16, help="tiles per network call")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of (bare network, predict)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of (bare network, predict)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--verify", action="store_true", help="also compare with the unbatched, tile-by-tile run")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
@@ -146,20 +149,21 @@ def main(argv: list[str] | None = None) -> dict:
         padded = pad_to_tile(torch.zeros(1, 1, args.size, args.size), tile)[0].shape[2:]
         tiles = tile_count(*padded, tile, args.overlap)
         redundancy = tiles * tile * tile / args.size**2
-        print(f"torch {torch.__version__}, {args.device}, {torch.get_num_threads()} threads; "
-              f"{checkpoint}; {args.size} x {args.size} px, DDIM {args.steps} steps, tile {tile}, "
+        print(read_machine(torch.device(args.device)).describe())
+        print(f"load average (1 min) before: {load_average()}")
+        print(f"{checkpoint}; {args.size} x {args.size} px, DDIM {args.steps} steps, tile {tile}, "
               f"overlap {args.overlap}: {tiles} tiles per step in batches of {args.batch_size}", flush=True)
         bare, wall = [], []
         for round_index in range(args.rounds):
             # Alternate the order so that a drift in the machine's load hits both measurements alike.
-            order = ("bare", "predict") if round_index % 2 == 0 else ("predict", "bare")
-            for what in order:
+            for what in round_order(("bare", "predict"), round_index):
                 if what == "bare":
                     bare.append(bare_network_pixels_per_s(predictor, tile, args.batch_size, calls=max(tiles // 8, 4)))
                 else:
                     wall.append(predict_seconds(checkpoint, image, scratch / f"out{round_index}", args))
             print(f"round {round_index + 1}: bare network {bare[-1] / 1e6:.3f} Mpx/s, predict {wall[-1]:.1f} s",
                   flush=True)
+        print(f"load average (1 min) after: {load_average()}")
         bare_seconds = [args.steps * args.size**2 / rate for rate in bare]
         overhead = [w / b for w, b in zip(wall, bare_seconds)]
         figures = {
@@ -168,11 +172,11 @@ def main(argv: list[str] | None = None) -> dict:
             "rounds": args.rounds, "predict_seconds": wall, "bare_network_pixels_per_s": bare,
             "output_pixels_per_s": [args.size**2 / w for w in wall], "overhead": overhead,
         }
-        print(f"predict {args.size} x {args.size}: {spread(wall)} s; {spread(figures['output_pixels_per_s'])} "
+        print(f"predict {args.size} x {args.size}: {summary(wall)} s; {summary(figures['output_pixels_per_s'])} "
               f"output px/s")
-        print(f"bare network: {spread([rate / 1e6 for rate in bare])} Mpx/s")
-        print(f"overhead (predict / bare network on the image's pixels): {spread(overhead)} = layout redundancy "
-              f"{redundancy:.3f} x tiling code and I/O {spread([o / redundancy for o in overhead])}")
+        print(f"bare network: {summary([rate / 1e6 for rate in bare])} Mpx/s")
+        print(f"overhead (predict / bare network on the image's pixels): {summary(overhead)} = layout redundancy "
+              f"{redundancy:.3f} x tiling code and I/O {summary([o / redundancy for o in overhead])}")
         if args.verify:
             figures["max_abs_difference_unbatched"] = tiled_difference(predictor, frame, args, tile)
             print(f"batched vs tile-by-tile unbatched, same noise: max |difference| "
