@@ -69,8 +69,8 @@ def test_unknown_fields_in_a_config_file_are_named(tmp_path):
 
 def test_sampling_steps_beyond_the_diffusion_steps_are_refused_naming_both_flags():
     check_consistency(parse("--preset", "demo"))
-    with pytest.raises(ValueError, match=r"--eval\.sampling_steps 25 .*--diffusion\.steps"):
-        check_consistency(parse("--preset", "demo", "--steps", "10"))
+    with pytest.raises(ValueError, match=r"--eval\.sampling_steps 10 .*--diffusion\.steps"):
+        check_consistency(parse("--preset", "demo", "--steps", "5"))
 
 
 # Each flag with a value outside its valid range, and the bound the message must state.

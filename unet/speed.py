@@ -1,21 +1,20 @@
 """Switch on the fastest numerically equivalent execution of a network.
 
-Measured on the project's 2-core CPU (torch 2.14.1, tutorial network, batch 16, 128 x 128), in
-images/s, ours against deeplay's eager ``AttentionUNet`` measured in the same run. The machine was
-shared with other jobs, so absolute figures vary from run to run; channels_last led in every run.
+Measured with ``python -m experiments.bench.unet --channels-last --deeplay-python <venv with deeplay>``
+on the project's idle 2-core CPU (AMD EPYC, 2,445 MHz, torch 2.14.1, tutorial network, batch 16,
+128 x 128): median images/s over 5 interleaved rounds, min-max in brackets, and the ratio to deeplay's
+eager ``AttentionUNet`` of the same round.
 
-    python -m experiments.bench.unet --sweep --repeats 2 --deeplay-python ...   (best of 2, load ~5)
-    option                         training step        forward (denoising step)
-    deeplay AttentionUNet, eager   1.82                  8.73
-    UNet, eager                    2.25  (1.23x)         9.30  (1.06x)
-    UNet, channels_last            2.70  (1.48x)        11.97  (1.37x)
-    UNet, torch.compile            1.76  (0.96x)         7.59  (0.87x)
-    UNet, channels_last + compile  1.75  (0.96x)         7.49  (0.86x)
+    network                       training step              forward (one denoising step)
+    deeplay AttentionUNet, eager  3.48 (3.37-3.78)           13.97 (13.68-14.63)
+    UNet, channels_last           3.42 (3.17-3.84)  0.98x    16.20 (15.26-20.47)  1.14x
+                                  (0.91-1.07x: no gain)      (1.04-1.50x in every round: a gain)
 
-An earlier interleaved in-process comparison on a quieter machine gave deeplay 6.1 / 21.4, ours eager
-6.3 / 23.3, channels_last 8.5 / 26.7, compile 7.1 / 31.9. So ``channels_last`` is the fastest
-option for training on CPU, and the default here; ``torch.compile`` can speed up sampling when the
-machine is idle, after tens of seconds of compilation. On GPUs measure with the benchmark.
+Both networks do the same 17.3 GFLOP per image and training step (5.8 forward) and reach about 38 % of
+the assumed fp32 peak in training, 52-60 % in the forward pass: training is bound by the convolutions'
+backward pass, which the memory format does not change. So ``channels_last`` is kept for its forward
+(sampling) gain. ``torch.compile`` has no idle-machine figure here; ``--sweep`` measures it beside the
+other options, on a CPU or a GPU.
 """
 
 from __future__ import annotations
@@ -29,9 +28,9 @@ def optimize_for_speed(model: nn.Module, channels_last: bool = True, compile: bo
 
     channels_last: store convolution weights as NHWC (``model.to(memory_format=...)``, which converts
         ``model`` itself, as ``nn.Module.to`` does); inputs may stay NCHW, the first convolution
-        switches layout. The best single option for training on CPU.
+        switches layout. Faster sampling on CPU (the table above); training at deeplay's speed.
     compile: wrap in ``torch.compile``; the wrapper shares ``model``'s parameters, so optimise and save
-        ``model`` as usual. Pays off for long sampling runs (2,000 forward passes per image batch).
+        ``model`` as usual. Compilation costs tens of seconds first; measure before relying on it.
     """
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -2,6 +2,7 @@
 
     python -m experiments.bench.predict                                   # demo network, random weights
     python -m experiments.bench.predict --checkpoint runs/demo-real/best.pt --verify
+    python -m experiments.bench.predict --checkpoint runs/demo-real/best.pt --rounds 0 --quality
 
 The input is a real-structure widefield frame (a mosaic of windows of the held-out test cells 003 and
 052, degraded at ``--level`` by :mod:`experiments.data.widefield`), written as a float32 TIF. Without
@@ -19,6 +20,10 @@ twice) and the **overhead** (predict's wall time / the bare network's time for t
 every step), whose quotient is what the tiling code itself adds (stacking, blending, the sampler's
 arithmetic, file I/O). ``--verify`` also computes the same prediction tile by tile, unbatched
 (``batch_size=1``), with the same noise field and settings, and prints the largest difference.
+
+``--quality`` scores tile layouts against the SIM target on a ``--quality-size`` real-structure frame
+(PSNR and SSIM for each of ``--quality-tiles`` x ``--quality-overlaps``, same seed): what a layout with
+less redundancy costs. ``--rounds 0 --quality`` scores without timing.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch
 
 from experiments import predict as predict_command
 from experiments.config import DEMO, RunConfig
+from experiments.evaluation.metrics import batch_metrics
 from experiments.data.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
 from experiments.inference.loading import LEGACY_IMAGE_SIDE, Predictor, load_for_inference
 from experiments.inference.tiling import pad_to_tile, tile_count
@@ -50,8 +56,8 @@ from experiments.training.checkpoint import IMAGE_SIZE_KEY, save_atomic
 MOSAIC_WINDOW = 496
 
 
-def real_structure_frame(side: int, level: int = 9, seed: int = 0) -> np.ndarray:
-    """A ``side x side`` widefield input, float32 in [0, 1]: a mosaic of real-structure windows.
+def real_structure_pair(side: int, level: int = 9, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A ``side x side`` widefield input and its SIM target, float32 in [0, 1]: mosaics of real-structure windows.
 
     The windows come from the held-out test cells (``CELL_SPLIT["test"]``), degraded at ``level`` as the
     test set is (:func:`experiments.data.biosr_sim.render_pairs`), each scaled to [0, 1] on its own.
@@ -59,9 +65,13 @@ def real_structure_frame(side: int, level: int = 9, seed: int = 0) -> np.ndarray
     config = RealStructureConfig(size=MOSAIC_WINDOW)
     cells = [prepare_cell(name, sim, config.model) for name, sim in load_cells(CELL_SPLIT["test"]).items()]
     per_side = math.ceil(side / MOSAIC_WINDOW)
-    _, inputs, _, _ = render_pairs("test", range(per_side**2), seed, cells, config, levels=[level])
-    rows = inputs[0].reshape(per_side, per_side, MOSAIC_WINDOW, MOSAIC_WINDOW).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(rows.reshape(per_side * MOSAIC_WINDOW, -1)[:side, :side], dtype=np.float32)
+    targets, inputs, _, _ = render_pairs("test", range(per_side**2), seed, cells, config, levels=[level])
+
+    def mosaic(windows: np.ndarray) -> np.ndarray:
+        rows = windows.reshape(per_side, per_side, MOSAIC_WINDOW, MOSAIC_WINDOW).transpose(0, 2, 1, 3)
+        return np.ascontiguousarray(rows.reshape(per_side * MOSAIC_WINDOW, -1)[:side, :side], dtype=np.float32)
+
+    return mosaic(inputs[0]), mosaic(targets)
 
 
 def random_weight_checkpoint(path: Path, config: RunConfig = DEMO, seed: int = 0) -> Path:
@@ -121,6 +131,35 @@ def summary(values: list[float]) -> str:
     return f"{figure.median:.4g} (min-max {figure.low:.4g}-{figure.high:.4g})"
 
 
+def layout_quality(predictor: Predictor, args: argparse.Namespace) -> list[dict]:
+    """PSNR and SSIM against the SIM target of one ``--quality-size`` real-structure frame, predicted with
+    each tile side of ``--quality-tiles`` and overlap of ``--quality-overlaps`` (DDIM ``--steps``, the same
+    seed): what a faster layout costs in quality."""
+    frame, target = real_structure_pair(args.quality_size, args.level, seed=11)
+    sampling = replace(predictor.config.eval, sampler="ddim", sampling_steps=args.steps, samples=1, eta=0.0)
+    target_model = torch.from_numpy(target)[None, None] * 2 - 1
+    rows = []
+    for tile in args.quality_tiles:
+        for overlap in args.quality_overlaps:
+            if not 0 <= overlap < tile:
+                continue
+            output = predictor.super_resolve(torch.from_numpy(frame)[None, None] * 2 - 1, sampling,
+                                             torch.Generator(predictor.device).manual_seed(0), tile, overlap,
+                                             args.batch_size)[0].clamp(-1, 1)
+            side = max(args.quality_size, tile)
+            count = tile_count(side, side, tile, overlap)
+            scores = batch_metrics(output, target_model)
+            rows.append({"tile": tile, "overlap": overlap, "redundancy": count * tile * tile / args.quality_size**2,
+                         "psnr": float(scores["psnr"]), "ssim": float(scores["ssim"])})
+            print(f"tile {tile:4d}, overlap {overlap:3d}: redundancy {rows[-1]['redundancy']:.2f}, "
+                  f"PSNR {rows[-1]['psnr']:.3f} dB, SSIM {rows[-1]['ssim']:.4f}", flush=True)
+    return rows
+
+
+def _integers(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint (default: demo network, random weights)")
@@ -129,58 +168,75 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps (network evaluations)")
     parser.add_argument("--overlap", type=int, default=32, help="as experiments.predict --overlap")
     parser.add_argument("--batch-size", type=int, default=16, help="tiles per network call")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of (bare network, predict)")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="interleaved rounds of (bare network, predict); 0: no timing (e.g. with --quality)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--verify", action="store_true", help="also compare with the unbatched, tile-by-tile run")
+    parser.add_argument("--quality", action="store_true",
+                        help="also score tile layouts against the target (--quality-size, -tiles, -overlaps)")
+    parser.add_argument("--quality-size", type=int, default=1000, help="side of the frame scored by --quality")
+    parser.add_argument("--quality-tiles", type=_integers, default=(128,), help="tile sides scored, e.g. 128,256")
+    parser.add_argument("--quality-overlaps", type=_integers, default=(0, 16, 32, 64), help="overlaps scored")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     return parser.parse_args(argv)
 
 
+def time_prediction(predictor: Predictor, checkpoint: Path, image: Path, scratch: Path,
+                    args: argparse.Namespace) -> dict:
+    """``--rounds`` interleaved rounds of (bare network, predict command); prints and returns the figures."""
+    tile = predictor.tile
+    padded = pad_to_tile(torch.zeros(1, 1, args.size, args.size), tile)[0].shape[2:]
+    tiles = tile_count(*padded, tile, args.overlap)
+    redundancy = tiles * tile * tile / args.size**2
+    print(f"{checkpoint}; {args.size} x {args.size} px, DDIM {args.steps} steps, tile {tile}, "
+          f"overlap {args.overlap}: {tiles} tiles per step in batches of {args.batch_size}", flush=True)
+    bare, wall = [], []
+    for round_index in range(args.rounds):
+        # Alternate the order so that a drift in the machine's load hits both measurements alike.
+        for what in round_order(("bare", "predict"), round_index):
+            if what == "bare":
+                bare.append(bare_network_pixels_per_s(predictor, tile, args.batch_size, calls=max(tiles // 8, 4)))
+            else:
+                wall.append(predict_seconds(checkpoint, image, scratch / f"out{round_index}", args))
+        print(f"round {round_index + 1}: bare network {bare[-1] / 1e6:.3f} Mpx/s, predict {wall[-1]:.1f} s",
+              flush=True)
+    print(f"load average (1 min) after: {load_average()}")
+    overhead = [w * rate / (args.steps * args.size**2) for w, rate in zip(wall, bare)]
+    figures = {
+        "size": args.size, "steps": args.steps, "tile": tile, "overlap": args.overlap,
+        "batch_size": args.batch_size, "tiles_per_step": tiles, "redundancy": redundancy,
+        "rounds": args.rounds, "predict_seconds": wall, "bare_network_pixels_per_s": bare,
+        "output_pixels_per_s": [args.size**2 / w for w in wall], "overhead": overhead,
+    }
+    print(f"predict {args.size} x {args.size}: {summary(wall)} s; {summary(figures['output_pixels_per_s'])} "
+          f"output px/s")
+    print(f"bare network: {summary([rate / 1e6 for rate in bare])} Mpx/s")
+    print(f"overhead (predict / bare network on the image's pixels): {summary(overhead)} = layout redundancy "
+          f"{redundancy:.3f} x tiling code and I/O {summary([o / redundancy for o in overhead])}")
+    return figures
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    figures: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as scratch:
         scratch = Path(scratch)
         checkpoint = args.checkpoint or random_weight_checkpoint(scratch / "random-demo.pt")
-        frame = real_structure_frame(args.size, args.level)
-        image = scratch / f"widefield_{args.size}.tif"
-        tifffile.imwrite(image, frame)
         predictor = load_for_inference(checkpoint, args.device)
-        tile = predictor.tile
-        padded = pad_to_tile(torch.zeros(1, 1, args.size, args.size), tile)[0].shape[2:]
-        tiles = tile_count(*padded, tile, args.overlap)
-        redundancy = tiles * tile * tile / args.size**2
         print(read_machine(torch.device(args.device)).describe())
         print(f"load average (1 min) before: {load_average()}")
-        print(f"{checkpoint}; {args.size} x {args.size} px, DDIM {args.steps} steps, tile {tile}, "
-              f"overlap {args.overlap}: {tiles} tiles per step in batches of {args.batch_size}", flush=True)
-        bare, wall = [], []
-        for round_index in range(args.rounds):
-            # Alternate the order so that a drift in the machine's load hits both measurements alike.
-            for what in round_order(("bare", "predict"), round_index):
-                if what == "bare":
-                    bare.append(bare_network_pixels_per_s(predictor, tile, args.batch_size, calls=max(tiles // 8, 4)))
-                else:
-                    wall.append(predict_seconds(checkpoint, image, scratch / f"out{round_index}", args))
-            print(f"round {round_index + 1}: bare network {bare[-1] / 1e6:.3f} Mpx/s, predict {wall[-1]:.1f} s",
-                  flush=True)
-        print(f"load average (1 min) after: {load_average()}")
-        bare_seconds = [args.steps * args.size**2 / rate for rate in bare]
-        overhead = [w / b for w, b in zip(wall, bare_seconds)]
-        figures = {
-            "size": args.size, "steps": args.steps, "tile": tile, "overlap": args.overlap,
-            "batch_size": args.batch_size, "tiles_per_step": tiles, "redundancy": redundancy,
-            "rounds": args.rounds, "predict_seconds": wall, "bare_network_pixels_per_s": bare,
-            "output_pixels_per_s": [args.size**2 / w for w in wall], "overhead": overhead,
-        }
-        print(f"predict {args.size} x {args.size}: {summary(wall)} s; {summary(figures['output_pixels_per_s'])} "
-              f"output px/s")
-        print(f"bare network: {summary([rate / 1e6 for rate in bare])} Mpx/s")
-        print(f"overhead (predict / bare network on the image's pixels): {summary(overhead)} = layout redundancy "
-              f"{redundancy:.3f} x tiling code and I/O {summary([o / redundancy for o in overhead])}")
+        if args.rounds or args.verify:
+            frame = real_structure_pair(args.size, args.level)[0]
+            image = scratch / f"widefield_{args.size}.tif"
+            tifffile.imwrite(image, frame)
+        if args.rounds:
+            figures.update(time_prediction(predictor, checkpoint, image, scratch, args))
         if args.verify:
-            figures["max_abs_difference_unbatched"] = tiled_difference(predictor, frame, args, tile)
+            figures["max_abs_difference_unbatched"] = tiled_difference(predictor, frame, args, predictor.tile)
             print(f"batched vs tile-by-tile unbatched, same noise: max |difference| "
                   f"{figures['max_abs_difference_unbatched']:.3g} (model range [-1, 1])")
+        if args.quality:
+            figures["layout_quality"] = layout_quality(predictor, args)
     if args.out:
         args.out.write_text(json.dumps(figures, indent=2))
     return figures

@@ -145,7 +145,7 @@ class PairedImageDataset(Dataset):
             gt = np.stack([self._read(self.files.gt_paths[i]) for i in indices])
             return torch.from_numpy(wf), torch.from_numpy(gt)
         # One copy per side: fancy indexing gathers from the memory map (page cache) into a new array
-        # that the tensor then shares. (Measured: 2x faster than np.take(..., out=) or index_select.)
+        # that the tensor then shares.
         wf, gt = (torch.from_numpy(array[indices]) for array in self._cached())
         return wf, gt
 
