@@ -70,9 +70,11 @@ export: install
 	$(PY) -m experiments.export --checkpoint $(CHECKPOINT) --out $(MODEL_ZIP) $(ARGS)
 
 # Speed of the network over 5 interleaved rounds, median with spread and fraction of the machine's
-# peak (against deeplay when BENCH_DEEPLAY names a Python that has it), and sampling speed and quality
+# peak (against deeplay when BENCH_DEEPLAY names a Python that has it); a 2048 x 2048 prediction end
+# to end against the bare network (CHECKPOINT, else a random-weight demo network); sampling quality
 # versus steps on the newest demo run (run `make demo` first).
 BENCH_DEEPLAY ?=
 bench: install
 	$(PY) -m experiments.bench.unet --channels-last --rounds 5 $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
+	$(PY) -m experiments.bench.predict --rounds 5 $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 	$(PY) -m experiments.bench.sampling $(ARGS)

@@ -59,8 +59,8 @@ class DataConfig:
     normalization: Normalization = "tutorial"
     # The BioSR training set already holds flipped and rotated copies: the tutorial adds none.
     augment: bool = False
-    # The memory-mapped cache feeds over 20,000 pairs/s from the main process; worker processes
-    # would add a copy per batch and measured slower.
+    # The memory-mapped cache feeds about 40,000 pairs/s from the main process; worker processes add a
+    # copy per batch and measured about 7,000 (python -m experiments.bench.data, README "Data").
     num_workers: int = bounded(0, 0)
     # Use only the first N training pairs (None: all); for quick experiments.
     max_train_pairs: int | None = bounded(None, 1)

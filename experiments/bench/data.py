@@ -6,16 +6,20 @@ Without --root, a synthetic data set (``experiments.data.synthetic``) is generat
 The cache is timed through torch DataLoaders, steady state (after one warm-up epoch, with persistent
 workers), for num_workers 0 and 2 and for both batched paths: ``make_loader`` (a BatchSampler hands
 the dataset whole index lists) and a plain ``DataLoader(batch_size=...)`` (``__getitems__``, then
-default collation). The target is at least 20,000 pairs/s on a 2-core CPU.
+default collation). Every measurement is repeated ``--rounds`` times; the median and min-max are printed
+with the machine and its load average. The target is at least 20,000 pairs/s on a 2-core CPU.
 """
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader
+
+from experiments.bench.machine import load_average, read_machine
+from experiments.bench.stats import spread
 
 from experiments.data import PairedImageDataset, make_loader
 from experiments.data.synthetic import generate
@@ -44,13 +48,10 @@ def loader_rate(loader: DataLoader, epochs: int) -> tuple[float, float]:
     return pairs / (time.perf_counter() - started), pairs / (time.process_time() - cpu_started)
 
 
-def run(root: Path, split: str, batch_size: int, direct_pairs: int, epochs: int) -> None:
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"data: {root} ({split}); {os.cpu_count()} CPUs, load average {load} (other work slows every figure)")
-    print(f"direct TIF reads (cache=False):      {direct_read_rate(root, split, direct_pairs):>10,.0f} pairs/s")
-    started = time.perf_counter()
-    dataset = PairedImageDataset(root, split, cache=True)
-    print(f"cache ready in {time.perf_counter() - started:.1f} s ({len(dataset)} pairs of {dataset.image_shape})")
+def measure_round(dataset: PairedImageDataset, root: Path, split: str, batch_size: int, direct_pairs: int,
+                  epochs: int) -> dict[str, float]:
+    """One round: pairs/s of direct reads and of every cached loader (name -> rate)."""
+    rates = {"direct TIF reads (cache=False)": direct_read_rate(root, split, direct_pairs)}
     for workers in (0, 2):
         options = {"num_workers": workers, "persistent_workers": workers > 0}
         loaders = {
@@ -59,8 +60,28 @@ def run(root: Path, split: str, batch_size: int, direct_pairs: int, epochs: int)
         }
         for name, loader in loaders.items():
             rate, cpu_rate = loader_rate(loader, epochs)
-            cpu = f", {cpu_rate:,.0f} per CPU-second" if workers == 0 else ""
-            print(f"cache, {name}, num_workers={workers}: {rate:>8,.0f} pairs/s (batch {batch_size}{cpu})")
+            rates[f"cache, {name}, num_workers={workers}"] = rate
+            if workers == 0:
+                rates[f"cache, {name}, num_workers=0, per CPU-second"] = cpu_rate
+    return rates
+
+
+def run(root: Path, split: str, batch_size: int, direct_pairs: int, epochs: int, rounds: int) -> None:
+    print(read_machine(torch.device("cpu")).describe())
+    print(f"data: {root} ({split}); load average (1 min) before: {load_average()}")
+    started = time.perf_counter()
+    dataset = PairedImageDataset(root, split, cache=True)
+    print(f"cache ready in {time.perf_counter() - started:.1f} s ({len(dataset)} pairs of {dataset.image_shape})")
+    results: dict[str, list[float]] = {}
+    for round_index in range(rounds):
+        for name, rate in measure_round(dataset, root, split, batch_size, direct_pairs, epochs).items():
+            results.setdefault(name, []).append(rate)
+        print(f"round {round_index + 1} done", flush=True)
+    print(f"load average (1 min) after: {load_average()}")
+    print(f"pairs/s, batch {batch_size}, median (min-max) over {rounds} rounds:")
+    for name, rates in results.items():
+        figure = spread(rates)
+        print(f"  {name:62s} {figure.median:>9,.0f}  ({figure.low:,.0f}-{figure.high:,.0f})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,15 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=int, default=4096, help="synthetic training pairs to generate (default 4096)")
     parser.add_argument("--direct-pairs", type=int, default=1000, help="pairs timed for direct reads (default 1000)")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loader (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every measurement (default 5)")
     args = parser.parse_args(argv)
     if args.root is not None:
-        run(args.root, args.split, args.batch_size, args.direct_pairs, args.epochs)
+        run(args.root, args.split, args.batch_size, args.direct_pairs, args.epochs, args.rounds)
         return
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         generate(Path(folder), train=args.pairs, validate=0, test_per_level=0)
         print(f"generated {args.pairs} synthetic pairs in {time.perf_counter() - started:.1f} s")
-        run(Path(folder), "train", args.batch_size, args.direct_pairs, args.epochs)
+        run(Path(folder), "train", args.batch_size, args.direct_pairs, args.epochs, args.rounds)
 
 
 if __name__ == "__main__":
