@@ -8,7 +8,7 @@ Images are tensors or arrays ``[N, 1, H, W]`` (or ``[N, H, W]``) with values in 
 grey with the fixed limits -1 (black) and 1 (white), so brightness is comparable across panels.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ def _to_numpy(values: ImageStack) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)
 
 
-def _as_images(images: ImageStack, name: str) -> np.ndarray:
+def as_images(images: ImageStack, name: str) -> np.ndarray:
     """``[N, 1, H, W]`` or ``[N, H, W]`` tensor / array -> float32 numpy ``[N, H, W]``."""
     array = _to_numpy(images)
     if array.ndim == 4 and array.shape[1] == 1:
@@ -64,6 +64,56 @@ def show_image(
     return shown
 
 
+def signed_map_limits(maps: np.ndarray) -> tuple[float, float]:
+    """Colour limits of a map column: from 0 (or its minimum, if negative) to its maximum."""
+    return min(0.0, float(maps.min())), float(maps.max())
+
+
+def plot_image_grid(
+    images: Mapping[str, ImageStack],
+    maps: Mapping[str, ImageStack],
+    path: str | Path,
+    title: str | None = None,
+    max_images: int = 4,
+    map_limits: Callable[[np.ndarray], tuple[float, float]] = signed_map_limits,
+    image_width: float = 1.8,
+    map_width: float = 1.8,
+) -> Path:
+    """One row per image: the ``images`` columns, then the ``maps`` columns, titled by their keys.
+
+    ``images``: ``[N, 1, H, W]`` (or ``[N, H, W]``) in [-1, 1], drawn in grey on fixed limits; ``maps``: per-pixel
+    quantities in their own units (a std, an error map), each column on the magma scale ``map_limits`` gives for
+    its drawn rows, with a colour bar. Every column must hold the same number of images (their sides may
+    differ); the first ``max_images`` are drawn. ``image_width`` / ``map_width``: inches per column.
+    """
+    columns = {name: as_images(stack, name) for name, stack in images.items()}
+    extras = {name: as_images(stack, name) for name, stack in maps.items()}
+    counts = {len(stack) for stack in (*columns.values(), *extras.values())}
+    if len(counts) != 1:
+        named = {name: len(stack) for name, stack in (*columns.items(), *extras.items())}
+        raise ValueError(f"every column must hold the same number of images; got {named}")
+    rows = min(counts.pop(), max_images)
+    if rows < 1:
+        raise ValueError("an image grid needs at least one image (and max_images >= 1)")
+
+    width = image_width * len(columns) + map_width * len(extras)
+    figure = new_figure(width, max(image_width, map_width) * rows + (0.4 if title else 0.0))
+    grid = figure.subplots(rows, len(columns) + len(extras), squeeze=False)
+    for column, (name, stack) in enumerate(columns.items()):
+        grid[0, column].set_title(name)
+        for row in range(rows):
+            show_image(grid[row, column], stack[row])
+    for column, (name, stack) in enumerate(extras.items(), start=len(columns)):
+        limits = map_limits(stack[:rows])
+        grid[0, column].set_title(name)
+        for row in range(rows):
+            shown = show_image(grid[row, column], stack[row], limits, cmap="magma")
+            figure.colorbar(shown, ax=grid[row, column], fraction=0.046, pad=0.04)
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, path)
+
+
 def plot_sample_grid(
     inputs: ImageStack,
     outputs: ImageStack,
@@ -78,34 +128,10 @@ def plot_sample_grid(
     ``inputs``, ``outputs``, ``targets``: ``[N, 1, H, W]`` in [-1, 1], the first ``max_images`` are
     drawn. ``extra`` maps a column title to more ``[N, 1, H, W]`` maps (e.g. ``"std"``, a per-pixel
     uncertainty); those are not in [-1, 1], so each such column gets its own colour scale (0 or its
-    minimum, to its maximum over the drawn rows) and a colour bar.
+    minimum, to its maximum over the drawn rows) and a colour bar (:func:`plot_image_grid`).
     """
-    columns = {"Input": _as_images(inputs, "inputs"), "Output": _as_images(outputs, "outputs")}
-    columns["Target"] = _as_images(targets, "targets")
-    extras = {name: _as_images(maps, f"extra[{name!r}]") for name, maps in (extra or {}).items()}
-    counts = {len(images) for images in (*columns.values(), *extras.values())}
-    if len(counts) != 1:
-        raise ValueError(f"inputs, outputs, targets and extra maps must hold the same number of images; got {counts}")
-    rows = min(counts.pop(), max_images)
-    if rows < 1:
-        raise ValueError("plot_sample_grid needs at least one image (and max_images >= 1)")
-
-    figure = new_figure(1.8 * (len(columns) + len(extras)), 1.8 * rows + (0.4 if title else 0.0))
-    grid = figure.subplots(rows, len(columns) + len(extras), squeeze=False)
-    for column, (name, images) in enumerate(columns.items()):
-        grid[0, column].set_title(name)
-        for row in range(rows):
-            show_image(grid[row, column], images[row])
-    for column, (name, maps) in enumerate(extras.items(), start=len(columns)):
-        shown_maps = maps[:rows]
-        limits = (min(0.0, float(shown_maps.min())), float(shown_maps.max()))
-        grid[0, column].set_title(name)
-        for row in range(rows):
-            shown = show_image(grid[row, column], shown_maps[row], limits, cmap="magma")
-            figure.colorbar(shown, ax=grid[row, column], fraction=0.046, pad=0.04)
-    if title:
-        figure.suptitle(title)
-    return save_figure(figure, path)
+    images = {"Input": inputs, "Output": outputs, "Target": targets}
+    return plot_image_grid(images, extra or {}, path, title, max_images)
 
 
 def plot_training_loss(losses: Sequence[float], path: str | Path) -> Path:
@@ -163,7 +189,7 @@ def plot_forward_process(images: ImageStack, steps: Sequence[int], path: str | P
     ``images``: ``[S, 1, H, W]``, image ``i`` taken at ``t = steps[i]``. Drawn with the fixed limits
     [-1, 1], so the growing noise shows as saturation rather than being rescaled away.
     """
-    frames = _as_images(images, "images")
+    frames = as_images(images, "images")
     if len(frames) != len(steps) or len(frames) == 0:
         raise ValueError(
             f"need one time step per image and at least one image; got {len(frames)} images, {len(steps)} steps"

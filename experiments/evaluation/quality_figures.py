@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.figures import ImageStack, _as_images, new_figure, save_figure, show_image
+from experiments.figures import ImageStack, new_figure, plot_image_grid, save_figure
 from experiments.evaluation.quality import FRC, Calibration
 
 
@@ -31,32 +31,16 @@ def plot_check(
     :attr:`~experiments.evaluation.quality.Consistency.error_map` of each image, ``[N, 1, h, w]``. Where the map is
     bright the output does not re-degrade to the input: structure there has no support in the data.
     """
-    columns = {"Input": _as_images(inputs, "inputs"), "Output": _as_images(outputs, "outputs")}
-    maps = {"Std": _as_images(std, "std")} if std is not None else {}
-    maps["Consistency |error|"] = _as_images(consistency_maps, "consistency_maps")
-    counts = {len(images) for images in (*columns.values(), *maps.values())}
-    if len(counts) != 1:
-        raise ValueError(f"inputs, outputs, std and consistency maps must hold the same number of images; got {counts}")
-    rows = min(counts.pop(), max_images)
-    if rows < 1:
-        raise ValueError("plot_check needs at least one image (and max_images >= 1)")
+    maps = {"Std": std} if std is not None else {}
+    maps["Consistency |error|"] = consistency_maps
+    # Wider colour-bar columns, so their bars and tick labels do not run into the next title.
+    return plot_image_grid({"Input": inputs, "Output": outputs}, maps, path, title, max_images,
+                           map_limits=_zero_based_limits, image_width=2.4, map_width=3.0)
 
-    # The colour-bar columns are wider, so their bars and tick labels do not run into the next title.
-    figure = new_figure(2.4 * len(columns) + 3.0 * len(maps), 2.4 * rows + (0.4 if title else 0.0))
-    grid = figure.subplots(rows, len(columns) + len(maps), squeeze=False)
-    for column, (name, images) in enumerate(columns.items()):
-        grid[0, column].set_title(name)
-        for row in range(rows):
-            show_image(grid[row, column], images[row])
-    for column, (name, images) in enumerate(maps.items(), start=len(columns)):
-        limits = (0.0, max(float(images[:rows].max()), np.finfo(np.float32).tiny))
-        grid[0, column].set_title(name)
-        for row in range(rows):
-            shown = show_image(grid[row, column], images[row], limits, cmap="magma")
-            figure.colorbar(shown, ax=grid[row, column], fraction=0.046, pad=0.04)
-    if title:
-        figure.suptitle(title)
-    return save_figure(figure, path)
+
+def _zero_based_limits(maps: np.ndarray) -> tuple[float, float]:
+    """0 to the maximum (never 0 itself, so an all-zero map still has a colour scale)."""
+    return 0.0, max(float(maps.max()), np.finfo(np.float32).tiny)
 
 
 def plot_calibration(curves: Mapping[str, Calibration], path: str | Path, unit: str = "") -> Path:
