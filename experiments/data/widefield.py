@@ -20,11 +20,13 @@ every value, where percentile scaling would saturate the brightest bundles.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from unet.config import bounded, check_value
 
 # Full width at half maximum of a Gaussian in units of its sigma: 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -39,58 +41,41 @@ class WidefieldModel:
     """
 
     # Fact: the pixel of BioSR's SIM reconstructions (the TIF resolution tags of experiments/data/real).
-    sim_pixel_nm: float = 31.3
+    sim_pixel_nm: float = bounded(31.3, 0, low_open=True)
     # Fact: the raw frames and widefield images have 62.6 nm pixels, 2 x 2 SIM pixels.
-    camera_binning: int = 2
+    camera_binning: int = bounded(2, 1)
     # Assumption: centre of a standard GFP emission band (525/50 nm); the microtubule label is
     # excited at 488 nm (a raw file's label reads c18-488), the exact emission filter is not checked.
-    emission_wavelength_nm: float = 525.0
+    emission_wavelength_nm: float = bounded(525.0, 0, low_open=True)
     # Assumption: a 100x / 1.49 oil TIRF objective, the usual high-NA TIRF objective; the BioSR
     # paper's Methods were not at hand to confirm it.
-    numerical_aperture: float = 1.49
+    numerical_aperture: float = bounded(1.49, 0, low_open=True)
     # Choice: widefield FWHM = 0.61 lambda / NA (the Rayleigh distance, 215 nm here), about 20 %
     # wider than the ideal aberration-free Airy FWHM (0.51 lambda / NA, 180 nm): real high-NA TIRF
     # widefield images resolve roughly 200-250 nm (shared/realdata/README.md), not the ideal.
-    fwhm_per_wavelength_over_na: float = 0.61
+    fwhm_per_wavelength_over_na: float = bounded(0.61, 0, low_open=True)
     # Fact of SIM (Gustafsson 2000) and of BioSR's description: SIM about doubles the resolution.
-    sim_to_widefield_fwhm: float = 0.5
+    sim_to_widefield_fwhm: float = bounded(0.5, 0, 1, low_open=True, high_open=True)
     # Fact: BioSR's widefield image is the average of the 9 raw SIM frames; their read noise adds up.
-    frames_averaged: int = 9
+    frames_averaged: int = bounded(9, 1)
     # Assumption: rms read noise of one sCMOS frame (scientific CMOS cameras: about 1-2 e-).
-    read_noise_per_frame: float = 1.6
+    read_noise_per_frame: float = bounded(1.6, 0, low_open=True)
     # Assumption: uniform background (autofluorescence, out-of-focus light, camera offset residue)
     # as a fraction of the bright-structure signal; it scales with the excitation power like the signal.
-    background_fraction: float = 0.05
+    background_fraction: float = bounded(0.05, 0)
     # Choice: photoelectrons (sum of the 9 frames) at the cell's bright structures for level_01 and
     # level_09, geometric in between: 20 leaves a filament barely above the noise, 2,000 gives a
     # clean image (a signal-to-noise ratio of about 40 at the brightest pixels).
-    photons: tuple[float, float] = (20.0, 2000.0)
+    photons: tuple[float, float] = bounded((20.0, 2000.0), 0, low_open=True)
     # Choice: "bright structures" = this percentile of the cell's noise-free camera image, so that one
     # hot pixel does not set the scale.
-    reference_percentile: float = 99.9
+    reference_percentile: float = bounded(99.9, 50, 100, low_open=True)
 
     def __post_init__(self) -> None:
-        positive = ("sim_pixel_nm", "emission_wavelength_nm", "numerical_aperture", "fwhm_per_wavelength_over_na",
-                    "read_noise_per_frame")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise ValueError(f"WidefieldModel.{name} must be positive, got {getattr(self, name)}")
-        if not 0 < self.sim_to_widefield_fwhm < 1:
-            raise ValueError(
-                f"WidefieldModel.sim_to_widefield_fwhm must lie in (0, 1), got {self.sim_to_widefield_fwhm}"
-            )
-        if self.camera_binning < 1 or self.frames_averaged < 1:
-            raise ValueError("WidefieldModel.camera_binning and frames_averaged must be at least 1")
-        if self.background_fraction < 0:
-            raise ValueError(f"WidefieldModel.background_fraction must be >= 0, got {self.background_fraction}")
-        if not 0 < self.photons[0] < self.photons[1]:
-            raise ValueError(
-                f"WidefieldModel.photons must be (level_01, level_09) with 0 < low < high, got {self.photons}"
-            )
-        if not 50 < self.reference_percentile <= 100:
-            raise ValueError(
-                f"WidefieldModel.reference_percentile must lie in (50, 100], got {self.reference_percentile}"
-            )
+        for declared in fields(self):
+            check_value(getattr(self, declared.name), declared.metadata["range"], f"WidefieldModel.{declared.name}")
+        if len(self.photons) != 2 or not self.photons[0] < self.photons[1]:
+            raise ValueError(f"WidefieldModel.photons must be (level_01, level_09) with low < high, got {self.photons}")
 
     @property
     def camera_pixel_nm(self) -> float:
