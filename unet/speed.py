@@ -15,7 +15,7 @@ the assumed fp32 peak in training, 52-60 % in the forward pass: training is boun
 backward pass, which the memory format does not change. So ``channels_last`` is kept for its forward
 (sampling) gain. Adding ``torch.compile`` (a separate 5-round run against deeplay) gave training 3.56
 (3.27-3.76), 1.02x, and forward 16.53 (15.44-19.36), 1.23x: nothing beyond channels_last alone, after
-about a minute of compilation per process, so it stays off by default; ``--sweep`` measures every option.
+one to two minutes of compilation per process, so it stays off by default; ``--sweep`` measures every option.
 """
 
 from __future__ import annotations
