@@ -1,6 +1,7 @@
 """Tiled diffusion sampling (issue 11): one noise field per image, so tiled and one-pass sampling agree
 and the overlap bands carry the same fine texture as the inside of tiles (no tile grid)."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,17 @@ def test_networks_take_one_time_encoding_row_for_the_whole_batch():
         x = torch.randn(5, 2, 16, 16, generator=torch.Generator().manual_seed(0))
         row = torch.randn(1, 8, generator=torch.Generator().manual_seed(1))
         torch.testing.assert_close(model(x, row), model(x, row.expand(5, -1)), atol=1e-6, rtol=0)
+
+
+def test_the_progress_bar_counts_every_tile_of_every_step_and_frame(capsys):
+    """Issue 15: one bar over the whole prediction, so its ETA covers all of it (2 frames x 3 DDIM steps x
+    (4 x 3 tiles of 32 px with >= 8 px overlap over 100 x 80) x 2 samples)."""
+    predictor = tiny_unet_predictor(torch.float32, channels_last=False)
+    frames = torch.rand(2, 1, 100, 80, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    sampling = EvalConfig(sampler="ddim", sampling_steps=3, eta=0.0, samples=2)
+    predictor.super_resolve(frames, sampling, torch.Generator().manual_seed(0), tile=32, overlap=8, batch_size=5,
+                            progress=True, desc="cells.tif")
+    rows, columns = math.ceil((100 - 32) / 24) + 1, math.ceil((80 - 32) / 24) + 1
+    total = 2 * 3 * rows * columns * 2
+    printed = capsys.readouterr().err
+    assert f"{total}/{total}" in printed and "cells.tif" in printed and "3 steps of 24 tiles" in printed
