@@ -41,11 +41,12 @@ import tifffile
 import torch
 
 from experiments import predict as predict_command
-from experiments.config import DEMO, RunConfig
+from experiments.config import DEMO, EvalConfig, RunConfig
+from experiments.data.normalization import to_model_range
 from experiments.evaluation.metrics import batch_metrics
 from experiments.data.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
 from experiments.inference.loading import LEGACY_IMAGE_SIDE, Predictor, load_for_inference
-from experiments.inference.tiling import pad_to_tile, tile_count
+from experiments.inference.tiling import tile_count
 from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import round_order, spread
 from experiments.build import build_model
@@ -89,7 +90,8 @@ def bare_network_pixels_per_s(predictor: Predictor, tile: int, batch_size: int, 
     generator = torch.Generator().manual_seed(0)
     channels = predictor.config.network.in_channels
     tiles = torch.randn(batch_size, channels, tile, tile, generator=generator).to(predictor.device)
-    encoding = torch.randn(batch_size, predictor.diffusion.time_encoding_dim, generator=generator).to(predictor.device)
+    # One encoding row for every tile, as tiled prediction passes it.
+    encoding = torch.randn(1, predictor.diffusion.time_encoding_dim, generator=generator).to(predictor.device)
     with torch.inference_mode():
         predictor.model(tiles, encoding)  # untimed: allocations, kernel selection
         start = time.perf_counter()
@@ -113,13 +115,22 @@ def predict_seconds(checkpoint: Path, image: Path, out_dir: Path, args: argparse
     return time.perf_counter() - start
 
 
+def ddim_sampling(predictor: Predictor, args: argparse.Namespace) -> EvalConfig:
+    """The checkpoint's evaluation settings with deterministic DDIM on ``--steps`` steps, one sample."""
+    return replace(predictor.config.eval, sampler="ddim", sampling_steps=args.steps, samples=1, eta=0.0)
+
+
+def model_image(unit: np.ndarray) -> torch.Tensor:
+    """A [0, 1] frame [H, W] as the model's input [1, 1, H, W] in [-1, 1]."""
+    return torch.from_numpy(to_model_range(unit))[None, None]
+
+
 def tiled_difference(predictor: Predictor, frame: np.ndarray, args: argparse.Namespace, tile: int) -> float:
     """Largest |batched - unbatched| of the same prediction (same seed, noise field and settings), model range."""
-    sampling = replace(predictor.config.eval, sampler="ddim", sampling_steps=args.steps, samples=1, eta=0.0)
-    image = torch.from_numpy(frame)[None, None] * 2 - 1
     outputs = [
-        predictor.super_resolve(image, sampling, torch.Generator(predictor.device).manual_seed(0), tile,
-                                args.overlap, batch, progress=True, desc=f"batch {batch}")[0]
+        predictor.super_resolve(model_image(frame), ddim_sampling(predictor, args),
+                                torch.Generator(predictor.device).manual_seed(0), tile, args.overlap, batch,
+                                progress=True, desc=f"batch {batch}")[0]
         for batch in (args.batch_size, 1)
     ]
     return float((outputs[0] - outputs[1]).abs().max())
@@ -136,18 +147,16 @@ def layout_quality(predictor: Predictor, args: argparse.Namespace) -> list[dict]
     each tile side of ``--quality-tiles`` and overlap of ``--quality-overlaps`` (DDIM ``--steps``, the same
     seed): what a faster layout costs in quality."""
     frame, target = real_structure_pair(args.quality_size, args.level, seed=11)
-    sampling = replace(predictor.config.eval, sampler="ddim", sampling_steps=args.steps, samples=1, eta=0.0)
-    target_model = torch.from_numpy(target)[None, None] * 2 - 1
+    sampling, target_model = ddim_sampling(predictor, args), model_image(target)
     rows = []
     for tile in args.quality_tiles:
         for overlap in args.quality_overlaps:
             if not 0 <= overlap < tile:
                 continue
-            output = predictor.super_resolve(torch.from_numpy(frame)[None, None] * 2 - 1, sampling,
+            output = predictor.super_resolve(model_image(frame), sampling,
                                              torch.Generator(predictor.device).manual_seed(0), tile, overlap,
                                              args.batch_size)[0].clamp(-1, 1)
-            side = max(args.quality_size, tile)
-            count = tile_count(side, side, tile, overlap)
+            count = tile_count(args.quality_size, args.quality_size, tile, overlap)
             scores = batch_metrics(output, target_model)
             rows.append({"tile": tile, "overlap": overlap, "redundancy": count * tile * tile / args.quality_size**2,
                          "psnr": float(scores["psnr"]), "ssim": float(scores["ssim"])})
@@ -185,8 +194,7 @@ def time_prediction(predictor: Predictor, checkpoint: Path, image: Path, scratch
                     args: argparse.Namespace) -> dict:
     """``--rounds`` interleaved rounds of (bare network, predict command); prints and returns the figures."""
     tile = predictor.tile
-    padded = pad_to_tile(torch.zeros(1, 1, args.size, args.size), tile)[0].shape[2:]
-    tiles = tile_count(*padded, tile, args.overlap)
+    tiles = tile_count(args.size, args.size, tile, args.overlap)
     redundancy = tiles * tile * tile / args.size**2
     print(f"{checkpoint}; {args.size} x {args.size} px, DDIM {args.steps} steps, tile {tile}, "
           f"overlap {args.overlap}: {tiles} tiles per step in batches of {args.batch_size}", flush=True)
