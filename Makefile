@@ -63,7 +63,7 @@ predict: install
 	$(PY) -m experiments.predict --checkpoint $(CHECKPOINT) --input $(INPUT) --output $(OUTPUT) $(ARGS)
 
 # A BioImage Model Zoo package of CHECKPOINT (default: the newest demo run), validated offline:
-# make export [CHECKPOINT=runs/<run>/best.pt] [MODEL_ZIP=model.zip] [ARGS="--steps 20"]
+# make export [CHECKPOINT=runs/<run>/best.pt] [MODEL_ZIP=model.zip] [ARGS="--sampling-steps 20"]
 MODEL_ZIP ?= model.zip
 export: install
 	@test -n "$(CHECKPOINT)" || { echo "no checkpoint: run make demo first, or pass CHECKPOINT=runs/<run>/best.pt"; exit 2; }

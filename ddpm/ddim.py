@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 
-from .diffusion import Diffusion, check_choice
+from .diffusion import Diffusion
+from .settings import check_choice
 
 Spacing = Literal["uniform", "quadratic"]
-SPACINGS: tuple[str, ...] = ("uniform", "quadratic")
+SPACINGS: tuple[str, ...] = get_args(Spacing)
 DEFAULT_DDIM_STEPS = 50
 # Exponent of the spacing curve: "quadratic" crowds the steps towards t = 0, where the image takes
 # its fine detail (Song et al. use it for CIFAR-10).
@@ -36,8 +37,8 @@ _SPACING_POWER = {"uniform": 1, "quadratic": 2}
 
 
 # ------------------------------------------------------------------ time steps
-def ddim_timesteps(steps_total: int, num_steps: int, spacing: Spacing = "uniform") -> list[int]:
-    """``num_steps`` of the trained steps ``0 .. steps_total - 1``, in sampling (descending) order.
+def ddim_timesteps(steps_total: int, sampling_steps: int, spacing: Spacing = "uniform") -> list[int]:
+    """``sampling_steps`` of the trained steps ``0 .. steps_total - 1``, in sampling (descending) order.
 
     Both ends are always included: the chain starts at ``T - 1``, where x_T ~ N(0, I) is what the
     model was trained on, and ends at ``0``, the least noisy prediction of x0. The steps between
@@ -46,18 +47,18 @@ def ddim_timesteps(steps_total: int, num_steps: int, spacing: Spacing = "uniform
     increasing in ``i`` by construction, so there are never duplicates.
 
     Returns:
-        ``num_steps`` distinct ints, from ``T - 1`` down to ``0`` (just ``[T - 1]`` for one step).
+        ``sampling_steps`` distinct ints, from ``T - 1`` down to ``0`` (just ``[T - 1]`` for one step).
     """
     check_choice("DDIM spacing", spacing, SPACINGS)
-    if not 1 <= num_steps <= steps_total:
+    if not 1 <= sampling_steps <= steps_total:
         raise ValueError(
-            f"the number of DDIM steps must be within 1..{steps_total} (the trained steps T), got {num_steps}"
+            f"the number of DDIM steps must be within 1..{steps_total} (the trained steps T), got {sampling_steps}"
         )
-    if num_steps == 1:
+    if sampling_steps == 1:
         return [steps_total - 1]
-    power, last, extra = _SPACING_POWER[spacing], num_steps - 1, steps_total - num_steps
+    power, last, extra = _SPACING_POWER[spacing], sampling_steps - 1, steps_total - sampling_steps
     # Integer round-half-up of extra * (i / last)^power: exact, with no float ties.
-    ascending = [i + (2 * extra * i**power + last**power) // (2 * last**power) for i in range(num_steps)]
+    ascending = [i + (2 * extra * i**power + last**power) // (2 * last**power) for i in range(sampling_steps)]
     return ascending[::-1]
 
 

@@ -12,7 +12,7 @@ step for the whole batch, as in the sampling loop) or a long tensor [B] (one ste
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -20,18 +20,13 @@ from torch import nn
 
 from .encoding import positional_encoding
 from .schedule import ScheduleKind, ScheduleTables, make_betas
+from .settings import check_choice
 
 Timestep = int | torch.Tensor
 Variance = Literal["beta", "beta_tilde"]
 LossKind = Literal["mse", "l1"]
-VARIANCES: tuple[str, ...] = ("beta", "beta_tilde")
-LOSSES: tuple[str, ...] = ("mse", "l1")
-
-
-def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    """Refuse ``value`` unless it is one of ``choices``, naming both (one message for every option list)."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
+VARIANCES: tuple[str, ...] = get_args(Variance)
+LOSSES: tuple[str, ...] = get_args(LossKind)
 
 
 class Diffusion:

@@ -32,7 +32,8 @@ from .ddim import (
     ddim_step,
     ddim_timesteps,
 )
-from .diffusion import VARIANCES, Diffusion, Timestep, Variance, check_choice
+from .diffusion import VARIANCES, Diffusion, Timestep, Variance
+from .settings import check_choice
 
 # One reverse step: (x_t, t, t_prev, predicted noise, z) -> x_{t_prev}; z is None on the final step.
 StepFn = Callable[[torch.Tensor, int, int, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -227,17 +228,17 @@ class DDIMSampler(Sampler):
     """DDIM (Song et al. 2021, Eq. 12 and 16) on a subset of the trained steps.
 
     Args:
-        num_steps: how many steps (network evaluations), spread by ``spacing`` over ``0 .. T - 1``
+        sampling_steps: how many steps (network evaluations), spread by ``spacing`` over ``0 .. T - 1``
             (:func:`ddpm.ddim.ddim_timesteps`, which bounds them by T when the chain is made);
             None: 50 (every trained step when T is smaller), unless ``timesteps`` is given.
         eta: 0 for deterministic DDIM (the default), up to 1 for DDPM-like noise.
         spacing: ``"uniform"`` (the project's default) or ``"quadratic"``.
-        timesteps: the steps to use instead of ``num_steps``: distinct ints in ``0 .. T - 1``.
+        timesteps: the steps to use instead of ``sampling_steps``: distinct ints in ``0 .. T - 1``.
         clamp: clamp each reconstructed x0 to [-1, 1] (see :func:`ddpm.ddim.ddim_step`).
     """
 
     name: ClassVar[str] = "ddim"
-    num_steps: int | None = None
+    sampling_steps: int | None = None
     eta: float = 0.0
     spacing: Spacing = "uniform"
     timesteps: Sequence[int] | None = None
@@ -246,8 +247,8 @@ class DDIMSampler(Sampler):
     def __post_init__(self) -> None:
         check_eta(self.eta)
         check_choice("DDIM spacing", self.spacing, SPACINGS)
-        if self.num_steps is not None and self.timesteps is not None:
-            raise ValueError("give either num_steps or timesteps for DDIM sampling, not both")
+        if self.sampling_steps is not None and self.timesteps is not None:
+            raise ValueError("give either sampling_steps or timesteps for DDIM sampling, not both")
         if self.timesteps is not None:
             # Checked here as far as possible without T (distinct ints >= 0), against T in chain();
             # stored as a tuple, in sampling order, so the frozen sampler holds no mutable list.
@@ -257,8 +258,8 @@ class DDIMSampler(Sampler):
     def chain(self, steps_total: int) -> list[int]:
         if self.timesteps is not None:
             return check_timesteps(self.timesteps, steps_total)
-        num_steps = min(DEFAULT_DDIM_STEPS, steps_total) if self.num_steps is None else self.num_steps
-        return ddim_timesteps(steps_total, num_steps, self.spacing)
+        sampling_steps = min(DEFAULT_DDIM_STEPS, steps_total) if self.sampling_steps is None else self.sampling_steps
+        return ddim_timesteps(steps_total, sampling_steps, self.spacing)
 
     def stepper(self, diffusion: Diffusion, timesteps: Sequence[int]) -> StepFn:
         coefficients = ddim_coefficients(diffusion, timesteps, self.eta)

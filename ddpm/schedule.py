@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 ScheduleKind = Literal["linear", "cosine"]
-SCHEDULES: tuple[str, ...] = ("linear", "cosine")
+SCHEDULES: tuple[str, ...] = get_args(ScheduleKind)
 
 # Floor on beta_tilde before its logarithm: beta_tilde_0 is exactly 0 (Appendix B, Listing 27).
 LOG_VARIANCE_FLOOR = 1e-20

@@ -14,21 +14,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ddpm.diffusion import LossKind, Variance
-from ddpm.samplers import SamplerName, make_sampler
+from ddpm.samplers import Sampler, SamplerName, make_sampler, sampler_options
 from ddpm.schedule import ScheduleKind
+from ddpm.settings import UsageError, bounded, check_ranges, text_parser, type_name
 from experiments.data.normalization import Normalization
-from experiments.evaluation.metrics import MetricName
-from experiments.evaluation.report import PaperKey
+from experiments.records import MetricName, PaperKey
 from experiments.runtime import Device, Precision
 from unet import NetworkConfig, UNetConfig, network_config_type, network_kind, network_kinds
-from unet.config import bounded, check_ranges
 
 # Seeds stay below 2^32 so that derived seeds (e.g. per evaluation batch) fit a 64-bit generator seed.
 MAX_SEED = 2**32 - 1
@@ -44,7 +42,7 @@ class DiffusionConfig:
     schedule: ScheduleKind = "linear"
 
     def __post_init__(self) -> None:
-        check_ranges(self, "diffusion")
+        check_ranges(self, "--diffusion.")
         if self.schedule == "linear" and self.beta_start > self.beta_end:
             raise ValueError(
                 f"--diffusion.beta_start ({self.beta_start:g}) must not exceed --diffusion.beta_end ({self.beta_end:g})"
@@ -59,8 +57,8 @@ class DataConfig:
     normalization: Normalization = "tutorial"
     # The BioSR training set already holds flipped and rotated copies: the tutorial adds none.
     augment: bool = False
-    # The memory-mapped cache feeds about 40,000 pairs/s from the main process; worker processes add a
-    # copy per batch and measured about 7,000 (python -m experiments.bench.data, README "Data").
+    # Loader worker processes: 0 reads the memory-mapped cache in the main process, which is faster
+    # than workers that copy every batch (python -m experiments.bench.data; docs/benchmarks.md).
     num_workers: int = bounded(0, 0)
     # Use only the first N training pairs (None: all); for quick experiments.
     max_train_pairs: int | None = bounded(None, 1)
@@ -69,7 +67,7 @@ class DataConfig:
     crop: int | None = bounded(None, 1)
 
     def __post_init__(self) -> None:
-        check_ranges(self, "data")
+        check_ranges(self, "--data.")
 
 
 @dataclass(frozen=True)
@@ -93,28 +91,79 @@ class TrainConfig:
     # bf16 autocast for the network ("auto": bf16 on CUDA, fp32 elsewhere); TF32 on recent GPUs;
     precision: Precision = "fp32"
     tf32: bool = False
-    # NHWC convolutions (1.4x the training throughput on a 2-core CPU, see unet/speed.py) and torch.compile.
+    # NHWC convolutions and torch.compile (their measured speed: docs/benchmarks.md).
     channels_last: bool = True
     compile: bool = False
 
     def __post_init__(self) -> None:
-        check_ranges(self, "train")
+        check_ranges(self, "--train.")
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """Evaluation after every ``every`` epochs (tutorial Listing 24: level_09, all 2,000 steps)."""
+class SamplingConfig:
+    """How samples are drawn, in evaluation and prediction (tutorial Listing 24: Eq. 11 on all T steps).
 
-    levels: tuple[str, ...] = ("level_09",)
+    ``sampling_steps`` is the number of network evaluations of one sample (DDIM only; None: 50, or every
+    trained step when T is smaller); ``diffusion.steps`` is T, the trained steps. :meth:`resolved` makes
+    the count explicit against T.
+    """
+
     # "simple": Eq. 11 (the tutorial's); "x0": Appendix B; "ddim": Song et al. (2021) on a subset of steps.
     sampler: SamplerName = "simple"
     # None: each sampler's own (beta for Eq. 11, beta_tilde for Appendix B).
     variance: Variance | None = None
-    # DDIM only: number of network evaluations (None: 50) and eta (0: deterministic).
     sampling_steps: int | None = bounded(None, 1)
+    # DDIM only: 0 deterministic, up to 1 for DDPM-like noise.
     eta: float = bounded(0.0, 0.0, 1.0)
     # Samples drawn per input; their mean is scored and their standard deviation is the uncertainty.
     samples: int = bounded(1, 1)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "--sampling.")
+
+    def build(self) -> Sampler:
+        """The sampler ``self.sampler`` names, with those of these options it takes."""
+        return make_sampler(self.sampler, variance=self.variance, sampling_steps=self.sampling_steps, eta=self.eta)
+
+    def resolved(self, diffusion_steps: int) -> "SamplingConfig":
+        """What runs on a model of T = ``diffusion_steps``: the options the sampler does not take reset (so
+        that what is recorded is what runs) and the number of network evaluations made explicit.
+
+        Raises :class:`~ddpm.settings.UsageError` naming the flags to change when the sampler cannot run
+        on T steps.
+        """
+        taken = self.sampler_options()
+        try:
+            chain = self.build().chain(diffusion_steps)
+        except ValueError as error:
+            flags = " or ".join(SAMPLER_FLAGS[name] for name in taken if name in SAMPLER_FLAGS)
+            raise UsageError(f"{error}; change {flags} (the model has {diffusion_steps} trained steps)") from None
+        return replace(
+            self,
+            variance=self.variance if "variance" in taken else None,
+            sampling_steps=len(chain) if "sampling_steps" in taken else None,
+            eta=self.eta if "eta" in taken else 0.0,
+        )
+
+    def sampler_options(self) -> tuple[str, ...]:
+        """The fields of this config that the chosen sampler takes."""
+        return tuple(name for name in sampler_options(self.sampler) if name in SAMPLER_FLAGS)
+
+    def network_evaluations(self, diffusion_steps: int) -> int:
+        """Network evaluations of one sample on a model of T = ``diffusion_steps``."""
+        return len(self.build().chain(diffusion_steps))
+
+
+# The sampler options a SamplingConfig sets, and the command-line flag of each (the same in every command).
+SAMPLER_FLAGS = {"variance": "--variance", "sampling_steps": "--sampling-steps", "eta": "--eta"}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """When and on what a run is evaluated (tutorial Listing 24: level_09 after every epoch); how its
+    samples are drawn is :class:`SamplingConfig`."""
+
+    levels: tuple[str, ...] = ("level_09",)
     batch_size: int = bounded(64, 1)
     every: int = bounded(1, 1)
     # Test images per level (None: all 150), and validation images for choosing the best checkpoint
@@ -128,7 +177,7 @@ class EvalConfig:
     seed: int = bounded(1234, 0, MAX_SEED)
 
     def __post_init__(self) -> None:
-        check_ranges(self, "eval")
+        check_ranges(self, "--eval.")
 
 
 @dataclass(frozen=True)
@@ -142,6 +191,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         # "kind" names the registered network whose fields follow.
@@ -152,6 +202,7 @@ class RunConfig:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object of config sections, got {type(data).__name__}")
         known, sections = {f.name for f in fields(cls)}, _section_types()
+        data = _with_sampling_section(data)
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown config entries {sorted(unknown)}; expected some of {sorted(known)}")
@@ -188,7 +239,21 @@ def _section_types() -> dict[str, type]:
         "data": DataConfig,
         "train": TrainConfig,
         "eval": EvalConfig,
+        "sampling": SamplingConfig,
     }
+
+
+def _with_sampling_section(data: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before sampling had its own section kept its fields in ``eval``: move them."""
+    evaluation = data.get("eval")
+    if "sampling" in data or not isinstance(evaluation, dict):
+        return data
+    names = {f.name for f in fields(SamplingConfig)}
+    moved = {key: value for key, value in evaluation.items() if key in names}
+    if not moved:
+        return data
+    kept = {key: value for key, value in evaluation.items() if key not in names}
+    return {**data, "eval": kept, "sampling": moved}
 
 
 # Run folders written before networks had names hold a U-Net's fields and no "kind".
@@ -217,8 +282,7 @@ TUTORIAL_L1 = RunConfig(name="l1", train=TrainConfig(loss="l1"), eval=EvalConfig
 # Laptop scale, on the real-structure set (`make real-data`; `--data.root data/synthetic` trains on the
 # look-alike of `make synthetic-data`): a narrower network, 200 diffusion steps, L1 (the tutorial's
 # better run) at a higher learning rate, training on 64 x 64 windows with EMA weights, and evaluation
-# by 10-step DDIM (the step count that scored best on the held-out cells, README "Faster sampling"),
-# 8 epochs: about 10 minutes on two idle CPU cores.
+# by 10-step DDIM (the step count that scored best on the held-out cells, docs/benchmarks.md), 8 epochs.
 DEMO = RunConfig(
     name="demo",
     diffusion=DiffusionConfig(steps=200, beta_start=1e-4, beta_end=0.1),
@@ -226,10 +290,8 @@ DEMO = RunConfig(
     data=DataConfig(root="data/biosr-sim", crop=64),
     train=TrainConfig(epochs=8, batch_size=16, lr=1e-3, loss="l1", ema_decay=0.995),
     # Both ends of the noise range: level_01 (barely visible) and level_09 (clean).
-    eval=EvalConfig(
-        levels=("level_01", "level_09"), sampler="ddim", sampling_steps=10, batch_size=32, max_test_images=32,
-        validation_images=16, every=4,
-    ),
+    eval=EvalConfig(levels=("level_01", "level_09"), batch_size=32, max_test_images=32, validation_images=16, every=4),
+    sampling=SamplingConfig(sampler="ddim", sampling_steps=10),
 )
 
 # The tutorial's L1 run with what issue-tested speed-ups offer: EMA weights, bf16 and TF32 on a GPU,
@@ -239,7 +301,8 @@ L1_FAST = replace(
     name="l1-fast",
     train=replace(TUTORIAL_L1.train, ema_decay=0.999, precision="auto", tf32=True),
     # No paper row: the paper sampled with all 2,000 steps.
-    eval=replace(TUTORIAL_L1.eval, sampler="ddim", sampling_steps=50, paper_comparison=None),
+    eval=replace(TUTORIAL_L1.eval, paper_comparison=None),
+    sampling=SamplingConfig(sampler="ddim", sampling_steps=50),
 )
 
 PRESETS: dict[str, RunConfig] = {"mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "l1-fast": L1_FAST, "demo": DEMO}
@@ -253,59 +316,13 @@ def preset(name: str) -> RunConfig:
 
 def check_consistency(config: RunConfig) -> None:
     """Refuse combinations of fields that would only fail later, mid-run, naming the flags to change."""
-    steps, evaluation = config.diffusion.steps, config.eval
     try:
-        make_sampler(evaluation.sampler, variance=evaluation.variance, num_steps=evaluation.sampling_steps,
-                     eta=evaluation.eta).chain(steps)
-    except ValueError as error:
-        raise ValueError(
-            f"--eval.sampling_steps {evaluation.sampling_steps} with --eval.sampler {evaluation.sampler}: {error} "
-            f"(--diffusion.steps is {steps}); change --eval.sampling_steps, --eval.eta or --eval.variance, "
-            "or --diffusion.steps"
-        ) from None
+        config.sampling.resolved(config.diffusion.steps)
+    except UsageError as error:
+        raise UsageError(f"{error}, or --diffusion.steps") from None
 
 
 # ------------------------------------------------------------------- command line
-def _unwrap_optional(annotation) -> tuple[Any, bool]:
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True
-    return annotation, False
-
-
-def _parse_scalar(text: str, annotation, flag: str):
-    if typing.get_origin(annotation) is Literal:
-        choices = typing.get_args(annotation)
-        if text not in choices:
-            raise argparse.ArgumentTypeError(f"{flag}: {text!r} is not one of {choices}")
-        return text
-    if annotation is bool:
-        lowered = text.lower()
-        if lowered not in ("true", "false", "1", "0", "yes", "no"):
-            raise argparse.ArgumentTypeError(f"{flag}: expected true or false, got {text!r}")
-        return lowered in ("true", "1", "yes")
-    try:
-        return annotation(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{flag}: cannot read {text!r} as {annotation.__name__}") from error
-
-
-def _parser_for(annotation, flag: str):
-    """A function turning the command-line text into a value of ``annotation``."""
-    inner, optional = _unwrap_optional(annotation)
-
-    def parse(text: str):
-        if optional and text.lower() == "none":
-            return None
-        if typing.get_origin(inner) is tuple:
-            item_type = typing.get_args(inner)[0]
-            return tuple(_parse_scalar(part.strip(), item_type, flag) for part in text.split(",") if part.strip())
-        return _parse_scalar(text, inner, flag)
-
-    return parse
-
-
 def _section_fields() -> list[tuple[str, dataclasses.Field, Any]]:
     entries = []
     for section, section_type in _section_types().items():
@@ -330,12 +347,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             flags.append(f"--{f.name.replace('_', '-')}")
         group.add_argument(
             *flags,
-            dest=f"cfg__{section}__{f.name}",
-            type=_parser_for(annotation, flags[0]),
+            dest=f"cfg__{section}__{f.name}",  # read back by config_overrides
+            type=text_parser(annotation, flags[0]),
             # Absent unless given, so that "none" can set an optional field to None.
             default=argparse.SUPPRESS,
             metavar=f.name.upper(),
-            help=f"({_type_name(annotation)})",
+            help=f"({type_name(annotation)})",
         )
     _add_network_arguments(group, counts)
 
@@ -353,7 +370,7 @@ def _network_field_types() -> dict[str, dict[str, Any]]:
 
 def _add_network_arguments(group, counts: dict[str, int]) -> None:
     """``--network.kind`` and one flag per field of any registered network, read as text: which type a
-    value must have depends on the kind, known only once all flags are parsed (``_network_from_args``)."""
+    value must have depends on the kind, known only once all flags are parsed (``_network_from_texts``)."""
     group.add_argument(
         "--network.kind", dest="network_kind", choices=network_kinds(), default=argparse.SUPPRESS,
         help="the registered network to train (default: the preset's); the --network.* flags below are its fields",
@@ -362,45 +379,51 @@ def _add_network_arguments(group, counts: dict[str, int]) -> None:
         flags = [f"--network.{name}"] + ([f"--{name.replace('_', '-')}"] if counts[name] == 1 else [])
         kinds: dict[str, list[str]] = {}
         for kind, annotation in by_kind.items():
-            kinds.setdefault(_type_name(annotation), []).append(kind)
+            kinds.setdefault(type_name(annotation), []).append(kind)
         group.add_argument(
-            *flags, dest=f"net__{name}", default=argparse.SUPPRESS, metavar=name.upper(),
+            *flags, dest=f"net__network__{name}", default=argparse.SUPPRESS, metavar=name.upper(),
             help="(" + "; ".join(f"{type_name} for {', '.join(names)}" for type_name, names in kinds.items()) + ")",
         )
 
 
-def _network_from_args(network: NetworkConfig, args: argparse.Namespace) -> NetworkConfig:
-    """``network``, or the defaults of ``--network.kind`` when it names another kind, with the given
-    ``--network.*`` fields parsed for that kind; a field the kind lacks is refused, naming its fields."""
-    kind = getattr(args, "network_kind", network_kind(network))
+def _network_from_texts(network: NetworkConfig, given: dict[str, str]) -> NetworkConfig:
+    """``network``, or the defaults of ``given["kind"]`` when it names another kind, with the other given
+    fields (command-line text) parsed for that kind; a field the kind lacks is refused, naming its fields."""
+    given = dict(given)
+    kind = given.pop("kind", network_kind(network))
     config_type = network_config_type(kind)
     hints, names = typing.get_type_hints(config_type), [f.name for f in fields(config_type)]
-    given = {key.split("__", 1)[1]: text for key, text in vars(args).items() if key.startswith("net__")}
     unknown = [name for name in given if name not in names]
     if unknown:
         raise ValueError(
             f"--network.kind {kind} has no field {', '.join(unknown)}; its fields are {', '.join(names)}"
         )
     try:
-        values = {name: _parser_for(hints[name], f"--network.{name}")(text) for name, text in given.items()}
+        values = {name: text_parser(hints[name], f"--network.{name}")(text) for name, text in given.items()}
     except argparse.ArgumentTypeError as error:
         raise ValueError(f"{error} (network kind {kind})") from error
     return replace(network if type(network) is config_type else config_type(), **values)
 
 
-def _type_name(annotation) -> str:
-    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+def config_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The configuration flags given on the command line: ``{section: {field: value}}``, the network's
+    fields under ``"network"`` (as text, read for the kind by :func:`config_from_args`)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in vars(args).items():
+        if key.startswith(("cfg__", "net__")):
+            _, section, name = key.split("__", 2)
+            overrides.setdefault(section, {})[name] = value
+    if hasattr(args, "network_kind"):
+        overrides.setdefault("network", {})["kind"] = args.network_kind
+    return overrides
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The preset named by ``args.preset`` with every given override applied."""
     config = preset(args.preset)
-    overrides: dict[str, dict[str, Any]] = {}
-    for key, value in vars(args).items():
-        if key.startswith("cfg__"):
-            _, section, name = key.split("__", 2)
-            overrides.setdefault(section, {})[name] = value
+    overrides = config_overrides(args)
+    network = overrides.pop("network", {})
     sections = {name: replace(getattr(config, name), **values) for name, values in overrides.items()}
-    sections["network"] = _network_from_args(config.network, args)
+    sections["network"] = _network_from_texts(config.network, network)
     top = {k: v for k, v in (("name", args.name), ("out_dir", args.out_dir)) if v is not None}
     return replace(config, **sections, **top)

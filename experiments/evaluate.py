@@ -13,19 +13,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from ddpm import SAMPLERS, VARIANCES
+from ddpm.settings import UsageError
 from experiments import figures
 from experiments.data import PairedImageDataset, list_test_levels
-from experiments.evaluation.loop import UsageError, bicubic_baseline, evaluate, sampling_config
+from experiments.evaluation.loop import bicubic_baseline, evaluate
 from experiments.evaluation.quality_report import QualityAccumulator, append_section, calibration_report, validation_scale
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 from experiments.inference.loading import InferenceError, load_for_inference
-from experiments.runtime import autocast, resolve_precision
+from experiments.inference.sampling import sampling_from_flags
+from experiments.runtime import DEVICES, autocast, resolve_precision
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eta", type=float, help="DDIM eta (0: deterministic)")
     parser.add_argument("--samples", type=int, help="samples averaged per image")
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--out", help="folder for the results (default: <checkpoint folder>/evaluation)")
     parser.add_argument("--no-progress", action="store_true")
     return parser.parse_args(argv)
@@ -53,34 +55,35 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = load_for_inference(args.checkpoint, args.device)
         config = predictor.config
-        settings = sampling_config(config.eval, config.diffusion.steps, args.sampler, args.variance,
-                                   args.sampling_steps, args.eta, args.samples)
+        sampling = sampling_from_flags(config.sampling, config.diffusion.steps, sampler=args.sampler,
+                                       variance=args.variance, sampling_steps=args.sampling_steps, eta=args.eta,
+                                       samples=args.samples)
     except (InferenceError, FileNotFoundError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    schedule = config.eval
     if args.batch_size is not None:
-        settings = replace(settings, batch_size=args.batch_size)
+        schedule = replace(schedule, batch_size=args.batch_size)
     if args.all_images or args.max_images is not None:
-        settings = replace(settings, max_test_images=None if args.all_images else args.max_images)
+        schedule = replace(schedule, max_test_images=None if args.all_images else args.max_images)
     root = args.data or config.data.root
-    levels = list_test_levels(root) if args.levels == "all" else (args.levels.split(",") if args.levels else settings.levels)
+    levels = list_test_levels(root) if args.levels == "all" else (args.levels.split(",") if args.levels else schedule.levels)
     out = Path(args.out) if args.out else predictor.checkpoint.parent / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(config.train.precision, predictor.device)
 
     results = {}
     with autocast(predictor.device, precision):  # the std map's calibration: fitted on validation, never test
-        scale = validation_scale(predictor, root, settings, not args.no_progress) if settings.samples > 1 else None
+        scale = validation_scale(predictor, root, sampling, schedule, not args.no_progress) if sampling.samples > 1 else None
     for level in levels:
         dataset = PairedImageDataset(root, "test", level=level, normalization=config.data.normalization)
         quality = QualityAccumulator()
         with autocast(predictor.device, precision):
-            result = evaluate(predictor.model, predictor.diffusion, dataset, settings, settings.max_test_images,
-                              seed=settings.seed, progress=not args.no_progress, description=f"test {level}",
-                              observe=quality.update)
-        baseline = bicubic_baseline(dataset, settings.max_test_images)
+            result = evaluate(predictor.model, predictor.diffusion, dataset, sampling, schedule, schedule.max_test_images,
+                              progress=not args.no_progress, description=f"test {level}", observe=quality.update)
+        baseline = bicubic_baseline(dataset, schedule.max_test_images)
         results[level] = {"model": result.metrics, "bicubic": baseline, "quality": quality.metrics()}
-        if settings.samples > 1:
+        if sampling.samples > 1:
             results[level]["calibration"] = calibration_report(quality, scale, out / f"calibration_{level}.png")
         figures.plot_sample_grid(result.inputs, result.outputs, result.targets, out / f"samples_{level}.png",
                                  title=f"{predictor.checkpoint.name}, test {level}")
@@ -90,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 
     (out / "evaluation.json").write_text(json.dumps(
         {"checkpoint": str(predictor.checkpoint), "digest": predictor.digest, "weights": predictor.weights,
-         "sampling": {k: getattr(settings, k) for k in ("sampler", "variance", "sampling_steps", "eta", "samples", "seed")},
+         "sampling": {**asdict(sampling), "seed": schedule.seed},
          "levels": {level: {k: v for k, v in r.items() if k != "rows"} for level, r in results.items()}},
         indent=2) + "\n")
-    summary = {"checkpoint": predictor.checkpoint, "weights": predictor.weights, "sampler": settings.sampler,
-               "sampling steps": settings.sampling_steps or config.diffusion.steps, "samples": settings.samples}
+    summary = {"checkpoint": predictor.checkpoint, "weights": predictor.weights, "sampler": sampling.sampler,
+               "sampling steps": sampling.network_evaluations(config.diffusion.steps), "samples": sampling.samples}
     tables = levels_table({level: r["rows"] for level, r in results.items()})
     write_report(out / "evaluation.md", f"Evaluation of {predictor.checkpoint}", summary, tables,
                  ["Metrics on [-1, 1] images with data range 2.0."])

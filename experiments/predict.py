@@ -37,22 +37,25 @@ import sys
 from dataclasses import dataclass, replace
 from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ddpm import SAMPLERS, VARIANCES
 from ddpm.ddim import DEFAULT_DDIM_STEPS
+from ddpm.settings import UsageError, check_value, field_range
 from experiments import figures
-from experiments.config import Device, EvalConfig, TrainConfig
+from experiments.config import SamplingConfig, TrainConfig
 from experiments.data.images import REDUCTIONS, Reduce, float_range_problem
 from experiments.data.normalization import from_model_range
 from experiments.evaluation import check, quality_figures
-from experiments.evaluation.loop import UsageError, sampling_config
-from experiments.inference.loading import InferenceError, Predictor, load_for_inference
-from unet.config import check_value, field_range
+from experiments.inference.loading import InferenceError, load_for_inference
+from experiments.inference.predictor import Predictor
+from experiments.inference.sampling import sampling_from_flags
+from experiments.inference.tiling import TileLayout
+from experiments.runtime import DEVICES
 from experiments.data.tif_io import (
     FrameInfo,
     InputError,
@@ -74,23 +77,11 @@ class OutputError(OSError):
     """An output file cannot be written; the message names it."""
 
 
-def _literal_choices(annotation) -> tuple[str, ...]:
-    """The strings of a ``Literal`` annotation, also inside ``Literal[...] | None``."""
-    if get_origin(annotation) is Literal:
-        return get_args(annotation)
-    return tuple(choice for part in get_args(annotation) for choice in _literal_choices(part))
-
-
-_EVAL_HINTS = get_type_hints(EvalConfig)
-SAMPLERS = _literal_choices(_EVAL_HINTS["sampler"])
-VARIANCES = _literal_choices(_EVAL_HINTS["variance"])
-
-
 @dataclass(frozen=True)
 class PredictOptions:
     """How to process every input (see the command's ``--help`` for each)."""
 
-    sampling: EvalConfig
+    sampling: SamplingConfig
     seed: int = 0
     tile: int | None = None  # None: the side of the checkpoint's training images
     overlap: int = 32
@@ -124,14 +115,19 @@ def tile_of(options: PredictOptions, predictor: Predictor) -> int:
     return predictor.tile if options.tile is None else options.tile
 
 
+def layout_of(options: PredictOptions, predictor: Predictor) -> TileLayout:
+    """The tile layout of ``--tile``, ``--overlap`` and ``--batch-size`` (checked by :func:`check_options`)."""
+    return predictor.layout(tile_of(options, predictor), options.overlap, options.batch_size)
+
+
 def check_options(options: PredictOptions, predictor: Predictor) -> None:
     """Refuse settings that cannot work, naming the option, before any file is read."""
     if options.write_std and options.sampling.samples < 2:
         raise UsageError("--std needs several samples to measure their spread; add --samples 2 or more (e.g. 8)")
-    factor, tile = predictor.size_factor, tile_of(options, predictor)
-    if tile < factor or tile % factor:
+    size_multiple, tile = predictor.size_multiple, tile_of(options, predictor)
+    if tile < size_multiple or tile % size_multiple:
         raise UsageError(
-            f"--tile must be a positive multiple of {factor} for this network (its size_multiple), got {tile}"
+            f"--tile must be a positive multiple of {size_multiple} for this network (its size_multiple), got {tile}"
         )
     if not 0 <= options.overlap < tile:
         raise UsageError(f"--overlap must be within 0..{tile - 1} (less than --tile), got {options.overlap}")
@@ -177,12 +173,12 @@ def software_version() -> str:
         return "unknown (not installed)"
 
 
-def sampling_settings(sampling: EvalConfig, diffusion_steps: int) -> dict:
+def sampling_settings(sampling: SamplingConfig, diffusion_steps: int) -> dict:
     """The settings that decide the samples; ``sampling_steps`` is the number of network evaluations."""
     return {
         "sampler": sampling.sampler,
         "variance": sampling.variance,
-        "sampling_steps": sampling.sampling_steps or diffusion_steps,
+        "sampling_steps": sampling.network_evaluations(diffusion_steps),
         "eta": sampling.eta,
         "samples": sampling.samples,
     }
@@ -260,13 +256,12 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     if problem:  # the user has this model and may still want its output: warn, where training refuses
         print(f"warning: {problem}; rescale the file to [0, 1] for meaningful output", file=sys.stderr)
     generator = torch.Generator(device=predictor.device).manual_seed(options.seed)
+    layout = layout_of(options, predictor)
     mean, std = predictor.super_resolve(
         torch.from_numpy(model_in)[:, None],
         options.sampling,
         generator,
-        tile_of(options, predictor),
-        options.overlap,
-        options.batch_size,
+        layout,
         progress=options.progress,
         desc=path.name,
         hashed_noise_seed=options.seed if options.hashed_noise else None,
@@ -278,8 +273,7 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     checks = []
     if options.check:  # two more single samples, drawn after the output's from the same generator
         pair = [predictor.super_resolve(torch.from_numpy(model_in)[:, None], replace(options.sampling, samples=1),
-                                        generator, options.tile, options.overlap, options.batch_size,
-                                        progress=options.progress, desc=f"{path.name} check")[0][:, 0]
+                                        generator, layout, progress=options.progress, desc=f"{path.name} check")[0][:, 0]
                 for _ in range(check.CHECK_SAMPLES)]
         native_in = from_model_range(to_model_frames(native, info, normalization))
         checks = check.check_frames(torch.from_numpy(from_model_range(mean)), torch.from_numpy(native_in),
@@ -320,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its last.pt)")
     parser.add_argument("--input", required=True, nargs="+", help="TIF files and/or folders of TIFs")
     parser.add_argument("--output", required=True, type=Path, help="folder for the results (created if missing)")
-    parser.add_argument("--device", default="auto", choices=get_args(Device))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     sampling = parser.add_argument_group("sampling (default: the checkpoint's evaluation settings)")
-    sampling.add_argument("--sampler", choices=SAMPLERS)
+    sampling.add_argument("--sampler", choices=tuple(SAMPLERS))
     sampling.add_argument("--variance", choices=VARIANCES, help="simple / x0 samplers only")
     sampling.add_argument(
         "--sampling-steps", type=int, help=f"DDIM only: network evaluations (default {DEFAULT_DDIM_STEPS})"
@@ -364,9 +358,8 @@ def run(args: argparse.Namespace) -> list[OutputPaths]:
     inputs = find_inputs(args.input)
     predictor = load_for_inference(args.checkpoint, args.device)
     steps = predictor.diffusion.steps
-    sampling = sampling_config(
-        predictor.config.eval, steps, args.sampler, args.variance, args.sampling_steps, args.eta, args.samples
-    )
+    sampling = sampling_from_flags(predictor.config.sampling, steps, sampler=args.sampler, variance=args.variance,
+                                   sampling_steps=args.sampling_steps, eta=args.eta, samples=args.samples)
     options = PredictOptions(
         sampling=sampling,
         seed=args.seed,

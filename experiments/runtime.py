@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 Device = Literal["auto", "cuda", "mps", "cpu"]
+DEVICES: tuple[str, ...] = get_args(Device)
 # "auto": bf16 on CUDA, fp32 elsewhere (resolve_precision).
 Precision = Literal["fp32", "bf16", "auto"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -28,8 +30,8 @@ def pick_device(requested: str = "auto") -> torch.device:
         raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device auto or cpu")
     if requested == "mps" and not torch.backends.mps.is_available():
         raise RuntimeError("--device mps was asked for, but this PyTorch has no MPS backend; use --device auto or cpu")
-    if requested not in ("cuda", "mps", "cpu"):
-        raise ValueError(f"unknown device {requested!r}; choose one of ('auto', 'cuda', 'mps', 'cpu')")
+    if requested not in DEVICES:
+        raise ValueError(f"unknown device {requested!r}; choose one of {DEVICES}")
     return torch.device(requested)
 
 
@@ -83,8 +85,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if requested == "bf16" and device.type != "cuda":
         raise ValueError(f"train.precision bf16 needs a CUDA GPU, but this run is on {device.type}; use fp32 or auto")
-    if requested not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {requested!r}; choose one of ('fp32', 'bf16', 'auto')")
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}; choose one of {PRECISIONS}")
     return requested
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from experiments.config import add_config_arguments, config_from_args
+from experiments.config import add_config_arguments, config_from_args, config_overrides
 from experiments.training.run_folder import new_run_dir
 from experiments.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    overrides = sorted(key.split("__", 2)[2] for key in vars(args) if key.startswith("cfg__"))
+    overrides = sorted(f"{section}.{name}" for section, values in config_overrides(args).items() for name in values)
     if args.resume and overrides:
         print(f"error: --resume continues a run with its own config.json; drop {overrides}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from experiments.bench.sampling import (
     time_chain,
     training_images_per_s,
 )
-from experiments.config import DiffusionConfig, EvalConfig, RunConfig, TrainConfig
+from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.build import build_diffusion, build_model
 from training_helpers import make_tiny_data
 from unet import UNetConfig
@@ -27,7 +27,7 @@ TINY = RunConfig(
     diffusion=DiffusionConfig(steps=30, beta_start=1e-3, beta_end=0.2),
     network=UNetConfig(channels=(4, 8), base_channels=(8,), attention=(False, False), time_encoding_dim=8),
     train=TrainConfig(batch_size=4, device="cpu"),
-    eval=EvalConfig(sampler="ddim", sampling_steps=3),
+    sampling=SamplingConfig(sampler="ddim", sampling_steps=3),
 )
 
 
@@ -102,10 +102,10 @@ def test_ddim_step_counts_are_capped_at_T_without_repeats():
 
 
 def test_quality_rows_are_simple_then_ddim_with_the_given_eta():
-    rows = quality_configs(EvalConfig(samples=4, sampler="ddim"), 30, batch_size=5, eta=0.5)
+    rows = quality_configs(SamplingConfig(samples=4, sampler="ddim"), 30, eta=0.5)
     assert list(rows) == ["simple 30", "ddim 10", "ddim 25", "ddim 30"]
     assert rows["simple 30"].sampler == "simple"
-    assert all(row.samples == 1 and row.batch_size == 5 for row in rows.values())
+    assert all(row.samples == 1 for row in rows.values())
     assert [(row.sampling_steps, row.eta) for name, row in rows.items() if name != "simple 30"] == [
         (10, 0.5), (25, 0.5), (30, 0.5)
     ]
@@ -115,7 +115,7 @@ def test_short_chains_are_timed_in_full_and_long_ones_extrapolated():
     diffusion = build_diffusion(TINY, torch.device("cpu"))
     model = build_model(TINY, torch.device("cpu")).eval()
     condition = torch.zeros(1, 1, 16, 16)
-    full = time_chain(diffusion, model, condition, DDIMSampler(num_steps=3), timed_steps=5)
+    full = time_chain(diffusion, model, condition, DDIMSampler(sampling_steps=3), timed_steps=5)
     cut = time_chain(diffusion, model, condition, SimpleSampler(), timed_steps=2)
     assert (full.sampler, full.steps, full.timed_steps, full.extrapolated) == ("ddim", 3, 3, False)
     assert (cut.sampler, cut.steps, cut.timed_steps, cut.extrapolated) == ("simple", 30, 2, True)

@@ -14,9 +14,9 @@ import pytest
 import tifffile
 import torch
 
-from experiments.config import DataConfig, EvalConfig
+from experiments.config import DataConfig, EvalConfig, SamplingConfig
 from experiments.data.tif_io import read_metadata
-from experiments.inference.loading import Predictor
+from experiments.inference.predictor import Predictor
 from experiments.predict import main
 from test_predict import FAST, TINY, save_checkpoint
 from training_helpers import make_tiny_data
@@ -95,8 +95,8 @@ def test_an_invented_blob_lights_up_the_consistency_map_where_it_was_invented(ch
 def evaluation_run(tmp_path_factory):
     data = make_tiny_data(tmp_path_factory.mktemp("data"))
     config = replace(TINY, data=DataConfig(root=str(data), num_workers=0),
-                     eval=EvalConfig(sampler="ddim", sampling_steps=3, batch_size=2, max_test_images=2,
-                                     levels=("level_09",)))
+                     eval=EvalConfig(batch_size=2, max_test_images=2, levels=("level_09",)),
+                     sampling=SamplingConfig(sampler="ddim", sampling_steps=3))
     return save_checkpoint(tmp_path_factory.mktemp("evalrun") / "last.pt", config)
 
 
@@ -136,14 +136,14 @@ def test_an_output_equal_to_its_input_is_consistent_and_resolves_what_the_input_
     RSP 1), the output's FRC against the target is the bicubic input's, and two identical samples agree
     at every ring (Nyquist, 2 px). The input mirrored left-right instead no longer matches its input or
     its target: RSE > 0 and a coarser FRC resolution than the input's."""
-    from experiments.evaluation import loop as evaluation
     from experiments.evaluate import main as evaluate
+    from experiments.inference.sampling import Sampling
 
-    def copies(model, diffusion, condition, config, *args):
+    def copies(self, model, condition, *args, **kwargs):
         image = condition.flip(-1) if mirrored else condition
         return image.repeat(2, 1, 1, 1, 1).float()
 
-    monkeypatch.setattr(evaluation, "draw_samples", copies)
+    monkeypatch.setattr(Sampling, "draw", copies)
     assert evaluate(["--checkpoint", str(evaluation_run), "--samples", "1", "--device", "cpu", "--no-progress",
                      "--out", str(tmp_path)]) == 0
     quality = json.loads((tmp_path / "evaluation.json").read_text())["levels"]["level_09"]["quality"]

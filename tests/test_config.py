@@ -32,7 +32,7 @@ def test_overrides_by_short_and_dotted_names():
     assert config.train.epochs == 5 and config.train.lr == 2e-4
     assert config.network.channels == (8, 16) and config.network.attention == (False, True)
     assert config.network.base_channels == (32,)
-    assert config.eval.max_test_images is None and config.eval.variance == "beta_tilde"
+    assert config.eval.max_test_images is None and config.sampling.variance == "beta_tilde"
 
 
 def test_none_clears_an_optional_field():
@@ -69,7 +69,7 @@ def test_unknown_fields_in_a_config_file_are_named(tmp_path):
 
 def test_sampling_steps_beyond_the_diffusion_steps_are_refused_naming_both_flags():
     check_consistency(parse("--preset", "demo"))
-    with pytest.raises(ValueError, match=r"--eval\.sampling_steps 10 .*--diffusion\.steps"):
+    with pytest.raises(ValueError, match=r"got 10; change --sampling-steps.*--diffusion\.steps"):
         check_consistency(parse("--preset", "demo", "--steps", "5"))
 
 
@@ -82,8 +82,8 @@ OUT_OF_RANGE = [
     (["--diffusion.steps", "0"], "--diffusion.steps must be >= 1, got 0"),
     (["--epochs", "0"], "--train.epochs must be >= 1"),
     (["--every", "0"], "--eval.every must be >= 1"),
-    (["--samples", "0"], "--eval.samples must be >= 1"),
-    (["--sampling-steps", "0"], "--eval.sampling_steps must be >= 1"),
+    (["--samples", "0"], "--sampling.samples must be >= 1"),
+    (["--sampling-steps", "0"], "--sampling.sampling_steps must be >= 1"),
     (["--train.lr", "0"], "--train.lr must be > 0"),
     (["--train.lr", "nan"], "--train.lr must be > 0, got nan"),
     (["--weight-decay", "-0.1"], "--train.weight_decay must be >= 0"),
@@ -91,8 +91,8 @@ OUT_OF_RANGE = [
     (["--beta-end", "1"], "--diffusion.beta_end must be > 0 and < 1"),
     (["--beta-start", "0.2", "--beta-end", "0.1"], "--diffusion.beta_start .* must not exceed --diffusion.beta_end"),
     (["--ema-decay", "1"], "--train.ema_decay must be > 0 and < 1"),
-    (["--eta", "-0.5"], "--eval.eta must be >= 0 and <= 1"),
-    (["--eta", "inf"], "--eval.eta must be >= 0 and <= 1"),
+    (["--eta", "-0.5"], "--sampling.eta must be >= 0 and <= 1"),
+    (["--eta", "inf"], "--sampling.eta must be >= 0 and <= 1"),
     (["--train.seed", "-1"], "--train.seed must be >= 0"),
     (["--eval.seed", str(2**40)], "--eval.seed must be >= 0 and <= 4.29497e\\+09"),
     (["--num-workers", "-1"], "--data.num_workers must be >= 0"),
@@ -122,10 +122,10 @@ def test_every_numeric_field_is_range_checked_when_the_config_is_built(argv, mes
 def test_every_numeric_field_has_a_declared_range():
     from dataclasses import fields
 
-    from experiments.config import DataConfig, DiffusionConfig, EvalConfig, TrainConfig
-    from unet import UNetConfig
+    from experiments.config import DataConfig, DiffusionConfig, EvalConfig, SamplingConfig, TrainConfig
+    from unet import ResNetConfig, UNetConfig
 
-    for section in (DiffusionConfig, DataConfig, TrainConfig, EvalConfig, UNetConfig):
+    for section in (DiffusionConfig, DataConfig, TrainConfig, EvalConfig, SamplingConfig, UNetConfig, ResNetConfig):
         for f in fields(section):
             numeric = any(kind in str(f.type) for kind in ("int", "float"))
             assert not numeric or "range" in f.metadata, f"{section.__name__}.{f.name} has no range"
@@ -159,7 +159,8 @@ def test_choice_lists_are_imported_from_where_they_live():
     from ddpm.schedule import ScheduleKind
     from experiments.config import DataConfig, DiffusionConfig, EvalConfig, TrainConfig
     from experiments.data.normalization import Normalization
-    from experiments.evaluation.metrics import HIGHER_IS_BETTER, METRIC_NAMES, MetricName
+    from experiments.evaluation.metrics import HIGHER_IS_BETTER
+    from experiments.records import METRIC_NAMES, MetricName
     from experiments.runtime import Precision
 
     assert typing.get_type_hints(DiffusionConfig)["schedule"] is ScheduleKind
@@ -173,13 +174,14 @@ def test_choice_lists_are_imported_from_where_they_live():
 def test_the_paper_row_is_chosen_by_the_config_field_not_by_the_run_name():
     from experiments.config import TUTORIAL_L1, TUTORIAL_MSE, EvalConfig, RunConfig
     from experiments.evaluation.report import paper_row_label
+    from experiments.records import EpochRecord
     from experiments.training.run_folder import final_rows
 
     scores = {"mae": 0.1, "nrmse": 0.2, "ssim": 0.5, "ms_ssim": 0.6, "psnr": 20.0}
-    history = [{"epoch": 1, **{f"level_09/{k}": v for k, v in scores.items()}}]
+    history = [EpochRecord(1, 0.5, 1.0, {"level_09": scores})]
 
     def rows(config):
-        return final_rows(config, history, lambda level: scores)["level_09"]
+        return final_rows(config, history, {"level_09": scores})["level_09"]
 
     assert paper_row_label("mse") in rows(TUTORIAL_MSE) and paper_row_label("l1") in rows(TUTORIAL_L1)
     named_like_the_paper = RunConfig(name="mse", eval=EvalConfig(paper_comparison=None))

@@ -52,19 +52,19 @@ def round_half_up(value: Fraction) -> int:
 
 @given(steps_total=st.integers(1, 3000), data=st.data(), spacing=st.sampled_from(["uniform", "quadratic"]))
 def test_timesteps_are_distinct_descending_and_span_the_schedule(steps_total, data, spacing):
-    num_steps = data.draw(st.integers(1, steps_total))
-    chain = ddim_timesteps(steps_total, num_steps, spacing)
-    assert len(chain) == num_steps
+    sampling_steps = data.draw(st.integers(1, steps_total))
+    chain = ddim_timesteps(steps_total, sampling_steps, spacing)
+    assert len(chain) == sampling_steps
     assert all(later < earlier for earlier, later in zip(chain, chain[1:]))
     assert chain[0] == steps_total - 1
-    assert chain[-1] == (0 if num_steps > 1 else steps_total - 1)
+    assert chain[-1] == (0 if sampling_steps > 1 else steps_total - 1)
 
 
 @given(steps_total=st.integers(2, 3000), data=st.data())
 def test_uniform_timesteps_are_the_rounded_even_grid(steps_total, data):
-    num_steps = data.draw(st.integers(2, steps_total))
-    ascending = ddim_timesteps(steps_total, num_steps, "uniform")[::-1]
-    expected = [round_half_up(Fraction(i * (steps_total - 1), num_steps - 1)) for i in range(num_steps)]
+    sampling_steps = data.draw(st.integers(2, steps_total))
+    ascending = ddim_timesteps(steps_total, sampling_steps, "uniform")[::-1]
+    expected = [round_half_up(Fraction(i * (steps_total - 1), sampling_steps - 1)) for i in range(sampling_steps)]
     assert ascending == expected
     gaps = {b - a for a, b in zip(ascending, ascending[1:])}
     assert max(gaps) - min(gaps) <= 1
@@ -72,9 +72,9 @@ def test_uniform_timesteps_are_the_rounded_even_grid(steps_total, data):
 
 @given(steps_total=st.integers(2, 3000), data=st.data())
 def test_quadratic_timesteps_crowd_towards_zero(steps_total, data):
-    num_steps = data.draw(st.integers(2, steps_total))
-    uniform = ddim_timesteps(steps_total, num_steps, "uniform")
-    quadratic = ddim_timesteps(steps_total, num_steps, "quadratic")
+    sampling_steps = data.draw(st.integers(2, steps_total))
+    uniform = ddim_timesteps(steps_total, sampling_steps, "uniform")
+    quadratic = ddim_timesteps(steps_total, sampling_steps, "quadratic")
     assert all(q <= u for q, u in zip(quadratic, uniform))
     # Gaps grow with t (up to one step of rounding either side).
     ascending = quadratic[::-1]
@@ -86,18 +86,18 @@ def test_quadratic_timesteps_crowd_towards_zero(steps_total, data):
 def test_quadratic_timesteps_follow_i_squared(steps_total, data):
     # Song et al. (2021, Sec. 5) space the steps quadratically: t_i grows as i^2. Keeping both ends,
     # t_i = i + round((i / (n - 1))^2 (T - n)), the i keeping them distinct.
-    num_steps = data.draw(st.integers(2, steps_total))
-    last, extra = num_steps - 1, steps_total - num_steps
-    expected = [i + round_half_up(Fraction(i * i, last * last) * extra) for i in range(num_steps)]
-    assert ddim_timesteps(steps_total, num_steps, "quadratic")[::-1] == expected
+    sampling_steps = data.draw(st.integers(2, steps_total))
+    last, extra = sampling_steps - 1, steps_total - sampling_steps
+    expected = [i + round_half_up(Fraction(i * i, last * last) * extra) for i in range(sampling_steps)]
+    assert ddim_timesteps(steps_total, sampling_steps, "quadratic")[::-1] == expected
 
 
 def test_quadratic_and_uniform_spacing_by_hand():
     # T = 100, n = 5: extra = 95; quadratic 95 i^2 / 16 = 0, 5.9, 23.75, 53.4, 95; uniform 99 i / 4.
     assert ddim_timesteps(100, 5, "quadratic") == [99, 56, 26, 7, 0]
     assert ddim_timesteps(100, 5, "uniform") == [99, 74, 50, 25, 0]
-    assert DDIMSampler(num_steps=5, spacing="quadratic").chain(100) == [99, 56, 26, 7, 0]
-    assert DDIMSampler(num_steps=5).chain(100) == [99, 74, 50, 25, 0]  # the project's default spacing
+    assert DDIMSampler(sampling_steps=5, spacing="quadratic").chain(100) == [99, 56, 26, 7, 0]
+    assert DDIMSampler(sampling_steps=5).chain(100) == [99, 74, 50, 25, 0]  # the project's default spacing
 
 
 def test_the_tutorial_schedule_at_50_steps():
@@ -106,16 +106,16 @@ def test_the_tutorial_schedule_at_50_steps():
 
 
 @pytest.mark.parametrize(
-    "steps_total, num_steps, spacing, error, message",
+    "steps_total, sampling_steps, spacing, error, message",
     [
         (10, 0, "uniform", ValueError, r"within 1\.\.10"),
         (10, 11, "uniform", ValueError, r"within 1\.\.10"),
         (10, 5, "cubic", ValueError, r"unknown DDIM spacing 'cubic'.*uniform.*quadratic"),
     ],
 )
-def test_bad_step_counts_and_spacings_are_named(steps_total, num_steps, spacing, error, message):
+def test_bad_step_counts_and_spacings_are_named(steps_total, sampling_steps, spacing, error, message):
     with pytest.raises(error, match=message):
-        ddim_timesteps(steps_total, num_steps, spacing)
+        ddim_timesteps(steps_total, sampling_steps, spacing)
 
 
 @given(steps_total=st.integers(1, 500), data=st.data())
@@ -221,7 +221,7 @@ def test_eta_one_chain_is_the_appendix_b_chain_under_the_same_seed():
     model = Recorder(in_channels=2).double()
     condition = torch.rand(2, 1, 6, 6, dtype=torch.float64) * 2 - 1
     seeded = lambda: torch.Generator().manual_seed(3)
-    ddim = DDIMSampler(num_steps=30, eta=1.0)(diffusion, model, condition, generator=seeded(), progress=False)
+    ddim = DDIMSampler(sampling_steps=30, eta=1.0)(diffusion, model, condition, generator=seeded(), progress=False)
     ancestral = X0Sampler(variance="beta_tilde")(diffusion, model, condition, generator=seeded(), progress=False)
     torch.testing.assert_close(ddim, ancestral, rtol=0, atol=1e-12)
 
@@ -231,12 +231,12 @@ def test_eta_zero_depends_only_on_the_start():
     diffusion = Diffusion(steps=40, beta_start=1e-4, beta_end=0.05, time_encoding_dim=8)
     model, condition = Recorder(in_channels=2), torch.rand(2, 1, 6, 6) * 2 - 1
     x_T = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(1))
-    run = lambda seed, eta: DDIMSampler(num_steps=8, eta=eta)(
+    run = lambda seed, eta: DDIMSampler(sampling_steps=8, eta=eta)(
         diffusion, model, condition, x_T=x_T, generator=torch.Generator().manual_seed(seed), progress=False
     )
     assert torch.equal(run(7, 0.0), run(8, 0.0))
     torch.manual_seed(123)  # the global state does not matter either
-    assert torch.equal(run(7, 0.0), DDIMSampler(num_steps=8)(diffusion, model, condition, x_T=x_T, progress=False))
+    assert torch.equal(run(7, 0.0), DDIMSampler(sampling_steps=8)(diffusion, model, condition, x_T=x_T, progress=False))
     # Control: with eta > 0 the generator does change the result.
     assert not torch.allclose(run(7, 0.5), run(8, 0.5))
 
@@ -288,10 +288,10 @@ def test_conditional_sampling_feeds_condition_and_chosen_steps(diffusion):
 
 def test_unconditional_sampling_needs_only_a_shape(diffusion):
     model = Recorder(in_channels=2, out_channels=2)
-    images = DDIMSampler(num_steps=5)(diffusion, model, shape=(2, 2, 4, 4), progress=False)
+    images = DDIMSampler(sampling_steps=5)(diffusion, model, shape=(2, 2, 4, 4), progress=False)
     assert images.shape == (2, 2, 4, 4) and len(model.inputs) == 5
     with pytest.raises(ValueError, match="shape"):
-        DDIMSampler(num_steps=5)(diffusion, model, progress=False)
+        DDIMSampler(sampling_steps=5)(diffusion, model, progress=False)
 
 
 def test_default_is_50_steps():
@@ -304,7 +304,7 @@ def test_default_is_50_steps():
 @pytest.mark.parametrize("eta", [0.2, 1.0])
 def test_sampling_with_noise_is_reproducible_under_a_seed(diffusion, eta):
     model, condition = Recorder(in_channels=2), torch.rand(2, 1, 8, 8)
-    run = lambda seed: DDIMSampler(num_steps=6, eta=eta)(
+    run = lambda seed: DDIMSampler(sampling_steps=6, eta=eta)(
         diffusion, model, condition, generator=torch.Generator().manual_seed(seed), progress=False
     )
     assert torch.equal(run(7), run(7))
@@ -321,12 +321,12 @@ def test_saved_steps_come_in_sampling_order(diffusion):
 
 
 def test_steps_are_given_one_way_only(diffusion):
-    with pytest.raises(ValueError, match="either num_steps or timesteps"):
-        DDIMSampler(num_steps=4, timesteps=[19, 0])(diffusion, Recorder(2), torch.rand(1, 1, 4, 4), progress=False)
+    with pytest.raises(ValueError, match="either sampling_steps or timesteps"):
+        DDIMSampler(sampling_steps=4, timesteps=[19, 0])(diffusion, Recorder(2), torch.rand(1, 1, 4, 4), progress=False)
     with pytest.raises(ValueError, match=r"within 1\.\.20"):
-        DDIMSampler(num_steps=0)(diffusion, Recorder(2), torch.rand(1, 1, 4, 4), progress=False)
+        DDIMSampler(sampling_steps=0)(diffusion, Recorder(2), torch.rand(1, 1, 4, 4), progress=False)
 
 
 def test_sampling_runs_without_autograd(diffusion):
-    images = DDIMSampler(num_steps=3)(diffusion, Recorder(2), torch.rand(1, 1, 4, 4), progress=False)
+    images = DDIMSampler(sampling_steps=3)(diffusion, Recorder(2), torch.rand(1, 1, 4, 4), progress=False)
     assert not images.requires_grad

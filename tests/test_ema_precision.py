@@ -57,8 +57,8 @@ def test_tutorial_presets_keep_every_extra_off_and_l1_fast_turns_them_on():
     for name in ("mse", "l1"):
         train = PRESETS[name].train
         assert (train.ema_decay, train.precision, train.tf32, train.compile) == (None, "fp32", False, False)
-        assert PRESETS[name].eval.sampler == "simple"
+        assert PRESETS[name].sampling.sampler == "simple"
     fast = PRESETS["l1-fast"]
     assert fast.train.loss == "l1" and fast.train.ema_decay == 0.999 and fast.train.precision == "auto"
-    assert fast.eval.sampler == "ddim" and fast.eval.sampling_steps == 50
+    assert fast.sampling.sampler == "ddim" and fast.sampling.sampling_steps == 50
     assert fast.network == PRESETS["l1"].network and fast.diffusion == PRESETS["l1"].diffusion

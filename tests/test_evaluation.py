@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from ddpm import SAMPLERS, DDIMSampler, Diffusion
-from experiments.config import EvalConfig
-from experiments.evaluation.loop import sample
+from experiments.config import SamplingConfig
+from experiments.inference.sampling import Sampling, mean_and_spread
 
 
 class Shrink(nn.Module):
@@ -18,26 +18,31 @@ class Shrink(nn.Module):
         return 0.5 * x[:, -1:]
 
 
+def sample(model, diffusion, condition, config, generator=None):
+    """Mean and spread of ``config.samples`` samples of each input, drawn in one chain."""
+    return mean_and_spread(Sampling(config, diffusion).draw(model, condition, generator))
+
+
 @pytest.fixture
 def diffusion():
     return Diffusion(steps=20, beta_start=1e-3, beta_end=0.2, time_encoding_dim=8)
 
 
 def test_one_sample_has_no_spread(diffusion):
-    mean, std = sample(Shrink(), diffusion, torch.zeros(2, 1, 8, 8), EvalConfig(), torch.Generator().manual_seed(0))
+    mean, std = sample(Shrink(), diffusion, torch.zeros(2, 1, 8, 8), SamplingConfig(), torch.Generator().manual_seed(0))
     assert mean.shape == (2, 1, 8, 8) and std is None
 
 
 @pytest.mark.parametrize("sampler", ["simple", "x0", "ddim"])
 def test_mean_and_std_are_over_independent_samples(diffusion, sampler):
     condition = torch.rand(2, 1, 8, 8) * 2 - 1
-    config = EvalConfig(sampler=sampler, sampling_steps=5, eta=1.0, samples=4)
+    config = SamplingConfig(sampler=sampler, sampling_steps=5, eta=1.0, samples=4)
     mean, std = sample(Shrink(), diffusion, condition, config, torch.Generator().manual_seed(3))
     # The same draws, made by hand: the 4 samples of each input are one chain on the repeated batch.
     repeated = condition.repeat(4, 1, 1, 1)
     generator = torch.Generator().manual_seed(3)
     if sampler == "ddim":
-        draws = DDIMSampler(num_steps=5, eta=1.0)(diffusion, Shrink(), repeated, generator=generator, progress=False)
+        draws = DDIMSampler(sampling_steps=5, eta=1.0)(diffusion, Shrink(), repeated, generator=generator, progress=False)
     else:
         draws = SAMPLERS[sampler]()(diffusion, Shrink(), repeated, generator=generator, progress=False)
     draws = draws.view(4, 2, 1, 8, 8)
@@ -47,8 +52,8 @@ def test_mean_and_std_are_over_independent_samples(diffusion, sampler):
 
 
 def test_samples_must_be_positive(diffusion):
-    with pytest.raises(ValueError, match="eval.samples"):
-        sample(Shrink(), diffusion, torch.zeros(1, 1, 4, 4), EvalConfig(samples=0))
+    with pytest.raises(ValueError, match="sampling.samples"):
+        sample(Shrink(), diffusion, torch.zeros(1, 1, 4, 4), SamplingConfig(samples=0))
 
 
 class ConditionOracle(nn.Module):
@@ -73,7 +78,7 @@ def test_each_mean_averages_the_samples_of_its_own_image(sampler):
     diffusion = Diffusion(steps=20, beta_start=1e-3, beta_end=0.2, time_encoding_dim=8, dtype=torch.float64)
     condition = torch.linspace(-0.9, 0.9, 3 * 16, dtype=torch.float64).view(3, 1, 4, 4)
     ddim = sampler == "ddim"
-    config = EvalConfig(sampler=sampler, sampling_steps=5 if ddim else None, eta=1.0 if ddim else 0.0, samples=4)
+    config = SamplingConfig(sampler=sampler, sampling_steps=5 if ddim else None, eta=1.0 if ddim else 0.0, samples=4)
     mean, std = sample(ConditionOracle(diffusion), diffusion, condition, config, torch.Generator().manual_seed(3))
     torch.testing.assert_close(mean, condition.float(), rtol=0, atol=1e-5)
     assert std.max() < 1e-5
@@ -81,4 +86,4 @@ def test_each_mean_averages_the_samples_of_its_own_image(sampler):
 
 def test_the_config_offers_the_registered_samplers():
     # One vocabulary: the config's choices are ddpm's registry, in its order.
-    assert get_args(get_type_hints(EvalConfig)["sampler"]) == tuple(SAMPLERS) == ("simple", "x0", "ddim")
+    assert get_args(get_type_hints(SamplingConfig)["sampler"]) == tuple(SAMPLERS) == ("simple", "x0", "ddim")

@@ -54,20 +54,20 @@ def test_scripted_sampler_equals_predict_with_hashed_noise(checkpoint, tmp_path,
     rng = np.random.default_rng(0)
     image = rng.random((32, 32), dtype=np.float32)  # [0, 1]: the tutorial scaling leaves it as it is
     tifffile.imwrite(tmp_path / "wf.tif", image)
-    steps = TINY.eval.sampling_steps
+    steps = TINY.sampling.sampling_steps
     code = predict_main([
         "--checkpoint", str(checkpoint), "--input", str(tmp_path / "wf.tif"), "--output", str(tmp_path / "out"),
         "--tile", "32", "--overlap", "8", "--quiet", "--device", "cpu", "--no-preview", "--hashed-noise", "--seed", "5",
     ])
     assert code == 0, capsys.readouterr().err
     predicted = tifffile.imread(tmp_path / "out" / "wf_sr.tif")
-    module = script_sampler(predictor.model, predictor.diffusion, steps, 5, predictor.size_factor)
+    module = script_sampler(predictor.model, predictor.diffusion, steps, 5, predictor.size_multiple)
     with torch.no_grad():
         scripted = module(torch.from_numpy(image * 2 - 1)[None, None])[0, 0].numpy()
     np.testing.assert_allclose((scripted + 1) / 2, predicted, rtol=0, atol=1e-5)
     # Independent route: the library's own DDIM with the same x_T.
     x_T = hashed_normal([1, 1, 32, 32], 5, CPU)
-    reference = DDIMSampler(num_steps=steps)(
+    reference = DDIMSampler(sampling_steps=steps)(
         predictor.diffusion, predictor.model, torch.from_numpy(image * 2 - 1)[None, None], x_T=x_T, progress=False
     )
     np.testing.assert_allclose(scripted, reference[0, 0].numpy(), rtol=0, atol=1e-5)
@@ -103,7 +103,7 @@ def test_exported_package_passes_bioimageio_core_test_offline(checkpoint, tmp_pa
     monkeypatch.setenv("BIOIMAGEIO_PERFORM_IO_CHECKS", "false")
     from experiments.inference.bioimage_export import ExportOptions, build_package, preprocess, test_package
 
-    zip_path = build_package(checkpoint, tmp_path / "model.zip", ExportOptions(steps=2, seed=0, test_side=48))
+    zip_path = build_package(checkpoint, tmp_path / "model.zip", ExportOptions(sampling_steps=2, seed=0, test_side=48))
     summary = test_package(zip_path)
     assert summary.status == "passed", summary.format()
     # The stored test output is the scripted sampler's on the pre-processed test input.
@@ -141,5 +141,44 @@ def test_documented_metrics_are_the_last_evaluated_epoch_of_the_runs_metrics_jso
         {"epoch": 3, "loss": 0.1, "seconds": 3.0},
     ]
     (tmp_path / "metrics.json").write_text(json.dumps(rows))
-    assert measured_metrics(tmp_path / "best.pt") == {"epoch": 2, "level_09/psnr": 22.0}
+    assert measured_metrics(tmp_path / "best.pt") == {"epoch 2, level_09": {"psnr": 22.0}}
     assert measured_metrics(tmp_path / "elsewhere" / "best.pt") is None
+
+
+@pytest.mark.slow
+def test_the_readme_fork_network_trained_on_32_px_images_exports_with_a_larger_test_image(tmp_path, monkeypatch):
+    """The fork example of the README (unet/resnet.py) goes through export like the U-Net: its model card
+    describes it from its own docstring and settings, and the test tensor's side comes from the given
+    image and the network's size_multiple, not from the 32-pixel training images."""
+    pytest.importorskip("bioimageio.core", reason="the optional extra is not installed: pip install -e '.[export]'")
+    monkeypatch.setenv("BIOIMAGEIO_PERFORM_IO_CHECKS", "false")
+    from dataclasses import replace
+
+    from experiments.inference.bioimage_export import ExportOptions, build_package, test_package
+    from experiments.training.trainer import Trainer
+    from training_helpers import IMAGE_SIZE, make_tiny_data, tiny_config
+    from unet import ResNetConfig
+
+    config = replace(tiny_config(make_tiny_data(tmp_path / "data"), epochs=1),
+                     network=ResNetConfig(width=8, blocks=2, time_encoding_dim=8))
+    Trainer(config, tmp_path / "run", progress=False).fit()
+    image = tmp_path / "large.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).random((4 * IMAGE_SIZE, 4 * IMAGE_SIZE), dtype=np.float32))
+    zip_path = build_package(tmp_path / "run" / "last.pt", tmp_path / "model.zip",
+                             ExportOptions(sampling_steps=2, test_image=image))
+    summary = test_package(zip_path)
+    assert summary.status == "passed", summary.format()
+    import zipfile
+    with zipfile.ZipFile(zip_path) as archive:
+        assert np.load(archive.open("test_input.npy")).shape == (1, 1, 4 * IMAGE_SIZE, 4 * IMAGE_SIZE)
+        card = archive.read("documentation.md").decode()
+    assert "network kind `resnet`" in card and "plain residual cnn" in card.lower() and "width 8" in card
+
+
+def test_a_test_image_too_small_for_the_halos_names_the_constraint(checkpoint, tmp_path):
+    from experiments.inference.bioimage_export import ExportError, ExportOptions, test_input
+
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((20, 20), np.float32))
+    predictor = load_for_inference(checkpoint, "cpu")
+    with pytest.raises(ExportError, match=r"at least 34 pixels per side .*2 halos of 16 px.*size_multiple 2"):
+        test_input(predictor, ExportOptions(test_image=tmp_path / "small.tif"))

@@ -1,4 +1,5 @@
-"""The package layout: `ddpm/` and `unet/` never import `experiments/`, and no module imports itself back.
+"""The package layout: `ddpm/` and `unet/` never import `experiments/`, inference never imports evaluation,
+the data layer never imports the networks, and no module imports itself back.
 
 The import graph is read from the source (every ``import`` statement, also those inside functions, since a
 deferred import still closes a circle when it runs), not by importing anything.
@@ -96,3 +97,35 @@ def test_ddpm_and_unet_never_import_experiments():
 def test_ddpm_never_imports_unet():
     assert {name for name, targets in import_graph().items() if name.startswith("ddpm") and any(
         target.startswith("unet") for target in targets)} == set()
+
+
+def _offenders(source: str, forbidden: str) -> dict[str, list[str]]:
+    """Modules under package ``source`` that import anything under ``forbidden``, with what they import."""
+    found = {
+        name: sorted(target for target in targets if target == forbidden or target.startswith(f"{forbidden}."))
+        for name, targets in import_graph().items()
+        if name == source or name.startswith(f"{source}.")
+    }
+    return {name: targets for name, targets in found.items() if targets}
+
+
+def test_inference_never_imports_evaluation():
+    # Evaluation samples through inference (experiments.inference.sampling); the reverse would be a circle of rooms.
+    assert _offenders("experiments.inference", "experiments.evaluation") == {}
+
+
+def test_the_data_layer_never_imports_the_networks():
+    assert _offenders("experiments.data", "unet") == {}
+
+
+def test_the_room_rule_finder_sees_a_planted_import(monkeypatch):
+    graph = import_graph()
+    graph["experiments.inference.sampling"] = graph["experiments.inference.sampling"] | {"experiments.evaluation.loop"}
+    monkeypatch.setitem(globals(), "import_graph", lambda: graph)
+    assert _offenders("experiments.inference", "experiments.evaluation") == {
+        "experiments.inference.sampling": ["experiments.evaluation.loop"]
+    }
+
+
+def test_the_settings_leaf_imports_nothing_of_the_project():
+    assert import_graph()["ddpm.settings"] == set()

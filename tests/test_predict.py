@@ -13,9 +13,12 @@ import tifffile
 import torch
 
 from experiments.training.checkpoint import file_digest
-from experiments.config import DiffusionConfig, EvalConfig, RunConfig, TrainConfig
+from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.inference.loading import InferenceError, load_for_inference
-from experiments.predict import UsageError, main, sampling_config, upsample_frames
+from ddpm.settings import UsageError
+from experiments.inference.sampling import sampling_from_flags
+from experiments.inference.tiling import TileLayout
+from experiments.predict import main, upsample_frames
 from experiments.data.tif_io import read_metadata
 from experiments.build import build_model
 from unet import UNetConfig
@@ -25,7 +28,7 @@ TINY = RunConfig(
     diffusion=DiffusionConfig(steps=10, beta_start=1e-4, beta_end=0.1),
     network=UNetConfig(channels=(4, 8), base_channels=(8,), attention=(False, False), time_encoding_dim=8),
     train=TrainConfig(device="cpu"),
-    eval=EvalConfig(sampler="ddim", sampling_steps=3),
+    sampling=SamplingConfig(sampler="ddim", sampling_steps=3),
 )
 # Tiles of 32 with the tiny network keep every call well under a second.
 FAST = ["--tile", "32", "--overlap", "8", "--quiet", "--device", "cpu"]
@@ -91,7 +94,7 @@ def test_output_is_the_sampled_mean_mapped_to_unit_range(capsys, checkpoint, inp
     stack = tifffile.imread(source)
     model_in = torch.from_numpy((stack / 65535.0 - 0.5) / 0.5).float()[:, None]
     generator = torch.Generator().manual_seed(0)
-    mean, std = predictor.super_resolve(model_in, predictor.config.eval, generator, tile=32, overlap=8)
+    mean, std = predictor.super_resolve(model_in, predictor.config.sampling, generator, TileLayout(32, 8))
     assert std is None
     written = tifffile.imread(tmp_path / "b_stack_sr.tif")
     np.testing.assert_allclose(written, (mean[:, 0].numpy() + 1) / 2, atol=1e-5)
@@ -177,15 +180,15 @@ def test_ema_weights_are_preferred(tmp_path):
     predictor = load_for_inference(save_checkpoint(tmp_path / "ema.pt", ema=ema), "cpu")
     assert predictor.weights == "ema"
     assert all(torch.equal(value, ema[name]) for name, value in predictor.model.state_dict().items())
-    assert not predictor.model.training and predictor.size_factor == 2
+    assert not predictor.model.training and predictor.size_multiple == 2
 
 
 def test_sampling_options_map_onto_the_checkpoint_settings():
-    base = EvalConfig(sampler="simple", variance="beta_tilde", samples=1)
-    assert sampling_config(base, 10, sampler="ddim").sampling_steps == 10  # default 50, capped at T
-    ddim = sampling_config(base, 2000, sampler="ddim", eta=0.5, samples=4)
+    base = SamplingConfig(sampler="simple", variance="beta_tilde", samples=1)
+    assert sampling_from_flags(base, 10, sampler="ddim").sampling_steps == 10  # default 50, capped at T
+    ddim = sampling_from_flags(base, 2000, sampler="ddim", eta=0.5, samples=4)
     assert (ddim.sampler, ddim.sampling_steps, ddim.eta, ddim.samples, ddim.variance) == ("ddim", 50, 0.5, 4, None)
-    assert sampling_config(base, 10) == base  # no options: the checkpoint's own settings
+    assert sampling_from_flags(base, 10) == base  # no options: the checkpoint's own settings
     for bad, option in (
         (dict(sampling_steps=5), "--sampling-steps"),
         (dict(sampler="ddim", sampling_steps=11), "1..10"),
@@ -196,7 +199,7 @@ def test_sampling_options_map_onto_the_checkpoint_settings():
         (dict(sampler="ddim", variance="beta"), "--variance"),
     ):
         with pytest.raises(UsageError, match=option.replace(".", r"\.")):
-            sampling_config(base, 10, **bad)
+            sampling_from_flags(base, 10, **bad)
 
 
 def test_upsample_doubles_keeps_constants_and_adds_no_new_extremes():

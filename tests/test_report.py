@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments.evaluation.metrics import METRIC_NAMES
+from experiments.records import METRIC_NAMES
 from experiments.evaluation.report import (
     GAIN_NOTE,
     PAPER_RESULTS,
@@ -129,14 +129,14 @@ def test_the_run_report_shows_every_evaluated_level(tmp_path, capsys):
     import torch
 
     from experiments.config import DEMO
+    from experiments.records import EpochRecord
     from experiments.training.run_folder import RunFolder
 
     scores = {"level_01": {"mae": 0.3, "nrmse": 0.2, "ssim": 0.4, "ms_ssim": 0.6, "psnr": 19.0},
               "level_09": {"mae": 0.1, "nrmse": 0.1, "ssim": 0.8, "ms_ssim": 0.9, "psnr": 26.0}}
     bicubic = {"mae": 0.5, "nrmse": 0.3, "ssim": 0.2, "ms_ssim": 0.5, "psnr": 15.0}
-    history = [{"epoch": 1, **{f"{level}/{k}": v for level, s in scores.items() for k, v in s.items()},
-                "level_01/images": 4, "level_09/images": 4}]
-    RunFolder(tmp_path, DEMO).write_report(history, lambda level: bicubic, torch.device("cpu"))
+    history = [EpochRecord(1, 0.5, 1.0, {level: {**s, "images": 4} for level, s in scores.items()})]
+    RunFolder(tmp_path, DEMO).write_report(history, {level: bicubic for level in scores}, torch.device("cpu"))
     text = (tmp_path / "report.md").read_text()
     for level, row in scores.items():
         assert f"| {level}: this run | {row['mae']:.3f} |" in text

@@ -141,7 +141,7 @@ BETA_1, BETA_TILDE_1 = 0.2, 0.1 / 0.28 * 0.2
     [
         (SimpleSampler(), BETA_1),
         (X0Sampler(clamp=False), BETA_TILDE_1),
-        (DDIMSampler(num_steps=2, eta=1.0), BETA_TILDE_1),
+        (DDIMSampler(sampling_steps=2, eta=1.0), BETA_TILDE_1),
     ],
 )
 def test_the_step_that_lands_on_t0_adds_the_default_noise(sampler, variance):
@@ -171,7 +171,7 @@ def test_every_sampler_starts_from_a_given_x_T(diffusion, name):
     [
         (lambda: DDIMSampler(eta=1.5), r"eta must be within \[0, 1\]"),
         (lambda: DDIMSampler(spacing="cubic"), "unknown DDIM spacing"),
-        (lambda: DDIMSampler(num_steps=4, timesteps=[3, 0]), "either num_steps or timesteps"),
+        (lambda: DDIMSampler(sampling_steps=4, timesteps=[3, 0]), "either sampling_steps or timesteps"),
         (lambda: DDIMSampler(timesteps=[3, 3, 0]), "distinct"),
     ],
 )

@@ -10,14 +10,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddpm import Diffusion
-from experiments.config import DiffusionConfig, EvalConfig, RunConfig, TrainConfig
-from experiments.evaluation.loop import sample
-from experiments.inference.loading import Predictor
-from experiments.inference.tiling import tile_positions, tiled_network
+from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
+from experiments.inference.predictor import Predictor
+from experiments.inference.sampling import Sampling, mean_and_spread
+from experiments.inference.tiling import TileLayout, tile_positions, tiled_network
 from experiments.build import build_diffusion, build_model
 from unet import ResNet, ResNetConfig, UNetConfig
 
 TIME_DIM = 8
+
+
+def sample(model, diffusion, condition, config, generator=None):
+    """Mean and spread of ``config.samples`` samples of each input, drawn in one chain."""
+    return mean_and_spread(Sampling(config, diffusion).draw(model, condition, generator))
 
 
 class LocalDenoiser(nn.Module):
@@ -39,10 +44,10 @@ def predictor_for(model: nn.Module, diffusion: Diffusion, depth: int = 1) -> Pre
 
 
 SAMPLERS = [
-    EvalConfig(sampler="ddim", sampling_steps=5, eta=0.0),
-    EvalConfig(sampler="ddim", sampling_steps=5, eta=1.0, samples=2),
-    EvalConfig(sampler="simple"),
-    EvalConfig(sampler="x0"),
+    SamplingConfig(sampler="ddim", sampling_steps=5, eta=0.0),
+    SamplingConfig(sampler="ddim", sampling_steps=5, eta=1.0, samples=2),
+    SamplingConfig(sampler="simple"),
+    SamplingConfig(sampler="x0"),
 ]
 
 
@@ -55,7 +60,7 @@ def test_tiled_sampling_equals_one_pass_sampling_for_a_pixelwise_network(samplin
     model = LocalDenoiser(kernel=1)
     condition = torch.rand(2, 1, 40, 56) * 2 - 1
     predictor = predictor_for(model, diffusion)
-    tiled_mean, tiled_std = predictor.super_resolve(condition, sampling, torch.Generator().manual_seed(3), tile=16, overlap=6, batch_size=5)
+    tiled_mean, tiled_std = predictor.super_resolve(condition, sampling, torch.Generator().manual_seed(3), TileLayout(16, 6, 5))
     generator = torch.Generator().manual_seed(3)  # frames are sampled one after another from one generator
     one_pass = [sample(model, diffusion, frame[None], sampling, generator) for frame in condition]
     torch.testing.assert_close(tiled_mean, torch.cat([mean for mean, _ in one_pass]), atol=1e-5, rtol=0)
@@ -70,8 +75,8 @@ def test_deterministic_ddim_tiled_matches_one_pass_when_the_receptive_field_fits
     diffusion = Diffusion(steps=10, beta_start=1e-3, beta_end=0.2, time_encoding_dim=TIME_DIM)
     model = LocalDenoiser(kernel=3)
     condition = torch.rand(1, 1, 64, 72) * 2 - 1
-    sampling = EvalConfig(sampler="ddim", sampling_steps=5, eta=0.0)
-    tiled, _ = predictor_for(model, diffusion).super_resolve(condition, sampling, torch.Generator().manual_seed(0), tile=32, overlap=16)
+    sampling = SamplingConfig(sampler="ddim", sampling_steps=5, eta=0.0)
+    tiled, _ = predictor_for(model, diffusion).super_resolve(condition, sampling, torch.Generator().manual_seed(0), TileLayout(32, 16))
     one_pass, _ = sample(model, diffusion, condition, sampling, torch.Generator().manual_seed(0))
     assert (tiled - one_pass).abs().max() < 0.01
     assert (tiled - one_pass).abs().mean() < 1e-3
@@ -99,14 +104,14 @@ def texture_energies(size: int = 300, tile: int = 32, overlap: int = 8) -> dict[
         diffusion=DiffusionConfig(steps=10, beta_start=1e-4, beta_end=0.1),
         network=UNetConfig(channels=(4, 8), base_channels=(8,), attention=(False, False), time_encoding_dim=8),
         train=TrainConfig(device="cpu"),
-        eval=EvalConfig(sampler="ddim", sampling_steps=3),
+        sampling=SamplingConfig(sampler="ddim", sampling_steps=3),
     )
     torch.manual_seed(0)
     model, diffusion = build_model(config, torch.device("cpu")).eval(), build_diffusion(config, torch.device("cpu"))
     predictor = Predictor(model, diffusion, config, Path("none.pt"), "", "model", torch.device("cpu"))
     condition = torch.rand(1, 1, size, size) * 2 - 1
-    tiled, _ = predictor.super_resolve(condition, config.eval, torch.Generator().manual_seed(0), tile, overlap, batch_size=64)
-    one_pass, _ = sample(model, diffusion, condition, config.eval, torch.Generator().manual_seed(0))
+    tiled, _ = predictor.super_resolve(condition, config.sampling, torch.Generator().manual_seed(0), TileLayout(tile, overlap, 64))
+    one_pass, _ = sample(model, diffusion, condition, config.sampling, torch.Generator().manual_seed(0))
     bands = overlap_mask(size, tile, overlap)
     everywhere = torch.ones_like(bands)
     return {
@@ -146,8 +151,8 @@ def test_batched_tiles_give_the_tile_by_tile_unbatched_prediction(sampling):
     whole chain must agree to 1e-5 (5 x 4 tiles, batches of 16 against one tile per call)."""
     predictor = tiny_unet_predictor(torch.float64, channels_last=False)
     condition = torch.rand(1, 1, 100, 80, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1
-    runs = [predictor.super_resolve(condition, sampling, torch.Generator().manual_seed(0), tile=32, overlap=8,
-                                    batch_size=batch) for batch in (16, 1)]
+    runs = [predictor.super_resolve(condition, sampling, torch.Generator().manual_seed(0),
+                                    TileLayout(32, 8, batch)) for batch in (16, 1)]
     (batched, batched_std), (unbatched, unbatched_std) = runs
     assert (batched.abs() < 0.99).float().mean() > 0.2  # a real image, not the sampler's clamp at +-1
     torch.testing.assert_close(batched, unbatched, atol=1e-5, rtol=0)
@@ -161,7 +166,7 @@ def test_one_tiled_network_evaluation_in_float32_channels_last_does_not_depend_o
     predictor = tiny_unet_predictor(torch.float32, channels_last=True)
     x = torch.rand(1, 2, 100, 80, generator=torch.Generator().manual_seed(3)) * 2 - 1
     encoding = predictor.diffusion.encode_time(torch.tensor([7]))
-    results = [tiled_network(predictor.model, 32, 8, batch)(x, encoding) for batch in (16, 1)]
+    results = [tiled_network(predictor.model, TileLayout(32, 8, batch))(x, encoding) for batch in (16, 1)]
     assert results[0].abs().max() > 0.01
     torch.testing.assert_close(results[0], results[1], atol=1e-5, rtol=0)
 
@@ -179,8 +184,8 @@ def test_the_progress_bar_counts_every_tile_of_every_step_and_frame(capsys):
     (4 x 3 tiles of 32 px with >= 8 px overlap over 100 x 80) x 2 samples)."""
     predictor = tiny_unet_predictor(torch.float32, channels_last=False)
     frames = torch.rand(2, 1, 100, 80, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    sampling = EvalConfig(sampler="ddim", sampling_steps=3, eta=0.0, samples=2)
-    predictor.super_resolve(frames, sampling, torch.Generator().manual_seed(0), tile=32, overlap=8, batch_size=5,
+    sampling = SamplingConfig(sampler="ddim", sampling_steps=3, eta=0.0, samples=2)
+    predictor.super_resolve(frames, sampling, torch.Generator().manual_seed(0), TileLayout(32, 8, 5),
                             progress=True, desc="cells.tif")
     rows, columns = math.ceil((100 - 32) / 24) + 1, math.ceil((80 - 32) / 24) + 1
     total = 2 * 3 * rows * columns * 2

@@ -142,9 +142,9 @@ def test_bad_function_output_is_reported():
         predict_tiled(torch.randn(1, 100, 100), lambda tiles: tiles[:, :, :64, :64])
 
 
-def test_tile_must_fit_the_model_size_factor():
+def test_tile_must_fit_the_model_size_multiple():
     with pytest.raises(ValueError, match="multiple of 16"):
-        predict_tiled(torch.randn(1, 100, 100), identity, tile=100, multiple_of=16)
+        predict_tiled(torch.randn(1, 100, 100), identity, tile=100, size_multiple=16)
 
 
 def test_progress_bar_counts_tiles(capsys):

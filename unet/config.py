@@ -7,68 +7,10 @@ position_embedding_dim 256): 1,752,193 parameters.
 
 from __future__ import annotations
 
-import math
-from dataclasses import Field, dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-
-@dataclass(frozen=True)
-class Range:
-    """The valid values of one numeric configuration field: ``low <= value <= high`` (``<`` where open).
-
-    Declared once beside the field (:func:`bounded`) and checked once, when the configuration is built
-    (:func:`check_ranges`); ``None`` values of optional fields are not checked. Tuples are checked entry by entry.
-    """
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def describe(self) -> str:
-        parts = []
-        if self.low is not None:
-            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
-        if self.high is not None:
-            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
-        return " and ".join(parts)
-
-    def contains(self, value: float) -> bool:
-        # NaN and inf are never valid settings (and NaN would pass a negated comparison).
-        if not math.isfinite(value):
-            return False
-        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
-        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
-        return above and below
-
-
-def bounded(default: Any, low: float | None = None, high: float | None = None, *,
-            low_open: bool = False, high_open: bool = False) -> Any:
-    """A dataclass field with ``default`` whose values must lie in the given :class:`Range`."""
-    return field(default=default, metadata={"range": Range(low, high, low_open, high_open)})
-
-
-def check_value(value: Any, valid: Range, flag: str) -> None:
-    """Raise ``ValueError("<flag> must be >= 1, got 0")`` unless every number in ``value`` lies in ``valid``."""
-    for item in value if isinstance(value, tuple) else (value,):
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise ValueError(f"{flag} must be a number {valid.describe()}, got {item!r}")
-        if not valid.contains(item):
-            raise ValueError(f"{flag} must be {valid.describe()}, got {value!r}")
-
-
-def field_range(config_type: type, name: str) -> Range:
-    """The declared :class:`Range` of field ``name`` of a configuration dataclass."""
-    declared: dict[str, Field] = {f.name: f for f in fields(config_type)}
-    return declared[name].metadata["range"]
-
-
-def check_ranges(config: Any, section: str) -> None:
-    """Check every field of ``config`` declared with :func:`bounded`, naming it as the flag ``--<section>.<field>``."""
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if "range" in f.metadata and value is not None:
-            check_value(value, f.metadata["range"], f"--{section}.{f.name}")
+from ddpm.settings import bounded, check_ranges
 
 
 @dataclass(frozen=True)
@@ -106,7 +48,7 @@ class UNetConfig:
         # Accept lists (from JSON or the command line) but store tuples so the config stays hashable.
         for name in ("channels", "base_channels", "attention"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        check_ranges(self, "network")
+        check_ranges(self, "--network.")
         if self.time_encoding_dim % 2:
             raise ValueError(f"--network.time_encoding_dim must be even (sines and cosines), got {self.time_encoding_dim}")
         if not self.channels or not self.base_channels:

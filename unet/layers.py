@@ -1,12 +1,17 @@
 """Building blocks of the attention U-Net (tutorial summary, "The network").
 
 Feature maps are ``[B, C, H, W]``; token sequences are ``[B, N, C]`` with N = H * W.
+
+Reshapes are einops ``Rearrange`` layers, not ``einops.rearrange`` calls: the layers compile with
+``torch.jit.script`` (the exported sampler scripts the whole network), the function does not. They hold
+no parameters, so parameter names and the state_dict are those of plain reshapes.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops.layers.torch import Rearrange
 from torch import nn
 
 
@@ -36,6 +41,8 @@ class MultiHeadAttention(nn.Module):
         if dim % num_heads:
             raise ValueError(f"MultiHeadAttention: dim {dim} is not divisible by num_heads {num_heads}.")
         self.num_heads = num_heads
+        self.split_heads = Rearrange("b n (heads d) -> b heads n d", heads=num_heads)
+        self.merge_heads = Rearrange("b heads n d -> b n (heads d)")
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
@@ -52,14 +59,8 @@ class MultiHeadAttention(nn.Module):
             b_q, b_kv = self.in_proj_bias.split([query.shape[-1], 2 * query.shape[-1]])
             q = F.linear(query, w_q, b_q)
             k, v = F.linear(key_value, w_kv, b_kv).chunk(2, dim=-1)
-        attended = F.scaled_dot_product_attention(self._split_heads(q), self._split_heads(k), self._split_heads(v))
-        batch, heads, tokens, head_dim = attended.shape
-        return self.out_proj(attended.transpose(1, 2).reshape(batch, tokens, heads * head_dim))
-
-    def _split_heads(self, z: torch.Tensor) -> torch.Tensor:
-        """``[B, N, dim] -> [B, heads, N, dim / heads]``."""
-        batch, tokens, dim = z.shape
-        return z.view(batch, tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
+        attended = F.scaled_dot_product_attention(self.split_heads(q), self.split_heads(k), self.split_heads(v))
+        return self.out_proj(self.merge_heads(attended))
 
 
 class TransformerBlock(nn.Module):
@@ -83,16 +84,19 @@ class TransformerBlock(nn.Module):
             self.context_projection = nn.Linear(context_dim, channels)
         self.mlp_norm = nn.LayerNorm(channels)
         self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.GELU(), nn.Linear(channels, channels))
+        self.to_tokens = Rearrange("b c h w -> b (h w) c")
+        # The way back needs h, known only at run time, which a Rearrange layer cannot take
+        # (its lengths are fixed at construction): channels first here, then unflatten in forward.
+        self.to_channels = Rearrange("b hw c -> b c hw")
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        batch, channels, height, width = x.shape
-        tokens = self.self_attention_norm(x.flatten(2).transpose(1, 2))
+        tokens = self.self_attention_norm(self.to_tokens(x))
         tokens = tokens + self.self_attention(tokens)
         if self.context_projection is not None and context is not None:
             projected = self.context_projection(context)
             tokens = tokens + self.cross_attention(self.cross_attention_norm(tokens), projected)
         tokens = tokens + self.mlp(self.mlp_norm(tokens))
-        return tokens.transpose(1, 2).reshape(batch, channels, height, width)
+        return self.to_channels(tokens).unflatten(2, x.shape[2:])
 
 
 class Level(nn.Module):

@@ -115,11 +115,11 @@ class UNet(nn.Module):
                 f"{list(t_encoding.shape)}; encode t with ddpm.positional_encoding(t, "
                 f"{config.time_encoding_dim}) or set UNetConfig.time_encoding_dim to its width."
             )
-        multiple = config.size_multiple
-        if x.shape[-2] % multiple or x.shape[-1] % multiple:
+        size_multiple = config.size_multiple
+        if x.shape[-2] % size_multiple or x.shape[-1] % size_multiple:
             raise ValueError(
-                f"UNet: spatial size {tuple(x.shape[-2:])} is not divisible by 2^(depth-1) = {multiple} "
-                f"for depth {config.depth}; crop or pad the images to a multiple of {multiple}."
+                f"UNet: spatial size {tuple(x.shape[-2:])} is not divisible by 2^(depth-1) = {size_multiple} "
+                f"for depth {config.depth}; crop or pad the images to a multiple of {size_multiple}."
             )
         if y is not None and config.num_classes is None:
             raise ValueError(

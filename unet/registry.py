@@ -112,6 +112,15 @@ def network_kind(config: Any) -> str:
     raise ValueError(f"{type(config).__name__} is not the config of a registered network; registered: {list(_NETWORKS)}")
 
 
+def describe_network(config: Any) -> str:
+    """One paragraph on the network of ``config``, from the network's own description: the first sentence
+    of its class docstring, then its registered name and every setting (e.g. for a model card)."""
+    module = _NETWORKS[network_kind(config)].module
+    summary = " ".join((module.__doc__ or module.__qualname__).split("\n\n")[0].split())
+    settings = ", ".join(f"{f.name} {getattr(config, f.name)!r}" for f in dataclasses.fields(config))
+    return f"{summary} (network kind `{network_kind(config)}`, {module.__qualname__}: {settings})"
+
+
 def build_network(config: Any) -> nn.Module:
     """The network of ``config``'s kind, built from it: ``module_type(config)``."""
     model = _NETWORKS[network_kind(config)].module(config)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddpm.settings import bounded, check_ranges
 from unet.registry import register_network
 
 
@@ -21,16 +22,14 @@ class ResNetConfig:
     """in_channels: condition + image channels; width: feature channels of every block; blocks: how
     many residual blocks; time_encoding_dim: width of the time encoding; out_channels: noise channels."""
 
-    in_channels: int = 2
-    out_channels: int = 1
-    width: int = 64
-    blocks: int = 4
-    time_encoding_dim: int = 256
+    in_channels: int = bounded(2, 1)
+    out_channels: int = bounded(1, 1)
+    width: int = bounded(64, 1)
+    blocks: int = bounded(4, 1)
+    time_encoding_dim: int = bounded(256, 2)
 
     def __post_init__(self) -> None:
-        for name in ("in_channels", "out_channels", "width", "blocks", "time_encoding_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ResNetConfig.{name} must be at least 1, got {getattr(self, name)}")
+        check_ranges(self, "--network.")
 
     @property
     def size_multiple(self) -> int:
@@ -54,7 +53,9 @@ class ResidualBlock(nn.Module):
 
 @register_network("resnet", ResNetConfig)
 class ResNet(nn.Module):
-    """Predicts the noise of x_t from x = [condition, x_t] ``[B, in_channels, H, W]`` in [-1, 1] and the
+    """A plain residual CNN denoiser, without attention or down-sampling.
+
+    Predicts the noise of x_t from x = [condition, x_t] ``[B, in_channels, H, W]`` in [-1, 1] and the
     time encoding ``[B, time_encoding_dim]``; returns ``[B, out_channels, H, W]``."""
 
     def __init__(self, config: ResNetConfig = ResNetConfig()) -> None:

@@ -12,7 +12,7 @@ does not depend on the weights. Each round times, in this order and alternating 
 * **bare network**: the network alone on batches of ``--batch-size`` tiles of the prediction's tile size,
   as pixels per second (``torch.inference_mode``, channels_last as prediction runs it);
 * **predict**: the whole command (``experiments.predict.main``: read, scale, sample with DDIM
-  ``--steps``, write the OME-TIFF), as wall seconds and output pixels per second.
+  ``--sampling-steps``, write the OME-TIFF), as wall seconds and output pixels per second.
 
 From these it prints the medians with their min-max over ``--rounds``, and two factors: the layout's
 **redundancy** (pixels the network processes per step / image pixels: overlapping tiles are computed
@@ -41,12 +41,13 @@ import tifffile
 import torch
 
 from experiments import predict as predict_command
-from experiments.config import DEMO, EvalConfig, RunConfig
+from experiments.config import DEMO, RunConfig, SamplingConfig
 from experiments.data.normalization import to_model_range
 from experiments.evaluation.metrics import batch_metrics
 from experiments.data.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
-from experiments.inference.loading import LEGACY_IMAGE_SIDE, Predictor, load_for_inference
-from experiments.inference.tiling import tile_count
+from experiments.inference.loading import load_for_inference
+from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
+from experiments.inference.tiling import TileLayout
 from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import round_order, spread
 from experiments.build import build_model
@@ -106,7 +107,7 @@ def predict_seconds(checkpoint: Path, image: Path, out_dir: Path, args: argparse
     """Wall seconds of the prediction command on ``image`` (outputs written to a fresh ``out_dir``)."""
     argv = [
         "--checkpoint", str(checkpoint), "--input", str(image), "--output", str(out_dir), "--device", args.device,
-        "--sampler", "ddim", "--sampling-steps", str(args.steps), "--batch-size", str(args.batch_size),
+        "--sampler", "ddim", "--sampling-steps", str(args.sampling_steps), "--batch-size", str(args.batch_size),
         "--overlap", str(args.overlap), "--no-preview", "--quiet",
     ]
     start = time.perf_counter()
@@ -115,9 +116,9 @@ def predict_seconds(checkpoint: Path, image: Path, out_dir: Path, args: argparse
     return time.perf_counter() - start
 
 
-def ddim_sampling(predictor: Predictor, args: argparse.Namespace) -> EvalConfig:
-    """The checkpoint's evaluation settings with deterministic DDIM on ``--steps`` steps, one sample."""
-    return replace(predictor.config.eval, sampler="ddim", sampling_steps=args.steps, samples=1, eta=0.0)
+def ddim_sampling(predictor: Predictor, args: argparse.Namespace) -> SamplingConfig:
+    """The checkpoint's sampling settings with deterministic DDIM on ``--sampling-steps`` steps, one sample."""
+    return replace(predictor.config.sampling, sampler="ddim", sampling_steps=args.sampling_steps, samples=1, eta=0.0)
 
 
 def model_image(unit: np.ndarray) -> torch.Tensor:
@@ -129,8 +130,8 @@ def tiled_difference(predictor: Predictor, frame: np.ndarray, args: argparse.Nam
     """Largest |batched - unbatched| of the same prediction (same seed, noise field and settings), model range."""
     outputs = [
         predictor.super_resolve(model_image(frame), ddim_sampling(predictor, args),
-                                torch.Generator(predictor.device).manual_seed(0), tile, args.overlap, batch,
-                                progress=True, desc=f"batch {batch}")[0]
+                                torch.Generator(predictor.device).manual_seed(0),
+                                predictor.layout(tile, args.overlap, batch), progress=True, desc=f"batch {batch}")[0]
         for batch in (args.batch_size, 1)
     ]
     return float((outputs[0] - outputs[1]).abs().max())
@@ -144,7 +145,7 @@ def summary(values: list[float]) -> str:
 
 def layout_quality(predictor: Predictor, args: argparse.Namespace) -> list[dict]:
     """PSNR and SSIM against the SIM target of one ``--quality-size`` real-structure frame, predicted with
-    each tile side of ``--quality-tiles`` and overlap of ``--quality-overlaps`` (DDIM ``--steps``, the same
+    each tile side of ``--quality-tiles`` and overlap of ``--quality-overlaps`` (DDIM ``--sampling-steps``, the same
     seed): what a faster layout costs in quality."""
     frame, target = real_structure_pair(args.quality_size, args.level, seed=11)
     sampling, target_model = ddim_sampling(predictor, args), model_image(target)
@@ -153,10 +154,10 @@ def layout_quality(predictor: Predictor, args: argparse.Namespace) -> list[dict]
         for overlap in args.quality_overlaps:
             if not 0 <= overlap < tile:
                 continue
+            layout = predictor.layout(tile, overlap, args.batch_size)
             output = predictor.super_resolve(model_image(frame), sampling,
-                                             torch.Generator(predictor.device).manual_seed(0), tile, overlap,
-                                             args.batch_size)[0].clamp(-1, 1)
-            count = tile_count(args.quality_size, args.quality_size, tile, overlap)
+                                             torch.Generator(predictor.device).manual_seed(0), layout)[0].clamp(-1, 1)
+            count = layout.count(args.quality_size, args.quality_size)
             scores = batch_metrics(output, target_model)
             rows.append({"tile": tile, "overlap": overlap, "redundancy": count * tile * tile / args.quality_size**2,
                          "psnr": float(scores["psnr"]), "ssim": float(scores["ssim"])})
@@ -174,7 +175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint (default: demo network, random weights)")
     parser.add_argument("--size", type=int, default=2048, help="side of the square input frame in pixels")
     parser.add_argument("--level", type=int, default=9, help="BioSR noise level of the input (1..9)")
-    parser.add_argument("--steps", type=int, default=10, help="DDIM steps (network evaluations)")
+    parser.add_argument("--sampling-steps", type=int, default=10, help="DDIM steps (network evaluations)")
     parser.add_argument("--overlap", type=int, default=32, help="as experiments.predict --overlap")
     parser.add_argument("--batch-size", type=int, default=16, help="tiles per network call")
     parser.add_argument("--rounds", type=int, default=5,
@@ -194,9 +195,9 @@ def time_prediction(predictor: Predictor, checkpoint: Path, image: Path, scratch
                     args: argparse.Namespace) -> dict:
     """``--rounds`` interleaved rounds of (bare network, predict command); prints and returns the figures."""
     tile = predictor.tile
-    tiles = tile_count(args.size, args.size, tile, args.overlap)
+    tiles = TileLayout(tile, args.overlap).count(args.size, args.size)
     redundancy = tiles * tile * tile / args.size**2
-    print(f"{checkpoint}; {args.size} x {args.size} px, DDIM {args.steps} steps, tile {tile}, "
+    print(f"{checkpoint}; {args.size} x {args.size} px, DDIM {args.sampling_steps} steps, tile {tile}, "
           f"overlap {args.overlap}: {tiles} tiles per step in batches of {args.batch_size}", flush=True)
     bare, wall = [], []
     for round_index in range(args.rounds):
@@ -209,9 +210,9 @@ def time_prediction(predictor: Predictor, checkpoint: Path, image: Path, scratch
         print(f"round {round_index + 1}: bare network {bare[-1] / 1e6:.3f} Mpx/s, predict {wall[-1]:.1f} s",
               flush=True)
     print(f"load average (1 min) after: {load_average()}")
-    overhead = [w * rate / (args.steps * args.size**2) for w, rate in zip(wall, bare)]
+    overhead = [w * rate / (args.sampling_steps * args.size**2) for w, rate in zip(wall, bare)]
     figures = {
-        "size": args.size, "steps": args.steps, "tile": tile, "overlap": args.overlap,
+        "size": args.size, "sampling_steps": args.sampling_steps, "tile": tile, "overlap": args.overlap,
         "batch_size": args.batch_size, "tiles_per_step": tiles, "redundancy": redundancy,
         "rounds": args.rounds, "predict_seconds": wall, "bare_network_pixels_per_s": bare,
         "output_pixels_per_s": [args.size**2 / w for w in wall], "overhead": overhead,

@@ -38,11 +38,11 @@ from torch import nn
 from ddpm import DDIMSampler, Diffusion, Sampler, SimpleSampler, run_chain
 from ddpm.samplers import initial_noise
 from experiments.bench.unet import images_per_s, synchronize
-from experiments.config import TUTORIAL_MSE, EvalConfig, RunConfig
+from experiments.config import TUTORIAL_MSE, RunConfig, SamplingConfig
 from experiments.data import PairedImageDataset
-from experiments.evaluation.loop import bicubic_baseline, build_sampler, evaluate
+from experiments.evaluation.loop import bicubic_baseline, evaluate
 from experiments.inference.loading import load_for_inference
-from experiments.runtime import pick_device, seed_everything
+from experiments.runtime import DEVICES, pick_device, seed_everything
 from experiments.build import build_diffusion, build_model
 
 Network = Literal["checkpoint", "tutorial"]
@@ -149,9 +149,9 @@ def measure_speed(
     generator = torch.Generator(diffusion.device).manual_seed(0)
     condition = torch.rand((batch_size, 1, *image_shape), generator=generator, device=diffusion.device) * 2 - 1
     # One short untimed chain first: allocations, kernel selection, lazy initialisation.
-    time_chain(diffusion, model, condition, DDIMSampler(num_steps=2), 0)
+    time_chain(diffusion, model, condition, DDIMSampler(sampling_steps=2), 0)
     rows = []
-    plan = [SimpleSampler()] + [DDIMSampler(num_steps=n) for n in ddim_step_counts(diffusion.steps)]
+    plan = [SimpleSampler()] + [DDIMSampler(sampling_steps=n) for n in ddim_step_counts(diffusion.steps)]
     for sampler in plan:
         rows.append(time_chain(diffusion, model, condition, sampler, timed_steps))
         print(f"  {format_timing(rows[-1])}", flush=True)
@@ -189,10 +189,10 @@ def speed_table(speed: dict) -> str:
 
 
 # ------------------------------------------------------------------ quality
-def quality_configs(base: EvalConfig, steps_total: int, batch_size: int, eta: float = 0.0) -> dict[str, EvalConfig]:
-    """Row name (sampler name and steps) -> sampler settings: Eq. 11 ("simple") on all T steps, then DDIM
-    (``eta``) at each step count."""
-    common = replace(base, samples=1, batch_size=batch_size, eta=eta)
+def quality_configs(base: SamplingConfig, steps_total: int, eta: float = 0.0) -> dict[str, SamplingConfig]:
+    """Row name (sampler name and sampling steps) -> sampling settings: Eq. 11 ("simple") on all T steps, then
+    DDIM (``eta``) at each step count, one sample each."""
+    common = replace(base, samples=1, eta=eta)
     rows = {f"simple {steps_total}": replace(common, sampler="simple", variance=None, sampling_steps=None)}
     for steps in ddim_step_counts(steps_total):
         rows[f"ddim {steps}"] = replace(common, sampler="ddim", sampling_steps=steps)
@@ -211,12 +211,13 @@ def measure_quality(
     """
     rows = {"bicubic": {"steps": 0, "network_evaluations": 0, "seconds": 0.0,
                         **bicubic_baseline(dataset, images)}}
-    for name, sampling in quality_configs(config.eval, diffusion.steps, batch_size, eta).items():
+    schedule = replace(config.eval, batch_size=batch_size, seed=seed)
+    for name, sampling in quality_configs(config.sampling, diffusion.steps, eta).items():
         seed_everything(seed)
         start = time.perf_counter()
-        result = evaluate(model, diffusion, dataset, sampling, max_images=images, seed=seed,
-                          progress=False, description=name)
-        steps = len(build_sampler(sampling).chain(diffusion.steps))
+        result = evaluate(model, diffusion, dataset, sampling, schedule, max_images=images, progress=False,
+                          description=name)
+        steps = sampling.network_evaluations(diffusion.steps)
         rows[name] = {"steps": steps, "network_evaluations": steps * math.ceil(images / batch_size),
                       "seconds": time.perf_counter() - start, **result.metrics}
         print(f"  {name}: PSNR {rows[name]['psnr']:.3f} dB, SSIM {rows[name]['ssim']:.4f} "
@@ -284,7 +285,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--level", default="level_09", help="test level of the quality table")
     parser.add_argument("--images", type=int, default=32, help="test images of the quality table (0: no table)")
     parser.add_argument("--out", help=f"JSON output (default: {OUTPUT_NAME} in the checkpoint's run folder)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--batch-size", type=int, default=16, help="images per sampling batch")
     parser.add_argument("--image-size", type=int,
                         help="side of the sampled images (default: the test images' size; tutorial: 128)")

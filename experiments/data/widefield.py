@@ -20,13 +20,13 @@ every value, where percentile scaling would saturate the brightest bundles.
 """
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unet.config import bounded, check_value
+from ddpm.settings import bounded, check_ranges
 
 # Full width at half maximum of a Gaussian in units of its sigma: 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -52,7 +52,7 @@ class WidefieldModel:
     numerical_aperture: float = bounded(1.49, 0, low_open=True)
     # Choice: widefield FWHM = 0.61 lambda / NA (the Rayleigh distance, 215 nm here), about 20 %
     # wider than the ideal aberration-free Airy FWHM (0.51 lambda / NA, 180 nm): real high-NA TIRF
-    # widefield images resolve roughly 200-250 nm (shared/realdata/README.md), not the ideal.
+    # widefield images resolve roughly 200-250 nm, about twice the SIM's, not the ideal.
     fwhm_per_wavelength_over_na: float = bounded(0.61, 0, low_open=True)
     # Fact of SIM (Gustafsson 2000) and of BioSR's description: SIM about doubles the resolution.
     sim_to_widefield_fwhm: float = bounded(0.5, 0, 1, low_open=True, high_open=True)
@@ -72,8 +72,7 @@ class WidefieldModel:
     reference_percentile: float = bounded(99.9, 50, 100, low_open=True)
 
     def __post_init__(self) -> None:
-        for declared in fields(self):
-            check_value(getattr(self, declared.name), declared.metadata["range"], f"WidefieldModel.{declared.name}")
+        check_ranges(self, "WidefieldModel.")
         if len(self.photons) != 2 or not self.photons[0] < self.photons[1]:
             raise ValueError(f"WidefieldModel.photons must be (level_01, level_09) with low < high, got {self.photons}")
 

@@ -23,8 +23,6 @@ Two protocols, both kept by :class:`MetricAccumulator`:
   the test set's values, defined also for a single image.
 """
 
-from typing import Literal, get_args
-
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import (
@@ -33,8 +31,8 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-MetricName = Literal["mae", "nrmse", "ssim", "ms_ssim", "psnr"]
-METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
+from experiments.records import METRIC_NAMES
+
 HIGHER_IS_BETTER: dict[str, bool] = {"mae": False, "nrmse": False, "ssim": True, "ms_ssim": True, "psnr": True}
 METRIC_LABELS: dict[str, str] = {
     "mae": "MAE", "nrmse": "NRMSE", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)"

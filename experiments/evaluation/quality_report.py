@@ -26,14 +26,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from experiments.config import EvalConfig
+from experiments.config import EvalConfig, SamplingConfig
 from experiments.data import PairedImageDataset
 from experiments.data.layout import DatasetError
 from experiments.evaluation.check import redegradation, square_frc
 from experiments.evaluation.loop import evaluate
 from experiments.evaluation.quality import Calibration, calibration, fit_calibration_scale
 from experiments.evaluation.quality_figures import plot_calibration
-from experiments.inference.loading import Predictor
+from experiments.inference.predictor import Predictor
 
 NYQUIST_PX = 2.0
 
@@ -101,15 +101,16 @@ class QualityAccumulator:
         return calibration(*self.stacked(), self.samples, scale=scale)
 
 
-def validation_scale(predictor: Predictor, root: str, settings: EvalConfig, progress: bool) -> float | None:
+def validation_scale(predictor: Predictor, root: str, sampling: SamplingConfig, schedule: EvalConfig,
+                     progress: bool) -> float | None:
     """The calibration scale fitted on the validation split of ``root`` (its first
-    ``settings.max_test_images``, sampled as the test levels are), or None when it has none."""
+    ``schedule.max_test_images``, sampled as the test levels are), or None when it has none."""
     try:
         dataset = PairedImageDataset(root, "validate", normalization=predictor.config.data.normalization)
     except (DatasetError, FileNotFoundError):
         return None
     seen = QualityAccumulator(calibration_only=True)
-    evaluate(predictor.model, predictor.diffusion, dataset, settings, settings.max_test_images, seed=settings.seed,
+    evaluate(predictor.model, predictor.diffusion, dataset, sampling, schedule, schedule.max_test_images,
              progress=progress, description="validate (calibration scale)", observe=seen.update)
     return seen.fit_scale()
 

@@ -9,12 +9,9 @@ Typical use at the end of a run::
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, get_args
 
-from experiments.evaluation.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES
-
-PaperKey = Literal["mse", "l1"]
-PAPER_KEYS: tuple[str, ...] = get_args(PaperKey)
+from experiments.evaluation.metrics import HIGHER_IS_BETTER, METRIC_LABELS
+from experiments.records import METRIC_NAMES, PAPER_KEYS, PaperKey
 
 # Bachimanchi & Volpe (2024), Section 4.9.4: test level_09 after 60 epochs, tutorial protocol (per batch of 64).
 PAPER_RESULTS: dict[str, dict[str, float]] = {

@@ -2,8 +2,8 @@
 library of ``python -m experiments.export``).
 
 The package's TorchScript weights are the whole deterministic DDIM sampler
-(:class:`experiments.inference.scripted_sampler.ScriptedDDIM`): one call on the widefield image runs ``--steps``
-network evaluations from x_T = :func:`ddpm.hashed_noise.hashed_normal` of ``--seed``, so deepImageJ,
+(:class:`experiments.inference.scripted_sampler.ScriptedDDIM`): one call on the widefield image runs
+``--sampling-steps`` network evaluations from x_T = :func:`ddpm.hashed_noise.hashed_normal` of ``--seed``, so deepImageJ,
 ilastik and bioimageio.core get the same image every time without seeding anything.
 
 Conventions (written into the package's documentation too):
@@ -15,7 +15,7 @@ Conventions (written into the package's documentation too):
   [0, 1]; per-image min / max puts any uint8 / uint16 / float image there.
 * Post-processing: ``scale_linear`` ``(v + 1) / 2``: the output is in [0, 1] like the training targets and
   the files ``experiments.predict`` writes.
-* Sizes: y and x at least ``min`` and in steps of the U-Net's size multiple 2^(depth-1); halo ``--halo``
+* Sizes: y and x at least ``min`` and in steps of the network's ``size_multiple``; halo ``--halo``
   pixels for tiled processing. Pixel size: ``--pixel-size`` in µm (default: the test TIF's metadata),
   the same for input and output.
 
@@ -24,7 +24,6 @@ Needs the optional extra: ``pip install -e '.[export]'``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -37,12 +36,19 @@ import torch
 from experiments import figures
 from experiments.data.images import read_frames
 from experiments.data.layout import TIF_SUFFIXES
-from experiments.inference.loading import InferenceError, Predictor, load_for_inference
+from experiments.data.normalization import from_model_range, to_model_range
+from experiments.inference.loading import load_for_inference
+from experiments.inference.predictor import Predictor
 from experiments.inference.scripted_sampler import script_sampler
+from experiments.records import last_scores, read_records
+from unet import describe_network
 
 # The x_T seed and the number of DDIM steps are fixed in the exported module.
-DEFAULT_STEPS = 10
+DEFAULT_SAMPLING_STEPS = 10
 DEFAULT_HALO = 16  # half of experiments.predict's default tile overlap
+# The test tensor: the centred square crop of the test image, at most this side (bioimageio's test runs
+# the whole sampler on it several times).
+TEST_SIDE = 256
 SCALE_RANGE_EPS = 1e-6  # bioimage.io's scale_range default, reproduced for the test tensors
 # (text, DOI or None, URL or None). The tutorial's DOI is not in our copy of it: a search link stands in.
 CITATIONS = (
@@ -66,11 +72,11 @@ class ExportError(ValueError):
 
 @dataclass(frozen=True)
 class ExportOptions:
-    steps: int = DEFAULT_STEPS
+    sampling_steps: int = DEFAULT_SAMPLING_STEPS
     seed: int = 0
     halo: int = DEFAULT_HALO
     pixel_size_um: float | None = None
-    test_side: int | None = None  # the test tensor's crop; None: the checkpoint's training image side
+    test_side: int = TEST_SIDE  # the largest side of the test tensor's crop
     test_image: Path | None = None  # default: a test TIF of the run's data root
 
 
@@ -98,56 +104,60 @@ def synthetic_widefield(side: int) -> np.ndarray:
 
 
 def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray, str, float | None]:
-    """The test tensor [1, 1, S, S] float32 (centre crop of the test image), where it came from, its pixel size."""
+    """The test tensor [1, 1, S, S] float32, where it came from, its pixel size.
+
+    S is the test image's shorter side, at most ``options.test_side``, rounded down to the network's
+    ``size_multiple``; the crop is centred. It must leave output after the two halos.
+    """
     path = options.test_image or find_test_image(predictor)
-    multiple = predictor.size_factor
-    test_side = predictor.tile if options.test_side is None else options.test_side
+    size_multiple, smallest = predictor.size_multiple, min_size(predictor.size_multiple, options.halo)
     if path is None:
-        side = test_side - test_side % multiple
+        side = max(smallest, predictor.tile - predictor.tile % size_multiple)
         return synthetic_widefield(side)[None, None], "a deterministic synthetic image (no data found)", None
     frames, info = read_frames(path)
     image = frames[0]
-    side = min(test_side, *image.shape)
-    side -= side % multiple
-    if side < min_size(multiple, options.halo):
-        raise ExportError(f"{path}: image {image.shape} is too small for a test tensor; pass --test-image")
+    side = min(options.test_side, *image.shape)
+    side -= side % size_multiple
+    if side < smallest:
+        raise ExportError(
+            f"{path}: image {image.shape} gives a {side}-pixel test crop, but the package needs at least "
+            f"{smallest} pixels per side (2 halos of {options.halo} px plus one, in steps of the network's "
+            f"size_multiple {size_multiple}); pass a larger --test-image or --test-side, or a smaller --halo"
+        )
     top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
     crop = image[top : top + side, left : left + side]
     return np.ascontiguousarray(crop)[None, None], str(path), info.pixel_size_um
 
 
-def min_size(multiple: int, halo: int) -> int:
-    """Smallest input side: a multiple of the network's size factor that leaves output after cropping 2 halos."""
-    return multiple * math.ceil((2 * halo + 1) / multiple)
+def min_size(size_multiple: int, halo: int) -> int:
+    """Smallest input side: a multiple of the network's ``size_multiple`` that leaves output after cropping 2 halos."""
+    return size_multiple * math.ceil((2 * halo + 1) / size_multiple)
 
 
 def preprocess(image: np.ndarray) -> np.ndarray:
-    """The package's pre-processing in numpy: ``scale_range`` (0 / 100 percentiles over y, x) then ``2 v - 1``."""
+    """The package's pre-processing in numpy: ``scale_range`` (0 / 100 percentiles over y, x) to [0, 1], then
+    the model range (:func:`~experiments.data.normalization.to_model_range`, the package's ``2 v - 1``)."""
     low, high = image.min(axis=(-2, -1), keepdims=True), image.max(axis=(-2, -1), keepdims=True)
-    unit = (image - low) / (high - low + np.float32(SCALE_RANGE_EPS))
-    return (unit * np.float32(2.0) - np.float32(1.0)).astype(np.float32)
+    return to_model_range((image - low) / (high - low + np.float32(SCALE_RANGE_EPS)))
 
 
 def postprocess(output: np.ndarray) -> np.ndarray:
-    """The package's post-processing: ``scale_linear`` ``(v + 1) / 2``, [-1, 1] -> [0, 1]."""
-    return (output * np.float32(0.5) + np.float32(0.5)).astype(np.float32)
+    """The package's post-processing ``(v + 1) / 2``: :func:`~experiments.data.normalization.from_model_range`."""
+    return from_model_range(output)
 
 
-def measured_metrics(checkpoint: Path) -> dict | None:
-    """The scores of the last evaluated epoch in the run's ``metrics.json`` beside the checkpoint (one row
-    per epoch, as training writes it): its epoch and every ``<split>/<metric>`` in the tutorial's protocol,
-    or None when there is no such file or no evaluated epoch."""
-    path = checkpoint.parent / "metrics.json"
+def measured_metrics(checkpoint: Path) -> dict[str, dict[str, float]] | None:
+    """The tutorial-protocol scores of every split in the last evaluated epoch of the run's records
+    beside the checkpoint (``metrics.json``), under ``"epoch N, <split>"``; None when there are none."""
     try:
-        rows = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        records = read_records(checkpoint.parent)
+    except (OSError, ValueError):
         return None
-    evaluated = [row for row in rows if any("/" in key for key in row)] if isinstance(rows, list) else []
-    if not evaluated:
-        return None
-    last = evaluated[-1]
-    scores = {key: value for key, value in last.items() if "/" in key and not key.endswith(("_mean", "_std"))}
-    return {"epoch": last.get("epoch"), **scores}
+    splits = list(dict.fromkeys(split for record in records for split in record.scores))
+    found = {split: last_scores(records, split) for split in splits}
+    return {f"epoch {epoch}, {split}": {metric: value for metric, value in scores.items()
+                                        if not metric.endswith(("_mean", "_std"))}
+            for split, (epoch, scores) in found.items() if found[split] is not None} or None
 
 
 def write_cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
@@ -163,7 +173,8 @@ def documentation(predictor: Predictor, options: ExportOptions, source: str, met
     config = predictor.config
     network = config.network
     metric_lines = (
-        "\n".join(f"- {key}: {value}" for key, value in metrics.items())
+        "\n".join(f"- {split}: " + ", ".join(f"{name} {value:.4g}" for name, value in scores.items())
+                  for split, scores in metrics.items())
         if metrics else "- none recorded beside this checkpoint (no metrics.json)"
     )
     citations = "\n".join(f"- {text} {f'https://doi.org/{doi}' if doi else url}" for text, doi, url in CITATIONS)
@@ -171,13 +182,13 @@ def documentation(predictor: Predictor, options: ExportOptions, source: str, met
 
 A conditional denoising diffusion model (DDPM, Ho et al. 2020, after the tutorial by Bachimanchi & Volpe 2024)
 that turns a widefield fluorescence image into a SIM-like super-resolved one. The weights hold the whole
-sampler: {options.steps} deterministic DDIM steps (Song et al. 2021, eta = 0) around an attention U-Net
-(channels {list(network.channels)}, bottleneck {list(network.base_channels)}).
+sampler: {options.sampling_steps} deterministic DDIM steps (Song et al. 2021, eta = 0) around the network:
+{describe_network(network)}.
 
 ## Input and output
 - Input: one widefield image (axes b, c = 1, y, x), **already on the output's pixel grid**: the bicubic x2
   upsampled widefield, like BioSR's inputs. The model does not enlarge the image. y and x must be multiples of
-  {predictor.size_factor}; any size from {min_size(predictor.size_factor, options.halo)} works (process large
+  {predictor.size_multiple}; any size from {min_size(predictor.size_multiple, options.halo)} works (process large
   images in tiles with a halo of {options.halo} pixels).
 - Pre-processing: each image's min -> 0 and max -> 1 (`scale_range`, percentiles 0 / 100), then `2 v - 1`.
 - Output: the super-resolved image in [0, 1] (`(v + 1) / 2` of the model's [-1, 1]).
@@ -186,8 +197,8 @@ sampler: {options.steps} deterministic DDIM steps (Song et al. 2021, eta = 0) ar
 ## Noise and determinism
 The diffusion starts from x_T, standard normal noise computed from a hash of (seed {options.seed}, pixel
 position): no random generator is used, so every run on every machine gives the same output, and a pixel's
-noise does not depend on the image size. The step count ({options.steps}) and the seed are fixed in the
-TorchScript module; export again (`python -m experiments.export --steps N --seed S`) to change them.
+noise does not depend on the image size. The sampling steps ({options.sampling_steps}) and the seed are fixed in
+the TorchScript module; export again (`python -m experiments.export --sampling-steps N --seed S`) to change them.
 
 ## Training data
 Run `{config.name}`: data root `{config.data.root}` (BioSR layout; the real BioSR microtubules or the project's
@@ -210,7 +221,7 @@ project's tests the scripted sampler equals `experiments.predict --hashed-noise`
   gaps in the output can be hallucinated, especially where the widefield signal is weak. Compare with the
   input and, in Python, with several seeds (`experiments.predict --samples N --std`).
 - Per-image min / max scaling: a single hot pixel compresses the rest of the image; crop or clip it first.
-- The step count is fixed at export; more steps are slower and not always better.
+- The sampling steps are fixed at export; more are slower and not always better.
 
 ## Citations
 {citations}
@@ -228,12 +239,13 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
     except ImportError as error:
         raise ExportError(f"bioimageio.spec is not installed ({error}); run: pip install -e '.[export]'") from error
     predictor = load_for_inference(checkpoint, "cpu")
-    if options.steps < 1 or options.steps > predictor.diffusion.steps:
-        raise ExportError(f"--steps must be within 1..{predictor.diffusion.steps} (the trained steps), got {options.steps}")
+    if not 1 <= options.sampling_steps <= predictor.diffusion.steps:
+        raise ExportError(f"--sampling-steps must be within 1..{predictor.diffusion.steps} (the trained diffusion "
+                          f"steps), got {options.sampling_steps}")
     if options.halo < 1:
         raise ExportError(f"--halo must be at least 1, got {options.halo}")
-    multiple = predictor.size_factor
-    module = script_sampler(predictor.model, predictor.diffusion, options.steps, options.seed, multiple)
+    module = script_sampler(predictor.model, predictor.diffusion, options.sampling_steps, options.seed,
+                            predictor.size_multiple)
     image, source, file_pixel_size = test_input(predictor, options)
     pixel_size = options.pixel_size_um if options.pixel_size_um is not None else file_pixel_size
     options = replace(options, pixel_size_um=pixel_size)
@@ -251,7 +263,7 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
 def _write_package(spec, save, work: Path, module, image, output, predictor: Predictor, options: ExportOptions,
                    source: str, metrics: dict | None, out: Path) -> Path:
     """Files, then the spec 0.5 description of them, then the zip (``spec``, ``save``: bioimageio.spec's)."""
-    multiple, pixel_size = predictor.size_factor, options.pixel_size_um
+    size_multiple, pixel_size = predictor.size_multiple, options.pixel_size_um
     weights = work / "sampler.pt"
     module.save(str(weights))
     np.save(work / "test_input.npy", image)
@@ -261,7 +273,7 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
 
     scale = {} if pixel_size is None else {"scale": pixel_size, "unit": "micrometer"}
     input_id, y, x = spec.TensorId("widefield"), spec.AxisId("y"), spec.AxisId("x")
-    size = spec.ParameterizedSize(min=min_size(multiple, options.halo), step=multiple)
+    size = spec.ParameterizedSize(min=min_size(size_multiple, options.halo), step=size_multiple)
     inputs = spec.InputTensorDescr(
         id=input_id,
         description="widefield image on the output's pixel grid (bicubic x2 upsampled), any intensity range",
@@ -297,7 +309,7 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
         name=f"Diffusion super-resolution {predictor.config.name}"[:128],
         description=(
             f"Conditional diffusion model (DDPM) turning widefield into SIM-like images; the TorchScript weights run "
-            f"{options.steps} deterministic DDIM steps with position-hashed initial noise (seed {options.seed})."
+            f"{options.sampling_steps} deterministic DDIM steps with position-hashed initial noise (seed {options.seed})."
         ),
         authors=[spec.Author(name="diffusion-sr-microscopy contributors")],
         cite=[

@@ -1,6 +1,6 @@
 """The whole deterministic DDIM sampler as one TorchScript module: widefield in, super-resolved image out.
 
-    sampler = ScriptedDDIM(predictor.model, predictor.diffusion, num_steps=10, seed=0)
+    sampler = ScriptedDDIM(predictor.model, predictor.diffusion, sampling_steps=10, seed=0)
     scripted = torch.jit.script(sampler)            # what experiments.export packs as the model's weights
     sr = scripted(widefield)                        # [B, 1, H, W] in [-1, 1] in and out
 
@@ -13,7 +13,7 @@ Each step is Song et al.'s Eq. 12 with eta = 0, as :func:`ddpm.ddim.ddim_step` c
 again here because that function takes a :class:`ddpm.Diffusion`, which TorchScript cannot compile. The
 numbers come from the same place: the step coefficients from :func:`ddpm.ddim.ddim_coefficients` (as
 Python floats, as there), the x0 tables and time encodings are the Diffusion's own float32 entries,
-so the module reproduces ``ddpm.DDIMSampler(num_steps)(..., x_T=hashed_normal(...))`` to rounding.
+so the module reproduces ``ddpm.DDIMSampler(sampling_steps)(..., x_T=hashed_normal(...))`` to rounding.
 """
 
 from __future__ import annotations
@@ -29,21 +29,21 @@ from ddpm.hashed_noise import hashed_normal
 
 
 class ScriptedDDIM(nn.Module):
-    """Deterministic DDIM (eta = 0, clamped x0, uniform spacing) over ``num_steps`` network calls.
+    """Deterministic DDIM (eta = 0, clamped x0, uniform spacing) over ``sampling_steps`` network calls.
 
     Args:
         network: the noise predictor, called as ``network(cat([widefield, x_t], 1), t_encoding)``;
             it must compile with ``torch.jit.script`` (the project's UNet does). Its weights are frozen.
         diffusion: the schedule the network was trained with (its tables are read once, here).
-        num_steps: network evaluations per image, fixed in the module.
+        sampling_steps: network evaluations per image, fixed in the module.
         seed: seed of x_T (:func:`ddpm.hashed_noise.hashed_normal`), fixed in the module.
         size_multiple: image sides must be multiples of this (the U-Net's 2^(depth-1)).
     """
 
-    def __init__(self, network: nn.Module, diffusion: Diffusion, num_steps: int, seed: int, size_multiple: int) -> None:
+    def __init__(self, network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int) -> None:
         super().__init__()
         self.network = network.eval().requires_grad_(False)
-        chain = ddim_timesteps(diffusion.steps, num_steps)
+        chain = ddim_timesteps(diffusion.steps, sampling_steps)
         coefficients = ddim_coefficients(diffusion, chain, eta=0.0)
         tables = diffusion.tables
         index = torch.tensor(chain, device=tables.x0_coef_xt.device)
@@ -82,7 +82,7 @@ class ScriptedDDIM(nn.Module):
 
 
 def script_sampler(
-    network: nn.Module, diffusion: Diffusion, num_steps: int, seed: int, size_multiple: int
+    network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int
 ) -> torch.jit.ScriptModule:
     """:class:`ScriptedDDIM` compiled with ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
-    return torch.jit.script(ScriptedDDIM(network, diffusion, num_steps, seed, size_multiple).cpu())
+    return torch.jit.script(ScriptedDDIM(network, diffusion, sampling_steps, seed, size_multiple).cpu())

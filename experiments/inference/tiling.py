@@ -14,6 +14,8 @@ processed as one tile and cropped back.
     from experiments.inference.tiling import predict_tiled
     out = predict_tiled(widefield, lambda tiles: network(tiles), tile=128, overlap=32)
 
+A :class:`TileLayout` records the tile side, the overlap and the tiles per network call.
+
 A diffusion sampler must not be tiled from the outside (each tile running its own chain): every tile
 would draw its own noise, and overlaps would average two different samples into a weaker texture, a
 grid with the tile spacing. :func:`tiled_network` tiles the *network* instead, inside one chain on the
@@ -23,6 +25,7 @@ tiles, so tiled and one-pass sampling agree wherever the network's receptive fie
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +117,35 @@ def _check_tile_output(output: torch.Tensor, count: int, tile: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class TileLayout:
+    """How an image is cut for a network that takes ``tile x tile`` inputs: ``overlap`` pixels shared by
+    neighbouring tiles at least, ``batch_size`` tiles per network call."""
+
+    tile: int
+    overlap: int = 32
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.tile < 1:
+            raise ValueError(f"tile must be at least 1 pixel, got {self.tile}")
+        if not 0 <= self.overlap < self.tile:
+            raise ValueError(f"overlap must satisfy 0 <= overlap < tile ({self.tile}), got {self.overlap}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def check_size_multiple(self, size_multiple: int) -> None:
+        """Refuse a tile that the network cannot take (its sides must be multiples of ``size_multiple``)."""
+        if size_multiple < 1 or self.tile % size_multiple:
+            raise ValueError(f"tile {self.tile} must be a multiple of {size_multiple}, the network's size_multiple")
+
+    def count(self, height: int, width: int) -> int:
+        """Tiles of one image of ``height x width`` (padded up to a tile)."""
+        return len(tile_positions(max(height, self.tile), self.tile, self.overlap)) * len(
+            tile_positions(max(width, self.tile), self.tile, self.overlap)
+        )
+
+
 @torch.no_grad()
 def predict_tiled(
     image: torch.Tensor,
@@ -122,23 +154,21 @@ def predict_tiled(
     overlap: int = 32,
     batch_size: int = 16,
     progress: bool = False,
-    multiple_of: int = 1,
+    size_multiple: int = 1,
     desc: str | None = None,
-    on_tiles: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Run ``fn`` over overlapping ``tile x tile`` tiles of ``image`` and blend the results seamlessly.
 
     Args:
-        image: [C, H, W] or [B, C, H, W], any H, W >= 1 (in whatever range ``fn`` expects, e.g. [-1, 1]).
+        image: [C, H, W] or [B, C, H, W], any H, W >= 1 (in whatever range ``fn`` expects, e.g. [-1, 1]);
+            padded up to a tile where smaller (:func:`pad_to_tile`) and cropped back.
         fn: maps a batch of tiles [N, C, tile, tile] (N <= batch_size) to [N, C_out, tile, tile]; it is
             called under ``torch.no_grad``. Its output may live on another device; it is moved back.
-        tile: tile side in pixels, the size ``fn`` accepts; must be a multiple of ``multiple_of``.
-        overlap: minimum number of pixels neighbouring tiles share (the blending ramp is as wide as the
-            actual overlap, which may be a little larger so that tiles are evenly spread).
-        batch_size: tiles per call of ``fn`` (tiles of all images in a batch are pooled).
+        tile, overlap, batch_size: the :class:`TileLayout` (the blending ramp is as wide as the actual
+            overlap, which may be a little larger so that tiles are evenly spread; tiles of all images in a
+            batch are pooled into the calls of ``fn``).
         progress: show a tqdm bar over tiles, labelled ``desc``.
-        multiple_of: the model's size factor (e.g. 2 ** number of downsamplings); checked against ``tile``.
-        on_tiles: called with the number of tiles after each call of ``fn``, e.g. a caller's progress bar.
+        size_multiple: the network's (e.g. 2 ** number of downsamplings); checked against ``tile``.
 
     Returns:
         [C_out, H, W] or [B, C_out, H, W] (matching ``image``), in ``fn``'s output dtype promoted to at
@@ -147,78 +177,70 @@ def predict_tiled(
     """
     if image.ndim not in (3, 4):
         raise ValueError(f"image must be [C, H, W] or [B, C, H, W], got shape {tuple(image.shape)}")
-    if multiple_of < 1 or tile % multiple_of:
-        raise ValueError(f"tile {tile} must be a multiple of {multiple_of}, the model's size factor")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    layout = TileLayout(tile, overlap, batch_size)
+    layout.check_size_multiple(size_multiple)
     batched = image if image.ndim == 4 else image.unsqueeze(0)
     height, width = batched.shape[2:]
     padded, top, left = pad_to_tile(batched, tile)
-    rows = tile_positions(padded.shape[2], tile, overlap)
-    cols = tile_positions(padded.shape[3], tile, overlap)
-    row_windows, col_windows = axis_windows(rows, tile), axis_windows(cols, tile)
-    jobs = [(b, i, j) for b in range(padded.shape[0]) for i in range(len(rows)) for j in range(len(cols))]
-
-    total = weights = None  # allocated once the first output tells C_out and dtype
-    with tqdm(total=len(jobs), desc=desc, unit="tile", disable=not progress) as bar:
-        for first in range(0, len(jobs), batch_size):
-            chunk = jobs[first : first + batch_size]
-            tiles = torch.stack([padded[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] for b, i, j in chunk])
-            output = fn(tiles)
-            _check_tile_output(output, len(chunk), tile)
-            if total is None:
-                dtype = torch.promote_types(output.dtype, torch.float32)
-                shape = (padded.shape[0], output.shape[1], *padded.shape[2:])
-                total = torch.zeros(shape, dtype=dtype, device=image.device)
-                weights = torch.zeros(padded.shape[2:], dtype=dtype, device=image.device)
-            output = output.to(device=image.device, dtype=total.dtype)
-            for (b, i, j), result in zip(chunk, output, strict=True):
-                window = torch.outer(row_windows[i], col_windows[j]).to(device=image.device, dtype=total.dtype)
-                total[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window * result
-                if b == 0:  # every image in the batch has the same layout; count its weights once
-                    weights[rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window
-            bar.update(len(chunk))
-            if on_tiles is not None:
-                on_tiles(len(chunk))
-
-    blended = (total / weights)[:, :, top : top + height, left : left + width]
+    with tqdm(total=len(padded) * layout.count(*padded.shape[2:]), desc=desc, unit="tile", disable=not progress) as bar:
+        blended = blend_tiles(padded, fn, layout, on_tiles=bar.update)
+    blended = blended[:, :, top : top + height, left : left + width]
     return blended if image.ndim == 4 else blended[0]
 
 
-def tile_count(height: int, width: int, tile: int, overlap: int) -> int:
-    """Tiles of one image of ``height x width`` (padded up to ``tile``) in the layout of :func:`predict_tiled`."""
-    return len(tile_positions(max(height, tile), tile, overlap)) * len(tile_positions(max(width, tile), tile, overlap))
+def blend_tiles(
+    image: torch.Tensor, fn: TileFn, layout: TileLayout, on_tiles: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """The core of :func:`predict_tiled` on an image [B, C, H, W] already at least one tile on each side
+    (nothing is padded here). ``on_tiles`` is called with the number of tiles after each call of ``fn``."""
+    tile = layout.tile
+    if min(image.shape[2:]) < tile:
+        raise ValueError(f"image {tuple(image.shape[2:])} is smaller than a {tile}-pixel tile; pad it first (pad_to_tile)")
+    rows = tile_positions(image.shape[2], tile, layout.overlap)
+    cols = tile_positions(image.shape[3], tile, layout.overlap)
+    row_windows, col_windows = axis_windows(rows, tile), axis_windows(cols, tile)
+    jobs = [(b, i, j) for b in range(image.shape[0]) for i in range(len(rows)) for j in range(len(cols))]
+
+    total = weights = None  # allocated once the first output tells C_out and dtype
+    for first in range(0, len(jobs), layout.batch_size):
+        chunk = jobs[first : first + layout.batch_size]
+        tiles = torch.stack([image[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] for b, i, j in chunk])
+        output = fn(tiles)
+        _check_tile_output(output, len(chunk), tile)
+        if total is None:
+            dtype = torch.promote_types(output.dtype, torch.float32)
+            shape = (image.shape[0], output.shape[1], *image.shape[2:])
+            total = torch.zeros(shape, dtype=dtype, device=image.device)
+            weights = torch.zeros(image.shape[2:], dtype=dtype, device=image.device)
+        output = output.to(device=image.device, dtype=total.dtype)
+        for (b, i, j), result in zip(chunk, output, strict=True):
+            window = torch.outer(row_windows[i], col_windows[j]).to(device=image.device, dtype=total.dtype)
+            total[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window * result
+            if b == 0:  # every image in the batch has the same layout; count its weights once
+                weights[rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window
+        if on_tiles is not None:
+            on_tiles(len(chunk))
+    return total / weights
 
 
 def tiled_network(
     model: Callable[..., torch.Tensor],
-    tile: int,
-    overlap: int,
-    batch_size: int,
-    multiple_of: int = 1,
+    layout: TileLayout,
     on_tiles: Callable[[int], None] | None = None,
 ) -> Callable[..., torch.Tensor]:
     """``model`` run tile by tile on inputs of any size: a drop-in for the noise predictor of a sampler.
 
     The result is called as the network is, ``(x [B, C_in, H, W], t_encoding [B, D], **kwargs)``, with
-    H, W >= ``tile`` (pad with :func:`pad_to_tile`), and returns the blended noise prediction
-    [B, C_out, H, W] of :func:`predict_tiled`. The sampler keeps x_t and its noise for the whole image, so
-    every tile of a step sees the same noise field. All images of a sampling chain are at the same
-    time step, so the first row of ``t_encoding`` alone is passed for every tile (the networks' contract,
-    :class:`unet.Denoiser`): the time projection is then computed alike for any number of tiles per call,
-    and a tile's result does not depend on the batch it is computed in. ``on_tiles``: see :func:`predict_tiled`.
+    H, W >= ``layout.tile`` (the caller pads the image once, :func:`pad_to_tile`), and returns the
+    blended noise prediction [B, C_out, H, W] of :func:`blend_tiles`. The sampler keeps x_t and its noise
+    for the whole image, so every tile of a step sees the same noise field. All images of a sampling
+    chain are at the same time step, so the first row of ``t_encoding`` alone is passed for every tile
+    (the networks' contract, :class:`unet.Denoiser`): the time projection is then computed alike for any
+    number of tiles per call, and a tile's result does not depend on the batch it is computed in.
     """
 
     def call(x: torch.Tensor, t_encoding: torch.Tensor, **kwargs) -> torch.Tensor:
         encoding = t_encoding[:1]
-        return predict_tiled(
-            x,
-            lambda tiles: model(tiles, encoding, **kwargs),
-            tile,
-            overlap,
-            batch_size,
-            multiple_of=multiple_of,
-            on_tiles=on_tiles,
-        )
+        return blend_tiles(x, lambda tiles: model(tiles, encoding, **kwargs), layout, on_tiles)
 
     return call

@@ -4,9 +4,6 @@ and ``report.md``."""
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -17,11 +14,9 @@ from experiments import figures
 from experiments.config import RunConfig
 from experiments.evaluation.loop import Evaluation
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
+from experiments.records import EpochRecord, Scores, evaluated, last_scores, write_records
 
 CONFIG_FILE = "config.json"
-
-# Bicubic-input metrics of a test level, as MetricAccumulator.compute() returns them.
-Baseline = Callable[[str], dict[str, float]]
 
 
 def new_run_dir(config: RunConfig) -> Path:
@@ -32,20 +27,14 @@ def new_run_dir(config: RunConfig) -> Path:
     return run_dir
 
 
-def level_metrics(row: dict, level: str) -> dict[str, float]:
-    """The ``<level>/<metric>`` entries of a history row, keyed by metric."""
-    return {key.split("/", 1)[1]: value for key, value in row.items() if key.startswith(f"{level}/")}
-
-
-def final_rows(config: RunConfig, history: list[dict], baseline: Baseline) -> dict[str, dict[str, dict[str, float]]]:
-    """Per evaluated test level, its last evaluated metrics beside the bicubic input and, when
-    ``eval.paper_comparison`` names one, the paper's numbers."""
+def final_rows(config: RunConfig, history: list[EpochRecord], baselines: dict[str, Scores]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per evaluated test level, its last evaluated scores beside the bicubic input's (``baselines``) and,
+    when ``eval.paper_comparison`` names one, the paper's numbers."""
     rows = {}
     for level in config.eval.levels:
-        last = next((row for row in reversed(history) if f"{level}/psnr" in row), None)
+        last = last_scores(history, level)
         if last is not None:
-            rows[level] = comparison_rows(level_metrics(last, level), baseline(level),
-                                          paper_key=config.eval.paper_comparison)
+            rows[level] = comparison_rows(last[1], baselines.get(level), paper_key=config.eval.paper_comparison)
     return rows
 
 
@@ -80,39 +69,34 @@ class RunFolder:
             title=f"{self.config.name}, epoch {epoch}, test {level}",
         )
 
-    def write_metrics(self, history: list[dict], baseline: Baseline) -> None:
-        """``metrics.json``, ``metrics.csv`` (one row per epoch), the loss curve and the metric curves of
-        the first test level beside its bicubic input."""
-        (self.path / "metrics.json").write_text(json.dumps(history, indent=2) + "\n")
-        columns = list(dict.fromkeys(key for row in history for key in row))
-        with open(self.path / "metrics.csv", "w", newline="") as stream:
-            writer = csv.DictWriter(stream, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(history)
-        figures.plot_training_loss([row["loss"] for row in history], self.path / "training_loss.png")
+    def write_metrics(self, history: list[EpochRecord], baselines: dict[str, Scores]) -> None:
+        """``metrics.json``, ``metrics.csv`` (:func:`experiments.records.write_records`), the loss curve and
+        the metric curves of the first test level beside its bicubic input (``baselines``)."""
+        write_records(self.path, history)
+        figures.plot_training_loss([record.loss for record in history], self.path / "training_loss.png")
         level = self.config.eval.levels[0]
-        evaluated = [{"epoch": row["epoch"], **level_metrics(row, level)} for row in history if f"{level}/psnr" in row]
-        if evaluated:
-            figures.plot_metrics(evaluated, self.path / "metrics.png", baseline=baseline(level))
+        curves = [{"epoch": epoch, **scores} for epoch, scores in evaluated(history, level)]
+        if curves:
+            figures.plot_metrics(curves, self.path / "metrics.png", baseline=baselines.get(level))
 
-    def write_report(self, history: list[dict], baseline: Baseline, device: torch.device) -> None:
+    def write_report(self, history: list[EpochRecord], baselines: dict[str, Scores], device: torch.device) -> None:
         """``report.md`` (summary, final metrics table, figures) of a conditional run; the table is printed."""
         if not self.config.train.conditional:
             return
         config = self.config
-        per_level = final_rows(config, history, baseline)
+        per_level = final_rows(config, history, baselines)
         summary = {
             "preset / name": config.name,
             "epochs": config.train.epochs,
             "loss": config.train.loss,
             "diffusion steps": config.diffusion.steps,
-            "sampler": config.eval.sampler,
+            "sampler": config.sampling.sampler,
             "test levels": ", ".join(per_level),
-            "test images": ", ".join(f"{level}: {history[-1].get(f'{level}/images')}" for level in per_level),
+            "test images": ", ".join(f"{level}: {history[-1].scores.get(level, {}).get('images')}" for level in per_level),
             "device": str(device),
         }
         notes = ["Metrics on [-1, 1] images with data range 2.0."]
-        last_epoch = history[-1]["epoch"]
+        last_epoch = history[-1].epoch
         shown = ["training_loss.png", "metrics.png"]
         shown += [f"samples_{level}_epoch{last_epoch:03d}.png" for level in per_level]
         shown += ["forward_process.png", "time_encodings.png"]

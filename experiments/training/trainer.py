@@ -21,6 +21,7 @@ from experiments.config import RunConfig, check_consistency
 from experiments.data import DatasetError, PairedImageDataset
 from experiments.evaluation.loop import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
 from experiments.evaluation.metrics import HIGHER_IS_BETTER
+from experiments.records import VALIDATION, EpochRecord, Scores
 from experiments.runtime import (
     autocast,
     init_distributed,
@@ -143,9 +144,8 @@ class Trainer:
         self.global_step = 0
         self.epoch_loss_sum = 0.0
         self.epoch_seconds = 0.0
-        self.history: list[dict] = []
+        self.history: list[EpochRecord] = []
         self.best_score: float | None = None
-        self.baselines: dict[str, dict[str, float]] = {}
         self._stop_reason: str | None = None
         # (epoch, global step) of the last.pt this run has on disk, for messages that must be true.
         self._last_saved: tuple[int, int] | None = None
@@ -163,16 +163,20 @@ class Trainer:
         common = dict(normalization=data.normalization)
         self.train_set = PairedImageDataset(data.root, "train", augment=data.augment, seed=seed, **common)
         self.train_size = len(self.train_set) if data.max_train_pairs is None else min(data.max_train_pairs, len(self.train_set))
-        multiple = self.config.network.size_multiple
-        if data.crop is not None and (data.crop > min(self.train_set.image_shape) or data.crop % multiple):
+        size_multiple = self.config.network.size_multiple
+        if data.crop is not None and (data.crop > min(self.train_set.image_shape) or data.crop % size_multiple):
             raise ValueError(
                 f"data.crop {data.crop} must be at most the training image size {self.train_set.image_shape} "
-                f"and a multiple of {multiple} (the network's size_multiple); change --crop, or --crop none "
+                f"and a multiple of {size_multiple} (the network's size_multiple); change --crop, or --crop none "
                 "for whole images"
             )
         self.test_sets = {
             level: PairedImageDataset(data.root, "test", level=level, **common) for level in self.config.eval.levels
         }
+        # What every result is read against: the bicubic input's scores on the images this run evaluates.
+        self.baselines: dict[str, Scores] = {
+            level: bicubic_baseline(dataset, self.config.eval.max_test_images) for level, dataset in self.test_sets.items()
+        } if self.place.is_main else {}
         try:
             self.validation_set = PairedImageDataset(data.root, "validate", **common)
         except DatasetError as error:
@@ -229,7 +233,7 @@ class Trainer:
             )
         return TrainingDiverged(f"{what}; {where}")
 
-    def fit(self, on_step: Callable[["Trainer"], None] | None = None) -> list[dict]:
+    def fit(self, on_step: Callable[["Trainer"], None] | None = None) -> list[EpochRecord]:
         """Train until ``train.epochs``; returns the per-epoch history.
 
         Raises:
@@ -244,7 +248,7 @@ class Trainer:
                 self._train_epoch(on_step)
                 self._end_epoch()
         if self.place.is_main:
-            self.folder.write_report(self.history, self.baseline, self.device)
+            self.folder.write_report(self.history, self.baselines, self.device)
         return self.history
 
     def _train_epoch(self, on_step) -> None:
@@ -343,38 +347,33 @@ class Trainer:
         return tensor.item() > 0
 
     def _end_epoch(self) -> None:
-        batches = self.batch_in_epoch
-        row = {
-            "epoch": self.epoch + 1,
-            "loss": self.epoch_loss_sum / max(batches, 1),
-            "seconds": self.epoch_seconds,
-        }
+        record = EpochRecord(self.epoch + 1, self.epoch_loss_sum / max(self.batch_in_epoch, 1), self.epoch_seconds)
         if self.place.enabled:
             # Mean over ranks, as each saw its own share of the global batches.
-            tensor = torch.tensor([row["loss"]], dtype=torch.float64, device=self.device)
+            tensor = torch.tensor([record.loss], dtype=torch.float64, device=self.device)
             dist.all_reduce(tensor)
-            row["loss"] = tensor.item() / self.place.world_size
+            record.loss = tensor.item() / self.place.world_size
         if self.place.is_main:
             # Listing 21's per-epoch line.
-            print(f"Epoch [{row['epoch']}/{self.config.train.epochs}] loss {row['loss']:.6f}, time {row['seconds']:.1f} s")
+            print(f"Epoch [{record.epoch}/{self.config.train.epochs}] loss {record.loss:.6f}, time {record.seconds:.1f} s")
         evaluate_now = (self.epoch + 1) % self.config.eval.every == 0 or self.epoch + 1 == self.config.train.epochs
         if evaluate_now:
             try:
-                row.update(self._evaluate_epoch())
+                record.scores = self._evaluate_epoch()
             except EvaluationStopped:
                 # The epoch's training is complete; a resumed run repeats only this evaluation.
                 self._save(LAST)
                 raise self._interrupted() from None
-        self.history.append(row)
+        self.history.append(record)
         self.epoch += 1
         self.batch_in_epoch = 0
         self.epoch_loss_sum = 0.0
         self.epoch_seconds = 0.0
         if self.place.is_main:
             self._save(LAST)
-            self.folder.write_metrics(self.history, self.baseline)
+            self.folder.write_metrics(self.history, self.baselines)
             if evaluate_now:
-                self._maybe_save_best(row)
+                self._maybe_save_best(record)
 
     # ------------------------------------------------------------ evaluation
     @property
@@ -388,48 +387,42 @@ class Trainer:
                 self.sampling_model,
                 self.diffusion,
                 dataset,
+                self.config.sampling,
                 self.config.eval,
                 max_images=max_images,
                 conditional=self.config.train.conditional,
                 place=self.place,
-                seed=self.config.eval.seed,
                 progress=self.progress,
                 description=description,
                 # Ranks of a DDP run could not abandon an evaluation together; they finish it.
                 should_stop=None if self.place.enabled else lambda: self._stop_reason is not None,
             )
 
-    def _evaluate_epoch(self) -> dict[str, float]:
-        """Test metrics for each level (and validation metrics when there is a split) for this epoch."""
-        row: dict[str, float] = {}
+    def _evaluate_epoch(self) -> dict[str, Scores]:
+        """Test scores for each level (and validation scores when there is a split) for this epoch."""
+        scores: dict[str, Scores] = {}
         epoch = self.epoch + 1
         for level, dataset in self.test_sets.items():
             result = self._evaluate(dataset, self.config.eval.max_test_images, f"test {level}")
             if result is None:
                 continue
             if self.config.train.conditional:
-                row.update({f"{level}/{k}": v for k, v in result.metrics.items()})
+                scores[level] = result.metrics
             self.folder.write_samples(result, level, epoch)
         if self.validation_set is not None and self.config.train.conditional and self.config.eval.validation_images > 0:
-            result = self._evaluate(self.validation_set, self.config.eval.validation_images, "validate")
+            result = self._evaluate(self.validation_set, self.config.eval.validation_images, VALIDATION)
             if result is not None:
-                row.update({f"validate/{k}": v for k, v in result.metrics.items()})
+                scores[VALIDATION] = result.metrics
         if self.place.is_main:
-            for key in sorted(k for k in row if k.endswith(("/psnr", "/ssim"))):
-                print(f"  {key} {row[key]:.4f}")
-        return row
+            for split, metric in sorted((split, metric) for split in scores for metric in ("psnr", "ssim")):
+                print(f"  {split}/{metric} {scores[split][metric]:.4f}")
+        return scores
 
-    def baseline(self, level: str) -> dict[str, float]:
-        """Bicubic-input metrics on the images this run evaluates, computed once per level."""
-        if level not in self.baselines:
-            self.baselines[level] = bicubic_baseline(self.test_sets[level], self.config.eval.max_test_images)
-        return self.baselines[level]
-
-    def _maybe_save_best(self, row: dict) -> None:
-        key = f"validate/{self.config.eval.best_metric}"
-        if key not in row:
+    def _maybe_save_best(self, record: EpochRecord) -> None:
+        metric = self.config.eval.best_metric
+        if VALIDATION not in record.scores:
             return
-        score = row[key]
+        score = record.scores[VALIDATION][metric]
         if not math.isfinite(score):
             print(f"note: validation {self.config.eval.best_metric} is {score}; best.pt is not updated")
             return
@@ -465,7 +458,7 @@ class Trainer:
                 "config": self.config.to_dict(),
                 # The image side that tiled prediction and export take by default (IMAGE_SIZE_KEY).
                 IMAGE_SIZE_KEY: [int(side) for side in self.train_set.image_shape],
-                "history": self.history,
+                "history": [record.to_json() for record in self.history],
                 "best_score": self.best_score,
             },
             self.run_dir / name,
@@ -476,6 +469,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint["ema"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        for key in ("epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "history", "best_score"):
+        for key in ("epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "best_score"):
             setattr(self, key, checkpoint[key])
+        self.history = [EpochRecord.from_json(entry) for entry in checkpoint["history"]]
         restore_rng_state(checkpoint["rng"], self.generator)

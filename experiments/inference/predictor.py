@@ -1,0 +1,106 @@
+"""A trained network ready to super-resolve images of any size: frame by frame, the network tile by tile.
+
+    predictor = load_for_inference("runs/demo-20260101-120000/best.pt")     # experiments.inference.loading
+    mean, std = predictor.super_resolve(widefield, predictor.config.sampling, generator)   # [-1, 1] in and out
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ddpm import Diffusion
+from ddpm.hashed_noise import hashed_normal
+from experiments.config import RunConfig, SamplingConfig
+from experiments.inference.sampling import Sampling, mean_and_spread
+from experiments.inference.tiling import TileLayout, pad_to_tile, tiled_network
+
+# The side of BioSR's images: the training size of checkpoints that do not record theirs.
+LEGACY_IMAGE_SIDE = 128
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A network in eval mode with the diffusion and configuration it was trained with.
+
+    ``checkpoint`` is the ``.pt`` file read, ``digest`` its short SHA-256 (recorded with every output),
+    ``weights`` which of its weight sets was loaded (``"ema"`` or ``"model"``), ``tile`` the side of the
+    training images: the default tile of prediction.
+    """
+
+    model: nn.Module
+    diffusion: Diffusion
+    config: RunConfig
+    checkpoint: Path
+    digest: str
+    weights: str
+    device: torch.device
+    tile: int = LEGACY_IMAGE_SIDE
+
+    @property
+    def size_multiple(self) -> int:
+        """Tile sides must be multiples of this: the network's declared ``size_multiple``."""
+        return self.config.network.size_multiple
+
+    def layout(self, tile: int | None = None, overlap: int = 32, batch_size: int = 16) -> TileLayout:
+        """The tile layout of ``tile`` (default: the training image side), checked against the network."""
+        layout = TileLayout(self.tile if tile is None else tile, overlap, batch_size)
+        layout.check_size_multiple(self.size_multiple)
+        return layout
+
+    def super_resolve(
+        self,
+        images: torch.Tensor,
+        sampling: SamplingConfig,
+        generator: torch.Generator,
+        layout: TileLayout | None = None,
+        progress: bool = False,
+        desc: str | None = None,
+        hashed_noise_seed: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Sample super-resolved images for widefield inputs of any size.
+
+        Each frame is sampled as one image (:func:`experiments.inference.tiling.tiled_network`): one noise
+        field per frame and sample, the network run on overlapping tiles at every step and its noise
+        predictions blended, so the result agrees with sampling the whole frame at once and shows no tile
+        grid. A frame smaller than a tile is padded once, before sampling, and cropped back.
+
+        Args:
+            images: [N, 1, H, W] in the model range [-1, 1] (normalised as the training inputs were).
+            sampling: sampler, variance, sampling steps, eta and number of samples.
+            generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
+            layout: tile side, overlap and tiles per network call (default: :meth:`layout`).
+            progress, desc: a progress bar over the tiles of every step of every frame (with its ETA),
+                labelled ``desc``.
+            hashed_noise_seed: when given, each frame's chains start from
+                :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel (y, x) of the frame
+                gets the value of (y, x) whatever the padding, as the exported package does, instead of
+                drawing x_T from ``generator``; the package's output is then reproduced exactly.
+
+        Returns:
+            The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1], and their per-pixel standard
+            deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None), on the CPU.
+        """
+        layout = self.layout() if layout is None else layout
+        layout.check_size_multiple(self.size_multiple)
+        drawer = Sampling(sampling, self.diffusion)
+        height, width = images.shape[2:]
+        padded, top, left = pad_to_tile(images, layout.tile)
+        steps, tiles_per_step = len(drawer.chain), layout.count(*padded.shape[2:]) * sampling.samples
+        means, spreads = [], []
+        with tqdm(total=len(padded) * steps * tiles_per_step, desc=desc, unit="tile", disable=not progress) as bar:
+            network = tiled_network(self.model, layout, on_tiles=bar.update)
+            for index, frame in enumerate(padded):
+                bar.set_postfix_str(f"frame {index + 1}/{len(padded)}, {steps} steps of {tiles_per_step} tiles")
+                x_T = None
+                if hashed_noise_seed is not None:
+                    x_T = hashed_normal([sampling.samples, 1, *frame.shape[1:]], hashed_noise_seed, self.device,
+                                        offset_y=-top, offset_x=-left)
+                mean, std = mean_and_spread(drawer.draw(network, frame[None].to(self.device), generator, x_T=x_T))
+                means.append(mean[..., top : top + height, left : left + width].cpu())
+                spreads.append(None if std is None else std[..., top : top + height, left : left + width].cpu())
+        return torch.cat(means), None if spreads[0] is None else torch.cat(spreads)

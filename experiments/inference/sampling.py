@@ -1,0 +1,101 @@
+"""Drawing samples: the sampler of a :class:`~experiments.config.SamplingConfig`, built once, run on a batch.
+
+    sampling = Sampling(config.sampling, diffusion)           # the sampler and its chain, once
+    images = sampling.draw(model, widefield, generator)       # [samples, B, 1, H, W]
+    mean, std = mean_and_spread(images)
+
+Training's evaluation, ``evaluate``, ``predict`` and the benchmarks all draw their samples here, and the
+command-line sampling flags of every command become a config in :func:`sampling_from_flags`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields, replace
+
+import torch
+
+from ddpm import Diffusion
+from ddpm.settings import UsageError, check_value, field_range
+from experiments.config import SAMPLER_FLAGS, SamplingConfig
+
+# The noise predictor a sampler calls: the network, or the network behind tiling or a stop check.
+Network = Callable[..., torch.Tensor]
+
+
+def sampling_from_flags(base: SamplingConfig, diffusion_steps: int, **given) -> SamplingConfig:
+    """``base`` (a checkpoint's settings) with the command-line options ``given`` that are not None
+    (``sampler``, ``variance``, ``sampling_steps``, ``eta``, ``samples``), resolved against T =
+    ``diffusion_steps`` (:meth:`~experiments.config.SamplingConfig.resolved`).
+
+    Raises :class:`~ddpm.settings.UsageError` naming the flag: a value out of its range, or an option the
+    chosen sampler does not take.
+    """
+    names = {f.name for f in fields(SamplingConfig)}
+    unknown = set(given) - names
+    if unknown:
+        raise TypeError(f"sampling_from_flags: unknown options {sorted(unknown)}; expected some of {sorted(names)}")
+    given = {name: value for name, value in given.items() if value is not None}
+    for name, value in given.items():
+        if name not in ("sampler", "variance"):
+            try:  # the declared range, reported under the command's own flag name
+                check_value(value, field_range(SamplingConfig, name), f"--{name.replace('_', '-')}")
+            except ValueError as error:
+                raise UsageError(str(error)) from error
+    config = replace(base, **given)
+    taken = config.sampler_options()
+    for name, flag in SAMPLER_FLAGS.items():
+        if name in given and name not in taken:
+            options = ", ".join(SAMPLER_FLAGS[option] for option in taken) or "none"
+            raise UsageError(f"{flag} does not apply to the {config.sampler!r} sampler (its options: {options})")
+    return config.resolved(diffusion_steps)
+
+
+def mean_and_spread(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Samples [S, B, 1, H, W] -> their mean [B, 1, H, W] and population std (None for S = 1): the mean is
+    the better estimate on pixel metrics, the spread shows where the model is unsure."""
+    return images.mean(dim=0), images.std(dim=0, unbiased=False) if len(images) > 1 else None
+
+
+class Sampling:
+    """The sampler ``config`` names, built once for a model of ``diffusion``, and the samples per input.
+
+    ``chain`` is the time steps one sample visits: its length is the number of network evaluations.
+    """
+
+    def __init__(self, config: SamplingConfig, diffusion: Diffusion) -> None:
+        self.config = config
+        self.diffusion = diffusion
+        self.sampler = config.build()
+        self.chain = self.sampler.chain(diffusion.steps)
+
+    @property
+    def samples(self) -> int:
+        return self.config.samples
+
+    def draw(
+        self,
+        model: Network,
+        condition: torch.Tensor,
+        generator: torch.Generator | None = None,
+        x_T: torch.Tensor | None = None,
+        conditional: bool = True,
+    ) -> torch.Tensor:
+        """``config.samples`` samples of each input [B, 1, H, W]: float [samples, B, 1, H, W].
+
+        All samples of a batch go through the network together, as one chain on samples x B images.
+        With ``conditional=False`` the inputs only set the batch and image size. ``x_T``
+        [samples x B, 1, H, W], sample-major, replaces the drawn start of the chains.
+        """
+        batch = condition.shape[0]
+        repeated = condition.repeat(self.samples, 1, 1, 1)
+        images = self.sampler(
+            self.diffusion,
+            model,
+            repeated if conditional else None,
+            shape=(repeated.shape[0], 1, *condition.shape[2:]),
+            x_T=x_T,
+            generator=generator,
+            progress=False,
+        )
+        return images.float().view(self.samples, batch, *images.shape[1:])
