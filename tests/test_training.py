@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from experiments.training.checkpoint import load_checkpoint
 from experiments.config import RunConfig
 from experiments.data.synthetic import SyntheticConfig, generate
+from experiments.records import read_records
 from experiments.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 from training_helpers import IMAGE_SIZE, ddp_worker, make_tiny_data, model_state, tiny_config
 
@@ -40,12 +41,13 @@ def test_a_run_writes_its_folder(finished_run):
                  "training_loss.png", "metrics.png", "forward_process.png", "time_encodings.png",
                  "samples_level_09_epoch001.png", "samples_level_09_epoch002.png"):
         assert (run_dir / name).is_file(), name
-    history = json.loads((run_dir / "metrics.json").read_text())
-    assert [row["epoch"] for row in history] == [1, 2]
-    for key in ("loss", "level_09/psnr", "level_09/ssim", "level_09/ms_ssim", "level_09/mae", "level_09/nrmse",
+    history = read_records(run_dir)
+    assert [record.epoch for record in history] == [1, 2] and history[-1].loss > 0
+    for key in ("level_09/psnr", "level_09/ssim", "level_09/ms_ssim", "level_09/mae", "level_09/nrmse",
                 "level_09/psnr_mean", "level_09/psnr_std", "validate/psnr"):
-        assert key in history[-1], key
-    assert history[-1]["level_09/images"] == 4
+        split, metric = key.split("/")
+        assert metric in history[-1].scores[split], key
+    assert history[-1].scores["level_09"]["images"] == 4
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["epoch", "loss", "seconds"]
     assert "bicubic input" in (run_dir / "report.md").read_text()
@@ -77,7 +79,7 @@ def test_resume_after_sigint_gives_bitwise_the_uninterrupted_weights(data_root, 
     assert resumed.global_step == 8
     for name, tensor in uninterrupted.items():
         assert torch.equal(resumed.model.state_dict()[name], tensor), name
-    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    assert [record.epoch for record in resumed.history] == [1, 2]
 
 
 def test_signal_handlers_are_restored_after_training(finished_run, data_root, tmp_path):
@@ -122,8 +124,7 @@ def test_ddp_on_two_processes_matches_one_process(data_root, finished_run, tmp_p
     for name, tensor in single.items():
         assert torch.equal(rank0[name], rank1[name]), name
         torch.testing.assert_close(rank0[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
-    history = json.loads((tmp_path / "metrics.json").read_text())
-    assert history[-1]["level_09/images"] == 4
+    assert read_records(tmp_path)[-1].scores["level_09"]["images"] == 4
 
 
 def test_ema_weights_are_checkpointed_and_resumed_exactly(data_root, tmp_path):
@@ -188,7 +189,7 @@ def test_unconditional_run_trains_a_generator(data_root, tmp_path):
     config = replace(config, network=replace(config.network, in_channels=1))
     trainer = Trainer(config, tmp_path, progress=False)
     history = trainer.fit()
-    assert history[0]["loss"] > 0 and not any(key.startswith("level_09/") for key in history[0])
+    assert history[0].loss > 0 and "level_09" not in history[0].scores
     assert (tmp_path / "samples_level_09_epoch001.png").is_file() and (tmp_path / "last.pt").is_file()
 
 
@@ -222,7 +223,7 @@ def test_validation_can_be_switched_off(data_root, tmp_path):
     config = tiny_config(data_root, epochs=1)
     config = replace(config, eval=replace(config.eval, validation_images=0))
     history = Trainer(config, tmp_path, progress=False).fit()
-    assert "level_09/psnr" in history[0] and not any(k.startswith("validate/") for k in history[0])
+    assert "psnr" in history[0].scores["level_09"] and "validate" not in history[0].scores
     assert not (tmp_path / "best.pt").exists()
 
 
@@ -340,7 +341,7 @@ def test_sigterm_during_evaluation_stops_it_and_resumes_to_the_same_weights(data
     resumed.fit()
     for name, tensor in uninterrupted.items():
         assert torch.equal(resumed.model.state_dict()[name], tensor), name
-    assert [row["epoch"] for row in resumed.history] == [1, 2] and "level_09/psnr" in resumed.history[0]
+    assert [record.epoch for record in resumed.history] == [1, 2] and "level_09" in resumed.history[0].scores
 
 
 @pytest.mark.parametrize(

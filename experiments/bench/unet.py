@@ -3,7 +3,7 @@
     python -m experiments.bench.unet                                # ours, eager, 5 rounds
     python -m experiments.bench.unet --channels-last --compile      # ours, with the speed options
     python -m experiments.bench.unet --channels-last --deeplay-python /tmp/deeplay-venv/bin/python \\
-        --out bench_unet.json                                       # + deeplay in the same rounds (README table)
+        --out bench_unet.json                                       # + deeplay in the same rounds (docs/benchmarks.md)
     python -m experiments.bench.unet --sweep --deeplay-python ...   # every option of ours
 
 Measures images/s of a training step (forward + MSE backward + AdamW step) and of a single denoising
