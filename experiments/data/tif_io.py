@@ -12,7 +12,9 @@ Every error names the file or folder and says what to do. Files are read and sca
 same code the data loader uses, so a user's TIF is checked and normalised exactly as the training data were.
 """
 
+import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -101,15 +103,14 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_siz
             f"{path}: metadata is not JSON-serialisable ({error}); use numbers, strings, lists and dicts"
         ) from error
     data = frames.astype(np.float32)
+    ome = ome_metadata("YX" if len(data) == 1 else "TYX", pixel_size_um, description)
+    # OME's file UUID from the content instead of the clock: the same prediction gives the same bytes.
+    digest = hashlib.sha256(description.encode() + data.tobytes()).hexdigest()
+    ome["UUID"] = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, digest)}"
     with atomic_path(path) as temporary:
         # minisblack keeps a 3-frame stack from being stored as one RGB-like page.
-        tifffile.imwrite(
-            temporary,
-            data[0] if len(data) == 1 else data,
-            ome=True,
-            metadata=ome_metadata("YX" if len(data) == 1 else "TYX", pixel_size_um, description),
-            photometric="minisblack",
-        )
+        tifffile.imwrite(temporary, data[0] if len(data) == 1 else data, ome=True, metadata=ome,
+                         photometric="minisblack")
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -48,8 +48,8 @@ def _read_config(payload: dict, path: Path) -> RunConfig:
 def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predictor:
     """Build the network and diffusion a checkpoint was trained with and load its weights.
 
-    ``checkpoint``: a ``.pt`` file or a run folder (its ``last.pt``). ``device``: "auto", "cuda", "mps"
-    or "cpu". Raises :class:`InferenceError` naming the file (or device) when it cannot be used.
+    ``checkpoint``: a ``.pt`` file or a run folder (its ``last.pt``). ``device``: one of
+    ``experiments.runtime.DEVICES``. Raises :class:`InferenceError` naming the file (or device) when it cannot be used.
     """
     try:
         target = pick_device(device)
