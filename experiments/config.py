@@ -136,7 +136,7 @@ class SamplingConfig:
         try:
             chain = self.build().chain(diffusion_steps)
         except ValueError as error:
-            flags = " or ".join(SAMPLER_FLAGS[name] for name in taken if name in SAMPLER_FLAGS)
+            flags = " or ".join(SAMPLER_FLAGS[name] for name in taken)
             raise UsageError(f"{error}; change {flags} (the model has {diffusion_steps} trained steps)") from None
         return replace(
             self,
@@ -372,7 +372,7 @@ def _add_network_arguments(group, counts: dict[str, int]) -> None:
     """``--network.kind`` and one flag per field of any registered network, read as text: which type a
     value must have depends on the kind, known only once all flags are parsed (``_network_from_texts``)."""
     group.add_argument(
-        "--network.kind", dest="network_kind", choices=network_kinds(), default=argparse.SUPPRESS,
+        "--network.kind", dest="cfg__network__kind", choices=network_kinds(), default=argparse.SUPPRESS,
         help="the registered network to train (default: the preset's); the --network.* flags below are its fields",
     )
     for name, by_kind in _network_field_types().items():
@@ -381,7 +381,7 @@ def _add_network_arguments(group, counts: dict[str, int]) -> None:
         for kind, annotation in by_kind.items():
             kinds.setdefault(type_name(annotation), []).append(kind)
         group.add_argument(
-            *flags, dest=f"net__network__{name}", default=argparse.SUPPRESS, metavar=name.upper(),
+            *flags, dest=f"cfg__network__{name}", default=argparse.SUPPRESS, metavar=name.upper(),
             help="(" + "; ".join(f"{type_name} for {', '.join(names)}" for type_name, names in kinds.items()) + ")",
         )
 
@@ -407,14 +407,12 @@ def _network_from_texts(network: NetworkConfig, given: dict[str, str]) -> Networ
 
 def config_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The configuration flags given on the command line: ``{section: {field: value}}``, the network's
-    fields under ``"network"`` (as text, read for the kind by :func:`config_from_args`)."""
+    kind and fields under ``"network"`` (as text, read for the kind by :func:`config_from_args`)."""
     overrides: dict[str, dict[str, Any]] = {}
     for key, value in vars(args).items():
-        if key.startswith(("cfg__", "net__")):
+        if key.startswith("cfg__"):
             _, section, name = key.split("__", 2)
             overrides.setdefault(section, {})[name] = value
-    if hasattr(args, "network_kind"):
-        overrides.setdefault("network", {})["kind"] = args.network_kind
     return overrides
 
 

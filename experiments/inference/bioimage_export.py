@@ -40,7 +40,7 @@ from experiments.data.normalization import from_model_range, to_model_range
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
 from experiments.inference.scripted_sampler import script_sampler
-from experiments.records import last_scores, read_records
+from experiments.records import read_records
 from unet import describe_network
 
 # The x_T seed and the number of DDIM steps are fixed in the exported module.
@@ -153,11 +153,12 @@ def measured_metrics(checkpoint: Path) -> dict[str, dict[str, float]] | None:
         records = read_records(checkpoint.parent)
     except (OSError, ValueError):
         return None
-    splits = list(dict.fromkeys(split for record in records for split in record.scores))
-    found = {split: last_scores(records, split) for split in splits}
+    latest: dict[str, tuple[int, dict[str, float]]] = {}
+    for record in records:  # a later epoch replaces an earlier one; splits keep their first place
+        latest.update({split: (record.epoch, scores) for split, scores in record.scores.items()})
     return {f"epoch {epoch}, {split}": {metric: value for metric, value in scores.items()
                                         if not metric.endswith(("_mean", "_std"))}
-            for split, (epoch, scores) in found.items() if found[split] is not None} or None
+            for split, (epoch, scores) in latest.items()} or None
 
 
 def write_cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:

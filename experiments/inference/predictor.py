@@ -85,7 +85,7 @@ class Predictor:
             The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1], and their per-pixel standard
             deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None), on the CPU.
         """
-        layout = self.layout() if layout is None else layout
+        layout = TileLayout(self.tile) if layout is None else layout
         layout.check_size_multiple(self.size_multiple)
         drawer = Sampling(sampling, self.diffusion)
         height, width = images.shape[2:]

@@ -41,10 +41,7 @@ def tile_positions(length: int, tile: int, overlap: int) -> list[int]:
     (so every overlap is about the same), the first is 0 and the last is ``length - tile``.
     ``length <= tile`` gives ``[0]`` (the caller pads the image up to one tile).
     """
-    if tile < 1:
-        raise ValueError(f"tile must be at least 1 pixel, got {tile}")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must satisfy 0 <= overlap < tile ({tile}), got {overlap}")
+    _check_tile(tile, overlap)
     if length < 1:
         raise ValueError(f"length must be at least 1 pixel, got {length}")
     if length <= tile:
@@ -54,6 +51,13 @@ def tile_positions(length: int, tile: int, overlap: int) -> list[int]:
     span = length - tile
     # Integer division keeps every step <= ceil(span / (count - 1)) <= stride, i.e. overlap is never less.
     return [i * span // (count - 1) for i in range(count)]
+
+
+def _check_tile(tile: int, overlap: int) -> None:
+    if tile < 1:
+        raise ValueError(f"tile must be at least 1 pixel, got {tile}")
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must satisfy 0 <= overlap < tile ({tile}), got {overlap}")
 
 
 def _raised_cosine_ramp(width: int) -> torch.Tensor:
@@ -127,10 +131,7 @@ class TileLayout:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        if self.tile < 1:
-            raise ValueError(f"tile must be at least 1 pixel, got {self.tile}")
-        if not 0 <= self.overlap < self.tile:
-            raise ValueError(f"overlap must satisfy 0 <= overlap < tile ({self.tile}), got {self.overlap}")
+        _check_tile(self.tile, self.overlap)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 

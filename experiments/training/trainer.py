@@ -176,7 +176,7 @@ class Trainer:
         # What every result is read against: the bicubic input's scores on the images this run evaluates.
         self.baselines: dict[str, Scores] = {
             level: bicubic_baseline(dataset, self.config.eval.max_test_images) for level, dataset in self.test_sets.items()
-        } if self.place.is_main else {}
+        } if self.place.is_main and self.config.train.conditional else {}
         try:
             self.validation_set = PairedImageDataset(data.root, "validate", **common)
         except DatasetError as error:
