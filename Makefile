@@ -77,4 +77,4 @@ BENCH_DEEPLAY ?=
 bench: install
 	$(PY) -m experiments.bench.unet --channels-last --rounds 5 $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
 	$(PY) -m experiments.bench.predict --rounds 5 $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
-	$(PY) -m experiments.bench.sampling $(ARGS)
+	$(PY) -m experiments.bench.sampling --overwrite $(ARGS)

@@ -18,8 +18,19 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any, Callable, Literal, Sequence
 
 
-class UsageError(ValueError):
+class UserError(ValueError):
+    """A failure the user can fix (a bad file, setting or folder): the base of every error the command
+    boundary (:mod:`experiments.command`) prints as one line naming the culprit and what to do. Anything
+    else that escapes a command is a bug and shows its traceback."""
+
+
+class UsageError(UserError):
     """A setting cannot be used; the message names the option and what to do."""
+
+
+def _number_text(value: float) -> str:
+    """Integers in full (a seed's 4294967295, not 4.29e+09), other numbers short."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -38,9 +49,9 @@ class Range:
     def describe(self) -> str:
         parts = []
         if self.low is not None:
-            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+            parts.append(f"{'>' if self.low_open else '>='} {_number_text(self.low)}")
         if self.high is not None:
-            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+            parts.append(f"{'<' if self.high_open else '<='} {_number_text(self.high)}")
         return " and ".join(parts)
 
     def contains(self, value: float) -> bool:
@@ -52,19 +63,48 @@ class Range:
         return above and below
 
 
+# Seeds stay below 2^32 so that derived seeds (e.g. per evaluation batch) fit a 64-bit generator seed;
+# every seed of the project (training, evaluation, prediction, generated data) takes this range.
+MAX_SEED = 2**32 - 1
+SEEDS = Range(0, MAX_SEED)
+
+
 def bounded(default: Any, low: float | None = None, high: float | None = None, *,
             low_open: bool = False, high_open: bool = False) -> Any:
     """A dataclass field with ``default`` whose values must lie in the given :class:`Range`."""
-    return field(default=default, metadata={"range": Range(low, high, low_open, high_open)})
+    return within(default, Range(low, high, low_open, high_open))
+
+
+def within(default: Any, valid: Range) -> Any:
+    """A dataclass field with ``default`` whose values must lie in the declared range ``valid``."""
+    return field(default=default, metadata={"range": valid})
 
 
 def check_value(value: Any, valid: Range, name: str) -> None:
-    """Raise ``ValueError("<name> must be >= 1, got 0")`` unless every number in ``value`` lies in ``valid``."""
+    """Raise ``UsageError("<name> must be >= 1, got 0")`` unless every number in ``value`` lies in ``valid``."""
     for item in value if isinstance(value, tuple) else (value,):
         if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise ValueError(f"{name} must be a number {valid.describe()}, got {item!r}")
+            raise UsageError(f"{name} must be a number {valid.describe()}, got {item!r}")
         if not valid.contains(item):
-            raise ValueError(f"{name} must be {valid.describe()}, got {value!r}")
+            raise UsageError(f"{name} must be {valid.describe()}, got {value!r}")
+
+
+def range_parser(kind: type, valid: Range, flag: str) -> Callable[[str], Any]:
+    """An argparse ``type=``: command-line text read as ``kind`` and refused unless it lies in ``valid``,
+    so that a value typed on the command line meets the range it meets everywhere else."""
+
+    def parse(text: str) -> Any:
+        value = _parse_scalar(text, kind, flag)
+        if not valid.contains(value):
+            raise argparse.ArgumentTypeError(f"must be {valid.describe()}, got {text}")
+        return value
+
+    return parse
+
+
+def at_least(low: int, flag: str) -> Callable[[str], int]:
+    """:func:`range_parser` of an integer count ``>= low`` (a benchmark's rounds, a batch size)."""
+    return range_parser(int, Range(low), flag)
 
 
 def field_range(config_type: type, name: str) -> Range:
@@ -85,7 +125,7 @@ def check_ranges(config: Any, prefix: str) -> None:
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     """Refuse ``value`` unless it is one of ``choices``, naming both (one message for every option list)."""
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
+        raise UsageError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
 
 
 # ------------------------------------------------------------------- command-line text

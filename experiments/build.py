@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ddpm import Diffusion
+from ddpm.settings import UsageError
 from experiments.config import RunConfig
 from unet import build_network
 
@@ -18,7 +19,7 @@ def build_model(config: RunConfig, device: torch.device) -> nn.Module:
     expected = 2 if config.train.conditional else 1
     if config.network.in_channels != expected:
         mode = "conditional (low-resolution image + noisy image)" if config.train.conditional else "unconditional"
-        raise ValueError(
+        raise UsageError(
             f"a {mode} run feeds {expected} input channel(s), but network.in_channels is "
             f"{config.network.in_channels}; set --network.in_channels {expected}"
         )

@@ -22,14 +22,13 @@ from typing import Any
 from ddpm.diffusion import LossKind, Variance
 from ddpm.samplers import Sampler, SamplerName, make_sampler, sampler_options
 from ddpm.schedule import ScheduleKind
-from ddpm.settings import UsageError, bounded, check_ranges, text_parser, type_name
+from ddpm.settings import SEEDS, UsageError, UserError, bounded, check_ranges, text_parser, type_name, within
+from experiments.data.layout import DatasetError, check_level_name
 from experiments.data.normalization import Normalization
+from experiments.integrity import write_json
 from experiments.records import MetricName, PaperKey
 from experiments.runtime import Device, Precision
 from unet import NetworkConfig, UNetConfig, network_config_type, network_kind, network_kinds
-
-# Seeds stay below 2^32 so that derived seeds (e.g. per evaluation batch) fit a 64-bit generator seed.
-MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class DiffusionConfig:
     def __post_init__(self) -> None:
         check_ranges(self, "--diffusion.")
         if self.schedule == "linear" and self.beta_start > self.beta_end:
-            raise ValueError(
+            raise UsageError(
                 f"--diffusion.beta_start ({self.beta_start:g}) must not exceed --diffusion.beta_end ({self.beta_end:g})"
             )
 
@@ -83,7 +82,7 @@ class TrainConfig:
     loss: LossKind = "mse"
     # False trains the tutorial's Section 5 generator: no low-resolution condition, one input channel.
     conditional: bool = True
-    seed: int = bounded(0, 0, MAX_SEED)
+    seed: int = within(0, SEEDS)
     device: Device = "auto"
     # Beyond the tutorial (all off in its presets except the memory format, which changes no result):
     # an exponential moving average of the weights, used for evaluation (e.g. 0.999; None: off);
@@ -174,10 +173,17 @@ class EvalConfig:
     # The paper's row (Table 1, MSE or L1 loss) beside this run's in the final table; None: no such row.
     paper_comparison: PaperKey | None = None
     figure_images: int = bounded(4, 1)
-    seed: int = bounded(1234, 0, MAX_SEED)
+    seed: int = within(1234, SEEDS)
 
     def __post_init__(self) -> None:
         check_ranges(self, "--eval.")
+        if not self.levels:
+            raise UsageError("--eval.levels names no test level; give at least one, e.g. --eval.levels level_09")
+        for level in self.levels:
+            try:
+                check_level_name(level)
+            except DatasetError as error:
+                raise UsageError(f"--eval.levels: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -200,17 +206,17 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         if not isinstance(data, dict):
-            raise ValueError(f"expected a JSON object of config sections, got {type(data).__name__}")
+            raise UsageError(f"expected a JSON object of config sections, got {type(data).__name__}")
         known, sections = {f.name for f in fields(cls)}, _section_types()
         data = _with_sampling_section(data)
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown config entries {sorted(unknown)}; expected some of {sorted(known)}")
+            raise UsageError(f"unknown config entries {sorted(unknown)}; expected some of {sorted(known)}")
         built = {k: _build_section(sections[k], v) if k in sections else v for k, v in data.items() if k != "network"}
         return cls(**built, **({"network": _build_network(data["network"])} if "network" in data else {}))
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
@@ -229,7 +235,7 @@ class RunConfig:
             ) from error
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(UserError):
     """A ``config.json`` cannot be read or does not describe a valid run; the message names the file."""
 
 
@@ -267,11 +273,11 @@ def _build_network(values: dict[str, Any]) -> NetworkConfig:
 
 def _build_section(section_type: type, values: dict[str, Any]):
     if not isinstance(values, dict):
-        raise ValueError(f"the {section_type.__name__} section must be a JSON object, got {type(values).__name__}")
+        raise UsageError(f"the {section_type.__name__} section must be a JSON object, got {type(values).__name__}")
     known = {f.name for f in fields(section_type)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"unknown {section_type.__name__} fields {sorted(unknown)}; expected some of {sorted(known)}")
+        raise UsageError(f"unknown {section_type.__name__} fields {sorted(unknown)}; expected some of {sorted(known)}")
     return section_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
@@ -310,7 +316,7 @@ PRESETS: dict[str, RunConfig] = {"mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "l1-fas
 
 def preset(name: str) -> RunConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise UsageError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]
 
 
@@ -395,13 +401,13 @@ def _network_from_texts(network: NetworkConfig, given: dict[str, str]) -> Networ
     hints, names = typing.get_type_hints(config_type), [f.name for f in fields(config_type)]
     unknown = [name for name in given if name not in names]
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"--network.kind {kind} has no field {', '.join(unknown)}; its fields are {', '.join(names)}"
         )
     try:
         values = {name: text_parser(hints[name], f"--network.{name}")(text) for name, text in given.items()}
     except argparse.ArgumentTypeError as error:
-        raise ValueError(f"{error} (network kind {kind})") from error
+        raise UsageError(f"{error} (network kind {kind})") from error
     return replace(network if type(network) is config_type else config_type(), **values)
 
 

@@ -6,12 +6,14 @@ level into ``--out`` (default: an ``evaluation`` folder beside the checkpoint). 
 trust measures of :mod:`experiments.evaluation.quality_report` (RSE / RSP against the input, FRC resolution against
 the target and, with ``--samples`` 2 or more, between samples, and the std map's calibration, its scale
 fitted on the validation split, with a ``calibration_<level>.png`` figure).
+
+The checkpoint, the data root, the levels, the image sizes and every output path are checked before
+the first image is sampled; existing results are replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,64 +21,89 @@ from pathlib import Path
 import torch
 
 from ddpm import SAMPLERS, VARIANCES
-from ddpm.settings import UsageError
+from ddpm.settings import UsageError, field_range, range_parser
 from experiments import figures
+from experiments.command import CommandParser, run_command
+from experiments.config import EvalConfig
 from experiments.data import PairedImageDataset, list_test_levels
+from experiments.data.layout import check_levels
 from experiments.evaluation.loop import bicubic_baseline, evaluate
 from experiments.evaluation.quality_report import QualityAccumulator, append_section, calibration_report, validation_scale
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
-from experiments.inference.loading import InferenceError, load_for_inference
+from experiments.inference.loading import load_for_inference
 from experiments.inference.sampling import sampling_from_flags
+from experiments.integrity import check_output_folder, check_outputs, write_json
 from experiments.runtime import DEVICES, autocast, resolve_precision
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="python -m experiments.evaluate", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its last.pt)")
     parser.add_argument("--data", "--data-root", dest="data",
                         help="data root to evaluate on, e.g. another data set's held-out cells (default: the run's)")
     parser.add_argument("--levels", help="comma-separated test levels (level_01,level_09), or 'all' (default: the run's)")
-    parser.add_argument("--max-images", type=int, help="first N images of each level (default: the run's setting)")
+    parser.add_argument("--max-images", type=range_parser(int, field_range(EvalConfig, "max_test_images"), "--max-images"),
+                        help="first N images of each level (default: the run's setting)")
     parser.add_argument("--all-images", action="store_true", help="every image of each level")
     parser.add_argument("--sampler", choices=tuple(SAMPLERS))
     parser.add_argument("--variance", choices=VARIANCES)
     parser.add_argument("--sampling-steps", type=int, help="DDIM network evaluations")
     parser.add_argument("--eta", type=float, help="DDIM eta (0: deterministic)")
     parser.add_argument("--samples", type=int, help="samples averaged per image")
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--batch-size", type=range_parser(int, field_range(EvalConfig, "batch_size"), "--batch-size"))
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--out", help="folder for the results (default: <checkpoint folder>/evaluation)")
+    parser.add_argument("--out", type=Path, help="folder for the results (default: <checkpoint folder>/evaluation)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier evaluation in --out")
     parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        predictor = load_for_inference(args.checkpoint, args.device)
-        config = predictor.config
-        sampling = sampling_from_flags(config.sampling, config.diffusion.steps, sampler=args.sampler,
-                                       variance=args.variance, sampling_steps=args.sampling_steps, eta=args.eta,
-                                       samples=args.samples)
-    except (InferenceError, FileNotFoundError, UsageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def _levels(text: str | None, root: str, default: tuple[str, ...]) -> list[str]:
+    """The levels ``--levels`` names (``all``: those ``root`` holds), each checked to exist in ``root``."""
+    if text == "all":
+        return list_test_levels(root)
+    levels = [level.strip() for level in text.split(",") if level.strip()] if text is not None else list(default)
+    if not levels:
+        raise UsageError(f"--levels {text!r} names no test level; give e.g. level_01,level_09 or all")
+    check_levels(root, levels)
+    return levels
+
+
+def run(args: argparse.Namespace) -> None:
+    predictor = load_for_inference(args.checkpoint, args.device)
+    config = predictor.config
+    sampling = sampling_from_flags(config.sampling, config.diffusion.steps, sampler=args.sampler,
+                                   variance=args.variance, sampling_steps=args.sampling_steps, eta=args.eta,
+                                   samples=args.samples)
     schedule = config.eval
     if args.batch_size is not None:
         schedule = replace(schedule, batch_size=args.batch_size)
     if args.all_images or args.max_images is not None:
         schedule = replace(schedule, max_test_images=None if args.all_images else args.max_images)
     root = args.data or config.data.root
-    levels = list_test_levels(root) if args.levels == "all" else (args.levels.split(",") if args.levels else schedule.levels)
-    out = Path(args.out) if args.out else predictor.checkpoint.parent / "evaluation"
+    levels = _levels(args.levels, root, schedule.levels)
+    out = args.out if args.out else predictor.checkpoint.parent / "evaluation"
+    outputs = [out / "evaluation.json", out / "evaluation.md"] + [out / f"samples_{level}.png" for level in levels]
+    outputs += [out / f"calibration_{level}.png" for level in levels] if sampling.samples > 1 else []
+    check_output_folder(out, [predictor.checkpoint, root])
+    check_outputs(outputs, [predictor.checkpoint], args.overwrite)
+    for level in levels:  # the sampler runs on whole images; headers only, before anything is cached
+        shape = PairedImageDataset(root, "test", level=level, cache=False).image_shape
+        if any(side % predictor.size_multiple for side in shape):
+            raise UsageError(
+                f"{root} {level}: images of {shape} px are not a multiple of {predictor.size_multiple} (this "
+                "network's size_multiple); crop them, or super-resolve them with experiments.predict, which pads"
+            )
+    datasets = {level: PairedImageDataset(root, "test", level=level, normalization=config.data.normalization)
+                for level in levels}
     out.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(config.train.precision, predictor.device)
 
     results = {}
     with autocast(predictor.device, precision):  # the std map's calibration: fitted on validation, never test
         scale = validation_scale(predictor, root, sampling, schedule, not args.no_progress) if sampling.samples > 1 else None
-    for level in levels:
-        dataset = PairedImageDataset(root, "test", level=level, normalization=config.data.normalization)
+    for level, dataset in datasets.items():
         quality = QualityAccumulator()
         with autocast(predictor.device, precision):
             result = evaluate(predictor.model, predictor.diffusion, dataset, sampling, schedule, schedule.max_test_images,
@@ -91,11 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{level} ({int(result.metrics['images'])} images)\n{format_table(rows)}")
         results[level]["rows"] = rows
 
-    (out / "evaluation.json").write_text(json.dumps(
-        {"checkpoint": str(predictor.checkpoint), "digest": predictor.digest, "weights": predictor.weights,
-         "sampling": {**asdict(sampling), "seed": schedule.seed},
-         "levels": {level: {k: v for k, v in r.items() if k != "rows"} for level, r in results.items()}},
-        indent=2) + "\n")
+    write_json(out / "evaluation.json", {
+        "checkpoint": str(predictor.checkpoint), "digest": predictor.digest, "weights": predictor.weights,
+        "sampling": {**asdict(sampling), "seed": schedule.seed},
+        "levels": {level: {k: v for k, v in r.items() if k != "rows"} for level, r in results.items()}})
     summary = {"checkpoint": predictor.checkpoint, "weights": predictor.weights, "sampler": sampling.sampler,
                "sampling steps": sampling.network_evaluations(config.diffusion.steps), "samples": sampling.samples}
     tables = levels_table({level: r["rows"] for level, r in results.items()})
@@ -103,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                  ["Metrics on [-1, 1] images with data range 2.0."])
     append_section(out / "evaluation.md", results, scale)
     print(f"\nwrote {out / 'evaluation.json'} and {out / 'evaluation.md'}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

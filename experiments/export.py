@@ -13,45 +13,54 @@ import argparse
 import sys
 from pathlib import Path
 
+from ddpm.settings import SEEDS, field_range, range_parser
+from experiments.command import CommandParser, run_command
+from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.inference.bioimage_export import (
-    DEFAULT_HALO, DEFAULT_SAMPLING_STEPS, TEST_SIDE, ExportError, ExportOptions, build_package, test_package,
+    DEFAULT_HALO, DEFAULT_SAMPLING_STEPS, TEST_SIDE, ExportOptions, build_package, test_package,
 )
-from experiments.inference.loading import InferenceError
+
+
+def _ranged(name: str, flag: str, kind: type = int):
+    return range_parser(kind, field_range(ExportOptions, name), flag)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m experiments.export", description=__doc__.split("\n")[0])
+    parser = CommandParser(prog="python -m experiments.export", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="a .pt file, or a run folder (its last.pt)")
     parser.add_argument("--out", required=True, type=Path, help="the package to write, e.g. model.zip")
-    parser.add_argument("--sampling-steps", type=int, default=DEFAULT_SAMPLING_STEPS,
+    parser.add_argument("--sampling-steps", type=_ranged("sampling_steps", "--sampling-steps"), default=DEFAULT_SAMPLING_STEPS,
                         help=f"DDIM steps (network evaluations) fixed in the package (default {DEFAULT_SAMPLING_STEPS})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the hashed initial noise (default 0)")
-    parser.add_argument("--halo", type=int, default=DEFAULT_HALO, help=f"pixels cropped per side when tiling (default {DEFAULT_HALO})")
-    parser.add_argument("--pixel-size", type=float, help="pixel size of the input (= output) grid in µm (default: the test TIF's)")
+    parser.add_argument("--seed", type=range_parser(int, SEEDS, "--seed"), default=0,
+                        help="seed of the hashed initial noise (default 0)")
+    parser.add_argument("--halo", type=_ranged("halo", "--halo"), default=DEFAULT_HALO,
+                        help=f"pixels cropped per side when tiling (default {DEFAULT_HALO})")
+    parser.add_argument("--pixel-size", type=range_parser(float, PIXEL_SIZES_UM, "--pixel-size"),
+                        help="pixel size of the input (= output) grid in µm (default: the test TIF's)")
     parser.add_argument("--test-image", type=Path, help="TIF for the test tensor (default: the run's data root test_wf)")
-    parser.add_argument("--test-side", type=int, default=TEST_SIDE,
+    parser.add_argument("--test-side", type=_ranged("test_side", "--test-side"), default=TEST_SIDE,
                         help=f"largest side of the test tensor, a centred crop of the test image (default {TEST_SIDE})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing package at --out")
     parser.add_argument("--no-test", action="store_true", help="skip bioimageio.core's test of the written package")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         sampling_steps=args.sampling_steps, seed=args.seed, halo=args.halo, pixel_size_um=args.pixel_size,
         test_side=args.test_side, test_image=args.test_image,
     )
-    try:
-        path = build_package(args.checkpoint, args.out, options)
-    except (ExportError, InferenceError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    path = build_package(args.checkpoint, args.out, options, overwrite=args.overwrite)
     print(f"{path}: {path.stat().st_size / 1e6:.2f} MB")
     if args.no_test:
         return 0
     summary = test_package(path)
     print(summary.format() if hasattr(summary, "format") else summary)
     return 0 if summary.status == "passed" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from experiments.command import CommandParser, run_command
 from experiments.data.biosr_download import BIOSR_URL, fetch
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="python -m experiments.get_data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dest", type=Path, default=Path("biosr_dataset"))
     parser.add_argument("--url", default=BIOSR_URL)
-    args = parser.parse_args(argv)
-    sys.exit(fetch(args.dest, args.url))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), lambda args: fetch(args.dest, args.url), argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,8 +26,8 @@ For each input ``<stem>.tif`` the output folder receives:
 
 Each TIF carries JSON metadata (checkpoint path and SHA-256, seed, sampler settings, source file, frame
 count, software version); read it with :func:`experiments.data.tif_io.read_metadata`. The same seed, checkpoint,
-settings and device give the same output. No input is ever overwritten, and every error names the file
-and the reason.
+settings and device give the same output. No input is ever overwritten, an existing output only with
+``--overwrite``, and every error names the file and the reason.
 """
 
 from __future__ import annotations
@@ -45,36 +45,30 @@ from tqdm.auto import tqdm
 
 from ddpm import SAMPLERS, VARIANCES
 from ddpm.ddim import DEFAULT_DDIM_STEPS
-from ddpm.settings import UsageError, check_value, field_range
+from ddpm.settings import SEEDS, UsageError, check_value, range_parser
 from experiments import figures
-from experiments.config import SamplingConfig, TrainConfig
-from experiments.data.images import REDUCTIONS, Reduce, float_range_problem
+from experiments.command import CommandParser, run_command
+from experiments.config import SamplingConfig
+from experiments.data.images import REDUCTIONS, Reduce, float_range_problem, plane_layout, read_tif
 from experiments.data.normalization import from_model_range
+from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.evaluation import check, quality_figures
-from experiments.inference.loading import InferenceError, load_for_inference
+from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
 from experiments.inference.sampling import sampling_from_flags
 from experiments.inference.tiling import TileLayout
 from experiments.runtime import DEVICES
-from experiments.data.tif_io import (
-    FrameInfo,
-    InputError,
-    OverwriteError,
-    ensure_not_overwriting,
-    find_inputs,
-    output_path_for,
-    read_frames,
-    to_model_frames,
-    write_frames,
-)
+from experiments.data.tif_io import FrameInfo, find_inputs, output_path_for, read_frames, to_model_frames, write_frames
+from experiments.integrity import check_output_folder, check_outputs
 
 DISTRIBUTION = "diffusion-sr-microscopy"
 UNITS = "[0, 1] like the training targets: model output v in [-1, 1] mapped by (v + 1) / 2"
 PREVIEW_FRAMES = 3
+DEFAULT_OVERLAP = 32
 
 
 class OutputError(OSError):
-    """An output file cannot be written; the message names it."""
+    """An output file cannot be written; the message names it (an OSError: the boundary prints it as one line)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +78,7 @@ class PredictOptions:
     sampling: SamplingConfig
     seed: int = 0
     tile: int | None = None  # None: the side of the checkpoint's training images
-    overlap: int = 32
+    overlap: int | None = None  # None: DEFAULT_OVERLAP, at most a quarter of the tile
     batch_size: int = 16
     upsample: bool = False
     write_std: bool = False
@@ -95,6 +89,7 @@ class PredictOptions:
     pixel_size_um: float | None = None  # of the input file; None: read from its metadata
     hashed_noise: bool = False  # x_T from ddpm.hashed_noise, as the exported package
     check: bool = False  # experiments.evaluation.check: consistency map, sample-to-sample FRC, check.json
+    overwrite: bool = False  # replace outputs that exist already (inputs are never replaced)
 
 
 @dataclass(frozen=True)
@@ -117,7 +112,15 @@ def tile_of(options: PredictOptions, predictor: Predictor) -> int:
 
 def layout_of(options: PredictOptions, predictor: Predictor) -> TileLayout:
     """The tile layout of ``--tile``, ``--overlap`` and ``--batch-size`` (checked by :func:`check_options`)."""
-    return predictor.layout(tile_of(options, predictor), options.overlap, options.batch_size)
+    return predictor.layout(tile_of(options, predictor), overlap_of(options, predictor), options.batch_size)
+
+
+def overlap_of(options: PredictOptions, predictor: Predictor) -> int:
+    """``--overlap``, or :data:`DEFAULT_OVERLAP` cut to a quarter of the tile (a model trained on small
+    images has small tiles, which a fixed 32-pixel overlap would not fit)."""
+    if options.overlap is not None:
+        return options.overlap
+    return min(DEFAULT_OVERLAP, tile_of(options, predictor) // 4)
 
 
 def check_options(options: PredictOptions, predictor: Predictor) -> None:
@@ -129,16 +132,16 @@ def check_options(options: PredictOptions, predictor: Predictor) -> None:
         raise UsageError(
             f"--tile must be a positive multiple of {size_multiple} for this network (its size_multiple), got {tile}"
         )
-    if not 0 <= options.overlap < tile:
-        raise UsageError(f"--overlap must be within 0..{tile - 1} (less than --tile), got {options.overlap}")
+    overlap = overlap_of(options, predictor)
+    if not 0 <= overlap < tile:
+        raise UsageError(f"--overlap must be within 0..{tile - 1} (less than --tile), got {overlap}")
     if options.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {options.batch_size}")
-    try:
-        check_value(options.seed, field_range(TrainConfig, "seed"), "--seed")
-    except ValueError as error:
-        raise UsageError(str(error)) from error
-    if options.pixel_size_um is not None and not options.pixel_size_um > 0:
-        raise UsageError(f"--pixel-size must be a positive size in µm, got {options.pixel_size_um}")
+    if any(separator in options.suffix for separator in ("/", "\\", "\0")):
+        raise UsageError(f"--suffix is added to a file name and cannot hold a path separator, got {options.suffix!r}")
+    check_value(options.seed, SEEDS, "--seed")
+    if options.pixel_size_um is not None:
+        check_value(options.pixel_size_um, PIXEL_SIZES_UM, "--pixel-size (µm)")
     if options.hashed_noise and options.sampling.sampler != "ddim":
         raise UsageError("--hashed-noise starts DDIM chains only; add --sampler ddim")
 
@@ -203,7 +206,7 @@ def prediction_metadata(predictor: Predictor, info: FrameInfo, frames: int, opti
         "upsample": options.upsample,
         "colour_reduced": info.colour_reduced,
         "tile": tile_of(options, predictor),
-        "overlap": options.overlap,
+        "overlap": overlap_of(options, predictor),
         "hashed_noise": options.hashed_noise,
         "units": UNITS,
     }
@@ -247,6 +250,9 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     """Super-resolve every frame of the TIF at ``path`` and write ``outputs``; returns the entries of
     ``check.json`` (one per frame; none without ``--check``)."""
     frames, info = read_frames(path, options.reduce)
+    if info.pixel_size_note and options.pixel_size_um is None:
+        print(f"warning: {path}: {info.pixel_size_note}; the outputs state no pixel size (pass --pixel-size)",
+              file=sys.stderr)
     native = frames
     if options.upsample:
         frames = upsample_frames(frames)
@@ -294,10 +300,17 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
 
 
 def predict(predictor: Predictor, inputs: list[Path], out_dir: Path, options: PredictOptions) -> list[OutputPaths]:
-    """Process ``inputs`` one after another; every output path is checked before the first is written."""
+    """Process ``inputs`` one after another. Before the first frame is sampled, the options, every input's
+    header (readable, a supported type, its channels) and every output path (:func:`check_outputs`) are
+    checked, so a bad file or path at the end of a long list fails at once."""
     check_options(options, predictor)
+    for path in inputs:
+        plane_layout(read_tif(path, pixels=False), options.reduce)
     planned = [output_paths(path, out_dir, options) for path in inputs]
-    ensure_not_overwriting(inputs, [path for outputs in planned for path in outputs.all()])
+    summary = [out_dir / check.SUMMARY_NAME] if options.check else []
+    check_output_folder(out_dir, inputs)
+    check_outputs([path for outputs in planned for path in outputs.all()] + summary,
+                  [*inputs, predictor.checkpoint], options.overwrite)
     entries = []
     for path, outputs in tqdm(list(zip(inputs, planned)), desc="images", unit="image", disable=not options.progress):
         entries += predict_file(predictor, path, outputs, options)
@@ -307,7 +320,7 @@ def predict(predictor: Predictor, inputs: list[Path], out_dir: Path, options: Pr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m experiments.predict",
         description="Super-resolve widefield TIFs (files, folders, stacks) with a trained checkpoint.",
     )
@@ -324,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--eta", type=float, help="DDIM only: 0 deterministic (default) .. 1 DDPM-like")
     sampling.add_argument("--samples", type=int, help="samples averaged per image (default 1)")
     sampling.add_argument("--std", action="store_true", help="also write the samples' per-pixel standard deviation")
-    sampling.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
+    sampling.add_argument("--seed", type=range_parser(int, SEEDS, "--seed"), default=0,
+                          help="seed of the sampling noise (default 0)")
     sampling.add_argument(
         "--hashed-noise", action="store_true",
         help="DDIM only: start each tile from the seed's position-hashed noise, as an exported package does",
@@ -332,14 +346,15 @@ def build_parser() -> argparse.ArgumentParser:
     layout = parser.add_argument_group("images")
     layout.add_argument("--upsample", action="store_true", help="bicubic x2 first, for native-resolution widefield")
     layout.add_argument(
-        "--pixel-size", type=float,
+        "--pixel-size", type=range_parser(float, PIXEL_SIZES_UM, "--pixel-size"),
         help="input pixel size in µm (default: from the TIF's OME / ImageJ / resolution tags); the OME-TIFF "
         "outputs get it, halved with --upsample",
     )
     layout.add_argument(
         "--tile", type=int, help="tile side in pixels (default: the side of the images the checkpoint was trained on)"
     )
-    layout.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles (default 32)")
+    layout.add_argument("--overlap", type=int,
+                        help=f"pixels shared by neighbouring tiles (default {DEFAULT_OVERLAP}, at most a quarter of --tile)")
     layout.add_argument("--batch-size", type=int, default=16, help="tiles per network call (default 16)")
     layout.add_argument(
         "--reduce", choices=[r for r in REDUCTIONS if r], help="how to make RGB(A) or multichannel inputs grey"
@@ -350,11 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true",
         help="also measure trust: consistency map TIF, sample-to-sample FRC (2 extra samples), figure, check.json",
     )
+    layout.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
     layout.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
-def run(args: argparse.Namespace) -> list[OutputPaths]:
+def run(args: argparse.Namespace) -> None:
     inputs = find_inputs(args.input)
     predictor = load_for_inference(args.checkpoint, args.device)
     steps = predictor.diffusion.steps
@@ -375,6 +391,7 @@ def run(args: argparse.Namespace) -> list[OutputPaths]:
         pixel_size_um=args.pixel_size,
         hashed_noise=args.hashed_noise,
         check=args.check,
+        overwrite=args.overwrite,
     )
     if options.progress:
         print(
@@ -382,25 +399,13 @@ def run(args: argparse.Namespace) -> list[OutputPaths]:
             f"{len(inputs)} file(s); {sampling_settings(sampling, steps)}",
             file=sys.stderr,
         )
-    return predict(predictor, inputs, args.output, options)
-
-
-USER_ERRORS = (InputError, OverwriteError, InferenceError, UsageError, OSError)
+    predict(predictor, inputs, args.output, options)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command; a user error prints one line naming the file or option and returns 1."""
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; the outputs written so far are complete, the current one was not written",
-              file=sys.stderr)
-        return 130
-    return 0
+    """Run the command (:func:`experiments.command.run_command`: one line and exit status 1 for an error
+    the user can fix)."""
+    return run_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

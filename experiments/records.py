@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, get_args
 
-from experiments.integrity import atomic_path
+from experiments.integrity import atomic_path, write_json
 
 MetricName = Literal["mae", "nrmse", "ssim", "ms_ssim", "psnr"]
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
@@ -79,7 +79,7 @@ def evaluated(records: list[EpochRecord], split: str) -> list[tuple[int, Scores]
 
 def write_records(folder: Path, records: list[EpochRecord]) -> None:
     """``metrics.json`` and ``metrics.csv`` of ``records`` in ``folder``, each replaced atomically."""
-    _write_text(folder / JSON_FILE, json.dumps([r.to_json() for r in records], indent=2) + "\n")
+    write_json(folder / JSON_FILE, [r.to_json() for r in records])
     rows = [record.row() for record in records]
     columns = list(dict.fromkeys(key for row in rows for key in row))
     text = io.StringIO(newline="")

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ddpm.settings import UsageError
+
 Device = Literal["auto", "cuda", "mps", "cpu"]
 DEVICES: tuple[str, ...] = get_args(Device)
 # "auto": bf16 on CUDA, fp32 elsewhere (resolve_precision).
@@ -27,11 +29,11 @@ def pick_device(requested: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device auto or cpu")
+        raise UsageError("--device cuda was asked for, but PyTorch sees no CUDA GPU; use --device auto or cpu")
     if requested == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError("--device mps was asked for, but this PyTorch has no MPS backend; use --device auto or cpu")
+        raise UsageError("--device mps was asked for, but this PyTorch has no MPS backend; use --device auto or cpu")
     if requested not in DEVICES:
-        raise ValueError(f"unknown device {requested!r}; choose one of {DEVICES}")
+        raise UsageError(f"unknown device {requested!r}; choose one of {DEVICES}")
     return torch.device(requested)
 
 
@@ -84,9 +86,9 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
     if requested == "bf16" and device.type != "cuda":
-        raise ValueError(f"train.precision bf16 needs a CUDA GPU, but this run is on {device.type}; use fp32 or auto")
+        raise UsageError(f"train.precision bf16 needs a CUDA GPU, but this run is on {device.type}; use fp32 or auto")
     if requested not in PRECISIONS:
-        raise ValueError(f"unknown precision {requested!r}; choose one of {PRECISIONS}")
+        raise UsageError(f"unknown precision {requested!r}; choose one of {PRECISIONS}")
     return requested
 
 

@@ -9,42 +9,63 @@ The data and the physics: :mod:`experiments.data.synthetic` (drawn filaments) an
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
+from ddpm.settings import field_range, range_parser
+from experiments.command import CommandParser, run_command
 from experiments.data import biosr_sim
 from experiments.data.synthetic import STRUCTURES, SyntheticConfig, generate, save_preview
+from experiments.data.writer import DataSetSize
+from experiments.integrity import check_output_folder, check_outputs
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def _count(name: str, flag: str):
+    return range_parser(int, field_range(DataSetSize, name), flag)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="python -m experiments.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write the BioSR layout into")
     parser.add_argument("--structures", choices=STRUCTURES, default="filaments",
                         help="drawn filaments (default) or windows of the nine real BioSR SIM cells (biosr-sim)")
-    parser.add_argument("--train", type=int, default=4096, help="training pairs (default 4096)")
-    parser.add_argument("--validate", type=int, default=256, help="validation pairs (default 256)")
-    parser.add_argument("--test-per-level", type=int, default=150, help="test fields, each at 9 levels (default 150)")
-    parser.add_argument("--size", type=int, default=128, help="image side in px, even (default 128)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=_count("train", "--train"), default=4096, help="training pairs (default 4096)")
+    parser.add_argument("--validate", type=_count("validate", "--validate"), default=256,
+                        help="validation pairs, 0 for none (default 256)")
+    parser.add_argument("--test-per-level", type=_count("test_per_level", "--test-per-level"), default=150,
+                        help="test fields, each at 9 levels (default 150)")
+    parser.add_argument("--size", type=range_parser(int, field_range(SyntheticConfig, "size"), "--size"), default=128,
+                        help="image side in px, even (default 128)")
+    parser.add_argument("--seed", type=_count("seed", "--seed"), default=0)
     parser.add_argument("--figure", type=Path, help="preview figure path (default OUT/synthetic_preview.png)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing data set in --out")
-    args = parser.parse_args(argv)
-    if args.size % 2:
-        parser.error(f"--size must be even (inputs are rendered at half size), got {args.size}")
-    counts = (args.train, args.validate, args.test_per_level)
-    started = time.perf_counter()
-    if args.structures == "biosr-sim":
-        config = biosr_sim.RealStructureConfig(size=args.size)
-        print(biosr_sim.describe(config))
-        biosr_sim.generate(args.out, *counts, args.seed, config, overwrite=args.overwrite)
-    else:
-        generate(args.out, *counts, args.seed, SyntheticConfig(size=args.size), overwrite=args.overwrite)
-    print(f"wrote {args.train} training, {args.validate} validation and {args.test_per_level} x 9 test pairs "
-          f"({args.structures}) to {args.out} in {time.perf_counter() - started:.1f} s")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    counts = DataSetSize(args.train, args.validate, args.test_per_level, args.seed)
+    # Both configurations are built (and so checked) before anything is written.
+    config = biosr_sim.RealStructureConfig(size=args.size) if args.structures == "biosr-sim" else SyntheticConfig(size=args.size)
     figure = args.figure or args.out / "synthetic_preview.png"
+    check_output_folder(args.out)
+    check_outputs([figure], overwrite=args.overwrite)
+    started = time.perf_counter()
+    sizes = (counts.train, counts.validate, counts.test_per_level, counts.seed)
+    if args.structures == "biosr-sim":
+        print(biosr_sim.describe(config))
+        biosr_sim.generate(args.out, *sizes, config, overwrite=args.overwrite)
+    else:
+        generate(args.out, *sizes, config, overwrite=args.overwrite)
+    print(f"wrote {counts.train} training, {counts.validate} validation and {counts.test_per_level} x 9 test pairs "
+          f"({args.structures}) to {args.out} in {time.perf_counter() - started:.1f} s")
     save_preview(args.out, figure)
     print(f"preview: {figure}")
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,7 +11,8 @@ from experiments.bench import predict as bench
 @pytest.mark.slow  # a few seconds: the demo network on 9 tiles, twice, plus the unbatched run
 def test_the_benchmark_reports_redundancy_overhead_and_the_unbatched_difference(tmp_path, capsys):
     out = tmp_path / "figures.json"
-    figures = bench.main(["--size", "300", "--sampling-steps", "1", "--rounds", "2", "--verify", "--out", str(out)])
+    argv = ["--size", "300", "--sampling-steps", "1", "--rounds", "2", "--verify", "--out", str(out)]
+    figures = bench.run_benchmark(bench.build_parser().parse_args(argv))
     per_axis = math.ceil((300 - 128) / (128 - 32)) + 1  # tiles of 128 sharing >= 32 px, the last flush
     assert figures["tiles_per_step"] == per_axis**2
     assert figures["redundancy"] == pytest.approx(per_axis**2 * 128**2 / 300**2)

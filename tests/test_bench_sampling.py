@@ -11,8 +11,10 @@ from ddpm import DDIMSampler, SimpleSampler
 from experiments.bench.sampling import (
     compare_to_simple,
     ddim_step_counts,
+    build_parser,
     main,
     quality_configs,
+    run_benchmark,
     time_chain,
     training_images_per_s,
 )
@@ -58,7 +60,7 @@ def numbers(value):
 def test_main_writes_speed_and_quality_tables_into_the_run_folder(run_dir, data_root, capsys):
     args = ["--checkpoint", run_dir / "last.pt", "--data", data_root, "--device", "cpu", "--images", 3,
             "--batch-size", 2, "--timed-steps", 4, "--train-steps", 1]
-    returned = main([str(arg) for arg in args])
+    returned = run_benchmark(build_parser().parse_args([str(arg) for arg in args]))
     written = json.loads((run_dir / "bench_sampling.json").read_text())
     assert written == json.loads(json.dumps(returned))
     assert all(math.isfinite(n) for n in numbers(written))
@@ -88,8 +90,8 @@ def test_main_writes_speed_and_quality_tables_into_the_run_folder(run_dir, data_
 
 def test_images_zero_skips_the_quality_table(run_dir, tmp_path):
     out = tmp_path / "speed.json"
-    main(["--checkpoint", str(run_dir), "--device", "cpu", "--images", "0", "--image-size", "16",
-          "--batch-size", "1", "--timed-steps", "0", "--train-steps", "1", "--out", str(out)])
+    assert main(["--checkpoint", str(run_dir), "--device", "cpu", "--images", "0", "--image-size", "16",
+                 "--batch-size", "1", "--timed-steps", "0", "--train-steps", "1", "--out", str(out)]) == 0
     written = json.loads(out.read_text())
     assert "quality" not in written and written["speed"]["image_size"] == [16, 16]
     assert not any(row["extrapolated"] for row in written["speed"]["chains"])

@@ -94,7 +94,7 @@ OUT_OF_RANGE = [
     (["--eta", "-0.5"], "--sampling.eta must be >= 0 and <= 1"),
     (["--eta", "inf"], "--sampling.eta must be >= 0 and <= 1"),
     (["--train.seed", "-1"], "--train.seed must be >= 0"),
-    (["--eval.seed", str(2**40)], "--eval.seed must be >= 0 and <= 4.29497e\\+09"),
+    (["--eval.seed", str(2**40)], "--eval.seed must be >= 0 and <= 4294967295"),
     (["--num-workers", "-1"], "--data.num_workers must be >= 0"),
     (["--max-train-pairs", "0"], "--data.max_train_pairs must be >= 1"),
     (["--max-test-images", "0"], "--eval.max_test_images must be >= 1"),

@@ -18,9 +18,7 @@ def test_existing_folder_is_left_alone(tmp_path, capsys):
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_failed_clone_explains_and_exits_non_zero(tmp_path, capsys):
     dest = tmp_path / "biosr_dataset"
-    with pytest.raises(SystemExit) as stop:
-        main(["--dest", str(dest), "--url", str(tmp_path / "no_such_repository")])
-    assert stop.value.code == 1
+    assert main(["--dest", str(dest), "--url", str(tmp_path / "no_such_repository")]) == 1
     error = capsys.readouterr().err
     assert "make data" in error and "make synthetic-data" in error and "12 GB" in error
     assert not dest.exists()

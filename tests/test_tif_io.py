@@ -13,8 +13,6 @@ import tifffile
 from experiments.data.images import read_image
 from experiments.data.tif_io import (
     InputError,
-    OverwriteError,
-    ensure_not_overwriting,
     find_inputs,
     output_path_for,
     read_frames,
@@ -229,26 +227,6 @@ def test_reading_metadata_from_a_plain_tif_names_the_file(tmp_path, tifffile_met
 def test_output_path_keeps_the_stem_and_adds_the_suffix():
     assert output_path_for("cells/a.tiff", "out", "_sr") == Path("out/a_sr.tif")
     assert output_path_for(Path("/data/b.TIF"), Path("/res"), "_std") == Path("/res/b_std.tif")
-
-
-def test_an_output_equal_to_an_input_is_refused(tmp_path):
-    source = save(tmp_path / "cells" / "a.tif", np.zeros((4, 4), np.uint8))
-    sneaky = tmp_path / "out" / ".." / "cells" / "a.tif"
-    with pytest.raises(OverwriteError, match="overwrite the input") as error:
-        ensure_not_overwriting([source], [tmp_path / "out" / "a_sr.tif", sneaky])
-    assert str(sneaky) in str(error.value) and str(source) in str(error.value)
-    link = tmp_path / "link.tif"
-    link.symlink_to(source)
-    with pytest.raises(OverwriteError):
-        ensure_not_overwriting([source], [link])
-    ensure_not_overwriting([source], [output_path_for(source, tmp_path / "cells", "_sr")])  # different name: fine
-
-
-def test_two_inputs_with_one_output_name_are_refused(tmp_path):
-    inputs = [tmp_path / "day1" / "a.tif", tmp_path / "day2" / "a.tif"]
-    outputs = [output_path_for(path, tmp_path / "out", "_sr") for path in inputs]
-    with pytest.raises(OverwriteError, match="same file"):
-        ensure_not_overwriting(inputs, outputs)
 
 
 def test_the_same_frames_and_metadata_give_the_same_bytes_and_other_content_another_uuid(tmp_path):

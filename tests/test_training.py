@@ -177,7 +177,7 @@ def test_standalone_evaluation_on_another_data_root_and_chosen_levels(finished_r
 def test_standalone_evaluation_names_a_missing_checkpoint(tmp_path, capsys):
     from experiments.evaluate import main
 
-    assert main(["--checkpoint", str(tmp_path / "nowhere.pt")]) == 2
+    assert main(["--checkpoint", str(tmp_path / "nowhere.pt")]) == 1
     assert "nowhere.pt" in capsys.readouterr().err
 
 
@@ -203,7 +203,7 @@ def test_resume_refuses_configuration_overrides(finished_run, capsys):
     from experiments.train import main
 
     run_dir, _ = finished_run
-    assert main(["--resume", str(run_dir), "--epochs", "9"]) == 2
+    assert main(["--resume", str(run_dir), "--epochs", "9"]) == 1
     assert "epochs" in capsys.readouterr().err
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from ddpm.settings import bounded, check_ranges
+from ddpm.settings import UsageError, bounded, check_ranges
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,11 @@ class UNetConfig:
             object.__setattr__(self, name, tuple(getattr(self, name)))
         check_ranges(self, "--network.")
         if self.time_encoding_dim % 2:
-            raise ValueError(f"--network.time_encoding_dim must be even (sines and cosines), got {self.time_encoding_dim}")
+            raise UsageError(f"--network.time_encoding_dim must be even (sines and cosines), got {self.time_encoding_dim}")
         if not self.channels or not self.base_channels:
-            raise ValueError("UNetConfig: channels and base_channels need at least one entry each.")
+            raise UsageError("UNetConfig: channels and base_channels need at least one entry each.")
         if len(self.attention) != len(self.channels):
-            raise ValueError(
+            raise UsageError(
                 f"UNetConfig: attention has {len(self.attention)} flags but channels has "
                 f"{len(self.channels)} levels; give one flag per entry of channels."
             )
@@ -62,12 +62,12 @@ class UNetConfig:
             for heads_name in ("num_heads", "num_cross_heads"):
                 heads = getattr(self, heads_name)
                 if enabled and width % heads:
-                    raise ValueError(
+                    raise UsageError(
                         f"UNetConfig: level {level} has {width} channels, not divisible by "
                         f"{heads_name}={heads}; choose a head count that divides every attended width."
                     )
         if self.context_dim is not None and not any(self.attention):
-            raise ValueError(
+            raise UsageError(
                 "UNetConfig: context_dim is set but no level has attention, so the context would be "
                 "ignored; set at least one attention flag to True."
             )
@@ -95,7 +95,7 @@ class UNetConfig:
         }
         unknown = set(deeplay_kwargs) - known
         if unknown:
-            raise ValueError(f"UNetConfig.from_deeplay: unknown deeplay arguments {sorted(unknown)}; "
+            raise UsageError(f"UNetConfig.from_deeplay: unknown deeplay arguments {sorted(unknown)}; "
                              f"expected a subset of {sorted(known)}.")
         heads = deeplay_kwargs.get("num_attention_heads", {"self": 1, "cross": 1})
         channels = tuple(deeplay_kwargs.get("channels", (32, 64, 128)))

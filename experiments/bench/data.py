@@ -11,6 +11,7 @@ with the machine and its load average. The target is at least 20,000 pairs/s on 
 """
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +19,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ddpm.settings import at_least
 from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import spread
+from experiments.command import CommandParser, run_command
 
 from experiments.data import PairedImageDataset, make_loader
 from experiments.data.synthetic import generate
@@ -84,25 +87,32 @@ def run(root: Path, split: str, batch_size: int, direct_pairs: int, epochs: int,
         print(f"  {name:62s} {figure.median:>9,.0f}  ({figure.low:,.0f}-{figure.high:,.0f})")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="python -m experiments.bench.data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, help="data set root (default: a synthetic one in a temporary folder)")
     parser.add_argument("--split", default="train", choices=("train", "validate", "test"))
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--pairs", type=int, default=4096, help="synthetic training pairs to generate (default 4096)")
-    parser.add_argument("--direct-pairs", type=int, default=1000, help="pairs timed for direct reads (default 1000)")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loader (default 3)")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of every measurement (default 5)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--batch-size", type=at_least(1, "--batch-size"), default=64)
+    parser.add_argument("--pairs", type=at_least(1, "--pairs"), default=4096, help="synthetic training pairs to generate (default 4096)")
+    parser.add_argument("--direct-pairs", type=at_least(1, "--direct-pairs"), default=1000, help="pairs timed for direct reads (default 1000)")
+    parser.add_argument("--epochs", type=at_least(1, "--epochs"), default=3, help="timed epochs per loader (default 3)")
+    parser.add_argument("--rounds", type=at_least(1, "--rounds"), default=5, help="rounds of every measurement (default 5)")
+    return parser
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
     if args.root is not None:
         run(args.root, args.split, args.batch_size, args.direct_pairs, args.epochs, args.rounds)
         return
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        generate(Path(folder), train=args.pairs, validate=0, test_per_level=0)
+        generate(Path(folder), train=args.pairs, validate=0, test_per_level=1)
         print(f"generated {args.pairs} synthetic pairs in {time.perf_counter() - started:.1f} s")
         run(Path(folder), "train", args.batch_size, args.direct_pairs, args.epochs, args.rounds)
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run_benchmark, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

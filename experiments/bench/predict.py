@@ -29,8 +29,8 @@ less redundancy costs. ``--rounds 0 --quality`` scores without timing.
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -40,9 +40,11 @@ import numpy as np
 import tifffile
 import torch
 
+from ddpm.settings import Range, at_least, range_parser
 from experiments import predict as predict_command
 from experiments.config import DEMO, RunConfig, SamplingConfig
 from experiments.data.normalization import to_model_range
+from experiments.data.widefield import LEVELS
 from experiments.evaluation.metrics import batch_metrics
 from experiments.data.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
 from experiments.inference.loading import load_for_inference
@@ -51,6 +53,8 @@ from experiments.inference.tiling import TileLayout
 from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import round_order, spread
 from experiments.build import build_model
+from experiments.command import CommandParser, run_command
+from experiments.integrity import check_outputs, write_json
 from experiments.runtime import seed_everything
 from experiments.training.checkpoint import IMAGE_SIZE_KEY, save_atomic
 
@@ -170,25 +174,28 @@ def _integers(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="python -m experiments.bench.predict", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint (default: demo network, random weights)")
-    parser.add_argument("--size", type=int, default=2048, help="side of the square input frame in pixels")
-    parser.add_argument("--level", type=int, default=9, help="BioSR noise level of the input (1..9)")
-    parser.add_argument("--sampling-steps", type=int, default=10, help="DDIM steps (network evaluations)")
-    parser.add_argument("--overlap", type=int, default=32, help="as experiments.predict --overlap")
-    parser.add_argument("--batch-size", type=int, default=16, help="tiles per network call")
-    parser.add_argument("--rounds", type=int, default=5,
+    parser.add_argument("--size", type=at_least(16, "--size"), default=2048, help="side of the square input frame in pixels")
+    parser.add_argument("--level", type=range_parser(int, Range(1, LEVELS), "--level"), default=9,
+                        help="BioSR noise level of the input (1..9)")
+    parser.add_argument("--sampling-steps", type=at_least(1, "--sampling-steps"), default=10, help="DDIM steps (network evaluations)")
+    parser.add_argument("--overlap", type=at_least(0, "--overlap"), default=32, help="as experiments.predict --overlap")
+    parser.add_argument("--batch-size", type=at_least(1, "--batch-size"), default=16, help="tiles per network call")
+    parser.add_argument("--rounds", type=at_least(0, "--rounds"), default=5,
                         help="interleaved rounds of (bare network, predict); 0: no timing (e.g. with --quality)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--verify", action="store_true", help="also compare with the unbatched, tile-by-tile run")
     parser.add_argument("--quality", action="store_true",
                         help="also score tile layouts against the target (--quality-size, -tiles, -overlaps)")
-    parser.add_argument("--quality-size", type=int, default=1000, help="side of the frame scored by --quality")
+    parser.add_argument("--quality-size", type=at_least(16, "--quality-size"), default=1000, help="side of the frame scored by --quality")
     parser.add_argument("--quality-tiles", type=_integers, default=(128,), help="tile sides scored, e.g. 128,256")
     parser.add_argument("--quality-overlaps", type=_integers, default=(0, 16, 32, 64), help="overlaps scored")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
-    return parser.parse_args(argv)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return parser
 
 
 def time_prediction(predictor: Predictor, checkpoint: Path, image: Path, scratch: Path,
@@ -225,8 +232,10 @@ def time_prediction(predictor: Predictor, checkpoint: Path, image: Path, scratch
     return figures
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Measure, print and (``--out``) write the figures; returns them."""
+    if args.out:
+        check_outputs([args.out], [args.checkpoint] if args.checkpoint else [], args.overwrite)
     figures: dict = {}
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as scratch:
         scratch = Path(scratch)
@@ -247,9 +256,13 @@ def main(argv: list[str] | None = None) -> dict:
         if args.quality:
             figures["layout_quality"] = layout_quality(predictor, args)
     if args.out:
-        args.out.write_text(json.dumps(figures, indent=2))
+        write_json(args.out, figures)
     return figures
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), lambda args: run_benchmark(args) and None, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

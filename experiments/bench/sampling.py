@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,6 +37,7 @@ from torch import nn
 
 from ddpm import DDIMSampler, Diffusion, Sampler, SimpleSampler, run_chain
 from ddpm.samplers import initial_noise
+from ddpm.settings import SEEDS, UsageError, at_least, field_range, range_parser
 from experiments.bench.unet import images_per_s, synchronize
 from experiments.config import TUTORIAL_MSE, RunConfig, SamplingConfig
 from experiments.data import PairedImageDataset
@@ -44,6 +45,8 @@ from experiments.evaluation.loop import bicubic_baseline, evaluate
 from experiments.inference.loading import load_for_inference
 from experiments.runtime import DEVICES, pick_device, seed_everything
 from experiments.build import build_diffusion, build_model
+from experiments.command import CommandParser, run_command
+from experiments.integrity import check_outputs, write_json
 
 Network = Literal["checkpoint", "tutorial"]
 NETWORKS: tuple[Network, ...] = ("checkpoint", "tutorial")
@@ -276,26 +279,28 @@ def newest_demo_run() -> Path:
     return runs[-1]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="python -m experiments.bench.sampling", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help=f"a .pt file or run folder (default: the newest {DEMO_RUNS})")
     parser.add_argument("--network", choices=NETWORKS, default="checkpoint",
                         help="'tutorial': the tutorial's network, random weights, 128x128, T = 2000 (speed only)")
     parser.add_argument("--data", help="data root of the quality test set (default: the checkpoint's data.root)")
     parser.add_argument("--level", default="level_09", help="test level of the quality table")
-    parser.add_argument("--images", type=int, default=32, help="test images of the quality table (0: no table)")
+    parser.add_argument("--images", type=at_least(0, "--images"), default=32, help="test images of the quality table (0: no table)")
     parser.add_argument("--out", help=f"JSON output (default: {OUTPUT_NAME} in the checkpoint's run folder)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    parser.add_argument("--batch-size", type=int, default=16, help="images per sampling batch")
-    parser.add_argument("--image-size", type=int,
+    parser.add_argument("--batch-size", type=at_least(1, "--batch-size"), default=16, help="images per sampling batch")
+    parser.add_argument("--image-size", type=at_least(1, "--image-size"),
                         help="side of the sampled images (default: the test images' size; tutorial: 128)")
-    parser.add_argument("--timed-steps", type=int, default=20,
+    parser.add_argument("--timed-steps", type=at_least(0, "--timed-steps"), default=20,
                         help="chains longer than this are timed on their first steps and extrapolated (0: all)")
-    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps")
-    parser.add_argument("--eta", type=float, default=0.0,
+    parser.add_argument("--train-steps", type=at_least(1, "--train-steps"), default=3, help="timed training steps")
+    parser.add_argument("--eta", type=range_parser(float, field_range(SamplingConfig, "eta"), "--eta"), default=0.0,
                         help="eta of the DDIM rows of the quality table (0: deterministic, 1: DDPM-like noise)")
-    parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    parser.add_argument("--seed", type=range_parser(int, SEEDS, "--seed"), default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing JSON output")
+    return parser
 
 
 def _load(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, Diffusion, RunConfig, Path | None]:
@@ -304,14 +309,13 @@ def _load(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, Di
         torch.manual_seed(args.seed)
         return build_model(TUTORIAL_MSE, device).eval(), build_diffusion(TUTORIAL_MSE, device), TUTORIAL_MSE, None
     if args.network != "checkpoint":
-        raise ValueError(f"unknown network {args.network!r}; choose one of {NETWORKS}")
+        raise UsageError(f"unknown network {args.network!r}; choose one of {NETWORKS}")
     predictor = load_for_inference(args.checkpoint or newest_demo_run(), args.device)
     return predictor.model, predictor.diffusion, predictor.config, predictor.checkpoint
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run_benchmark(args: argparse.Namespace) -> dict:
     """Run the benchmark, print its tables, write the JSON and return what was written."""
-    args = parse_args(argv)
     device = pick_device(args.device)
     seed_everything(args.seed)
     model, diffusion, config, checkpoint = _load(args, device)
@@ -325,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_shape = (config.data.crop, config.data.crop) if config.data.crop else image_shape
     default_out = Path("bench_sampling_tutorial.json") if tutorial else checkpoint.parent / OUTPUT_NAME
     out = Path(args.out) if args.out else default_out
+    check_outputs([out], [checkpoint] if checkpoint else [], args.overwrite)
 
     name = "tutorial network (random weights)" if tutorial else str(checkpoint)
     print(f"{name}: T = {diffusion.steps}, {image_shape[0]}x{image_shape[1]}, batch {args.batch_size}, "
@@ -339,11 +344,14 @@ def main(argv: list[str] | None = None) -> dict:
         result["quality"] = measure_quality(model, diffusion, config, dataset, args.images, args.batch_size,
                                              args.seed, args.eta)
         print(quality_table(result["quality"]))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(f"wrote {out}")
     return result
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), lambda args: run_benchmark(args) and None, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

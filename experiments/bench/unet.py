@@ -46,11 +46,15 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-# Everything imported here needs torch only, so this module also runs in a deeplay venv with the
-# repository on PYTHONPATH.
+# Everything imported here needs torch, numpy and tqdm only (a deeplay environment has them), so this
+# module also runs in a deeplay venv with the repository on PYTHONPATH.
+from ddpm.settings import Range, UsageError, at_least, range_parser
 from experiments.bench.flops import COUNTED, count_flops
 from experiments.bench.machine import Machine, Peak, load_average, machine_peak, read_machine
 from experiments.bench.stats import ratios, round_order, spread, verdict
+from experiments.command import CommandParser, run_command
+from experiments.runtime import DEVICES, pick_device
+from experiments.integrity import check_outputs, json_text, write_json
 from unet.speed import optimize_for_speed
 
 Network = Literal["ours", "deeplay"]
@@ -295,35 +299,32 @@ def format_result(result: BenchResult) -> str:
 
 
 # ------------------------------------------------------------------ command line
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation happens here)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="python -m experiments.bench.unet", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=DEVICES)
+    parser.add_argument("--batch-size", type=at_least(1, "--batch-size"), default=16)
+    parser.add_argument("--image-size", type=at_least(1, "--image-size"), default=128)
+    parser.add_argument("--steps", type=at_least(1, "--steps"), default=5, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=at_least(0, "--warmup"), default=2, help="untimed steps first (compilation happens here)")
     parser.add_argument("--channels-last", action="store_true", help="our network in channels_last")
     parser.add_argument("--compile", action="store_true", help="torch.compile our network")
     parser.add_argument("--sweep", action="store_true",
                         help="measure our network eager, channels_last, compile and both")
-    parser.add_argument("--rounds", type=int, default=MIN_ROUNDS,
+    parser.add_argument("--rounds", type=at_least(1, "--rounds"), default=MIN_ROUNDS,
                         help=f"interleaved rounds, each measuring every variant once (fewer than {MIN_ROUNDS} "
                              "prints a warning)")
     parser.add_argument("--network", choices=NETWORKS, default="ours")
     parser.add_argument("--deeplay-python", metavar="PATH",
                         help="python of an environment with deeplay: also measure deeplay's network (eager)")
-    parser.add_argument("--peak-gflops", type=float,
+    parser.add_argument("--peak-gflops", type=range_parser(float, Range(0.0, low_open=True), "--peak-gflops"),
                         help="the machine's peak GFLOP/s (default: derived from /proc/cpuinfo on CPU, unknown on GPUs)")
     parser.add_argument("--out", metavar="FILE", help="also write the summary and every round as JSON")
     parser.add_argument("--json", action="store_true", help="measure once and print one JSON line")
     parser.add_argument("--count-flops", action="store_true",
                         help="with --json: count the network's FLOPs per image instead of timing it")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error(f"--rounds {args.rounds}: give at least 1 (and {MIN_ROUNDS} for a trustworthy spread)")
-    if args.peak_gflops is not None and args.peak_gflops <= 0:
-        parser.error(f"--peak-gflops {args.peak_gflops}: give the machine's peak, a positive number")
-    return args
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return parser
 
 
 def variants(args: argparse.Namespace) -> list[tuple[str, Variant]]:
@@ -358,17 +359,24 @@ def describe_setup(machine: Machine, peak: Peak, args: argparse.Namespace) -> li
     ]
 
 
-def main(argv: list[str] | None = None) -> dict | None:
+def run_benchmark(args: argparse.Namespace) -> dict | None:
     """Run the benchmark, print it, write ``--out``; returns what was (or would be) written."""
-    args = parse_args(argv)
-    device = torch.device(args.device)
+    from unet import UNetConfig  # the tutorial's network, which deeplay's shares
+
+    size_multiple = UNetConfig().size_multiple
+    if args.image_size % size_multiple:
+        raise UsageError(f"--image-size must be a multiple of {size_multiple} (the tutorial network's size_multiple), "
+                         f"got {args.image_size}")
+    device = pick_device(args.device)
     if args.json:
         if args.count_flops:
-            print(json.dumps(asdict(network_flops(args.network, device, args.batch_size, args.image_size))))
+            print(json_text(asdict(network_flops(args.network, device, args.batch_size, args.image_size)), None))
         else:
-            print(json.dumps(asdict(measure(args.network, device, args.batch_size, args.image_size,
-                                            args.steps, args.warmup, args.channels_last, args.compile))))
+            print(json_text(asdict(measure(args.network, device, args.batch_size, args.image_size,
+                                           args.steps, args.warmup, args.channels_last, args.compile)), None))
         return None
+    if args.out:
+        check_outputs([args.out], overwrite=args.overwrite)
 
     machine = read_machine(device)
     peak = machine_peak(machine, args.peak_gflops)
@@ -411,11 +419,14 @@ def main(argv: list[str] | None = None) -> dict | None:
         "flops_counted": COUNTED, "variants": rows, "comparisons": comparisons,
     }
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out, report)
         print(f"wrote {args.out}")
     return report
 
 
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), lambda args: run_benchmark(args) and None, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

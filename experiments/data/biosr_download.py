@@ -13,6 +13,9 @@ NEEDED_BYTES = 13 * 10**9  # the clone's size plus git's own files
 
 def fetch(dest: Path, url: str = BIOSR_URL) -> int:
     """Clone ``url`` into ``dest`` unless ``dest`` exists; returns a process exit status."""
+    if dest.exists() and not dest.is_dir():
+        print(f"error: {dest} is a file, not a data folder; choose another --dest", file=sys.stderr)
+        return 1
     if dest.exists():
         print(f"{dest} already exists; nothing to do (delete it to download again)")
         return 0

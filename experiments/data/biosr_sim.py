@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from ddpm.settings import UsageError
 from experiments.data.layout import DatasetError
 from experiments.data.widefield import (
     LEVELS,
@@ -41,7 +42,7 @@ from experiments.data.widefield import (
     target_images,
     widefield_blur,
 )
-from experiments.data.writer import SPLIT_PREFIX, TEST_LEVELS, clear_output, file_name, image_rng, write_images
+from experiments.data.writer import SPLIT_PREFIX, DataSetSize, TEST_LEVELS, clear_output, file_name, image_rng, write_images
 from experiments.data.normalization import to_unit_range
 
 CELL_DIR = Path(__file__).parent / "real"
@@ -66,11 +67,11 @@ class RealStructureConfig:
 
     def __post_init__(self) -> None:
         if self.size < 4 or self.size % 2:
-            raise ValueError(f"size must be even and at least 4 (the input is downscaled to size / 2), got {self.size}")
+            raise UsageError(f"size must be even and at least 4 (the input is downscaled to size / 2), got {self.size}")
         if self.model.camera_binning != 2:
-            raise ValueError("the tutorial's resampling needs the camera image at half the window: camera_binning 2")
+            raise UsageError("the tutorial's resampling needs the camera image at half the window: camera_binning 2")
         if not 0 <= self.foreground_threshold < 1 or not 0 <= self.min_foreground_fraction < 1:
-            raise ValueError("foreground_threshold and min_foreground_fraction must lie in [0, 1)")
+            raise UsageError("foreground_threshold and min_foreground_fraction must lie in [0, 1)")
 
     @property
     def window(self) -> int:
@@ -116,7 +117,7 @@ def prepare_cell(name: str, sim: np.ndarray, model: WidefieldModel) -> Cell:
     q = model.reference_percentile / 100
     cell = Cell(name, sim, blurred, float(np.quantile(sim, q)), float(np.quantile(camera, q)))
     if not cell.camera_reference > 0:
-        raise ValueError(f"{name} holds no light (its {model.reference_percentile}th percentile is 0): leave it out")
+        raise DatasetError(f"{name} holds no light (its {model.reference_percentile}th percentile is 0): leave it out")
     return cell
 
 
@@ -136,13 +137,13 @@ def draw_window(cell: Cell, rng: np.random.Generator, config: RealStructureConfi
     height, width = cell.sim.shape
     side = config.window
     if side > min(height, width):
-        raise ValueError(f"{cell.name} ({height} x {width} px) is smaller than a window of {side} px; lower --size")
+        raise DatasetError(f"{cell.name} ({height} x {width} px) is smaller than a window of {side} px; lower --size")
     for _ in range(config.max_draws):
         y, x = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
         turns, flipped = int(rng.integers(4)), bool(rng.integers(2))
         if not near_empty(cell.sim[y : y + side, x : x + side], cell.sim_reference, config):
             return Window(cell.name, y, x, turns, flipped)
-    raise ValueError(
+    raise DatasetError(
         f"{cell.name}: no window of {side} px with {config.min_foreground_fraction:.0%} of its pixels above "
         f"{config.foreground_threshold} of the cell's brightness in {config.max_draws} draws; lower the criterion"
     )
@@ -191,10 +192,10 @@ def check_split(cell_split: Mapping[str, tuple[str, ...]]) -> None:
     seen: dict[str, str] = {}
     for split in ("train", "validate", "test"):
         if not cell_split.get(split):
-            raise ValueError(f"the cell split names no cell for {split!r}")
+            raise UsageError(f"the cell split names no cell for {split!r}")
         for name in cell_split[split]:
             if name in seen:
-                raise ValueError(f"{name} is in both {seen[name]!r} and {split!r}: hold out whole cells")
+                raise UsageError(f"{name} is in both {seen[name]!r} and {split!r}: hold out whole cells")
             seen[name] = split
 
 
@@ -215,6 +216,7 @@ def generate(
     ``cell_images`` (name -> [H, W] in [0, 1]) replaces the shipped cells, e.g. in tests.
     """
     check_split(cell_split)
+    DataSetSize(train, validate, test_per_level, seed)
     out = Path(out)
     clear_output(out, overwrite, extra=(MANIFEST,))
     names = tuple(name for split in ("train", "validate", "test") for name in cell_split[split])

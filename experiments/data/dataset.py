@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from ddpm.settings import UsageError
 from experiments.data.augment import dihedral_batch, dihedral_choices
 from experiments.data.cache import CACHE_DIRNAME, ensure_cache
 from experiments.data.images import REDUCTIONS, Reduce, read_image, tif_shape
@@ -87,9 +88,9 @@ class PairedImageDataset(Dataset):
         seed: int = 0,
     ):
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
+            raise UsageError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
         if reduce not in REDUCTIONS:
-            raise ValueError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
+            raise UsageError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
         self.root = resolve_root(root)
         self.split, self.level = split, level
         self.files = pair_files(*split_dirs(self.root, split, level))

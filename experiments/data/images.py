@@ -23,9 +23,10 @@ from typing import Literal, get_args
 import numpy as np
 import tifffile
 
+from ddpm.settings import UsageError
 from experiments.data.layout import DatasetError
 from experiments.data.normalization import Normalization, normalize, unit_divisor
-from experiments.data.ome_tiff import pixel_size_um
+from experiments.data.ome_tiff import pixel_size_um, valid_pixel_size
 from experiments.integrity import count_non_finite
 
 Reduce = Literal[None, "first", "mean", "max"]
@@ -52,6 +53,7 @@ class StoredTif:
     description: str  # the first page's ImageDescription ("" when absent); OME-XML when is_ome
     is_ome: bool
     pixel_size_um: float | None  # from OME, ImageJ or resolution tags (experiments.data.ome_tiff); None if unknown
+    pixel_size_note: str | None  # why a stated size was refused (experiments.data.ome_tiff.valid_pixel_size)
     pixels: np.ndarray | None
 
 
@@ -81,7 +83,8 @@ class FrameInfo:
     axes: str  # tifffile's axes of stored_shape, e.g. "YX", "QYX", "YXS"
     unit_divisor: float
     colour_reduced: Reduce  # how colour channels were collapsed, None if the file had one
-    pixel_size_um: float | None  # as the file's metadata states it, None if it does not
+    pixel_size_um: float | None  # as the file's metadata states it, None if it does not or states no valid size
+    pixel_size_note: str | None = None  # why a stated size was refused
 
 
 def _check_finite(array: np.ndarray, path: Path, what: str) -> None:
@@ -120,14 +123,14 @@ def read_tif(path: str | Path, pixels: bool = True) -> StoredTif:
         )
     if array is not None:
         _check_finite(array, path, "")
-    return StoredTif(path, shape, axes, dtype, description, is_ome, size, array)
+    return StoredTif(path, shape, axes, dtype, description, is_ome, *valid_pixel_size(size), array)
 
 
 def plane_layout(stored: StoredTif, reduce: Reduce) -> Layout:
     """The planes of ``stored`` by its axes; an error naming the file when it holds several colour
     channels (S or C axes) and ``reduce`` is None. Singleton axes of any kind are ignored."""
     if reduce not in REDUCTIONS:
-        raise ValueError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
+        raise UsageError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
     axes, shape = stored.axes, stored.shape
     stack = [i for i, axis in enumerate(axes) if axis not in PLANE_AXES + CHANNEL_AXES]
     channels = [i for i, axis in enumerate(axes) if axis in CHANNEL_AXES]
@@ -191,6 +194,7 @@ def read_frames(path: str | Path, reduce: Reduce = None) -> tuple[np.ndarray, Fr
         unit_divisor=unit_divisor(stored.dtype),
         colour_reduced=reduce if layout.channels > 1 else None,
         pixel_size_um=stored.pixel_size_um,
+        pixel_size_note=stored.pixel_size_note,
     )
     return frames, info
 

@@ -11,8 +11,11 @@ the clone root ``biosr_dataset`` is accepted too. An input (``wf``, the conditio
 
 import re
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, get_args
+
+from ddpm.settings import UserError
 
 Split = Literal["train", "validate", "test"]
 SPLITS: tuple[str, ...] = get_args(Split)
@@ -24,7 +27,7 @@ _LEVEL_PATTERN = re.compile(r"level_\d+")
 _SHOWN = 5  # how many file names an error message lists
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """The files on disk do not form a valid paired data set; the message names folder and files."""
 
 
@@ -70,14 +73,29 @@ def list_test_levels(root: str | Path) -> list[str]:
     return sorted(p.name for p in test_wf.iterdir() if p.is_dir() and _LEVEL_PATTERN.fullmatch(p.name))
 
 
+def check_level_name(level: str) -> None:
+    """Refuse a test level name that is not ``level_01`` .. ``level_09``-like (:class:`DatasetError`)."""
+    if not isinstance(level, str) or not _LEVEL_PATTERN.fullmatch(level):
+        raise DatasetError(f"a test level is named like 'level_09', got {level!r}")
+
+
+def check_levels(root: str | Path, levels: Sequence[str]) -> None:
+    """Refuse, before any work, test ``levels`` that ``root`` does not hold, naming them and those it holds."""
+    present = list_test_levels(root)
+    missing = [level for level in levels if level not in present]
+    if missing:
+        raise DatasetError(
+            f"{resolve_root(root)} has no test level {', '.join(missing)}; it holds {', '.join(present) or 'none'}"
+        )
+
+
 def split_dirs(root: Path, split: Split, level: str = "level_09") -> tuple[Path, Path]:
     """(input folder, target folder) of ``split`` under a resolved ``root``."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
     prefix = _SPLIT_PREFIX[split]
     if split == "test":
-        if not _LEVEL_PATTERN.fullmatch(level):
-            raise ValueError(f"test level must look like 'level_09', got {level!r}")
+        check_level_name(level)
         return root / "test_wf" / level, root / "test_gt"
     return root / f"{prefix}_wf", root / f"{prefix}_gt"
 

@@ -13,6 +13,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from ddpm.settings import UsageError
+
 Normalization = Literal["tutorial", "percentile"]
 NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 
@@ -49,7 +51,7 @@ def percentile_normalize(
     """
     low, high = percentiles
     if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
+        raise UsageError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
     values = array.astype(np.float32, copy=False)
     p_low, p_high = np.percentile(values, [low, high])
     return ((values - p_low) / (p_high - p_low + eps)).astype(np.float32)
@@ -78,4 +80,4 @@ def normalize(
         return to_model_range(unit)
     if normalization == "percentile":
         return to_model_range(percentile_normalize(unit, percentiles))
-    raise ValueError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
+    raise UsageError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")

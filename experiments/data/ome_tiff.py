@@ -8,10 +8,15 @@ OME ``Image/Description`` element.
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ElementTree
 
 import tifffile
 
+from ddpm.settings import Range, check_value
+
+# The valid pixel sizes in µm, wherever a size comes from: a file's metadata, --pixel-size, what is written.
+PIXEL_SIZES_UM = Range(0.0, None, low_open=True)
 # OME's length units (the ones microscopes use) in micrometres.
 _UNITS_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4}
 # TIFF ResolutionUnit: 2 inch, 3 centimetre (micrometres per unit).
@@ -22,6 +27,7 @@ def ome_metadata(axes: str, pixel_size_um: float | None, description: str) -> di
     """tifffile's ``metadata`` for an OME-TIFF of ``axes`` (e.g. "YX", "TYX") with square pixels of ``pixel_size_um``."""
     metadata = {"axes": axes, "Description": description}
     if pixel_size_um is not None:
+        check_value(pixel_size_um, PIXEL_SIZES_UM, "the output pixel size in µm")
         for axis in ("X", "Y"):
             metadata[f"PhysicalSize{axis}"] = pixel_size_um
             metadata[f"PhysicalSize{axis}Unit"] = "µm"
@@ -42,8 +48,24 @@ def ome_description(description: str) -> str | None:
     return None if element is None else element.text
 
 
+def valid_pixel_size(stated: float | None) -> tuple[float | None, str | None]:
+    """``(size, None)`` for a stated size in :data:`PIXEL_SIZES_UM`; ``(None, reason)`` for any other (0,
+    negative, NaN, infinite: metadata a microscope or a script got wrong); ``(None, None)`` for none."""
+    if stated is None or PIXEL_SIZES_UM.contains(stated):
+        return stated, None
+    return None, f"its metadata states a pixel size of {stated:g} µm, which is not {PIXEL_SIZES_UM.describe()} µm"
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan  # not a number: refused with the rest by valid_pixel_size
+
+
 def pixel_size_um(tif: tifffile.TiffFile) -> float | None:
-    """The x pixel size of an open TIF in µm, or None when the file does not say.
+    """The x pixel size an open TIF states, in µm (any number, checked by :func:`valid_pixel_size`; NaN
+    for text that is no number), or None when the file does not say.
 
     Looked up in order: OME ``Pixels/@PhysicalSizeX`` (with its unit, µm by default); ImageJ's ``unit``
     with the XResolution tag (pixels per unit); the XResolution tag with ResolutionUnit inch or cm.
@@ -54,7 +76,7 @@ def pixel_size_um(tif: tifffile.TiffFile) -> float | None:
         if pixels is not None and pixels.get("PhysicalSizeX"):
             unit = pixels.get("PhysicalSizeXUnit", "µm")
             if unit in _UNITS_UM:
-                return float(pixels.get("PhysicalSizeX")) * _UNITS_UM[unit]
+                return _number(pixels.get("PhysicalSizeX")) * _UNITS_UM[unit]
     x_resolution = page.tags.get("XResolution")
     if x_resolution is None:
         return None

@@ -30,9 +30,10 @@ import numpy as np
 import tifffile
 import torch
 
+from ddpm.settings import UsageError, bounded, check_ranges
 from experiments.data import biosr_sim
 from experiments.data.widefield import add_noise, downscale, gaussian_blur_fft, upsample
-from experiments.data.writer import TEST_LEVELS, clear_output, file_name, image_rng, write_images
+from experiments.data.writer import TEST_LEVELS, DataSetSize, clear_output, file_name, image_rng, write_images
 
 # What the fields are made of: drawn filaments (this module) or windows of real BioSR SIM cells.
 Structures = Literal["filaments", "biosr-sim"]
@@ -43,7 +44,7 @@ STRUCTURES: tuple[str, ...] = get_args(Structures)
 class SyntheticConfig:
     """Physical and geometric settings of the look-alike; lengths in pixels of the full-size image."""
 
-    size: int = 128
+    size: int = bounded(128, 4)  # even: inputs are rendered at half size
     gt_sigma: float = 1.0  # SIM-like PSF
     wf_sigma: float = 2.0  # widefield PSF, about twice as wide
     haze_sigma: float = 10.0  # out-of-focus light
@@ -56,6 +57,11 @@ class SyntheticConfig:
     photons: tuple[float, float] = (15.0, 600.0)  # peak counts at level_01 and level_09
     read_noise: float = 1.0  # Gaussian camera noise, in photons
     gt_percentile: float = 99.9
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "--")
+        if self.size % 2:
+            raise UsageError(f"--size must be even (inputs are rendered at half size), got {self.size}")
 
     def level_photons(self, level: int) -> float:
         """Peak photon count of test level ``level`` (1..9), geometric from photons[0] to photons[1]."""
@@ -178,6 +184,7 @@ def generate(
     overwrite: bool = False,
 ) -> None:
     """Write the BioSR layout under ``out`` (training_*, validate_*, test_wf/level_01..09, test_gt)."""
+    DataSetSize(train, validate, test_per_level, seed)
     out = Path(out)
     clear_output(out, overwrite)
     with ThreadPoolExecutor(4) as pool:

@@ -4,7 +4,6 @@
     frames, info = read_frames(paths[0])                      # float32 [N, H, W] in source units
     model_in = to_model_frames(frames, info, "tutorial")      # [-1, 1], each frame on its own
     out = output_path_for(paths[0], "results", "_sr")
-    ensure_not_overwriting(paths, [out])
     write_frames(out, result, {"seed": 0, "checkpoint_sha256": "..."})
 
 Every error names the file or folder and says what to do. Files are read and scaled by
@@ -28,8 +27,6 @@ from experiments.data.layout import TIF_SUFFIXES, list_tifs
 __all__ = [
     "FrameInfo",
     "InputError",
-    "OverwriteError",
-    "ensure_not_overwriting",
     "find_inputs",
     "output_path_for",
     "read_frames",
@@ -38,13 +35,9 @@ __all__ = [
     "write_frames",
 ]
 from experiments.data.ome_tiff import ome_description, ome_metadata
-from experiments.integrity import atomic_path
+from experiments.integrity import atomic_path, json_text
 
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
-
-
-class OverwriteError(ValueError):
-    """An output would replace an input, or two outputs would land on the same file."""
 
 
 def _is_tif(path: Path) -> bool:
@@ -97,7 +90,7 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_siz
     if reserved:
         raise ValueError(f"{path}: metadata keys {reserved} are reserved by the TIF layout; rename them")
     try:
-        description = json.dumps(metadata)
+        description = json_text(metadata, indent=None)  # strict: an undefined measure is null with a note
     except (TypeError, ValueError) as error:
         raise ValueError(
             f"{path}: metadata is not JSON-serialisable ({error}); use numbers, strings, lists and dicts"
@@ -133,25 +126,3 @@ def read_metadata(path: str | Path) -> dict:
 def output_path_for(input_path: str | Path, out_dir: str | Path, suffix: str) -> Path:
     """``out_dir / <input stem><suffix>.tif``, e.g. ("cells/a.tiff", "out", "_sr") -> out/a_sr.tif."""
     return Path(out_dir) / f"{Path(input_path).stem}{suffix}.tif"
-
-
-def ensure_not_overwriting(inputs: Sequence[str | Path], outputs: Sequence[str | Path]) -> None:
-    """Raise :class:`OverwriteError` if an output resolves to an input or two outputs to the same file.
-
-    Paths are compared after resolving symlinks and ``..``, so ``out/../cells/a.tif`` is caught too.
-    """
-    resolved_inputs = {Path(p).resolve(): Path(p) for p in inputs}
-    seen: dict[Path, Path] = {}
-    for output in map(Path, outputs):
-        resolved = output.resolve()
-        if resolved in resolved_inputs:
-            raise OverwriteError(
-                f"{output}: output would overwrite the input {resolved_inputs[resolved]}; "
-                f"choose another output folder or suffix"
-            )
-        if resolved in seen:
-            raise OverwriteError(
-                f"{output}: two outputs would be written to the same file (also {seen[resolved]}); "
-                f"inputs with the same name in different folders need separate output folders"
-            )
-        seen[resolved] = output

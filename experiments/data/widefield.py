@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ddpm.settings import bounded, check_ranges
+from ddpm.settings import UsageError, bounded, check_ranges
 
 # Full width at half maximum of a Gaussian in units of its sigma: 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -74,7 +74,7 @@ class WidefieldModel:
     def __post_init__(self) -> None:
         check_ranges(self, "WidefieldModel.")
         if len(self.photons) != 2 or not self.photons[0] < self.photons[1]:
-            raise ValueError(f"WidefieldModel.photons must be (level_01, level_09) with low < high, got {self.photons}")
+            raise UsageError(f"WidefieldModel.photons must be (level_01, level_09) with low < high, got {self.photons}")
 
     @property
     def camera_pixel_nm(self) -> float:
@@ -103,7 +103,7 @@ class WidefieldModel:
     def level_photons(self, level: int) -> float:
         """Photon budget of level ``level`` (1..9), geometric from photons[0] to photons[1]."""
         if not 1 <= level <= LEVELS:
-            raise ValueError(f"level must lie in 1..{LEVELS}, got {level}")
+            raise UsageError(f"level must lie in 1..{LEVELS}, got {level}")
         low, high = self.photons
         return low * (high / low) ** ((level - 1) / (LEVELS - 1))
 
@@ -141,7 +141,7 @@ def bin_pixels(images: np.ndarray, factor: int) -> np.ndarray:
     """
     *batch, height, width = images.shape
     if height % factor or width % factor:
-        raise ValueError(f"image of {height} x {width} px does not bin by {factor}: crop it to a multiple of {factor}")
+        raise UsageError(f"image of {height} x {width} px does not bin by {factor}: crop it to a multiple of {factor}")
     blocks = images.reshape(*batch, height // factor, factor, width // factor, factor)
     return blocks.sum(axis=(-3, -1))
 

@@ -5,17 +5,33 @@ Shared by the procedural look-alike and the real-structure set (``experiments.da
 
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+from ddpm.settings import SEEDS, bounded, check_ranges, within
 from experiments.data.widefield import LEVELS
 
 TEST_LEVELS = tuple(f"level_{i:02d}" for i in range(1, LEVELS + 1))
 SPLIT_IDS = {"train": 0, "validate": 1, "test": 2}
 SPLIT_PREFIX = {"train": "training", "validate": "validate"}
 LAYOUT_DIRS = ("training_wf", "training_gt", "validate_wf", "validate_gt", "test_wf", "test_gt")
+
+
+@dataclass(frozen=True)
+class DataSetSize:
+    """How many pairs a generated data set holds (each test field at all nine levels) and its seed; the
+    command's flags (``--train``, ...) take these ranges, and every generator checks them before writing."""
+
+    train: int = bounded(4096, 1)
+    validate: int = bounded(256, 0)  # 0: no validation split (training then writes no best.pt)
+    test_per_level: int = bounded(150, 1)
+    seed: int = within(0, SEEDS)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "")
 
 
 def image_rng(seed: int, split: str, index: int, *more: int) -> np.random.Generator:

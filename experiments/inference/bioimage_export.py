@@ -33,13 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpm.settings import SEEDS, UserError, bounded, check_ranges, within
 from experiments import figures
 from experiments.data.images import read_frames
 from experiments.data.layout import TIF_SUFFIXES
 from experiments.data.normalization import from_model_range, to_model_range
+from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
 from experiments.inference.scripted_sampler import script_sampler
+from experiments.integrity import check_outputs
 from experiments.records import read_records
 from unet import describe_network
 
@@ -66,18 +69,23 @@ CITATIONS = (
 )
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """The package cannot be built as asked; the message names the file or flag and what to do."""
 
 
 @dataclass(frozen=True)
 class ExportOptions:
-    sampling_steps: int = DEFAULT_SAMPLING_STEPS
-    seed: int = 0
-    halo: int = DEFAULT_HALO
-    pixel_size_um: float | None = None
-    test_side: int = TEST_SIDE  # the largest side of the test tensor's crop
+    """What the package fixes; each range is checked when built (the command's flags take the same)."""
+
+    sampling_steps: int = bounded(DEFAULT_SAMPLING_STEPS, 1)
+    seed: int = within(0, SEEDS)
+    halo: int = bounded(DEFAULT_HALO, 1)
+    pixel_size_um: float | None = within(None, PIXEL_SIZES_UM)
+    test_side: int = bounded(TEST_SIDE, 1)  # the largest side of the test tensor's crop
     test_image: Path | None = None  # default: a test TIF of the run's data root
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "export option ")
 
 
 def _first_tif(folder: Path) -> Path | None:
@@ -126,6 +134,9 @@ def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray
         )
     top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
     crop = image[top : top + side, left : left + side]
+    if not crop.max() > crop.min():
+        raise ExportError(f"{path}: the test crop is constant ({crop.min():g} everywhere); the package's test "
+                          "tensors must show structure: pass a real widefield image as --test-image")
     return np.ascontiguousarray(crop)[None, None], str(path), info.pixel_size_um
 
 
@@ -232,22 +243,28 @@ MIT, as the code that trained it.
 """
 
 
-def build_package(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
-    """Write the zip at ``out``; returns it. Needs ``bioimageio.spec`` (the ``[export]`` extra)."""
+def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite: bool = False) -> Path:
+    """Write the zip at ``out``; returns it. Needs ``bioimageio.spec`` (the ``[export]`` extra).
+
+    ``out`` is checked first (:func:`~experiments.integrity.check_outputs`): never the checkpoint or the
+    test image, an existing file only with ``overwrite``; the test image is read before the network is
+    scripted. A description that bioimageio.spec refuses is an :class:`ExportError` naming the field."""
     try:
         from bioimageio.spec import save_bioimageio_package
         from bioimageio.spec.model import v0_5 as spec
     except ImportError as error:
         raise ExportError(f"bioimageio.spec is not installed ({error}); run: pip install -e '.[export]'") from error
+    if out.suffix.lower() != ".zip":
+        raise ExportError(f"{out}: a Model Zoo package is a .zip file; name --out like model.zip")
     predictor = load_for_inference(checkpoint, "cpu")
-    if not 1 <= options.sampling_steps <= predictor.diffusion.steps:
+    if options.sampling_steps > predictor.diffusion.steps:
         raise ExportError(f"--sampling-steps must be within 1..{predictor.diffusion.steps} (the trained diffusion "
                           f"steps), got {options.sampling_steps}")
-    if options.halo < 1:
-        raise ExportError(f"--halo must be at least 1, got {options.halo}")
+    test_image = options.test_image or find_test_image(predictor)
+    check_outputs([out], [predictor.checkpoint] + ([test_image] if test_image else []), overwrite)
+    image, source, file_pixel_size = test_input(predictor, replace(options, test_image=test_image))
     module = script_sampler(predictor.model, predictor.diffusion, options.sampling_steps, options.seed,
                             predictor.size_multiple)
-    image, source, file_pixel_size = test_input(predictor, options)
     pixel_size = options.pixel_size_um if options.pixel_size_um is not None else file_pixel_size
     options = replace(options, pixel_size_um=pixel_size)
     with torch.no_grad():
@@ -255,10 +272,18 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions) -> Path:
     output = postprocess(model_output)
     metrics = measured_metrics(predictor.checkpoint)
     # The package copies every file into the zip, so they can be made in a folder that goes away after.
+    from pydantic import ValidationError
+
     with tempfile.TemporaryDirectory(prefix="export-") as folder:
-        return _write_package(
-            spec, save_bioimageio_package, Path(folder), module, image, output, predictor, options, source, metrics, out
-        )
+        try:
+            return _write_package(
+                spec, save_bioimageio_package, Path(folder), module, image, output, predictor, options, source, metrics, out
+            )
+        except ValidationError as error:  # bioimageio.spec's check of the description: what we were given
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ()))
+            raise ExportError(f"bioimageio.spec refuses the package description at {where}: {first.get('msg')}; "
+                              "check the export options (--pixel-size, --halo, --test-image)") from error
 
 
 def _write_package(spec, save, work: Path, module, image, output, predictor: Predictor, options: ExportOptions,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ddpm.settings import UserError
 from experiments.build import build_diffusion, build_model
 from experiments.config import RunConfig
 from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
@@ -24,7 +25,7 @@ from unet import optimize_for_speed
 WEIGHT_KEYS = ("ema", "model")
 
 
-class InferenceError(ValueError):
+class InferenceError(UserError):
     """A checkpoint or device cannot be used for prediction; the message names it and says what to do."""
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from ddpm.settings import UserError
 from experiments.integrity import atomic_path, count_non_finite, temporaries_of
 
 LAST = "last.pt"
@@ -16,7 +17,11 @@ BEST = "best.pt"
 IMAGE_SIZE_KEY = "image_size"
 
 
-class NonFiniteCheckpoint(ValueError):
+class CheckpointError(UserError):
+    """A file is not a checkpoint this project can read; the message names it."""
+
+
+class NonFiniteCheckpoint(UserError):
     """A checkpoint would hold NaN or inf weights; it is not written, so every checkpoint on disk is usable."""
 
 
@@ -68,7 +73,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for a corrupt or foreign file
-        raise ValueError(f"{path} is not a readable checkpoint of this project: {error}") from error
+        raise CheckpointError(f"{path} is not a readable checkpoint of this project: {error}") from error
 
 
 def file_digest(path: str | Path, length: int = 16) -> str:

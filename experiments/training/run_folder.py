@@ -20,10 +20,14 @@ CONFIG_FILE = "config.json"
 
 
 def new_run_dir(config: RunConfig) -> Path:
-    """``<out_dir>/<name>-<timestamp>``, created empty."""
+    """``<out_dir>/<name>-<timestamp>`` (``-2``, ``-3``, ... when taken), not yet created: the trainer creates
+    it once the run has been checked, so a run refused at the start leaves nothing behind."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config.out_dir) / f"{config.name}-{stamp}"
-    run_dir.mkdir(parents=True, exist_ok=False)
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(config.out_dir) / f"{config.name}-{stamp}-{suffix}"
     return run_dir
 
 

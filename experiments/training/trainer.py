@@ -16,9 +16,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ddpm.settings import UsageError, UserError
 from experiments.build import build_diffusion, build_model
 from experiments.config import RunConfig, check_consistency
 from experiments.data import DatasetError, PairedImageDataset
+from experiments.data.layout import check_levels
 from experiments.evaluation.loop import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
 from experiments.evaluation.metrics import HIGHER_IS_BETTER
 from experiments.records import VALIDATION, EpochRecord, Scores
@@ -36,13 +38,13 @@ from experiments.training.checkpoint import (
     IMAGE_SIZE_KEY,
     LAST,
     NonFiniteCheckpoint,
-    load_checkpoint,
     remove_stale_temporaries,
     restore_rng_state,
     rng_state,
     save_atomic,
 )
 from experiments.training.ema import EMA
+from experiments.training.resume import reconcile
 from experiments.training.run_folder import CONFIG_FILE, RunFolder
 from experiments.training.sampling_order import EpochBatches
 from unet import optimize_for_speed
@@ -51,7 +53,7 @@ from unet import optimize_for_speed
 LOSS_READ_EVERY = 20
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """The loss or the weights became NaN or inf; no checkpoint holding them was written."""
 
 
@@ -97,14 +99,17 @@ class Trainer:
     The trainer writes ``last.pt`` (every epoch and on interruption) and ``best.pt`` (best validation
     score); :class:`~experiments.training.run_folder.RunFolder` writes the rest (config, metrics,
     figures, report). ``Trainer(config, run_dir, resume=True)`` continues a stopped run exactly where it
-    stopped: same data order, same random draws, same final weights.
+    stopped: same data order, same random draws, same final weights. It ignores ``config`` and continues
+    with the checkpoint's, changed by the edits of the folder's config.json that can take effect
+    (:func:`~experiments.training.resume.reconcile`).
     """
 
-    def __init__(self, config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
+    def __init__(self, config: RunConfig | None, run_dir: str | Path, resume: bool = False, progress: bool = True) -> None:
         self.run_dir = Path(run_dir)
         self.progress = progress
         if resume:
-            config = RunConfig.load(self.run_dir / CONFIG_FILE)
+            resumption = reconcile(self.run_dir)
+            config = resumption.config
         elif (self.run_dir / LAST).exists():
             raise FileExistsError(
                 f"{self.run_dir} already holds a run ({LAST}); continue it with --resume {self.run_dir}, "
@@ -116,7 +121,7 @@ class Trainer:
         device = pick_device(config.train.device)
         self.place = init_distributed(device.type)
         if config.train.batch_size % self.place.world_size:
-            raise ValueError(
+            raise UsageError(
                 f"train.batch_size {config.train.batch_size} is the global batch and must split evenly "
                 f"over {self.place.world_size} processes; choose a multiple of {self.place.world_size}"
             )
@@ -152,8 +157,10 @@ class Trainer:
         if resume:
             for name in (LAST, BEST):
                 remove_stale_temporaries(self.run_dir / name)
-            self._restore(load_checkpoint(self.run_dir / LAST, map_location=self.device))
+            self._restore(resumption.checkpoint)
             self._last_saved = (self.epoch, self.global_step)
+            if self.place.is_main:
+                resumption.record()
         elif self.place.is_main:
             self.folder.save_config()
 
@@ -161,11 +168,12 @@ class Trainer:
     def _load_data(self) -> None:
         data, seed = self.config.data, self.config.train.seed
         common = dict(normalization=data.normalization)
+        check_levels(data.root, self.config.eval.levels)  # before the first split is read and cached
         self.train_set = PairedImageDataset(data.root, "train", augment=data.augment, seed=seed, **common)
         self.train_size = len(self.train_set) if data.max_train_pairs is None else min(data.max_train_pairs, len(self.train_set))
         size_multiple = self.config.network.size_multiple
         if data.crop is not None and (data.crop > min(self.train_set.image_shape) or data.crop % size_multiple):
-            raise ValueError(
+            raise UsageError(
                 f"data.crop {data.crop} must be at most the training image size {self.train_set.image_shape} "
                 f"and a multiple of {size_multiple} (the network's size_multiple); change --crop, or --crop none "
                 "for whole images"
@@ -469,6 +477,9 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(checkpoint["ema"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        # The saved state brings back the saved learning rate and weight decay; the config's may be new.
+        for group in self.optimizer.param_groups:
+            group.update(lr=self.config.train.lr, weight_decay=self.config.train.weight_decay)
         for key in ("epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "best_score"):
             setattr(self, key, checkpoint[key])
         self.history = [EpochRecord.from_json(entry) for entry in checkpoint["history"]]

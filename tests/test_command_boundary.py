@@ -1,0 +1,251 @@
+"""Every command at its boundary (experiments.command): a bad argument, file, folder, level or output path
+gives one line ``error: ...`` naming it, exit status 1, no traceback, and nothing on disk changes.
+
+The table runs each command in-process on one small world (a data root, a run folder with its
+checkpoint, user TIFs, an existing file) and compares a snapshot of every file's bytes before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from experiments.build import build_model
+from experiments.config import DataConfig, DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
+from experiments.data.synthetic import SyntheticConfig, generate
+from experiments.data.tif_io import read_frames, read_metadata
+from experiments.training.checkpoint import IMAGE_SIZE_KEY
+from unet import UNetConfig
+
+SIDE = 32
+
+
+def tiny_config(root: Path) -> RunConfig:
+    return RunConfig(
+        name="tiny",
+        diffusion=DiffusionConfig(steps=10, beta_start=1e-4, beta_end=0.1),
+        network=UNetConfig(channels=(4, 8), base_channels=(8,), attention=(False, False), time_encoding_dim=8),
+        data=DataConfig(root=str(root)),
+        train=TrainConfig(device="cpu", epochs=1, batch_size=4),
+        sampling=SamplingConfig(sampler="ddim", sampling_steps=2),
+    )
+
+
+def write_pairs(root: Path, side: int) -> None:
+    """A BioSR-layout test split of 2 pairs of ``side`` px at level_09."""
+    rng = np.random.default_rng(2)
+    for folder in (root / "test_wf" / "level_09", root / "test_gt"):
+        folder.mkdir(parents=True)
+        for i in range(2):
+            tifffile.imwrite(folder / f"{i + 1:03d}.tif", rng.random((side, side), dtype=np.float32))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    world = tmp_path_factory.mktemp("world")
+    generate(world / "data", train=8, validate=2, test_per_level=2, seed=1, config=SyntheticConfig(size=SIDE))
+    write_pairs(world / "odd", SIDE + 1)
+    config = tiny_config(world / "data")
+    (world / "run").mkdir()
+    torch.manual_seed(0)
+    torch.save({"model": build_model(config, torch.device("cpu")).state_dict(), "config": config.to_dict(),
+                IMAGE_SIZE_KEY: [SIDE, SIDE]}, world / "run" / "last.pt")
+    config.save(world / "run" / "config.json")
+    (world / "empty_run").mkdir()
+    cells = world / "cells"
+    cells.mkdir()
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(cells / "a.tif", rng.integers(0, 256, (40, 40), dtype=np.uint8))
+    tifffile.imwrite(cells / "constant.tif", np.full((40, 40), 7, np.uint8))
+    (cells / "empty.tif").write_bytes(b"")
+    tifffile.imwrite(cells / "nan.tif", np.full((40, 40), np.nan, np.float32))
+    tifffile.imwrite(cells / "rgb.tif", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), photometric="rgb")
+    (world / "notes.txt").write_text("a user's file\n")
+    (world / "model.zip").write_bytes(b"an earlier package")
+    (world / "bench.json").write_text("{}\n")
+    return world
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file's SHA-256 and every folder, except the data cache: a derived copy of the TIFs that reading
+    (and so checking) a split writes, and rebuilds whenever they change."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "dir"
+            for path in sorted(folder.rglob("*")) if ".cache" not in path.parts}
+
+
+RUN, CKPT, DATA, NOTES, A_TIF = "{w}/run", "{w}/run/last.pt", "{w}/data", "{w}/notes.txt", "{w}/cells/a.tif"
+PREDICT = ["--checkpoint", RUN, "--input", A_TIF, "--output", "{w}/out", "--quiet", "--device", "cpu"]
+EVALUATE = ["--checkpoint", RUN, "--device", "cpu", "--no-progress"]
+EXPORT = ["--checkpoint", CKPT, "--out", "{w}/new.zip", "--test-image", A_TIF, "--no-test"]
+SYNTHETIC = ["--out", "{w}/generated", "--train", "4", "--validate", "0", "--test-per-level", "1", "--size", "16"]
+TRAIN = ["--preset", "demo", "--crop", "none", "--data.root", DATA, "--out-dir", "{w}/runs", "--device", "cpu", "--no-progress"]
+
+# (command module, arguments, a phrase of the one line that names the culprit)
+CASES = [
+    ("train", TRAIN + ["--levels", ""], "names no test level"),
+    ("train", TRAIN + ["--levels", "level_77"], "level_77"),
+    ("train", TRAIN + ["--epochs", "0"], "--train.epochs must be >= 1"),
+    ("train", TRAIN + ["--train.lr", "abc"], "cannot read 'abc'"),
+    ("train", TRAIN + ["--preset", "nope"], "unknown preset"),
+    ("train", TRAIN + ["--data.root", "{w}/cells"], "not a BioSR-style data set"),
+    ("train", TRAIN + ["--run-dir", NOTES], "is a file"),
+    ("train", TRAIN + ["--run-dir", "{w}/data/runs"], "inside, the input"),
+    ("train", TRAIN + ["--device", "cuda"] if not torch.cuda.is_available() else TRAIN + ["--epochs", "-1"], "--device"
+     if not torch.cuda.is_available() else "epochs"),
+    ("train", TRAIN + ["--no-such-flag"], "unrecognized arguments"),
+    ("train", ["--resume", RUN, "--epochs", "3"], "drop"),
+    ("train", ["--resume", "{w}/empty_run"], "last.pt"),
+    ("train", ["--resume", "{w}/nowhere"], "last.pt"),
+    ("train", TRAIN + ["--network.kind", "resnet", "--network.width", "0"], "width must be"),
+    ("train", TRAIN + ["--network.kind", "resnet", "--network.channels", "4"], "has no field channels"),
+    ("train", TRAIN + ["--crop", "7"], "data.crop 7"),
+    ("train", TRAIN + ["--data.root", NOTES], "not a BioSR-style data set"),
+    ("train", TRAIN + ["--out-dir", DATA], "inside, the input"),
+    ("train", TRAIN + ["--sampling-steps", "500"], "sampling"),
+    ("evaluate", EVALUATE + ["--levels", "level_77"], "has no test level level_77"),
+    ("evaluate", EVALUATE + ["--levels", ","], "names no test level"),
+    ("evaluate", EVALUATE + ["--data", "{w}/cells"], "not a BioSR-style data set"),
+    ("evaluate", EVALUATE + ["--data", "{w}/odd"], "not a multiple of 2"),
+    ("evaluate", EVALUATE + ["--max-images", "0"], "--max-images: must be >= 1"),
+    ("evaluate", EVALUATE + ["--samples", "0"], "samples must be >= 1"),
+    ("evaluate", EVALUATE + ["--out", NOTES], "is a file"),
+    ("evaluate", EVALUATE + ["--out", "{w}/data/evaluation"], "inside, the input"),
+    ("evaluate", ["--checkpoint", "{w}/nope.pt"], "no checkpoint"),
+    ("evaluate", ["--checkpoint", NOTES], "not a readable checkpoint"),
+    ("evaluate", EVALUATE + ["--batch-size", "0"], "--batch-size: must be >= 1"),
+    ("evaluate", EVALUATE + ["--sampling-steps", "0"], "--sampling-steps must be >= 1"),
+    ("evaluate", EVALUATE + ["--data", NOTES], "not a BioSR-style data set"),
+    ("evaluate", EVALUATE + ["--device", "mps"], "--device mps"),
+    ("predict", PREDICT + ["--pixel-size", "inf"], "--pixel-size: must be > 0"),
+    ("predict", PREDICT + ["--pixel-size", "0"], "--pixel-size: must be > 0"),
+    ("predict", PREDICT + ["--seed", "-1"], "--seed: must be >= 0"),
+    ("predict", PREDICT + ["--std"], "--std needs several samples"),
+    ("predict", PREDICT + ["--tile", "3"], "--tile must be a positive multiple of 2"),
+    ("predict", PREDICT + ["--input", "{w}/cells/rgb.tif"], "rgb.tif"),
+    ("predict", PREDICT + ["--input", "{w}/nope.tif"], "no such file"),
+    ("predict", PREDICT + ["--output", NOTES], "is a file"),
+    ("predict", PREDICT + ["--output", "{w}/cells", "--suffix", ""], "would overwrite the input"),
+    ("predict", PREDICT + ["--checkpoint", NOTES], "not a readable checkpoint"),
+    ("predict", PREDICT + ["--samples", "0"], "samples must be >= 1"),
+    ("predict", PREDICT + ["--sampling-steps", "0"], "--sampling-steps must be >= 1"),
+    ("predict", PREDICT + ["--eta", "5"], "eta must be >= 0 and <= 1"),
+    ("predict", PREDICT + ["--overlap", "-1"], "--overlap must be within"),
+    ("predict", PREDICT + ["--batch-size", "0"], "--batch-size must be at least 1"),
+    ("predict", PREDICT + ["--tile", "0"], "--tile must be a positive multiple"),
+    ("predict", PREDICT + ["--reduce", "sum"], "invalid choice"),
+    ("predict", PREDICT + ["--input", "{w}/empty_run"], "holds no .tif"),
+    ("predict", PREDICT + ["--input", NOTES], "not a TIF file"),
+    ("predict", PREDICT + ["--input", "{w}/cells/empty.tif"], "cannot be read as a TIF"),
+    ("predict", PREDICT + ["--input", "{w}/cells/nan.tif"], "NaN or infinite"),
+    ("predict", PREDICT + ["--suffix", "/../x"], "--suffix is added to a file name"),
+    ("predict", PREDICT + ["--input", A_TIF, "{w}/cells/rgb.tif"], "rgb.tif"),
+    ("export", EXPORT + ["--out", CKPT], "a .zip file"),
+    ("export", EXPORT + ["--checkpoint", "{w}/empty_run"], "no checkpoint"),
+    ("export", EXPORT + ["--test-side", "0"], "--test-side: must be >= 1"),
+    ("export", EXPORT + ["--test-image", "{w}/nope.tif"], "nope.tif"),
+    ("export", EXPORT + ["--test-image", NOTES], "notes.txt"),
+    ("export", EXPORT + ["--seed", "-3"], "--seed: must be >= 0"),
+    ("export", EXPORT + ["--out", A_TIF], "a .zip file"),
+    ("export", EXPORT + ["--out", "{w}/model.zip"], "exists; pass --overwrite"),
+    ("export", EXPORT + ["--pixel-size", "-1"], "--pixel-size: must be > 0"),
+    ("export", EXPORT + ["--halo", "0"], "--halo: must be >= 1"),
+    ("export", EXPORT + ["--sampling-steps", "999"], "--sampling-steps must be within 1..10"),
+    ("export", EXPORT + ["--test-image", "{w}/cells/constant.tif"], "constant"),
+    ("export", EXPORT + ["--test-image", "{w}/cells/rgb.tif"], "rgb.tif"),
+    ("synthetic", SYNTHETIC + ["--size", "0"], "--size: must be >= 4"),
+    ("synthetic", SYNTHETIC + ["--size", "15"], "--size must be even"),
+    ("synthetic", SYNTHETIC + ["--seed", "-1"], "--seed: must be >= 0"),
+    ("synthetic", SYNTHETIC + ["--train", "-1"], "--train: must be >= 1"),
+    ("synthetic", SYNTHETIC + ["--test-per-level", "0"], "--test-per-level: must be >= 1"),
+    ("synthetic", SYNTHETIC + ["--out", NOTES], "is a file"),
+    ("synthetic", SYNTHETIC + ["--out", DATA], "pass --overwrite"),
+    ("get_data", ["--dest", NOTES], "is a file"),
+    ("bench.predict", ["--checkpoint", NOTES, "--size", "64", "--rounds", "1"], "not a readable checkpoint"),
+    ("bench.sampling", ["--checkpoint", NOTES, "--device", "cpu"], "not a readable checkpoint"),
+    ("bench.sampling", ["--checkpoint", RUN, "--device", "cpu", "--out", "{w}/bench.json"], "exists; pass --overwrite"),
+    ("bench.unet", ["--rounds", "0"], "--rounds: must be >= 1"),
+    ("bench.data", ["--root", "{w}/cells", "--rounds", "1"], "not a BioSR-style data set"),
+]
+
+
+@pytest.mark.parametrize("command, arguments, phrase", CASES, ids=[f"{c}:{' '.join(a[-2:])}" for c, a, _ in CASES])
+def test_a_bad_argument_gives_one_line_exit_1_and_changes_nothing(world, command, arguments, phrase, capsys,
+                                                                  monkeypatch):
+    monkeypatch.chdir(world)  # defaults relative to the working folder (runs/, ...) land in the snapshot
+    argv = [argument.replace("{w}", str(world)) for argument in arguments]
+    before = snapshot(world)
+    main = importlib.import_module(f"experiments.{command}").main
+    code = main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 1, captured
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert phrase in lines[0], lines[0]
+    assert snapshot(world) == before
+
+
+def test_debug_shows_the_traceback_instead(world, capsys):
+    from ddpm.settings import UserError
+    from experiments.predict import main
+
+    with pytest.raises(UserError, match="--std needs"):
+        main([argument.replace("{w}", str(world)) for argument in PREDICT] + ["--std", "--debug"])
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    from experiments import synthetic
+
+    def broken(args):
+        raise KeyError("a bug, not a user's mistake")
+
+    monkeypatch.setattr(synthetic, "run", broken)
+    with pytest.raises(KeyError):
+        synthetic.main(["--out", "unused"])
+
+
+def ome_with_pixel_size(path: Path, value: str) -> Path:
+    """An OME-TIFF whose PhysicalSizeX is ``value`` verbatim (a microscope's or a script's mistake)."""
+    tifffile.imwrite(path, np.random.default_rng(0).integers(0, 256, (40, 40), dtype=np.uint8), ome=True,
+                     metadata={"axes": "YX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1})
+    with tifffile.TiffFile(path) as tif:
+        xml = tif.ome_metadata
+    tifffile.tiffcomment(path, xml.replace('PhysicalSizeX="0.1"', f'PhysicalSizeX="{value}"'))
+    return path
+
+
+@pytest.mark.parametrize("value", ["0", "nan", "-0.1", "inf", "abc"])
+def test_a_pixel_size_read_from_a_file_meets_the_range_a_typed_one_meets(world, tmp_path, value, capsys):
+    from experiments.predict import main
+
+    source = ome_with_pixel_size(tmp_path / "cell.tif", value)
+    assert read_frames(source)[1].pixel_size_um is None
+    code = main(["--checkpoint", str(world / "run"), "--input", str(source), "--output", str(tmp_path / "out"),
+                 "--quiet", "--device", "cpu", "--no-preview"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning:" in err and "not > 0 µm" in err and "--pixel-size" in err
+    output = tmp_path / "out" / "cell_sr.tif"
+    with tifffile.TiffFile(output) as tif:
+        assert "PhysicalSizeX" not in tif.ome_metadata
+    assert read_metadata(output)["source"] == str(source.resolve())
+
+
+def test_what_the_project_writes_is_strict_json(tmp_path):
+    from experiments.integrity import json_text, write_json
+
+    path = write_json(tmp_path / "m.json", {"psnr": float("nan"), "rows": [{"ssim": float("inf")}], "n": 3})
+
+    def refuse(constant):
+        raise AssertionError(f"invalid JSON constant {constant}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data["psnr"] is None and "nan" in data["psnr_note"] and data["rows"][0]["ssim"] is None
+    assert data["n"] == 3
+    assert json.loads(json_text([float("-inf")], None), parse_constant=refuse) == [None]
