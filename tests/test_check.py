@@ -91,6 +91,39 @@ def test_an_invented_blob_lights_up_the_consistency_map_where_it_was_invented(ch
     assert at_blob > 3 * elsewhere
 
 
+def _refuse(token: str):
+    raise ValueError(f"check.json is not strict JSON: {token}")
+
+
+@pytest.mark.parametrize("shape, constant_frame", [((3, 24, 24), 1), ((2, 3, 40), None), ((1, 1, 40), None)])
+def test_degenerate_frames_get_noted_measures_in_strict_json(checkpoint, tmp_path, monkeypatch, capsys, shape,
+                                                             constant_frame):
+    """A constant frame among normal ones, and frames a few pixels high: the check completes, check.json
+    is strict JSON, every undefined measure is None with a note, and the consistency TIF holds no NaN."""
+    stack = smooth_field(shape)
+    if constant_frame is not None:
+        stack[constant_frame] = 0.5
+    source = tmp_path / "stack.tif"
+    tifffile.imwrite(source, stack, photometric="minisblack")
+    # Every sample is the input itself: a constant frame stays constant, so its FRC is undefined too.
+    monkeypatch.setattr(Predictor, "super_resolve", lambda self, images, sampling, *args, **kwargs: (
+        images, torch.zeros_like(images) if sampling.samples > 1 else None))
+    args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", "--check", *FAST]
+    assert main([str(arg) for arg in args]) == 0, capsys.readouterr().err
+    frames = json.loads((tmp_path / "out" / "check.json").read_text(), parse_constant=_refuse)["frames"]
+    assert len(frames) == shape[0]
+    for entry in frames:
+        for key in ("rse", "rsp", "alpha", "beta", "sigma_px", "frc_resolution_px", "frc_half_bit_px"):
+            assert entry[key] is None or np.isfinite(entry[key]), key
+            assert entry[key] is not None or entry.get(f"{key}_note") or key.startswith("frc_"), key  # frc_*: Nyquist
+    if constant_frame is not None:
+        assert "constant" in frames[constant_frame]["rsp_note"] and "constant" in frames[1]["frc_resolution_px_note"]
+        assert all(frames[index]["rsp"] > 0.9 for index in range(shape[0]) if index != constant_frame)
+    if shape[1] == 1:
+        assert "too small" in frames[0]["rse_note"] and "zeros" in frames[0]["error_map_note"]
+    assert np.isfinite(tifffile.imread(tmp_path / "out" / "stack_sr_consistency.tif")).all()
+
+
 @pytest.fixture(scope="module")
 def evaluation_run(tmp_path_factory):
     data = make_tiny_data(tmp_path_factory.mktemp("data"))

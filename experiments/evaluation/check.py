@@ -10,12 +10,18 @@
 
 Images are the frames in [0, 1] units (the input normalised like the training data, the output mapped
 by ``(v + 1) / 2``), so the map and RSE are in those units; alpha, beta and sigma (output pixels) are
-the fitted re-degradation. :func:`check_frame` is also used by :mod:`experiments.evaluation.quality_report`.
+the fitted re-degradation. :func:`redegradation` and :func:`square_frc` are also used by
+:mod:`experiments.evaluation.quality_report`.
+
+A degenerate frame (constant, a few pixels high, NaN) never stops the check: a measure it cannot define
+is None in :data:`SUMMARY_NAME`, with a sibling ``"<measure>_note"`` saying why (the convention of
+:func:`experiments.integrity.strict_json`), and a frame too small to fit gets a consistency map of zeros,
+noted as ``"error_map_note"``. An FRC resolution that is None *without* a note is a defined answer: the
+two samples agree up to Nyquist. The file is strict JSON, replaced atomically.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +29,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from experiments.evaluation.quality import FRC, KERNEL_RADIUS_SIGMAS, Consistency, consistency, fourier_ring_correlation
+from experiments.evaluation.quality import (
+    FRC,
+    KERNEL_RADIUS_SIGMAS,
+    MIN_FIT_SIDE,
+    Consistency,
+    consistency,
+    fourier_ring_correlation,
+)
+from experiments.integrity import NOTE_SUFFIX, write_json
 
 SIGMA_RANGE = (0.0, 5.0)  # output pixels searched for the widefield blur (BioSR's PSF is ~2-3 px)
 # A coarser sigma search than quality.consistency's default (fewer blur evaluations), the same RSE to
@@ -32,18 +46,23 @@ SIGMA_GRID_POINTS = 11
 SIGMA_TOLERANCE = 0.01
 CHECK_SAMPLES = 2  # independent single samples compared by the FRC
 SUMMARY_NAME = "check.json"
+# The summary's key for each measure of quality.Consistency (its notes are keyed by the attribute).
+FIT_KEYS = {"rse": "rse", "rsp": "rsp", "alpha": "alpha", "beta": "beta", "sigma": "sigma_px"}
+NO_PIXEL_SIZE = "no pixel size known: give --pixel-size (µm) or a TIF that states it"
 
 
 def sigma_range(output_shape: tuple[int, int]) -> tuple[float, float]:
-    """:data:`SIGMA_RANGE`, its top cut on a small output so that the 4-sigma kernel fits inside it."""
+    """:data:`SIGMA_RANGE`, its top cut on a small output so that the 4-sigma kernel fits inside it (no
+    blur at all on a one-pixel-wide output, which is too small to fit anyway)."""
     return SIGMA_RANGE[0], min(SIGMA_RANGE[1], (min(output_shape) - 1) / KERNEL_RADIUS_SIGMAS)
 
 
 def fit_border(widefield_shape: tuple[int, int], factor: int, sigma_max: float) -> int:
     """Pixels left out at each edge of the input: the RSF's 4-sigma reach at the largest sigma, or, on
-    an input too small for that, a quarter of its shorter side (the fit needs pixels to work on)."""
+    an input too small for that, a quarter of what its shorter side holds beyond the fit's minimum (the
+    fit needs pixels to work on); 0 on an input too small to fit at all, which the fit then notes."""
     reach = math.ceil(KERNEL_RADIUS_SIGMAS * sigma_max / factor)
-    return min(reach, (min(widefield_shape) - 2) // 4)
+    return max(0, min(reach, (min(widefield_shape) - MIN_FIT_SIDE) // 4))
 
 
 def redegradation(output: Tensor, widefield: Tensor) -> Consistency:
@@ -69,11 +88,6 @@ def square_frc(first: Tensor, second: Tensor, pixel_size_nm: float | None) -> FR
     return fourier_ring_correlation(central_square(first), central_square(second), pixel_size_nm)
 
 
-def _finite(value: float | None) -> float | None:
-    """JSON has no NaN or infinity: a resolution beyond Nyquist (no crossing) is None."""
-    return value if value is not None and math.isfinite(value) else None
-
-
 @dataclass(frozen=True)
 class FrameCheck:
     """The check of one frame: its consistency fit and the FRC of two independent samples."""
@@ -82,19 +96,25 @@ class FrameCheck:
     frc: FRC
 
     def summary(self) -> dict:
-        """The numbers, JSON-ready; ``frc_*`` None where the samples agree up to Nyquist."""
-        fit = self.consistency
-        return {
-            "rse": fit.rse,
-            "rsp": fit.rsp,
-            "alpha": fit.alpha,
-            "beta": fit.beta,
-            "sigma_px": fit.sigma,
-            "border_px": fit.border,
-            "frc_resolution_px": _finite(self.frc.resolution_px),
-            "frc_resolution_nm": _finite(self.frc.resolution_nm),
-            "frc_half_bit_px": _finite(self.frc.half_bit_resolution_px),
-        }
+        """The numbers, JSON-ready: each a finite number or None. An undefined measure is None with a
+        sibling ``"<key>_note"`` saying why; ``frc_*`` None without a note: the samples agree up to Nyquist."""
+        fit, frc = self.consistency, self.frc
+        entry = {}
+
+        def put(key: str, value: float | None, note: str | None) -> None:
+            entry[key] = value
+            if note is not None:
+                entry[f"{key}{NOTE_SUFFIX}"] = note
+
+        for name, key in FIT_KEYS.items():
+            put(key, getattr(fit, name), fit.notes.get(name))
+        entry["border_px"] = fit.border
+        if "error_map" in fit.notes:
+            entry[f"error_map{NOTE_SUFFIX}"] = fit.notes["error_map"]
+        put("frc_resolution_px", frc.resolution_px, frc.note)
+        put("frc_resolution_nm", frc.resolution_nm, frc.note or (NO_PIXEL_SIZE if frc.pixel_size_nm is None else None))
+        put("frc_half_bit_px", frc.half_bit_resolution_px, frc.note)
+        return entry
 
 
 def check_frame(output: Tensor, widefield: Tensor, first: Tensor, second: Tensor, pixel_size_nm: float | None) -> FrameCheck:
@@ -120,11 +140,12 @@ def summary_entries(source: Path, output: Path, checks: list[FrameCheck]) -> lis
 
 
 def error_maps(checks: list[FrameCheck]) -> Tensor:
-    """The consistency maps of ``checks`` as one float32 stack [N, h, w]."""
+    """The consistency maps of ``checks`` as one float32 stack [N, h, w] (zeros for a frame not fitted,
+    whose summary says so)."""
     return torch.stack([check.consistency.error_map for check in checks]).float()
 
 
 def write_summary(path: Path, entries: list[dict]) -> Path:
-    """Write :data:`SUMMARY_NAME`: ``{"frames": [entry, ...]}``, one entry per input frame."""
-    path.write_text(json.dumps({"frames": entries}, indent=2) + "\n", encoding="utf-8")
-    return path
+    """Write :data:`SUMMARY_NAME`: ``{"frames": [entry, ...]}``, one entry per input frame, as strict
+    JSON replaced atomically (:func:`experiments.integrity.write_json`)."""
+    return write_json(path, {"frames": entries})

@@ -18,10 +18,15 @@ packages that provide them pin ``numpy<2`` (``frc``) or pull OpenCL and OpenCV (
 
 Images are single 2-D tensors ``[H, W]`` of any float dtype, on any device, in any intensity unit (the
 measures are either scale-free or reported in the input's unit). Computations run in float64.
+
+A measure that an image cannot define (the correlation of a constant frame, a fit on a frame narrower
+than the blur, the FRC of a 1 x 1 field) is None and carries a note saying why, never NaN and never an
+exception: one degenerate frame must not cost the measures of the others, nor the ones it does define.
+Invalid arguments (mismatched sizes, an empty sigma range) still raise.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import torch
@@ -34,6 +39,10 @@ ONE_SEVENTH = 1.0 / 7.0
 HALF_BIT_SNR = (math.sqrt(2.0) - 1.0) / 2.0  # van Heel & Schatz (2005): per half of the data, 1/2 bit in all
 KERNEL_RADIUS_SIGMAS = 4.0  # the Gaussian RSF is cut at 4 sigma: it misses 6e-5 of its mass per axis
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+# Values whose spread is at most this fraction of their largest magnitude count as constant: float64
+# rounding in the blur leaves ~1e-14, the finest step of a float32 image is ~6e-8.
+CONSTANT_TOLERANCE = 1e-10
+MIN_FIT_SIDE = 2  # input pixels per side inside the border: a blur, a scale and a correlation need a 2-D patch
 
 
 def _plane(image: Tensor, name: str) -> Tensor:
@@ -44,6 +53,17 @@ def _plane(image: Tensor, name: str) -> Tensor:
     if plane.ndim != 2:
         raise ValueError(f"{name} must be one 2-D image [H, W]; got shape {tuple(image.shape)}")
     return plane
+
+
+def _is_constant(values: Tensor) -> bool:
+    """Whether ``values`` differ by no more than rounding (:data:`CONSTANT_TOLERANCE`)."""
+    return bool(values.max() - values.min() <= CONSTANT_TOLERANCE * values.abs().max())
+
+
+def _non_finite(images: dict[str, Tensor]) -> str | None:
+    """Which of ``images`` (by name) holds NaN or infinity, as a note, or None."""
+    name = next((name for name, image in images.items() if not bool(torch.isfinite(image).all())), None)
+    return None if name is None else f"the {name} holds NaN or infinite values"
 
 
 # --- Re-degradation consistency (SQUIRREL) -------------------------------------------------------
@@ -59,15 +79,26 @@ class Consistency:
     correlation of the re-degraded output with the input inside the border (1 = perfect). ``alpha``,
     ``beta``: the fitted intensity scale and offset; ``sigma``: the fitted RSF width in output pixels
     (at an end of the searched range, the range was too narrow: widen it).
+
+    A measure the images do not define is None, and ``notes`` maps its name to why: against a constant
+    input every blur fits equally (no ``sigma``) and nothing correlates (no ``rsp``); an output constant
+    once re-degraded has no ``sigma`` or ``rsp`` either, and its scale and offset cannot be told apart (no
+    ``alpha``, ``beta``); ``rse`` and the map stay defined. A frame too small for the fit, or holding NaN,
+    gets no measure at all and a map of zeros, noted under ``"error_map"``, so that a stack's maps still
+    stack.
     """
 
     error_map: Tensor
-    rse: float
-    rsp: float
-    alpha: float
-    beta: float
-    sigma: float
+    rse: float | None
+    rsp: float | None
+    alpha: float | None
+    beta: float | None
+    sigma: float | None
     border: int
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+CONSISTENCY_MEASURES = ("rse", "rsp", "alpha", "beta", "sigma")
 
 
 def redegradation_matrix(size: int, sigma: float, factor: int, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -116,13 +147,48 @@ def redegrade(sr: Tensor, sigma: float, factor: int) -> Tensor:
 
 def _fit_scale_offset(degraded: Tensor, widefield: Tensor) -> tuple[float, float, float]:
     """Closed-form least squares of ``widefield ~ alpha * degraded + beta`` (both flat): (alpha, beta,
-    residual sum of squares)."""
+    residual sum of squares). A constant ``degraded`` fits through its offset alone (alpha 0)."""
     centred = degraded - degraded.mean()
     variance = (centred**2).sum()
-    alpha = float((centred * (widefield - widefield.mean())).sum() / variance) if variance > 0 else 0.0
+    alpha = 0.0 if _is_constant(degraded) else float((centred * (widefield - widefield.mean())).sum() / variance)
     beta = float(widefield.mean() - alpha * degraded.mean())
     residual = float(((alpha * degraded + beta - widefield) ** 2).sum())
     return alpha, beta, residual
+
+
+def _fit_size_problem(
+    output_shape: tuple[int, int], input_shape: tuple[int, int], border: int, sigma_max: float
+) -> str | None:
+    """Why a frame of these shapes cannot be fitted with ``border`` and blurs up to ``sigma_max``, or None."""
+    needed = 2 * border + MIN_FIT_SIDE
+    if min(input_shape) < needed:
+        return (f"frame of {input_shape[0]} x {input_shape[1]} px is too small for the re-degradation fit "
+                f"(needs at least {needed} px per side)")
+    radius = math.ceil(KERNEL_RADIUS_SIGMAS * sigma_max)
+    if radius >= min(output_shape):
+        return (f"output of {output_shape[0]} x {output_shape[1]} px is too small for a blur of sigma {sigma_max:g} px "
+                f"(needs more than {radius} px per side)")
+    return None
+
+
+def _skipped_fit(widefield: Tensor, border: int, reason: str, dtype: torch.dtype) -> Consistency:
+    """A :class:`Consistency` without any measure, all noted with ``reason``, and a map of zeros."""
+    notes = dict.fromkeys(CONSISTENCY_MEASURES, reason) | {"error_map": f"zeros, no fit: {reason}"}
+    return Consistency(torch.zeros_like(widefield, dtype=dtype), None, None, None, None, None, border, notes)
+
+
+def _content_notes(fitted: Tensor, target: Tensor) -> dict[str, str]:
+    """The measures that a fit of ``fitted`` (the re-degraded output inside the border) to ``target`` (the
+    input there) cannot define, and why."""
+    notes = {}
+    if _is_constant(target):
+        notes["rsp"] = "the input frame is constant: correlation undefined"
+        notes["sigma"] = "the input frame is constant: every blur fits it equally"
+    if _is_constant(fitted):
+        notes.setdefault("rsp", "the output is constant once re-degraded: correlation undefined")
+        notes.setdefault("sigma", "the output is constant once re-degraded: every blur fits equally")
+        notes["alpha"] = notes["beta"] = "the output is constant once re-degraded: scale and offset are not separable"
+    return notes
 
 
 def consistency(
@@ -142,21 +208,28 @@ def consistency(
     pixels, D_f the f x f block mean) is fitted by least squares: for a fixed sigma, alpha and beta are
     a closed-form linear fit; sigma is searched in ``sigma_range`` (output pixels) on a grid of
     ``grid_points`` values, then refined by golden-section search in the bracket around the best grid
-    point to ``tolerance`` pixels. The fit and the scores use the pixels at least ``border`` input
-    pixels from the edge (default: the RSF's 4-sigma radius at the largest sigma), where reflect padding
-    cannot reach. Returns a :class:`Consistency`.
+    point to ``tolerance`` pixels (``low == high`` fixes sigma). The fit and the scores use the pixels
+    at least ``border`` input pixels from the edge (default: the RSF's 4-sigma radius at the largest
+    sigma), where reflect padding cannot reach. A frame too small for that border or blur, or holding
+    NaN, is not fitted; measures its content cannot define are None (see :class:`Consistency`).
+    Returns a :class:`Consistency`.
     """
     dtype = widefield.dtype
     sr, widefield = _plane(sr, "sr"), _plane(widefield, "widefield")
     factor = _grid_factor(sr, widefield)
     low, high = sigma_range
-    if not 0.0 <= low < high:
-        raise ValueError(f"sigma_range must be (low, high) with 0 <= low < high pixels; got {sigma_range}")
+    if not 0.0 <= low <= high:
+        raise ValueError(f"sigma_range must be (low, high) with 0 <= low <= high pixels; got {sigma_range}")
     if grid_points < 3:
         raise ValueError(f"grid_points must be at least 3 to bracket a minimum; got {grid_points}")
     border = math.ceil(KERNEL_RADIUS_SIGMAS * high / factor) if border is None else border
-    if border < 0 or 2 * border + 2 > min(widefield.shape):
-        raise ValueError(f"a border of {border} px leaves too few pixels of the {tuple(widefield.shape)} input to fit")
+    if border < 0:
+        raise ValueError(f"border must be >= 0 pixels; got {border}")
+    problem = _fit_size_problem(tuple(sr.shape), tuple(widefield.shape), border, high) or _non_finite(
+        {"output": sr, "input": widefield}
+    )
+    if problem is not None:
+        return _skipped_fit(widefield, border, problem, dtype)
     inner = (slice(border, widefield.shape[0] - border), slice(border, widefield.shape[1] - border))
     target = widefield[inner].flatten()
 
@@ -181,11 +254,16 @@ def consistency(
     sigma = min((grid[best], 0.5 * (left + right)), key=residual)
 
     degraded = redegrade(sr, sigma, factor)
-    alpha, beta, _ = _fit_scale_offset(degraded[inner].flatten(), target)
+    fitted = degraded[inner].flatten()
+    alpha, beta, _ = _fit_scale_offset(fitted, target)
     error_map = (alpha * degraded + beta - widefield).abs()
     rse = float(error_map[inner].pow(2).mean().sqrt())
-    rsp = float(torch.corrcoef(torch.stack([degraded[inner].flatten(), target]))[0, 1])
-    return Consistency(error_map.to(dtype), rse, rsp, alpha, beta, sigma, border)
+    notes = _content_notes(fitted, target)
+    rsp = None if "rsp" in notes else float(torch.corrcoef(torch.stack([fitted, target]))[0, 1])
+    return Consistency(
+        error_map.to(dtype), rse, rsp, None if "alpha" in notes else alpha, None if "beta" in notes else beta,
+        None if "sigma" in notes else sigma, border, notes,
+    )  # fmt: skip
 
 
 # --- Fourier ring correlation --------------------------------------------------------------------
@@ -198,8 +276,13 @@ class FRC:
     ``correlation``, ``one_seventh``, ``half_bit``, ``pixels``: ``[R]`` per ring ``r = 0 .. N // 2``
     (radius in frequency pixels; ring r holds the frequencies r / (N pixel) cycles per unit length).
     ``*_crossing``: the ring radius (fractional, interpolated) where the curve first falls below that
-    threshold, None if it never does up to Nyquist. ``*_px``: the resolution N / radius in pixels, and
-    ``*_nm`` the same times the pixel size, when one was given.
+    threshold, None if it never does up to Nyquist (the images agree at every scale the grid holds).
+    ``*_px``: the resolution N / radius in pixels, and ``*_nm`` the same times the pixel size, when one
+    was given.
+
+    ``note``: why the FRC is undefined (a 1 x 1 field, a constant image, NaN), None when it is defined.
+    An undefined FRC has no crossings and a zero curve; its None crossings do not mean agreement, so
+    check ``note`` before reading a None crossing as Nyquist.
     """
 
     correlation: Tensor
@@ -210,6 +293,7 @@ class FRC:
     pixel_size_nm: float | None
     one_seventh_crossing: float | None
     half_bit_crossing: float | None
+    note: str | None = None
 
     def _resolution(self, crossing: float | None, scale: float | None) -> float | None:
         if crossing is None or scale is None:
@@ -275,6 +359,22 @@ def _first_crossing(curve: Tensor, threshold: Tensor) -> float | None:
     return None
 
 
+def _frc_problem(first: Tensor, second: Tensor) -> str | None:
+    """Why the FRC of ``first`` and ``second`` ([N, N] each) is undefined, or None: a field with no ring
+    beyond the mean, NaN, or a constant image, whose power beyond the mean is 0 (or, windowed, only the
+    window's own), so every ring would be 0 / 0 or a correlation of the window with itself."""
+    size = first.shape[0]
+    if size < 2:
+        return f"a field of {size} x {size} px has no ring beyond the mean: FRC undefined"
+    non_finite = _non_finite({"first image": first, "second image": second})
+    if non_finite is not None:
+        return f"{non_finite}: FRC undefined"
+    constant = [name for name, image in (("first", first), ("second", second)) if _is_constant(image)]
+    if constant:
+        return f"the {' and the '.join(constant)} image {'are' if len(constant) > 1 else 'is'} constant: FRC undefined"
+    return None
+
+
 def fourier_ring_correlation(
     first: Tensor, second: Tensor, pixel_size_nm: float | None = None, window: Window = "tukey"
 ) -> FRC:
@@ -286,7 +386,9 @@ def fourier_ring_correlation(
     ring r holding the DFT frequencies whose radius rounds to r, r = 0 .. N // 2. Both images are
     multiplied by the ``window`` (:func:`apodisation`, Tukey by default) first. The resolution is where
     the curve first falls below the 1/7 threshold (Nieuwenhuizen et al.) and the half-bit threshold
-    (:func:`half_bit_threshold`). ``first``, ``second``: ``[N, N]``. Returns an :class:`FRC`.
+    (:func:`half_bit_threshold`). A ring where either image has no power counts as 0. ``first``,
+    ``second``: ``[N, N]``. Returns an :class:`FRC`, undefined (its ``note`` saying why) for a 1 x 1
+    field, a constant image or NaN.
     """
     first, second = _plane(first, "first"), _plane(second, "second")
     if first.shape != second.shape or first.shape[0] != first.shape[1]:
@@ -297,8 +399,6 @@ def fourier_ring_correlation(
     if pixel_size_nm is not None and not pixel_size_nm > 0:
         raise ValueError(f"pixel_size_nm must be positive; got {pixel_size_nm}")
     size = first.shape[0]
-    weights = apodisation(size, window).to(first.device)
-    spectrum_1, spectrum_2 = torch.fft.fft2(first * weights), torch.fft.fft2(second * weights)
     frequencies = torch.fft.fftfreq(size, d=1.0 / size, dtype=torch.float64, device=first.device)
     rings = torch.sqrt(frequencies[:, None] ** 2 + frequencies[None, :] ** 2).round().long().flatten()
     keep = rings <= size // 2  # the corners beyond Nyquist hold incomplete rings
@@ -309,12 +409,17 @@ def fourier_ring_correlation(
             0, rings, values.flatten()[keep]
         )
 
+    pixels = torch.bincount(rings.cpu(), minlength=size // 2 + 1)
+    one_seventh = torch.full((size // 2 + 1,), ONE_SEVENTH, dtype=torch.float64)
+    half_bit = half_bit_threshold(pixels)
+    note = _frc_problem(first, second)
+    if note is not None:
+        return FRC(torch.zeros_like(one_seventh), one_seventh, half_bit, pixels, size, pixel_size_nm, None, None, note)
+    weights = apodisation(size, window).to(first.device)
+    spectrum_1, spectrum_2 = torch.fft.fft2(first * weights), torch.fft.fft2(second * weights)
     cross = ring_sum((spectrum_1 * spectrum_2.conj()).real)
     power = ring_sum(spectrum_1.abs() ** 2) * ring_sum(spectrum_2.abs() ** 2)
     correlation = torch.where(power > 0, cross / power.sqrt(), torch.zeros_like(cross)).cpu()
-    pixels = torch.bincount(rings.cpu(), minlength=size // 2 + 1)
-    one_seventh = torch.full_like(correlation, ONE_SEVENTH)
-    half_bit = half_bit_threshold(pixels)
     return FRC(
         correlation, one_seventh, half_bit, pixels, size, pixel_size_nm,
         _first_crossing(correlation, one_seventh), _first_crossing(correlation, half_bit),

@@ -69,7 +69,7 @@ def plot_calibration(curves: Mapping[str, Calibration], path: str | Path, unit: 
 def plot_frc(curves: Mapping[str, FRC], path: str | Path) -> Path:
     """FRC curves against spatial frequency (1 / resolution: per nm when every curve has a pixel size,
     else per pixel), with the 1/7 and (for the first curve) the half-bit thresholds; each legend entry
-    gives the resolution at 1/7."""
+    gives the resolution at 1/7, or why the FRC is undefined."""
     if not curves:
         raise ValueError("plot_frc needs at least one FRC curve")
     in_nm = all(curve.pixel_size_nm is not None for curve in curves.values())
@@ -78,7 +78,10 @@ def plot_frc(curves: Mapping[str, FRC], path: str | Path) -> Path:
     for index, (name, curve) in enumerate(curves.items()):
         frequency = np.arange(len(curve.correlation)) / (curve.size * (curve.pixel_size_nm if in_nm else 1.0))
         resolution = curve.resolution_nm if in_nm else curve.resolution_px
-        label = f"{name} ({resolution:.3g} {'nm' if in_nm else 'px'})" if resolution else f"{name} (beyond Nyquist)"
+        if curve.note is not None:
+            label = f"{name} (undefined: {curve.note})"
+        else:
+            label = f"{name} ({resolution:.3g} {'nm' if in_nm else 'px'})" if resolution else f"{name} (beyond Nyquist)"
         axes.plot(frequency[1:], curve.correlation.numpy()[1:], color=f"C{index}", label=label)
         if index == 0:
             axes.plot(frequency[1:], curve.half_bit.numpy()[1:], "k:", linewidth=1, label="half-bit")

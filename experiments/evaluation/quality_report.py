@@ -11,7 +11,9 @@ Per image, on [-1, 1] images:
   samples disagree and the model guesses.
 
 Resolutions are the median over images; an image whose curve never falls below 1/7 counts as Nyquist
-(2 px), the finest a grid can show. With two or more samples, :func:`calibration_report` adds the
+(2 px), the finest a grid can show. An image on which a measure is undefined (a constant frame has no
+RSP, nor an FRC) is left out of that measure's average, and ``<measure>_left_out`` counts it; a measure
+undefined on every image is None with a note. With two or more samples, :func:`calibration_report` adds the
 calibration of the std map (:func:`experiments.evaluation.quality.calibration`): the scale factor is fitted on the
 validation split (never on a test level) and the curve is given raw and with it applied.
 """
@@ -20,12 +22,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ddpm.settings import UsageError
 from experiments.config import EvalConfig, SamplingConfig
 from experiments.data import PairedImageDataset
 from experiments.data.layout import DatasetError
@@ -34,25 +38,40 @@ from experiments.evaluation.loop import evaluate
 from experiments.evaluation.quality import Calibration, calibration, fit_calibration_scale
 from experiments.evaluation.quality_figures import plot_calibration
 from experiments.inference.predictor import Predictor
+from experiments.integrity import NOTE_SUFFIX
 
 NYQUIST_PX = 2.0
+LEFT_OUT_SUFFIX = "_left_out"
 
 
-def _resolution_px(first: Tensor, second: Tensor) -> float:
-    resolution = square_frc(first, second, None).resolution_px
-    return NYQUIST_PX if resolution is None else resolution
+def _resolution_px(first: Tensor, second: Tensor) -> float | None:
+    """FRC resolution (1/7, pixels): Nyquist where the curve never falls below 1/7, None where undefined."""
+    frc = square_frc(first, second, None)
+    if frc.note is not None:
+        return None
+    return NYQUIST_PX if frc.resolution_px is None else frc.resolution_px
+
+
+def _summarised(key: str, values: list[float | None], average: Callable[[list[float]], float]) -> dict:
+    """``{key: average of the defined values, key_left_out: how many were None}``; the average None, with
+    a note, when none is defined."""
+    defined = [value for value in values if value is not None]
+    entry = {key: average(defined) if defined else None, f"{key}{LEFT_OUT_SUFFIX}": len(values) - len(defined)}
+    if not defined:
+        entry[f"{key}{NOTE_SUFFIX}"] = f"undefined on every one of the {len(values)} images"
+    return entry
 
 
 @dataclass
 class QualityAccumulator:
     """Collects the measures of every batch of one split; pass :meth:`update` as ``observe`` to
-    :func:`experiments.evaluation.evaluate`."""
+    :func:`experiments.evaluation.evaluate`. The per-image lists hold None where the measure is undefined."""
 
-    rse: list[float] = field(default_factory=list)
-    rsp: list[float] = field(default_factory=list)
-    frc: list[float] = field(default_factory=list)
-    frc_bicubic: list[float] = field(default_factory=list)
-    frc_samples: list[float] = field(default_factory=list)
+    rse: list[float | None] = field(default_factory=list)
+    rsp: list[float | None] = field(default_factory=list)
+    frc: list[float | None] = field(default_factory=list)
+    frc_bicubic: list[float | None] = field(default_factory=list)
+    frc_samples: list[float | None] = field(default_factory=list)
     means: list[Tensor] = field(default_factory=list)
     stds: list[Tensor] = field(default_factory=list)
     targets: list[Tensor] = field(default_factory=list)
@@ -79,18 +98,19 @@ class QualityAccumulator:
             self.targets.append(targets.float())
         self.seconds += time.perf_counter() - start
 
-    def metrics(self) -> dict[str, dict[str, float]]:
-        """``{"model": {...}, "bicubic": {...}}``: mean RSE and RSP, median FRC resolutions (pixels)."""
-        model = {"rse": statistics.fmean(self.rse), "rsp": statistics.fmean(self.rsp),
-                 "frc_px": statistics.median(self.frc), "measure_seconds": self.seconds}
+    def metrics(self) -> dict[str, dict[str, float | int | str | None]]:
+        """``{"model": {...}, "bicubic": {...}}``: mean RSE and RSP, median FRC resolutions (pixels), over
+        the images where each is defined (:func:`_summarised`); never NaN."""
+        model = {**_summarised("rse", self.rse, statistics.fmean), **_summarised("rsp", self.rsp, statistics.fmean),
+                 **_summarised("frc_px", self.frc, statistics.median), "measure_seconds": self.seconds}
         if self.frc_samples:
-            model["frc_samples_px"] = statistics.median(self.frc_samples)
-        return {"model": model, "bicubic": {"frc_px": statistics.median(self.frc_bicubic)}}
+            model.update(_summarised("frc_samples_px", self.frc_samples, statistics.median))
+        return {"model": model, "bicubic": _summarised("frc_px", self.frc_bicubic, statistics.median)}
 
     def stacked(self) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, std and target of every image seen, [N, 1, H, W] each (two or more samples only)."""
         if not self.means:
-            raise ValueError("calibration needs two or more samples per image; evaluate with --samples 2 or more")
+            raise UsageError("calibration needs two or more samples per image; evaluate with --samples 2 or more")
         return torch.cat(self.means), torch.cat(self.stds), torch.cat(self.targets)
 
     def fit_scale(self) -> float:
@@ -138,7 +158,8 @@ def append_section(report: Path, levels: dict[str, dict], scale: float | None) -
     lines = ["", "## Can this output be trusted?", "", quality_table({k: v["quality"] for k, v in levels.items()}), "",
              "RSE / RSP: re-degradation consistency of the output with its widefield input (SQUIRREL); FRC: "
              "resolution (1/7 threshold, median over images, Nyquist = 2 px when never crossed) against the "
-             "target, and between two samples of one input (below it the model guesses)."]
+             "target, and between two samples of one input (below it the model guesses). \"k left out\": images "
+             "on which the measure is undefined (e.g. constant frames), not averaged; n/a: undefined on every image."]
     calibrated = {level: v["calibration"] for level, v in levels.items() if "calibration" in v}
     if calibrated:
         source = (f"scale {scale:.3f} fitted on the validation split (never on test), applied to each test level"
@@ -154,10 +175,20 @@ def append_section(report: Path, levels: dict[str, dict], scale: float | None) -
 
 def quality_table(levels: dict[str, dict[str, dict[str, float]]]) -> str:
     """A Markdown table of :meth:`QualityAccumulator.metrics` per level (rows "level: model" and
-    "level: bicubic input"); a missing value shows as "–"."""
+    "level: bicubic input"); a value not measured shows as "–", one undefined on every image as "n/a",
+    and images left out of an average are counted beside it."""
     lines = ["| | " + " | ".join(QUALITY_COLUMNS.values()) + " |", "|---" * (len(QUALITY_COLUMNS) + 1) + "|"]
     for level, rows in levels.items():
         for name, label in (("model", "model"), ("bicubic", "bicubic input")):
-            cells = [f"{rows[name][key]:.3f}" if key in rows[name] else "–" for key in QUALITY_COLUMNS]
+            cells = [_cell(rows[name], key) for key in QUALITY_COLUMNS]
             lines.append(f"| {level}: {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(row: dict, key: str) -> str:
+    if key not in row:
+        return "–"
+    value, left_out = row[key], row.get(f"{key}{LEFT_OUT_SUFFIX}", 0)
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" + (f" ({left_out} left out)" if left_out else "")
