@@ -15,7 +15,7 @@ CHECKPOINT ?= $(lastword $(sort $(wildcard runs/demo-*/best.pt)))
 INPUT ?=
 OUTPUT ?= predictions
 
-.PHONY: install test test-fast demo data synthetic-data real-data reproduce-mse reproduce-l1 bench predict export
+.PHONY: install test test-fast demo data synthetic-data real-data reproduce-mse reproduce-l1 study study-full bench bench-gpu predict export
 
 install: $(STAMP)
 
@@ -55,6 +55,16 @@ reproduce-mse reproduce-l1: reproduce-%: install
 	@test -d $(DATA_DIR) || $(MAKE) data DATA_DIR=$(DATA_DIR)
 	$(TRAIN) --preset $* --data.root $(DATA_DIR) $(ARGS)
 
+# MSE against L1 (and L1 with min-SNR weighting, and the regression baseline) x 3 seeds on the
+# real-structure set, scored on all nine levels in both protocols: studies/cpu/study.md (about 50 min here).
+study: install real-data
+	$(PY) -m experiments.study --preset cpu $(ARGS)
+
+# The tutorial's experiment itself (presets mse and l1 x 3 seeds, 60 epochs) on the real BioSR data: a GPU's job.
+study-full: install
+	@test -d biosr_dataset || $(MAKE) data
+	$(PY) -m experiments.study --preset full $(ARGS)
+
 demo: install real-data
 	$(PY) -m experiments.train --preset demo --data.root $(REAL_DIR) $(ARGS)
 
@@ -78,3 +88,8 @@ bench: install
 	$(PY) -m experiments.bench.unet --channels-last --rounds 5 $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
 	$(PY) -m experiments.bench.predict --rounds 5 $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 	$(PY) -m experiments.bench.sampling --overwrite $(ARGS)
+
+# On a CUDA machine: the tutorial network's training step in fp32, bf16 + channels_last and compiled, the
+# epoch time of the 41,040-pair reproduction, and a two-process DDP step when two GPUs exist.
+bench-gpu: install
+	$(PY) -m experiments.bench.gpu --overwrite $(ARGS)

@@ -1,9 +1,19 @@
 """Diffusion core: the DDPM mathematics of Bachimanchi & Volpe (2024), independent of any network."""
 
 from .ddim import SPACINGS, DDIMCoefficients, check_timesteps, ddim_coefficients, ddim_step, ddim_timesteps
-from .diffusion import LOSSES, VARIANCES, Diffusion
+from .diffusion import LOSS_WEIGHTINGS, LOSSES, VARIANCES, Diffusion
 from .encoding import positional_encoding
-from .samplers import SAMPLERS, DDIMSampler, Sampler, SimpleSampler, X0Sampler, make_sampler, run_chain, sampler_options
+from .samplers import (
+    SAMPLERS,
+    DDIMSampler,
+    RegressionSampler,
+    Sampler,
+    SimpleSampler,
+    X0Sampler,
+    make_sampler,
+    run_chain,
+    sampler_options,
+)
 from .schedule import SCHEDULES, ScheduleTables, cosine_betas, linear_betas, make_betas
 
 __all__ = [
@@ -19,11 +29,13 @@ __all__ = [
     "SimpleSampler",
     "X0Sampler",
     "DDIMSampler",
+    "RegressionSampler",
     "make_sampler",
     "sampler_options",
     "run_chain",
     "VARIANCES",
     "LOSSES",
+    "LOSS_WEIGHTINGS",
     "ddim_timesteps",
     "check_timesteps",
     "ddim_coefficients",

@@ -25,8 +25,13 @@ from .settings import check_choice
 Timestep = int | torch.Tensor
 Variance = Literal["beta", "beta_tilde"]
 LossKind = Literal["mse", "l1"]
+# "none": every time step weighs alike (the tutorial); "min_snr": Hang et al. (2023), see min_snr_weights.
+LossWeighting = Literal["none", "min_snr"]
 VARIANCES: tuple[str, ...] = get_args(Variance)
 LOSSES: tuple[str, ...] = get_args(LossKind)
+LOSS_WEIGHTINGS: tuple[str, ...] = get_args(LossWeighting)
+# The step whose encoding the regression baseline's network sees: the noisiest, where x_t holds nothing.
+REGRESSION_STEP = -1
 
 
 class Diffusion:
@@ -199,6 +204,8 @@ class Diffusion:
         model_kwargs: dict | None = None,
         t: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        weighting: LossWeighting = "none",
+        snr_gamma: float = 5.0,
     ) -> torch.Tensor:
         """Eq. 12-13: ``|| noise - model(x_t, t) ||`` with ``t ~ U{0 .. T-1}`` and x_t from Eq. 3.
 
@@ -208,15 +215,43 @@ class Diffusion:
             loss: ``"mse"`` (the tutorial's first run) or ``"l1"`` (its second).
             generator: draws t and the noise when they are not given (must live on x0's device).
             t, noise: the time steps [B] and noise [B, C, H, W] to use instead of drawing them.
+            weighting: ``"none"`` (the tutorial's plain mean) or ``"min_snr"``: each image's loss times
+                :meth:`min_snr_weights` of its t (with ``snr_gamma``).
 
         Returns:
             the scalar loss, averaged over pixels and images, in float32.
         """
         check_choice("loss", loss, LOSSES)
+        check_choice("loss weighting", weighting, LOSS_WEIGHTINGS)
         if t is None:
             t = torch.randint(0, self.steps, (x0.shape[0],), device=x0.device, generator=generator)
         x_t, noise = self.forward_diffusion(x0, t, noise=noise, generator=generator)
         model_input = x_t if condition is None else torch.cat([condition, x_t], dim=1)
         predicted = model(model_input, self.encode_time(t), **(model_kwargs or {}))
         criterion = F.mse_loss if loss == "mse" else F.l1_loss
-        return criterion(predicted.float(), noise.float())
+        if weighting == "none":
+            return criterion(predicted.float(), noise.float())
+        per_image = criterion(predicted.float(), noise.float(), reduction="none").flatten(1).mean(1)
+        return (self.min_snr_weights(t, snr_gamma) * per_image).mean()
+
+    def min_snr_weights(self, t: torch.Tensor, gamma: float) -> torch.Tensor:
+        """Min-SNR-gamma loss weights (Hang et al., "Efficient Diffusion Training via Min-SNR Weighting
+        Strategy", ICCV 2023, Eq. 9 for a noise-predicting network): ``min(SNR_t, gamma) / SNR_t`` with
+        ``SNR_t = alpha_bar_t / (1 - alpha_bar_t)``, float32 [B]. Steps of little noise (high SNR) weigh
+        less, so that they stop dominating the gradient; steps with SNR below gamma weigh 1."""
+        snr = (self.tables.sqrt_alpha_bar[t].double() / self.tables.sqrt_one_minus_alpha_bar[t].double()) ** 2
+        return (snr.clamp(max=gamma) / snr).float()
+
+    def regression_loss(
+        self, model: nn.Module, x0: torch.Tensor, condition: torch.Tensor, loss: LossKind = "l1"
+    ) -> torch.Tensor:
+        """The regression baseline's loss (CARE-style, no diffusion): ``|| x0 - model([condition, 0], e) ||``
+        with the image channels zero and ``e`` the encoding of :data:`REGRESSION_STEP`, so the same
+        network maps the input straight to the target in one evaluation
+        (:class:`ddpm.samplers.RegressionSampler` calls it the same way)."""
+        check_choice("loss", loss, LOSSES)
+        model_input = torch.cat([condition, torch.zeros_like(x0)], dim=1)
+        t = torch.full((x0.shape[0],), self.steps + REGRESSION_STEP, device=x0.device, dtype=torch.long)
+        predicted = model(model_input, self.encode_time(t))
+        criterion = F.mse_loss if loss == "mse" else F.l1_loss
+        return criterion(predicted.float(), x0.float())

@@ -1,7 +1,8 @@
 """The reverse-process samplers, one small object each, all called the same way.
 
 ``SimpleSampler`` is Eq. 11 (the tutorial's), ``X0Sampler`` Appendix B (reconstruct x0, clamp,
-posterior mean) and ``DDIMSampler`` Song et al. (2021) on a subset of the trained steps. Each is a
+posterior mean) and ``DDIMSampler`` Song et al. (2021) on a subset of the trained steps;
+``RegressionSampler`` is the regression baseline's single evaluation (no diffusion). Each is a
 frozen dataclass whose fields are its options, checked once when it is built, and whose defaults
 are the paper's algorithm:
 
@@ -9,7 +10,7 @@ are the paper's algorithm:
 
 A sampler chooses its own time steps (:meth:`chain`: all T, or DDIM's subset) and its own
 step (:meth:`stepper`); :func:`run_chain` is the loop they share. ``SAMPLERS`` maps each name of
-the project's one vocabulary (``"simple"``, ``"x0"``, ``"ddim"``) to its class.
+the project's one vocabulary (``"simple"``, ``"x0"``, ``"ddim"``, ``"regression"``) to its class.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from .ddim import (
     ddim_step,
     ddim_timesteps,
 )
-from .diffusion import VARIANCES, Diffusion, Timestep, Variance
+from .diffusion import REGRESSION_STEP, VARIANCES, Diffusion, Timestep, Variance
 from .settings import check_choice
 
 # One reverse step: (x_t, t, t_prev, predicted noise, z) -> x_{t_prev}; z is None on the final step.
 StepFn = Callable[[torch.Tensor, int, int, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-SamplerName = Literal["simple", "x0", "ddim"]
+SamplerName = Literal["simple", "x0", "ddim", "regression"]
 
 
 def run_chain(
@@ -268,7 +269,29 @@ class DDIMSampler(Sampler):
         )
 
 
-SAMPLERS: dict[str, type[Sampler]] = dict(zip(get_args(SamplerName), (SimpleSampler, X0Sampler, DDIMSampler)))
+@dataclass(frozen=True)
+class RegressionSampler(Sampler):
+    """The regression baseline's one network evaluation (:meth:`ddpm.Diffusion.regression_loss`): the
+    network sees the condition beside zeros at :data:`ddpm.diffusion.REGRESSION_STEP` and its output is
+    the image. The start x_T only sets the shape: the result is deterministic."""
+
+    name: ClassVar[str] = "regression"
+
+    def chain(self, steps_total: int) -> list[int]:
+        return [steps_total + REGRESSION_STEP]
+
+    def stepper(self, diffusion: Diffusion, timesteps: Sequence[int]) -> StepFn:
+        return lambda x_t, t, t_prev, predicted, z: predicted
+
+    def __call__(self, diffusion: Diffusion, model: nn.Module, condition: torch.Tensor | None = None, *,
+                 shape: Sequence[int] | None = None, x_T: torch.Tensor | None = None, **options):
+        start = initial_noise(diffusion, shape, condition, None) if x_T is None else x_T
+        return super().__call__(diffusion, model, condition, x_T=torch.zeros_like(start), **options)
+
+
+SAMPLERS: dict[str, type[Sampler]] = dict(
+    zip(get_args(SamplerName), (SimpleSampler, X0Sampler, DDIMSampler, RegressionSampler))
+)
 
 
 def sampler_options(name: str) -> tuple[str, ...]:

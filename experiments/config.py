@@ -17,9 +17,9 @@ import json
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from ddpm.diffusion import LossKind, Variance
+from ddpm.diffusion import LossKind, LossWeighting, Variance
 from ddpm.samplers import Sampler, SamplerName, make_sampler, sampler_options
 from ddpm.schedule import ScheduleKind
 from ddpm.settings import SEEDS, UsageError, UserError, bounded, check_ranges, text_parser, type_name, within
@@ -69,6 +69,10 @@ class DataConfig:
         check_ranges(self, "--data.")
 
 
+Objective = Literal["diffusion", "regression"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation (tutorial Sections 4.8-4.9: batch 64, AdamW lr 1e-4, 60 epochs)."""
@@ -80,6 +84,12 @@ class TrainConfig:
     # torch.optim.AdamW's default, which the tutorial leaves untouched.
     weight_decay: float = bounded(0.01, 0.0)
     loss: LossKind = "mse"
+    # "diffusion": the DDPM (Eq. 12-13); "regression": the baseline, the same network mapping the input
+    # straight to the target in one evaluation (ddpm.Diffusion.regression_loss; sampled by "regression").
+    objective: Objective = "diffusion"
+    # "min_snr": Hang et al. (2023) weights of the diffusion loss, capped at min_snr_gamma (their 5).
+    loss_weighting: LossWeighting = "none"
+    min_snr_gamma: float = bounded(5.0, 0.0, low_open=True)
     # False trains the tutorial's Section 5 generator: no low-resolution condition, one input channel.
     conditional: bool = True
     seed: int = within(0, SEEDS)
@@ -311,7 +321,15 @@ L1_FAST = replace(
     sampling=SamplingConfig(sampler="ddim", sampling_steps=50),
 )
 
-PRESETS: dict[str, RunConfig] = {"mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "l1-fast": L1_FAST, "demo": DEMO}
+# The regression baseline beside the demo (CARE-style): the demo's network and data, trained by L1 to map
+# the input straight to the target, sampled by one network evaluation.
+REGRESSION = replace(
+    DEMO, name="regression", train=replace(DEMO.train, objective="regression"), sampling=SamplingConfig(sampler="regression")
+)
+
+PRESETS: dict[str, RunConfig] = {
+    "mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "l1-fast": L1_FAST, "demo": DEMO, "regression": REGRESSION,
+}  # fmt: skip
 
 
 def preset(name: str) -> RunConfig:
@@ -322,6 +340,16 @@ def preset(name: str) -> RunConfig:
 
 def check_consistency(config: RunConfig) -> None:
     """Refuse combinations of fields that would only fail later, mid-run, naming the flags to change."""
+    regression = config.train.objective == "regression"
+    if regression != (config.sampling.sampler == "regression"):
+        raise UsageError(
+            f"--train.objective {config.train.objective} is sampled by "
+            f"{'the regression sampler' if regression else 'a diffusion sampler'}, not --sampler "
+            f"{config.sampling.sampler}; use --preset regression, or set both"
+        )
+    if regression and (not config.train.conditional or config.train.loss_weighting != "none"):
+        raise UsageError("--train.objective regression maps an input to its target: it needs --train.conditional "
+                         "true and --train.loss_weighting none")
     try:
         config.sampling.resolved(config.diffusion.steps)
     except UsageError as error:

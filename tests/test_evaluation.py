@@ -86,4 +86,4 @@ def test_each_mean_averages_the_samples_of_its_own_image(sampler):
 
 def test_the_config_offers_the_registered_samplers():
     # One vocabulary: the config's choices are ddpm's registry, in its order.
-    assert get_args(get_type_hints(SamplingConfig)["sampler"]) == tuple(SAMPLERS) == ("simple", "x0", "ddim")
+    assert get_args(get_type_hints(SamplingConfig)["sampler"]) == tuple(SAMPLERS) == ("simple", "x0", "ddim", "regression")

@@ -4,10 +4,13 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure, PeakSignalNoiseRatio
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from experiments.evaluation.metrics import (
+    affine_fit,
     HIGHER_IS_BETTER,
     MS_SSIM_MIN_SIZE,
     MetricAccumulator,
@@ -148,7 +151,7 @@ def test_results_are_python_floats_for_any_float_dtype():
         accumulator = MetricAccumulator()
         accumulator.update((target + 0.1).to(dtype), target.to(dtype))
         result = accumulator.compute()
-        assert set(result) == {"images"} | {f"{n}{s}" for n in METRIC_NAMES for s in ("", "_mean", "_std")}
+        assert set(result) == {"images"} | {f"{n}{s}" for n in METRIC_NAMES for s in ("", "_mean", "_std", "_fit", "_fit_std")}
         assert all(type(value) is float for key, value in result.items() if key != "images")
         assert result["mae"] == pytest.approx(0.1, rel=1e-2)
 
@@ -189,3 +192,62 @@ def test_bad_inputs_raise_clear_errors():
         batch_metrics(integers, integers)
     with pytest.raises(ValueError, match="update"):
         MetricAccumulator().compute()
+
+
+# --- the fitted (scale-invariant) protocol -------------------------------------------------------------
+
+
+def random_images(seed: int, count: int = 3, side: int = 32) -> torch.Tensor:
+    return torch.rand(count, 1, side, side, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(scale=st.floats(-5, 5).filter(lambda a: abs(a) > 1e-2), offset=st.floats(-3, 3), seed=st.integers(0, 2**16))
+def test_an_affine_map_of_the_target_scores_perfectly_after_the_fit(scale, offset, seed):
+    target = random_images(seed)
+    accumulator = MetricAccumulator()
+    accumulator.update(scale * target + offset, target)
+    result = accumulator.compute()
+    assert result["mae_fit"] == pytest.approx(0.0, abs=1e-5)
+    assert result["ssim_fit"] == pytest.approx(1.0, abs=1e-4)
+    assert result["psnr_fit"] > 80  # inf for an exact fit, float32 rounding aside
+    if abs(scale - 1) > 0.1 or abs(offset) > 0.1:
+        assert result["psnr"] < result["psnr_fit"]  # the tutorial's protocol counts the offset
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16))
+def test_the_fit_is_the_closed_form_least_squares_solution(seed):
+    pred, target = random_images(seed), random_images(seed + 1)
+    pred = pred * 0.3 + 0.2 * target  # correlated, so the fit is not trivial
+    fitted = affine_fit(pred, target).double()
+    for image in range(pred.shape[0]):
+        design = torch.stack([pred[image].double().flatten(), torch.ones(pred[0].numel(), dtype=torch.float64)], 1)
+        solution = torch.linalg.lstsq(design, target[image].double().flatten()[:, None]).solution
+        expected = (design @ solution).view(pred.shape[1:])
+        assert torch.allclose(fitted[image], expected, atol=1e-5)
+        # and no other affine map does better
+        residual = (fitted[image] - target[image]).square().sum()
+        nudged = (fitted[image] * 1.01 + 0.001 - target[image]).square().sum()
+        assert residual <= nudged
+
+
+def test_a_constant_prediction_fits_to_the_target_mean():
+    target = random_images(3)
+    fitted = affine_fit(torch.full_like(target, 0.7), target)
+    assert torch.allclose(fitted, target.mean(dim=(1, 2, 3), keepdim=True).expand_as(target), atol=1e-6)
+
+
+def test_the_bicubic_baseline_goes_through_the_same_fit(tmp_path):
+    from experiments.data import PairedImageDataset
+    from experiments.data.synthetic import SyntheticConfig, generate
+    from experiments.evaluation.loop import bicubic_baseline
+
+    generate(tmp_path, train=2, validate=0, test_per_level=3, seed=2, config=SyntheticConfig(size=32))
+    dataset = PairedImageDataset(tmp_path, "test", level="level_05", cache=False)
+    baseline = bicubic_baseline(dataset)
+    wf, gt = dataset.get_batch(range(len(dataset)))
+    independent = image_metrics(affine_fit(wf, gt), gt)
+    for name in METRIC_NAMES:
+        assert baseline[f"{name}_fit"] == pytest.approx(independent[name].double().mean().item(), rel=1e-5)
+    assert baseline["psnr_fit"] > baseline["psnr_mean"]  # the fit removes the input's offset and contrast

@@ -1,4 +1,4 @@
-"""Image-quality metrics of the tutorial (Listing 24) under two averaging protocols.
+"""Image-quality metrics of the tutorial (Listing 24) under three protocols.
 
 Five metrics compare a prediction with its target, both ``[B, C, H, W]`` in [-1, 1] (C = 1 here):
 
@@ -12,7 +12,7 @@ SSIM, MS-SSIM and PSNR come from torchmetrics' functional API, all with ``data_r
 of [-1, 1]), as in the tutorial. Nothing is clamped: the caller decides whether samples are clipped
 first. Identical images give PSNR = inf; a constant target gives NRMSE = inf (its range is zero).
 
-Two protocols, both kept by :class:`MetricAccumulator`:
+Three protocols, all kept by :class:`MetricAccumulator`:
 
 * **tutorial** (key ``"mae"`` ...): each metric over a whole batch (MAE, NRMSE and PSNR pool the
   batch's pixels, NRMSE divides by the range of the whole batch's target, SSIM and MS-SSIM are the
@@ -21,6 +21,11 @@ Two protocols, both kept by :class:`MetricAccumulator`:
 * **per image** (keys ``"mae_mean"``, ``"mae_std"`` ...): each metric per image, then the mean and
   the standard deviation over all images. The std is the population std (divisor N): the spread of
   the test set's values, defined also for a single image.
+* **fitted** (keys ``"mae_fit"``, ``"mae_fit_std"`` ...): per image as above, after each prediction is
+  mapped by the affine ``a p + b`` that minimises its squared error to the target (:func:`affine_fit`;
+  CARE's protocol, Weigert et al., Nature Methods 15, 1090-1097, 2018). Scale-invariant: an offset or
+  contrast that a linear rescale also fixes scores nothing, so what remains is structure. Every
+  prediction goes through the same fit, the bicubic baseline included.
 """
 
 import torch
@@ -88,6 +93,19 @@ def image_metrics(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     }
 
 
+def affine_fit(pred: Tensor, target: Tensor) -> Tensor:
+    """Each image of ``pred`` [B, C, H, W] mapped by the affine ``a p + b`` that minimises
+    ``sum (a p + b - target)^2`` over its pixels: the closed-form least squares ``a = cov(p, t) / var(p)``,
+    ``b = mean(t) - a mean(p)`` (float64); a constant image maps to the target's mean (``a = 0``)."""
+    p, t = pred.double().flatten(1), target.double().flatten(1)
+    p_mean, t_mean = p.mean(1, keepdim=True), t.mean(1, keepdim=True)
+    centred = p - p_mean
+    variance = centred.square().sum(1, keepdim=True)
+    covariance = (centred * (t - t_mean)).sum(1, keepdim=True)
+    scale = torch.where(variance > 0, covariance / variance.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+    return (scale * p + (t_mean - scale * p_mean)).view(pred.shape).to(pred.dtype)
+
+
 def _batch_from_images(per_image: dict[str, Tensor], pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     """The tutorial's per-batch values; SSIM and MS-SSIM reuse the per-image values (their batch value is the mean)."""
     pred, target = pred.float(), target.float()
@@ -127,6 +145,7 @@ class MetricAccumulator:
     def __init__(self) -> None:
         self._batches: list[Tensor] = []  # one [len(METRIC_NAMES)] row per batch
         self._images: list[Tensor] = []  # one [len(METRIC_NAMES), B] block per batch
+        self._fitted: list[Tensor] = []  # the same after affine_fit
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add one batch: ``pred`` and ``target`` are ``[B, C, H, W]`` float images in [-1, 1]."""
@@ -134,23 +153,29 @@ class MetricAccumulator:
             per_image = image_metrics(pred, target)
             per_batch = _batch_from_images(per_image, pred, target)
             self._images.append(torch.stack([per_image[name] for name in METRIC_NAMES]).detach())
+            fitted = image_metrics(affine_fit(pred.float(), target.float()), target)
+            self._fitted.append(torch.stack([fitted[name] for name in METRIC_NAMES]).detach())
             self._batches.append(torch.stack([per_batch[name] for name in METRIC_NAMES]).detach())
 
     def compute(self) -> dict[str, float]:
-        """Both protocols over everything added so far.
+        """The three protocols over everything added so far.
 
         Returns ``{name: tutorial value, name_mean: per-image mean, name_std: per-image population
-        std}`` for every name in ``METRIC_NAMES``, plus ``"images"``: the number of images seen.
+        std, name_fit: fitted mean, name_fit_std: fitted std}`` for every name in ``METRIC_NAMES``, plus
+        ``"images"``: the number of images seen.
         """
         if not self._batches:
             raise ValueError("no images to evaluate: call update(pred, target) at least once before compute()")
         # float64 on the CPU so that the means over many images do not lose digits.
         batches = torch.stack([row.cpu() for row in self._batches]).double()
         images = torch.cat([block.cpu() for block in self._images], dim=1).double()
+        fitted = torch.cat([block.cpu() for block in self._fitted], dim=1).double()
         result: dict[str, float] = {}
         for index, name in enumerate(METRIC_NAMES):
             result[name] = batches[:, index].mean().item()
             result[f"{name}_mean"] = images[index].mean().item()
             result[f"{name}_std"] = images[index].std(correction=0).item()
+            result[f"{name}_fit"] = fitted[index].mean().item()
+            result[f"{name}_fit_std"] = fitted[index].std(correction=0).item()
         result["images"] = images.shape[1]
         return result

@@ -24,6 +24,9 @@ ROW_RUN_PER_IMAGE = "this run, per image"
 ROW_BICUBIC = "bicubic input"
 ROW_BICUBIC_PER_IMAGE = "bicubic input, per image"
 ROW_GAIN = "gain over bicubic (+ = better)"
+ROW_RUN_FIT = "this run, fitted to target"
+ROW_BICUBIC_FIT = "bicubic input, fitted to target"
+ROW_GAIN_FIT = "gain over bicubic, fitted (+ = better)"
 
 GAIN_NOTE = (
     f"'{ROW_GAIN}': positive means this run beats the bicubic input; it is bicubic − run for the error "
@@ -33,7 +36,10 @@ GAIN_NOTE = (
 PROTOCOL_NOTE = (
     "Rows without ± follow the tutorial's protocol: each metric over a batch of images, then the mean over "
     "batches (a short last batch weighs as much as a full one). Rows with ± give the mean ± standard deviation "
-    "(population) over images. All metrics use data range 2.0 on images in [-1, 1]."
+    "(population) over images. Rows 'fitted to target' are scale-invariant (CARE's protocol): each image, "
+    "output and bicubic input alike, is first mapped by the affine a x + b that minimises its squared error "
+    "to the target, so what an offset or contrast change also fixes scores nothing. All metrics use data "
+    "range 2.0 on images in [-1, 1]."
 )
 
 
@@ -75,14 +81,23 @@ def _tutorial_values(results: Mapping[str, float]) -> dict[str, float]:
     return {name: results[name] for name in METRIC_NAMES if name in results}
 
 
-def _per_image_values(results: Mapping[str, float]) -> dict[str, float]:
-    """``{metric: mean, metric_std: std}`` from a MetricAccumulator result's ``_mean`` / ``_std`` keys."""
+def _spread_values(results: Mapping[str, float], mean: str, std: str) -> dict[str, float]:
+    """``{metric: mean, metric_std: std}`` from a MetricAccumulator result's ``<metric><mean>`` and
+    ``<metric><std>`` keys (``_mean`` / ``_std`` per image, ``_fit`` / ``_fit_std`` fitted)."""
     values: dict[str, float] = {}
     for name in METRIC_NAMES:
-        if f"{name}_mean" in results and f"{name}_std" in results:
-            values[name] = results[f"{name}_mean"]
-            values[f"{name}_std"] = results[f"{name}_std"]
+        if f"{name}{mean}" in results and f"{name}{std}" in results:
+            values[name] = results[f"{name}{mean}"]
+            values[f"{name}_std"] = results[f"{name}{std}"]
     return values
+
+
+def _per_image_values(results: Mapping[str, float]) -> dict[str, float]:
+    return _spread_values(results, "_mean", "_std")
+
+
+def _fitted_values(results: Mapping[str, float]) -> dict[str, float]:
+    return _spread_values(results, "_fit", "_fit_std")
 
 
 def gain_over(ours: Mapping[str, float], baseline: Mapping[str, float]) -> dict[str, float]:
@@ -101,7 +116,9 @@ def comparison_rows(
     """Rows for :func:`format_table`, in this order (each only when its data is there):
 
     "this run", "this run, per image" (mean ± std), "bicubic input", "bicubic input, per image",
-    "paper (MSE)" or "paper (L1)", and "gain over bicubic (+ = better)" (see ``GAIN_NOTE``).
+    "paper (MSE)" or "paper (L1)", "gain over bicubic (+ = better)" (see ``GAIN_NOTE``), then the
+    scale-invariant protocol: "this run, fitted to target", "bicubic input, fitted to target" and
+    "gain over bicubic, fitted" (see ``PROTOCOL_NOTE``).
     ``ours`` and ``baseline`` are ``MetricAccumulator.compute()`` results (``baseline``: the bicubic
     input scored against the targets); ``paper_key`` picks a row of ``PAPER_RESULTS`` or none.
     """
@@ -120,6 +137,13 @@ def comparison_rows(
         rows[paper_row_label(paper_key)] = dict(PAPER_RESULTS[paper_key])
     if baseline is not None:
         rows[ROW_GAIN] = gain_over(ours, baseline)
+    fitted = _fitted_values(ours)
+    if fitted:
+        rows[ROW_RUN_FIT] = fitted
+        if baseline is not None and _fitted_values(baseline):
+            rows[ROW_BICUBIC_FIT] = _fitted_values(baseline)
+            means = {name: value for name, value in fitted.items() if not name.endswith("_std")}
+            rows[ROW_GAIN_FIT] = gain_over(means, {k: v for k, v in rows[ROW_BICUBIC_FIT].items() if not k.endswith("_std")})
     return rows
 
 

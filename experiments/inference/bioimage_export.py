@@ -181,6 +181,29 @@ def write_cover(image: np.ndarray, output: np.ndarray, path: Path) -> Path:
     return figures.save_figure(figure, path)
 
 
+def is_regression(predictor: Predictor) -> bool:
+    """Whether the checkpoint is the regression baseline (one network evaluation, no diffusion)."""
+    return predictor.config.train.objective == "regression"
+
+
+def weights_summary(predictor: Predictor, options: ExportOptions) -> str:
+    """What the TorchScript weights run, in one sentence."""
+    if is_regression(predictor):
+        return "one network evaluation (the regression baseline: no diffusion, no noise)"
+    return (f"{options.sampling_steps} deterministic DDIM steps (Song et al. 2021, eta = 0) from position-hashed "
+            f"initial noise (seed {options.seed})")
+
+
+def determinism(predictor: Predictor, options: ExportOptions) -> str:
+    """The documentation's paragraph on where the output's randomness comes from (none)."""
+    if is_regression(predictor):
+        return "One network evaluation, no noise: every run on every machine gives the same output."
+    return (f"The diffusion starts from x_T, standard normal noise computed from a hash of (seed {options.seed}, pixel\n"
+            "position): no random generator is used, so every run on every machine gives the same output, and a pixel's\n"
+            f"noise does not depend on the image size. The sampling steps ({options.sampling_steps}) and the seed are fixed in\n"
+            "the TorchScript module; export again (`python -m experiments.export --sampling-steps N --seed S`) to change them.")
+
+
 def documentation(predictor: Predictor, options: ExportOptions, source: str, metrics: dict | None) -> str:
     config = predictor.config
     network = config.network
@@ -194,7 +217,7 @@ def documentation(predictor: Predictor, options: ExportOptions, source: str, met
 
 A conditional denoising diffusion model (DDPM, Ho et al. 2020, after the tutorial by Bachimanchi & Volpe 2024)
 that turns a widefield fluorescence image into a SIM-like super-resolved one. The weights hold the whole
-sampler: {options.sampling_steps} deterministic DDIM steps (Song et al. 2021, eta = 0) around the network:
+sampler, {weights_summary(predictor, options)}, around the network:
 {describe_network(network)}.
 
 ## Input and output
@@ -207,10 +230,7 @@ sampler: {options.sampling_steps} deterministic DDIM steps (Song et al. 2021, et
 - Pixel size: {"%.6g µm, the same for input and output" % options.pixel_size_um if options.pixel_size_um else "not recorded"}.
 
 ## Noise and determinism
-The diffusion starts from x_T, standard normal noise computed from a hash of (seed {options.seed}, pixel
-position): no random generator is used, so every run on every machine gives the same output, and a pixel's
-noise does not depend on the image size. The sampling steps ({options.sampling_steps}) and the seed are fixed in
-the TorchScript module; export again (`python -m experiments.export --sampling-steps N --seed S`) to change them.
+{determinism(predictor, options)}
 
 ## Training data
 Run `{config.name}`: data root `{config.data.root}` (BioSR layout; the real BioSR microtubules or the project's
@@ -264,7 +284,7 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite
     check_outputs([out], [predictor.checkpoint] + ([test_image] if test_image else []), overwrite)
     image, source, file_pixel_size = test_input(predictor, replace(options, test_image=test_image))
     module = script_sampler(predictor.model, predictor.diffusion, options.sampling_steps, options.seed,
-                            predictor.size_multiple)
+                            predictor.size_multiple, regression=is_regression(predictor))
     pixel_size = options.pixel_size_um if options.pixel_size_um is not None else file_pixel_size
     options = replace(options, pixel_size_um=pixel_size)
     with torch.no_grad():
@@ -335,7 +355,7 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
         name=f"Diffusion super-resolution {predictor.config.name}"[:128],
         description=(
             f"Conditional diffusion model (DDPM) turning widefield into SIM-like images; the TorchScript weights run "
-            f"{options.sampling_steps} deterministic DDIM steps with position-hashed initial noise (seed {options.seed})."
+            f"{weights_summary(predictor, options)}."
         ),
         authors=[spec.Author(name="diffusion-sr-microscopy contributors")],
         cite=[

@@ -28,8 +28,8 @@ def sampling_from_flags(base: SamplingConfig, diffusion_steps: int, **given) -> 
     (``sampler``, ``variance``, ``sampling_steps``, ``eta``, ``samples``), resolved against T =
     ``diffusion_steps`` (:meth:`~experiments.config.SamplingConfig.resolved`).
 
-    Raises :class:`~ddpm.settings.UsageError` naming the flag: a value out of its range, or an option the
-    chosen sampler does not take.
+    Raises :class:`~ddpm.settings.UsageError` naming the flag: a value out of its range, an option the
+    chosen sampler does not take, or a diffusion sampler for a regression baseline (or the reverse).
     """
     names = {f.name for f in fields(SamplingConfig)}
     unknown = set(given) - names
@@ -43,6 +43,10 @@ def sampling_from_flags(base: SamplingConfig, diffusion_steps: int, **given) -> 
             except ValueError as error:
                 raise UsageError(str(error)) from error
     config = replace(base, **given)
+    if (base.sampler == "regression") != (config.sampler == "regression"):
+        kind = "a regression baseline, sampled" if base.sampler == "regression" else "a diffusion model, sampled"
+        raise UsageError(f"--sampler {config.sampler}: this checkpoint is {kind} by "
+                         f"{'--sampler regression only' if base.sampler == 'regression' else 'a diffusion sampler'}")
     taken = config.sampler_options()
     for name, flag in SAMPLER_FLAGS.items():
         if name in given and name not in taken:

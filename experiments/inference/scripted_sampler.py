@@ -25,6 +25,7 @@ from torch import nn
 
 from ddpm import Diffusion
 from ddpm.ddim import ddim_coefficients, ddim_timesteps
+from ddpm.diffusion import REGRESSION_STEP
 from ddpm.hashed_noise import hashed_normal
 
 
@@ -81,8 +82,34 @@ class ScriptedDDIM(nn.Module):
         return x
 
 
+class ScriptedRegression(nn.Module):
+    """The regression baseline's one evaluation (:class:`ddpm.samplers.RegressionSampler`): the network
+    sees ``cat([widefield, 0])`` and the encoding of :data:`ddpm.diffusion.REGRESSION_STEP`."""
+
+    def __init__(self, network: nn.Module, diffusion: Diffusion, size_multiple: int) -> None:
+        super().__init__()
+        self.network = network.eval().requires_grad_(False)
+        self.register_buffer("time_encoding", diffusion.time_encodings[diffusion.steps + REGRESSION_STEP].float().cpu())
+        self.size_multiple = size_multiple
+
+    def forward(self, widefield: torch.Tensor) -> torch.Tensor:
+        """widefield [B, 1, H, W] float32 in [-1, 1] (H, W multiples of ``size_multiple``) -> [B, 1, H, W]."""
+        if widefield.dim() != 4 or widefield.size(1) != 1:
+            raise ValueError(f"expected a widefield image of shape [B, 1, H, W], got {widefield.shape}")
+        if widefield.size(2) % self.size_multiple != 0 or widefield.size(3) % self.size_multiple != 0:
+            raise ValueError(
+                f"image size {widefield.size(2)} x {widefield.size(3)} is not a multiple of {self.size_multiple}; "
+                "crop or pad it (bioimage.io tools do so from the model's size step)"
+            )
+        encoding = self.time_encoding[None].expand(widefield.size(0), -1)
+        return self.network(torch.cat([widefield, torch.zeros_like(widefield)], dim=1), encoding)
+
+
 def script_sampler(
-    network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int
+    network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int, regression: bool = False
 ) -> torch.jit.ScriptModule:
-    """:class:`ScriptedDDIM` compiled with ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
-    return torch.jit.script(ScriptedDDIM(network, diffusion, sampling_steps, seed, size_multiple).cpu())
+    """:class:`ScriptedDDIM` (or, for a regression baseline, :class:`ScriptedRegression`) compiled with
+    ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
+    module = ScriptedRegression(network, diffusion, size_multiple) if regression else ScriptedDDIM(
+        network, diffusion, sampling_steps, seed, size_multiple)
+    return torch.jit.script(module.cpu())

@@ -39,6 +39,9 @@ FIXED = (
     Fixed("data.crop", "the run continues on the checkpoint's training windows"),
     Fixed("train.batch_size", "the position within the epoch counts batches of this size"),
     Fixed("train.loss", "the run optimises one objective"),
+    Fixed("train.objective", "the network learned to predict noise or the image"),
+    Fixed("train.loss_weighting", "the run optimises one objective"),
+    Fixed("train.min_snr_gamma", "the run optimises one objective"),
     Fixed("train.conditional", "the network's input holds the condition or not"),
     Fixed("train.seed", "the data order and the random draws continue from it"),
     Fixed(

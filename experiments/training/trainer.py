@@ -275,9 +275,13 @@ class Trainer:
             wf, gt = wf.to(self.device, non_blocking=True), gt.to(self.device, non_blocking=True)
             wf, gt, t, noise = self._draw(wf, gt)
             with autocast(self.device, self.precision):
-                loss = self.diffusion.training_loss(
-                    self.network, gt, wf if config.conditional else None, loss=config.loss, t=t, noise=noise
-                )
+                if config.objective == "regression":
+                    loss = self.diffusion.regression_loss(self.network, gt, wf, config.loss)
+                else:
+                    loss = self.diffusion.training_loss(
+                        self.network, gt, wf if config.conditional else None, loss=config.loss, t=t, noise=noise,
+                        weighting=config.loss_weighting, snr_gamma=config.min_snr_gamma,
+                    )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -1,0 +1,88 @@
+"""The regression baseline through the same commands as any checkpoint: trained, evaluated, predicted and
+exported at tiny size; a diffusion sampler is refused for it, and its output is one deterministic evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from dataclasses import replace
+
+from ddpm.settings import UsageError
+from experiments import evaluate, predict
+from experiments.config import REGRESSION, SamplingConfig, check_consistency
+from experiments.data.tif_io import read_metadata
+from experiments.training.trainer import Trainer
+from training_helpers import make_tiny_data, tiny_config
+
+
+@pytest.fixture(scope="module")
+def regression_run(tmp_path_factory):
+    root = make_tiny_data(tmp_path_factory.mktemp("data"))
+    base = tiny_config(root, objective="regression", loss="l1")
+    config = replace(base, sampling=SamplingConfig(sampler="regression"))
+    run_dir = tmp_path_factory.mktemp("run") / "regression"
+    Trainer(config, run_dir, progress=False).fit()
+    return run_dir, root
+
+
+def test_the_preset_and_its_consistency_checks():
+    assert REGRESSION.train.objective == "regression" and REGRESSION.sampling.sampler == "regression"
+    with pytest.raises(UsageError, match="regression"):
+        check_consistency(replace(REGRESSION, sampling=SamplingConfig(sampler="ddim")))
+    with pytest.raises(UsageError, match="regression"):
+        check_consistency(replace(REGRESSION, train=replace(REGRESSION.train, objective="diffusion")))
+
+
+def test_it_evaluates_predicts_and_refuses_a_diffusion_sampler(regression_run, tmp_path, capsys):
+    run_dir, root = regression_run
+    assert evaluate.main(["--checkpoint", str(run_dir), "--levels", "level_09", "--device", "cpu", "--no-progress",
+                          "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["levels"]["level_09"]
+    assert np.isfinite(result["model"]["psnr_fit"]) and result["bicubic"]["psnr_fit"] > 0
+    image = tmp_path / "cell.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).random((40, 36), dtype=np.float32))
+    outputs = []
+    for seed in (0, 1):  # one evaluation, no noise: the seed changes nothing
+        folder = tmp_path / f"out{seed}"
+        assert predict.main(["--checkpoint", str(run_dir), "--input", str(image), "--output", str(folder), "--quiet",
+                             "--device", "cpu", "--seed", str(seed), "--no-preview"]) == 0
+        outputs.append(tifffile.imread(folder / "cell_sr.tif"))
+        assert read_metadata(folder / "cell_sr.tif")["sampler"] == "regression"
+        assert read_metadata(folder / "cell_sr.tif")["sampling_steps"] == 1
+    assert np.array_equal(outputs[0], outputs[1])
+    capsys.readouterr()
+    assert predict.main(["--checkpoint", str(run_dir), "--input", str(image), "--output", str(tmp_path / "x"),
+                         "--sampler", "ddim", "--quiet", "--device", "cpu"]) == 1
+    assert "regression baseline" in capsys.readouterr().err
+
+
+def test_its_package_is_one_evaluation_that_matches_predict(regression_run, tmp_path):
+    pytest.importorskip("bioimageio.spec")
+    from experiments.inference.bioimage_export import ExportOptions, build_package, preprocess
+    from experiments.inference.loading import load_for_inference
+
+    run_dir, root = regression_run
+    image = tmp_path / "wide.tif"
+    tifffile.imwrite(image, np.random.default_rng(1).random((64, 64), dtype=np.float32))
+    package = build_package(run_dir / "last.pt", tmp_path / "model.zip", ExportOptions(test_image=image))
+    assert package.is_file()
+    from zipfile import ZipFile
+
+    with ZipFile(package) as archive:
+        archive.extract("sampler.pt", tmp_path)
+        archive.extract("test_input.npy", tmp_path)
+        archive.extract("test_output.npy", tmp_path)
+    module = torch.jit.load(str(tmp_path / "sampler.pt"))
+    test_input = np.load(tmp_path / "test_input.npy")
+    predictor = load_for_inference(run_dir / "last.pt", "cpu")
+    widefield = torch.from_numpy(preprocess(test_input))
+    encoding = predictor.diffusion.time_encodings[-1][None]  # as the loss calls it: [widefield, 0], the last step
+    with torch.no_grad():
+        expected = predictor.model(torch.cat([widefield, torch.zeros_like(widefield)], 1), encoding)
+        assert torch.allclose(module(widefield), expected, atol=1e-5)
+    assert np.allclose(np.load(tmp_path / "test_output.npy"), (expected.numpy() + 1) / 2, atol=1e-5)
