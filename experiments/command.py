@@ -45,14 +45,16 @@ def one_line(error: BaseException) -> str:
     return text
 
 
-def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
+def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
                 argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: the process's arguments) with ``parser`` and call ``run``; returns the exit
-    status: ``run``'s (None is 0), 1 for a failure the user can fix, 130 for Ctrl-C."""
+    status: ``run``'s when it returns an int, else 0 (a benchmark returns its report), 1 for a failure the
+    user can fix, 130 for Ctrl-C."""
     given = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in given  # known before parsing, which may itself fail
     try:
-        return int(run(parser.parse_args(given)) or 0)
+        status = run(parser.parse_args(given))
+        return status if isinstance(status, int) else 0
     except KeyboardInterrupt:
         if debug:
             raise

@@ -35,3 +35,8 @@ def test_the_real_structure_frame_is_a_mosaic_of_test_windows_with_its_target():
     # Each window is scaled on its own: the first target window reaches 1 within its own square.
     assert target[:window, :window].max() == pytest.approx(1.0, abs=1e-6)
     assert np.corrcoef(frame.ravel(), target.ravel())[0, 1] > 0.5  # the input shows the target's structures
+
+
+def test_a_benchmark_that_measures_nothing_still_exits_0(capsys):
+    # --rounds 0 without --verify or --quality: an empty report, which is still a success.
+    assert bench.main(["--size", "16", "--rounds", "0"]) == 0

@@ -261,7 +261,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), lambda args: run_benchmark(args) and None, argv)
+    return run_command(build_parser(), run_benchmark, argv)
 
 
 if __name__ == "__main__":

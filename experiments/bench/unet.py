@@ -55,6 +55,7 @@ from experiments.bench.stats import ratios, round_order, spread, verdict
 from experiments.command import CommandParser, run_command
 from experiments.runtime import DEVICES, pick_device
 from experiments.integrity import check_outputs, json_text, write_json
+from unet import UNetConfig
 from unet.speed import optimize_for_speed
 
 Network = Literal["ours", "deeplay"]
@@ -361,8 +362,6 @@ def describe_setup(machine: Machine, peak: Peak, args: argparse.Namespace) -> li
 
 def run_benchmark(args: argparse.Namespace) -> dict | None:
     """Run the benchmark, print it, write ``--out``; returns what was (or would be) written."""
-    from unet import UNetConfig  # the tutorial's network, which deeplay's shares
-
     size_multiple = UNetConfig().size_multiple
     if args.image_size % size_multiple:
         raise UsageError(f"--image-size must be a multiple of {size_multiple} (the tutorial network's size_multiple), "
@@ -425,7 +424,7 @@ def run_benchmark(args: argparse.Namespace) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), lambda args: run_benchmark(args) and None, argv)
+    return run_command(build_parser(), run_benchmark, argv)
 
 
 if __name__ == "__main__":

@@ -142,8 +142,7 @@ def comparison_rows(
         rows[ROW_RUN_FIT] = fitted
         if baseline is not None and _fitted_values(baseline):
             rows[ROW_BICUBIC_FIT] = _fitted_values(baseline)
-            means = {name: value for name, value in fitted.items() if not name.endswith("_std")}
-            rows[ROW_GAIN_FIT] = gain_over(means, {k: v for k, v in rows[ROW_BICUBIC_FIT].items() if not k.endswith("_std")})
+            rows[ROW_GAIN_FIT] = gain_over(fitted, rows[ROW_BICUBIC_FIT])  # reads the means, not the _std keys
     return rows
 
 
