@@ -7,11 +7,13 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= ./biosr_dataset
 SYNTHETIC_DIR ?= ./data/synthetic
 REAL_DIR ?= ./data/biosr-sim
+REAL_NATIVE_DIR ?= ./data/biosr-sim-native
 GPUS ?= 1
 # Extra flags for the command, e.g. ARGS="--epochs 5".
 ARGS ?=
-# make predict CHECKPOINT=runs/<run>/best.pt INPUT=my_cells/ OUTPUT=results (default: the newest demo run)
-CHECKPOINT ?= $(lastword $(sort $(wildcard runs/demo-*/best.pt)))
+# make predict INPUT=my_cells/ [CHECKPOINT=runs/<run>/best.pt] [OUTPUT=results]; the default checkpoint is
+# the shipped native-task model (camera grid in, SIM grid out: pretrained/native/MODEL_CARD.md).
+CHECKPOINT ?= pretrained/native/model.pt
 INPUT ?=
 OUTPUT ?= predictions
 
@@ -40,9 +42,11 @@ synthetic-data: install
 	@test -d $(SYNTHETIC_DIR)/test_gt || $(PY) -m experiments.synthetic --out $(SYNTHETIC_DIR)
 
 # Windows of the nine real BioSR SIM cells shipped in experiments/data/real, degraded to widefield by
-# a physical model (about a minute); validation and test cells are held out whole.
+# a physical model (about a minute); validation and test cells are held out whole. Two layouts: the
+# tutorial's task (REAL_DIR) and the native task, camera grid in, SIM grid out (REAL_NATIVE_DIR).
 real-data: install
 	@test -d $(REAL_DIR)/test_gt || $(PY) -m experiments.synthetic --structures biosr-sim --out $(REAL_DIR)
+	@test -d $(REAL_NATIVE_DIR)/test_gt || $(PY) -m experiments.synthetic --structures biosr-sim --task native --out $(REAL_NATIVE_DIR)
 
 # Launcher: one process, or torchrun with DDP over $(GPUS) GPUs.
 ifeq ($(GPUS),1)
@@ -69,14 +73,13 @@ demo: install real-data
 	$(PY) -m experiments.train --preset demo --data.root $(REAL_DIR) $(ARGS)
 
 predict: install
-	@test -n "$(INPUT)" || { echo "usage: make predict CHECKPOINT=runs/<run>/best.pt INPUT=<tif or folder> [OUTPUT=predictions] [ARGS=...]"; exit 2; }
+	@test -n "$(INPUT)" || { echo "usage: make predict INPUT=<tif or folder> [CHECKPOINT=pretrained/native/model.pt] [OUTPUT=predictions] [ARGS=...]; try INPUT=pretrained/example_widefield.ome.tif"; exit 2; }
 	$(PY) -m experiments.predict --checkpoint $(CHECKPOINT) --input $(INPUT) --output $(OUTPUT) $(ARGS)
 
-# A BioImage Model Zoo package of CHECKPOINT (default: the newest demo run), validated offline:
+# A BioImage Model Zoo package of CHECKPOINT (default: the shipped native-task model), validated offline:
 # make export [CHECKPOINT=runs/<run>/best.pt] [MODEL_ZIP=model.zip] [ARGS="--sampling-steps 20"]
 MODEL_ZIP ?= model.zip
 export: install
-	@test -n "$(CHECKPOINT)" || { echo "no checkpoint: run make demo first, or pass CHECKPOINT=runs/<run>/best.pt"; exit 2; }
 	$(PY) -m experiments.export --checkpoint $(CHECKPOINT) --out $(MODEL_ZIP) $(ARGS)
 
 # Speed of the network over 5 interleaved rounds, median with spread and fraction of the machine's

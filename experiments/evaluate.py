@@ -7,6 +7,10 @@ trust measures of :mod:`experiments.evaluation.quality_report` (RSE / RSP agains
 the target and, with ``--samples`` 2 or more, between samples, and the std map's calibration, its scale
 fitted on the validation split, with a ``calibration_<level>.png`` figure).
 
+``--upsample`` scores a tutorial-task model on a native-task data set (:mod:`experiments.data.task`), its
+camera-grid inputs enlarged 2x by bicubic interpolation as ``experiments.predict --upsample`` enlarges
+them: the route a user of a tutorial-task model takes to reach the SIM grid.
+
 The checkpoint, the data root, the levels, the image sizes and every output path are checked before
 the first image is sampled; existing results are replaced only with ``--overwrite``.
 """
@@ -24,10 +28,11 @@ from ddpm import SAMPLERS, VARIANCES
 from ddpm.settings import UsageError, field_range, range_parser
 from experiments import figures
 from experiments.command import CommandParser, run_command
-from experiments.config import EvalConfig
-from experiments.data import PairedImageDataset, list_test_levels
-from experiments.data.layout import check_levels
-from experiments.evaluation.loop import bicubic_baseline, evaluate
+from experiments.config import DataConfig, EvalConfig
+from experiments.data import list_test_levels
+from experiments.data.layout import check_levels, resolve_root
+from experiments.data.task import read_grid
+from experiments.evaluation.loop import bicubic_scores, evaluate
 from experiments.evaluation.quality_report import QualityAccumulator, append_section, calibration_report, validation_scale
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 from experiments.inference.loading import load_for_inference
@@ -42,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its last.pt)")
     parser.add_argument("--data", "--data-root", dest="data",
                         help="data root to evaluate on, e.g. another data set's held-out cells (default: the run's)")
+    parser.add_argument("--upsample", action="store_true",
+                        help="score a tutorial-task model on a native-task data set, its inputs enlarged 2x (bicubic)")
     parser.add_argument("--levels", help="comma-separated test levels (level_01,level_09), or 'all' (default: the run's)")
     parser.add_argument("--max-images", type=range_parser(int, field_range(EvalConfig, "max_test_images"), "--max-images"),
                         help="first N images of each level (default: the run's setting)")
@@ -70,6 +77,25 @@ def _levels(text: str | None, root: str, default: tuple[str, ...]) -> list[str]:
     return levels
 
 
+def evaluation_data(data: DataConfig, root: str, upsample: bool, checkpoint: Path) -> DataConfig:
+    """How the data at ``root`` are read for a model trained with ``data``: its own task, or with ``upsample``
+    a tutorial-task model's on a native-task data set. A data set of the other task is refused, naming the flag."""
+    grid = read_grid(resolve_root(root))
+    if upsample:
+        if data.task != "tutorial":
+            raise UsageError(f"--upsample scores a tutorial-task model on native-task data; {checkpoint.name} is a "
+                             f"{data.task}-task model already: drop --upsample")
+        if grid is None or grid.task != "native":
+            raise UsageError(f"--upsample needs a native-task data set (its dataset.json says so); {root} is not one")
+        return replace(data, root=str(root), task="native")
+    if grid is not None and grid.task != data.task:
+        hint = ("; pass --upsample to score it there with its inputs enlarged 2x"
+                if (data.task, grid.task) == ("tutorial", "native") else "; pass a data set of its task with --data")
+        raise UsageError(f"{root} holds pairs of the {grid.task} task, but {checkpoint.name} is a {data.task}-task "
+                         f"model{hint}")
+    return replace(data, root=str(root))
+
+
 def run(args: argparse.Namespace) -> None:
     predictor = load_for_inference(args.checkpoint, args.device)
     config = predictor.config
@@ -82,6 +108,7 @@ def run(args: argparse.Namespace) -> None:
     if args.all_images or args.max_images is not None:
         schedule = replace(schedule, max_test_images=None if args.all_images else args.max_images)
     root = args.data or config.data.root
+    data = evaluation_data(config.data, root, args.upsample, predictor.checkpoint)
     levels = _levels(args.levels, root, schedule.levels)
     out = args.out if args.out else predictor.checkpoint.parent / "evaluation"
     outputs = [out / "evaluation.json", out / "evaluation.md"] + [out / f"samples_{level}.png" for level in levels]
@@ -89,27 +116,29 @@ def run(args: argparse.Namespace) -> None:
     check_output_folder(out, [predictor.checkpoint, root])
     check_outputs(outputs, [predictor.checkpoint], args.overwrite)
     for level in levels:  # the sampler runs on whole images; headers only, before anything is cached
-        shape = PairedImageDataset(root, "test", level=level, cache=False).image_shape
+        shape = data.dataset("test", level=level, cache=False).image_shape
         if any(side % predictor.size_multiple for side in shape):
             raise UsageError(
                 f"{root} {level}: images of {shape} px are not a multiple of {predictor.size_multiple} (this "
                 "network's size_multiple); crop them, or super-resolve them with experiments.predict, which pads"
             )
-    datasets = {level: PairedImageDataset(root, "test", level=level, normalization=config.data.normalization)
-                for level in levels}
+    datasets = {level: data.dataset("test", level=level) for level in levels}
     out.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(config.train.precision, predictor.device)
 
     results = {}
     with autocast(predictor.device, precision):  # the std map's calibration: fitted on validation, never test
-        scale = validation_scale(predictor, root, sampling, schedule, not args.no_progress) if sampling.samples > 1 else None
+        scale = validation_scale(predictor, data, sampling, schedule, not args.no_progress) if sampling.samples > 1 else None
     for level, dataset in datasets.items():
         quality = QualityAccumulator()
         with autocast(predictor.device, precision):
             result = evaluate(predictor.model, predictor.diffusion, dataset, sampling, schedule, schedule.max_test_images,
                               progress=not args.no_progress, description=f"test {level}", observe=quality.update)
-        baseline = bicubic_baseline(dataset, schedule.max_test_images)
-        results[level] = {"model": result.metrics, "bicubic": baseline, "quality": quality.metrics()}
+        bicubic = bicubic_scores(dataset, schedule.max_test_images)
+        baseline = bicubic.compute()
+        results[level] = {"model": result.metrics, "bicubic": baseline, "quality": quality.metrics(),
+                          # image by image, in the same order: the paired per-image gains
+                          "per_image": {"model": result.per_image, "bicubic": bicubic.per_image()}}
         if sampling.samples > 1:
             results[level]["calibration"] = calibration_report(quality, scale, out / f"calibration_{level}.png")
         figures.plot_sample_grid(result.inputs, result.outputs, result.targets, out / f"samples_{level}.png",
@@ -120,7 +149,8 @@ def run(args: argparse.Namespace) -> None:
 
     write_json(out / "evaluation.json", {
         "checkpoint": str(predictor.checkpoint), "digest": predictor.digest, "weights": predictor.weights,
-        "sampling": {**asdict(sampling), "seed": schedule.seed},
+        "sampling": {**asdict(sampling), "seed": schedule.seed}, "data": data.root, "task": data.task,
+        "upsample": args.upsample,
         "levels": {level: {k: v for k, v in r.items() if k != "rows"} for level, r in results.items()}})
     summary = {"checkpoint": predictor.checkpoint, "weights": predictor.weights, "sampler": sampling.sampler,
                "sampling steps": sampling.network_evaluations(config.diffusion.steps), "samples": sampling.samples}

@@ -36,10 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--halo", type=_ranged("halo", "--halo"), default=DEFAULT_HALO,
                         help=f"pixels cropped per side when tiling (default {DEFAULT_HALO})")
     parser.add_argument("--pixel-size", type=range_parser(float, PIXEL_SIZES_UM, "--pixel-size"),
-                        help="pixel size of the input (= output) grid in µm (default: the test TIF's)")
-    parser.add_argument("--test-image", type=Path, help="TIF for the test tensor (default: the run's data root test_wf)")
+                        help="pixel size of the input grid in µm (default: the test TIF's, else the training inputs'); "
+                             "the output's is divided by the model's enlargement")
+    parser.add_argument("--test-image", type=Path, help="TIF for the test tensor (default: the run's data root test_wf, else the example input shipped "
+                             "beside the checkpoint)")
     parser.add_argument("--test-side", type=_ranged("test_side", "--test-side"), default=TEST_SIDE,
-                        help=f"largest side of the test tensor, a centred crop of the test image (default {TEST_SIDE})")
+                        help=f"largest side of the test tensor's output (a centred crop of the test image; default {TEST_SIDE})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing package at --out")
     parser.add_argument("--no-test", action="store_true", help="skip bioimageio.core's test of the written package")
     return parser

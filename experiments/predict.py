@@ -1,19 +1,27 @@
 """Super-resolve your own widefield TIFs with a trained checkpoint.
 
-    python -m experiments.predict --checkpoint runs/demo/best.pt --input cells/ extra.tif --output results
-    python -m experiments.predict ... --upsample --sampler ddim --sampling-steps 50 --samples 8 --std --seed 1
+    python -m experiments.predict --checkpoint pretrained/native/model.pt --input cells/ extra.tif --output results
+    python -m experiments.predict ... --pixel-size 0.0626 --sampler ddim --sampling-steps 50 --samples 8 --std --seed 1
 
 Inputs are TIF files or folders of them (not recursive); a stack (time, z, ...) is processed frame by
 frame. uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
 ``data.normalization``). Any 2-D size works: each frame is sampled as one image with one noise field, the
 network running on overlapping tiles of the training size (``--tile``) at every step and its predictions
-blended with a smooth window (:mod:`experiments.inference.tiling`), so no tile grid appears. ``--upsample``
-first enlarges a native-resolution widefield image by 2 (bicubic), as the BioSR inputs were made.
+blended with a smooth window (:mod:`experiments.inference.tiling`), so no tile grid appears.
+
+The checkpoint's task (:mod:`experiments.data.task`) says which grid the inputs lie on: pass the camera
+image itself. A native-task model enlarges it 2x onto the SIM grid and returns an image of twice the side
+and half the pixel size; a tutorial-task model returns an image on the input's own grid. ``--upsample``
+(tutorial-task models only) first enlarges the input 2x by bicubic interpolation, so that the output lies
+on a grid twice as fine; it holds no finer detail than the tutorial task's targets, which lie on the
+camera grid. An input whose pixel size (``--pixel-size`` or its metadata) differs from the training
+inputs' by more than a quarter gets a warning naming both: the model learned structures at that scale.
 
 For each input ``<stem>.tif`` the output folder receives:
 
 * ``<stem>_sr.tif``: float32 OME-TIFF (PhysicalSizeX / Y: the input's pixel size from ``--pixel-size`` in µm
-  or the input's OME / ImageJ / resolution tags, halved with ``--upsample``; none when unknown), one page per input frame, in the units of the training targets, [0, 1]:
+  or the input's OME / ImageJ / resolution tags, halved by a native-task model or ``--upsample``; none when
+  unknown), one page per input frame, in the units of the training targets, [0, 1]:
   the model's output ``v`` in [-1, 1] mapped back by ``(v + 1) / 2``. With ``--samples N`` it is the mean
   of N samples.
 * ``<stem>_sr_std.tif`` (``--std``, needs ``--samples`` > 1): the per-pixel standard deviation of those
@@ -65,6 +73,8 @@ DISTRIBUTION = "diffusion-sr-microscopy"
 UNITS = "[0, 1] like the training targets: model output v in [-1, 1] mapped by (v + 1) / 2"
 PREVIEW_FRAMES = 3
 DEFAULT_OVERLAP = 32
+# An input pixel more than this factor off the training inputs' gets a warning.
+PIXEL_SIZE_TOLERANCE = 1.25
 
 
 class OutputError(OSError):
@@ -144,6 +154,32 @@ def check_options(options: PredictOptions, predictor: Predictor) -> None:
         check_value(options.pixel_size_um, PIXEL_SIZES_UM, "--pixel-size (µm)")
     if options.hashed_noise and options.sampling.sampler != "ddim":
         raise UsageError("--hashed-noise starts DDIM chains only; add --sampler ddim")
+    if options.upsample and predictor.scale != 1:
+        raise UsageError(
+            f"--upsample is for tutorial-task models; {predictor.checkpoint.name} is a native-task model, which "
+            f"enlarges camera-grid inputs {predictor.scale}x itself: drop --upsample and pass the camera image"
+        )
+
+
+def enlargement(options: PredictOptions, predictor: Predictor) -> int:
+    """The output's side over the input file's: the model's task, times 2 with ``--upsample``."""
+    return predictor.scale * (2 if options.upsample else 1)
+
+
+def pixel_size_warning(path: Path, size_um: float | None, source: str, options: PredictOptions,
+                       predictor: Predictor) -> str | None:
+    """A warning when the input's pixel (``size_um``, stated by ``source``) is far from what the model was
+    trained on, or a note when it is unknown; None when it matches."""
+    expected = predictor.grid.input_pixel_um * (2 if options.upsample else 1)
+    if size_um is None:
+        return (f"note: {path} states no pixel size; this model was trained on inputs of {expected * 1000:.1f} nm "
+                "pixels (pass --pixel-size in µm to check it and to label the outputs)")
+    if 1 / PIXEL_SIZE_TOLERANCE <= size_um / expected <= PIXEL_SIZE_TOLERANCE:
+        return None
+    return (f"warning: {path} has {size_um * 1000:.1f} nm pixels ({source}), but this model was trained on inputs "
+            f"of {expected * 1000:.1f} nm pixels{' (with --upsample)' if options.upsample else ''}: it learned "
+            f"structures at another scale, so the output may be wrong; resample the image to "
+            f"{expected * 1000:.1f} nm pixels, or correct --pixel-size if the stated size is wrong")
 
 
 def output_paths(input_path: Path, out_dir: Path, options: PredictOptions) -> OutputPaths:
@@ -203,6 +239,7 @@ def prediction_metadata(predictor: Predictor, info: FrameInfo, frames: int, opti
         "seed": options.seed,
         **sampling_settings(options.sampling, predictor.diffusion.steps),
         "normalization": predictor.config.data.normalization,
+        "task": predictor.config.data.task,
         "upsample": options.upsample,
         "colour_reduced": info.colour_reduced,
         "tile": tile_of(options, predictor),
@@ -218,7 +255,7 @@ def write_preview(inputs: np.ndarray, outputs: np.ndarray, std: np.ndarray | Non
     rows = min(len(inputs), PREVIEW_FRAMES)
     columns = [("Input", inputs), ("Output", outputs)] + ([("Std", std)] if std is not None else [])
     # About one screen pixel per image pixel, within limits, so fine detail stays visible in the preview.
-    side = float(np.clip(max(inputs.shape[1:]) / figures.DPI, 2.5, 6.0))
+    side = float(np.clip(max(outputs.shape[1:]) / figures.DPI, 2.5, 6.0))
     figure = figures.new_figure(side * len(columns), side * rows + 0.4)
     grid = figure.subplots(rows, len(columns), squeeze=False)
     for column, (name, images) in enumerate(columns):
@@ -233,10 +270,9 @@ def write_preview(inputs: np.ndarray, outputs: np.ndarray, std: np.ndarray | Non
     return figures.save_figure(figure, path)
 
 
-def output_pixel_size(info: FrameInfo, options: PredictOptions) -> float | None:
-    """The output's pixel size in µm: the input's (``--pixel-size``, else its TIF metadata) / 2 with ``--upsample``."""
-    size = options.pixel_size_um if options.pixel_size_um is not None else info.pixel_size_um
-    return None if size is None else size / (2 if options.upsample else 1)
+def input_pixel_size(info: FrameInfo, options: PredictOptions) -> float | None:
+    """The input's pixel size in µm: ``--pixel-size``, else its TIF metadata (None: unknown)."""
+    return options.pixel_size_um if options.pixel_size_um is not None else info.pixel_size_um
 
 
 def _write(path: Path, frames: np.ndarray, metadata: dict, pixel_size_um: float | None) -> None:
@@ -258,6 +294,12 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         frames = upsample_frames(frames)
     normalization = predictor.config.data.normalization
     model_in = to_model_frames(frames, info, normalization)  # refuses what overflows when scaled
+    input_size = input_pixel_size(info, options)
+    source = "--pixel-size" if options.pixel_size_um is not None else "its metadata"
+    warning = None if info.pixel_size_note and options.pixel_size_um is None else \
+        pixel_size_warning(path, input_size, source, options, predictor)
+    if warning:
+        print(warning, file=sys.stderr)
     problem = float_range_problem(frames, info, normalization)
     if problem:  # the user has this model and may still want its output: warn, where training refuses
         print(f"warning: {problem}; rescale the file to [0, 1] for meaningful output", file=sys.stderr)
@@ -275,7 +317,7 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     mean = mean[:, 0].numpy()
     std_unit = std[:, 0].numpy() * np.float32(0.5) if std is not None else None  # (v + 1) / 2 halves spreads
     metadata = prediction_metadata(predictor, info, len(frames), options)
-    pixel_size = output_pixel_size(info, options)
+    pixel_size = None if input_size is None else input_size / enlargement(options, predictor)
     checks = []
     if options.check:  # two more single samples, drawn after the output's from the same generator
         pair = [predictor.super_resolve(torch.from_numpy(model_in)[:, None], replace(options.sampling, samples=1),
@@ -292,8 +334,7 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         write_preview(model_in, mean, std_unit, outputs.preview, f"{path.name} ({predictor.checkpoint.name})")
     if options.check:
         maps = check.error_maps(checks).numpy()
-        native_size = None if pixel_size is None else pixel_size * (2 if options.upsample else 1)
-        _write(outputs.consistency, maps, {**metadata, "content": "re-degradation consistency |error|"}, native_size)
+        _write(outputs.consistency, maps, {**metadata, "content": "re-degradation consistency |error|"}, input_size)
         quality_figures.plot_check(native_in * 2 - 1, mean, std_unit, maps, outputs.check_figure,
                                    f"{path.name}: can this output be trusted?")
     return check.summary_entries(path, outputs.mean, checks)
@@ -344,11 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="DDIM only: start each tile from the seed's position-hashed noise, as an exported package does",
     )
     layout = parser.add_argument_group("images")
-    layout.add_argument("--upsample", action="store_true", help="bicubic x2 first, for native-resolution widefield")
+    layout.add_argument("--upsample", action="store_true",
+                        help="tutorial-task models only: bicubic x2 first, so the output lies on a grid twice as fine "
+                             "(a native-task model enlarges its inputs itself)")
     layout.add_argument(
         "--pixel-size", type=range_parser(float, PIXEL_SIZES_UM, "--pixel-size"),
         help="input pixel size in µm (default: from the TIF's OME / ImageJ / resolution tags); the OME-TIFF "
-        "outputs get it, halved with --upsample",
+        "outputs get it, divided by the model's enlargement",
     )
     layout.add_argument(
         "--tile", type=int, help="tile side in pixels (default: the side of the images the checkpoint was trained on)"

@@ -17,6 +17,7 @@ from ddpm.settings import field_range, range_parser
 from experiments.command import CommandParser, run_command
 from experiments.data import biosr_sim
 from experiments.data.synthetic import STRUCTURES, SyntheticConfig, generate, save_preview
+from experiments.data.task import TASKS
 from experiments.data.writer import DataSetSize
 from experiments.integrity import check_output_folder, check_outputs
 
@@ -35,8 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="validation pairs, 0 for none (default 256)")
     parser.add_argument("--test-per-level", type=_count("test_per_level", "--test-per-level"), default=150,
                         help="test fields, each at 9 levels (default 150)")
+    parser.add_argument("--task", choices=TASKS, default="tutorial",
+                        help="tutorial: input and target on the camera grid (default); native: input on the camera "
+                             "grid at half the target's side, target on the SIM grid (experiments.data.task)")
     parser.add_argument("--size", type=range_parser(int, field_range(SyntheticConfig, "size"), "--size"), default=128,
-                        help="image side in px, even (default 128)")
+                        help="target side in px, even (default 128)")
     parser.add_argument("--seed", type=_count("seed", "--seed"), default=0)
     parser.add_argument("--figure", type=Path, help="preview figure path (default OUT/synthetic_preview.png)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing data set in --out")
@@ -46,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     counts = DataSetSize(args.train, args.validate, args.test_per_level, args.seed)
     # Both configurations are built (and so checked) before anything is written.
-    config = biosr_sim.RealStructureConfig(size=args.size) if args.structures == "biosr-sim" else SyntheticConfig(size=args.size)
+    make = biosr_sim.RealStructureConfig if args.structures == "biosr-sim" else SyntheticConfig
+    config = make(size=args.size, task=args.task)
     figure = args.figure or args.out / "synthetic_preview.png"
     check_output_folder(args.out)
     check_outputs([figure], overwrite=args.overwrite)

@@ -15,7 +15,7 @@ from experiments.config import config_from_args
 from experiments.data.synthetic import SyntheticConfig, generate
 from experiments.studies import runner
 from experiments.studies.config import Arm, StudyConfig
-from experiments.studies.stats import mean_interval, paired_difference, t_quantile_975
+from experiments.evaluation.stats import mean_interval, paired_difference, t_quantile_975
 from experiments.studies.summary import FIGURE, SUMMARY_JSON, SUMMARY_MD
 from experiments.training.trainer import Trainer, TrainingInterrupted
 

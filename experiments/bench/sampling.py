@@ -322,8 +322,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     tutorial = checkpoint is None
     dataset = None
     if not tutorial and (args.images > 0 or args.image_size is None):
-        dataset = PairedImageDataset(args.data or config.data.root, "test", level=args.level,
-                                     normalization=config.data.normalization)
+        dataset = config.data.dataset("test", level=args.level, root=args.data or config.data.root)
     size = args.image_size or (TUTORIAL_IMAGE_SIZE if tutorial else None)
     image_shape = (size, size) if size else tuple(dataset.image_shape)
     train_shape = (config.data.crop, config.data.crop) if config.data.crop else image_shape

@@ -10,13 +10,15 @@ so that validation and test measure cells the model has never seen (``CELL_SPLIT
 * test: 003 (a dense bundled region beside a sparse one and an empty corner) and 052 (a dense tangle
   over sparse curved filaments): one cell from each of BioSR's two numbering groups (00x/01x, 05x).
 
-Each window is 2 x ``size`` SIM pixels (256 = 8.0 um) at a random position, turned by a random
+Each window is 2 x ``size`` SIM pixels (256 = 8.0 um) for the tutorial's task and ``size`` SIM pixels
+for the native task (:mod:`experiments.data.task`), at a random position, turned by a random
 multiple of 90 degrees and flipped at random: exact pixel moves, so the target keeps the SIM's own
 pixels (arbitrary angles would interpolate, i.e. blur, the target). Windows are dealt to the cells of
 their split in turn (window i to cell i mod n). A window is near-empty, and drawn again, when fewer
 than ``min_foreground_fraction`` of its pixels exceed ``foreground_threshold`` times its cell's
 99.9th percentile: background outside the cell, which teaches nothing. The target is the window
-downscaled to ``size``; the input is the window degraded by :mod:`experiments.data.widefield`, at a
+on a grid of ``size`` (the tutorial's task downscales it 2x, the native task keeps the SIM's grid); the
+input is the window degraded by :mod:`experiments.data.widefield` onto the camera grid, at a
 photon budget relative to the whole cell's brightness, so that a dim region stays dim (and noisy) as it
 would under the microscope. ``windows.csv`` beside the images records every window's cell, position,
 turn, flip and level.
@@ -25,7 +27,7 @@ turn, flip and level.
 import csv
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,7 @@ from experiments.data.widefield import (
 )
 from experiments.data.writer import SPLIT_PREFIX, DataSetSize, TEST_LEVELS, clear_output, file_name, image_rng, write_images
 from experiments.data.normalization import to_unit_range
+from experiments.data.task import TASKS, DataGrid, Task, write_grid
 
 CELL_DIR = Path(__file__).parent / "real"
 CELL_SPLIT: dict[str, tuple[str, ...]] = {
@@ -57,9 +60,10 @@ MANIFEST_FIELDS = ("split", "file", "cell", "y", "x", "quarter_turns", "flipped"
 
 @dataclass(frozen=True)
 class RealStructureConfig:
-    """Window geometry, the near-empty criterion and the widefield model."""
+    """Task, window geometry, the near-empty criterion and the widefield model."""
 
-    size: int = 128  # output side in px; windows are 2 * size SIM pixels (the tutorial's 256 -> 128)
+    size: int = 128  # target side in px; windows are 2 * size SIM pixels (tutorial: 256 -> 128) or size (native)
+    task: Task = "tutorial"
     foreground_threshold: float = 0.1  # of the cell's 99.9th percentile
     min_foreground_fraction: float = 0.05  # of the window's pixels above the threshold
     max_draws: int = 200  # positions tried per window before giving up on a cell
@@ -68,14 +72,16 @@ class RealStructureConfig:
     def __post_init__(self) -> None:
         if self.size < 4 or self.size % 2:
             raise UsageError(f"size must be even and at least 4 (the input is downscaled to size / 2), got {self.size}")
+        if self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r}; choose one of {TASKS}")
         if self.model.camera_binning != 2:
-            raise UsageError("the tutorial's resampling needs the camera image at half the window: camera_binning 2")
+            raise UsageError("both tasks need the camera image at half the window's side: camera_binning 2")
         if not 0 <= self.foreground_threshold < 1 or not 0 <= self.min_foreground_fraction < 1:
             raise UsageError("foreground_threshold and min_foreground_fraction must lie in [0, 1)")
 
     @property
     def window(self) -> int:
-        return 2 * self.size
+        return 2 * self.size if self.task == "tutorial" else self.size
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,8 @@ def render_pairs(
     split: str, indices: range, seed: int, cells: list[Cell], config: RealStructureConfig,
     levels: list[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Window]]:
-    """Targets [N, S, S], inputs [N, S, S] (or [L, N, S, S] with ``levels``), levels and windows.
+    """Targets [N, S, S], inputs [N, s, s] (or [L, N, s, s] with ``levels``), levels and windows; s = S for
+    the tutorial's task, S / 2 (the camera grid) for the native one.
 
     Image i of ``split`` comes from ``cells[i % len(cells)]`` and draws everything from its own child
     seeds, so the output does not depend on how the indices are batched. Without ``levels`` each pair
@@ -167,14 +174,14 @@ def render_pairs(
     rngs = [image_rng(seed, split, i) for i in indices]
     owners = [cells[i % len(cells)] for i in indices]
     windows = [draw_window(cell, rng, config) for cell, rng in zip(owners, rngs)]
-    targets = target_images(np.stack([crop(cell.sim, w, side) for cell, w in zip(owners, windows)]))
+    targets = target_images(np.stack([crop(cell.sim, w, side) for cell, w in zip(owners, windows)]), config.task)
     camera = bin_pixels(np.stack([crop(cell.blurred, w, side) for cell, w in zip(owners, windows)]),
                         model.camera_binning)
 
     def inputs(photons: list[float], noise_rngs: list[np.random.Generator]) -> np.ndarray:
         recorded = [expose(c, cell.camera_reference, p, r, model)
                     for c, cell, p, r in zip(camera, owners, photons, noise_rngs)]
-        return input_images(np.stack(recorded))
+        return input_images(np.stack(recorded), config.task)
 
     if levels is None:
         drawn = np.array([int(rng.integers(1, LEVELS + 1)) for rng in rngs])
@@ -241,6 +248,7 @@ def generate(
                     write_images(out / f"{SPLIT_PREFIX[split]}_wf", split, start, wf, pool)
                 rows += [(split, file_name(split, i), w.cell, w.y, w.x, w.quarter_turns, int(w.flipped), level)
                          for i, w, level in zip(indices, windows, levels)]
+    write_grid(out, DataGrid(config.task, config.model.camera_pixel_nm / 1000))
     with open(out / MANIFEST, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(MANIFEST_FIELDS)
@@ -261,4 +269,20 @@ def describe(config: RealStructureConfig = RealStructureConfig()) -> str:
             f"{m.blur_sigma_px * m.sim_pixel_nm:.0f} nm; camera pixel {m.camera_pixel_nm:.1f} nm; "
             f"{m.photons[0]:.0f} to {m.photons[1]:.0f} photoelectrons (level_01..09), background "
             f"{m.background_fraction:.0%}, read noise {m.read_noise:.1f} e- ({m.frames_averaged} frames); "
-            f"windows of {config.window} px = {config.window * m.sim_pixel_nm / 1000:.1f} um")
+            f"windows of {config.window} px = {config.window * m.sim_pixel_nm / 1000:.1f} um; {config.task} task: "
+            f"input on the {m.camera_pixel_nm:.1f} nm camera grid, target on the "
+            f"{m.camera_pixel_nm if config.task == 'tutorial' else m.sim_pixel_nm:.1f} nm grid")
+
+
+def example_widefield(cell: str, side: int, level: int, seed: int = 0,
+                      config: RealStructureConfig = RealStructureConfig(task="native")) -> np.ndarray:
+    """One camera-grid widefield image [side / 2, side / 2] in [0, 1] of a window of ``side`` SIM pixels of
+    the shipped ``cell`` at ``level``, made as the native task's inputs are (an example input for users)."""
+    config = replace(config, size=side, task="native")
+    image = load_cells((cell,))[cell]
+    prepared = prepare_cell(cell, image, config.model)
+    rng = np.random.default_rng([seed, level])
+    window = draw_window(prepared, rng, config)
+    camera = bin_pixels(crop(prepared.blurred, window, config.window), config.model.camera_binning)
+    recorded = expose(camera, prepared.camera_reference, config.model.level_photons(level), rng, config.model)
+    return input_images(recorded[None], "native")[0]

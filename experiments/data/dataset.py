@@ -15,26 +15,31 @@ from experiments.data.cache import CACHE_DIRNAME, ensure_cache
 from experiments.data.images import REDUCTIONS, Reduce, read_image, tif_shape
 from experiments.data.layout import DatasetError, PairedFiles, Split, pair_files, resolve_root, split_dirs
 from experiments.data.normalization import NORMALIZATIONS, Normalization
+from experiments.data.task import INPUT_SCALE, enlarge, read_grid
 
 Index = int | Sequence[int] | np.ndarray | torch.Tensor
 
 
-def check_shapes(files: PairedFiles, reduce: Reduce) -> tuple[int, int]:
-    """The common [H, W] of all pairs, read from TIF headers; an error names the first mismatching file."""
+def check_shapes(files: PairedFiles, reduce: Reduce, scale: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The common [H, W] of the inputs and of the targets, read from TIF headers; each target is ``scale``
+    times its input along each axis (:mod:`experiments.data.task`). An error names the first mismatching file."""
     expected = None
     for name, wf_path, gt_path in zip(files.names, files.wf_paths, files.gt_paths):
         wf_shape, gt_shape = tif_shape(wf_path, reduce), tif_shape(gt_path, reduce)
-        if wf_shape != gt_shape:
+        if gt_shape != tuple(scale * side for side in wf_shape):
+            ratio = gt_shape[0] / max(wf_shape[0], 1)
+            tasks = [task for task, factor in INPUT_SCALE.items() if factor == ratio]
             raise DatasetError(
-                f"shape mismatch for {name}: {wf_shape} in {files.wf_dir} but {gt_shape} in {files.gt_dir}; "
-                "an input and its target must have the same size"
+                f"shape mismatch for {name}: input {wf_shape} in {files.wf_dir}, target {gt_shape} in {files.gt_dir}; "
+                f"targets must be {scale}x their inputs' side, these are {ratio:g}x"
+                + (f" (a data set for --data.task {tasks[0]})" if tasks else "")
             )
         if expected is None:
-            expected = wf_shape
-        elif wf_shape != expected:
+            expected = (wf_shape, gt_shape)
+        elif wf_shape != expected[0]:
             raise DatasetError(
                 f"{name} in {files.wf_dir} and {files.gt_dir} has shape {wf_shape}, but {files.names[0]} has "
-                f"{expected}; every image of a data set must have the same size"
+                f"{expected[0]}; every image of a data set must have the same size"
             )
     return expected
 
@@ -50,8 +55,10 @@ class PairedImageDataset(Dataset):
     """Pairs (wf, gt) of one split: wf is the widefield input (the condition), gt the SIM target.
 
     Each item is a tuple of float32 tensors [1, H, W] in [-1, 1] (tutorial normalisation; percentile
-    normalisation may exceed it). Indexing with a list of indices returns the batch ([B, 1, H, W],
-    [B, 1, H, W]) in one read; :func:`make_loader` uses that.
+    normalisation may exceed it); for ``scale`` 2 (the native task) the inputs on disk are half the
+    targets' side and are enlarged onto the targets' grid on read (:func:`experiments.data.task.enlarge`).
+    Indexing with a list of indices returns the batch ([B, 1, H, W], [B, 1, H, W]) in one read;
+    :func:`make_loader` uses that.
 
     Args:
         root: folder holding training_wf/ etc., or the clone root holding BioSR/Microtubules/.
@@ -65,6 +72,8 @@ class PairedImageDataset(Dataset):
         cache: True for a cache in <root>/.cache, a folder path for a cache there, False to read TIFs
             on every access (slow, for checks and one-off use).
         seed: seed of the augmentation choices.
+        scale: the targets' side over the inputs' (:data:`experiments.data.task.INPUT_SCALE` of the task);
+            None: the task the data set states (its ``dataset.json``), else the tutorial's (1).
 
     Raises:
         DatasetError: missing or empty folder, unpaired file names, shape mismatch. Its subclass
@@ -86,15 +95,19 @@ class PairedImageDataset(Dataset):
         augment: bool = False,
         cache: bool | str | Path = True,
         seed: int = 0,
+        scale: int | None = None,
     ):
         if normalization not in NORMALIZATIONS:
             raise UsageError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
         if reduce not in REDUCTIONS:
             raise UsageError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
         self.root = resolve_root(root)
+        if scale is None:
+            grid = read_grid(self.root)
+            scale = 1 if grid is None else grid.scale
         self.split, self.level = split, level
         self.files = pair_files(*split_dirs(self.root, split, level))
-        self.augment, self.seed, self.epoch = augment, seed, 0
+        self.augment, self.seed, self.epoch, self.scale = augment, seed, 0, scale
         self._arrays = None  # memory maps, opened lazily so that each DataLoader worker opens its own
         self._read = partial(
             read_image, normalization=normalization, percentiles=tuple(percentiles), reduce=reduce
@@ -103,18 +116,21 @@ class PairedImageDataset(Dataset):
         if normalization == "percentile":
             settings["percentiles"] = list(percentiles)
 
+        # image_shape: the targets' [H, W], which the network sees.
         if cache is False:
             self.cache_paths = None
-            self.image_shape = check_shapes(self.files, reduce)
+            self.image_shape = check_shapes(self.files, reduce, scale)[1]
         else:
             cache_dir = self.root / CACHE_DIRNAME if cache is True else Path(cache)
-            shape = partial(check_shapes, self.files, reduce)
             self.cache_paths = tuple(
-                ensure_cache(cache_dir, _cache_tag(folder, self.root), paths, settings, shape, self._read)
-                for folder, paths in ((self.files.wf_dir, self.files.wf_paths),
-                                      (self.files.gt_dir, self.files.gt_paths))
+                ensure_cache(cache_dir, _cache_tag(folder, self.root), paths, settings,
+                             lambda side=side: check_shapes(self.files, reduce, scale)[side], self._read)
+                for side, (folder, paths) in enumerate(((self.files.wf_dir, self.files.wf_paths),
+                                                        (self.files.gt_dir, self.files.gt_paths)))
             )
-            self.image_shape = tuple(self._cached()[0].shape[1:])
+            wf_shape, self.image_shape = (tuple(array.shape[1:]) for array in self._cached())
+            if self.image_shape != tuple(scale * side for side in wf_shape):
+                check_shapes(self.files, reduce, scale)  # raises, naming the first mismatching file
         if augment and self.image_shape[0] != self.image_shape[1]:
             raise DatasetError(
                 f"augment=True needs square images (rotations), but {self.files.wf_dir} holds "
@@ -160,7 +176,7 @@ class PairedImageDataset(Dataset):
         if self.augment:
             choices = dihedral_choices(indices, self.seed, self.epoch)
             wf, gt = dihedral_batch(wf, choices), dihedral_batch(gt, choices)
-        return wf.unsqueeze(1), gt.unsqueeze(1)
+        return enlarge(wf.unsqueeze(1), self.scale), gt.unsqueeze(1)
 
     def __getitem__(self, index: Index) -> tuple[torch.Tensor, torch.Tensor]:
         """One pair ([1, H, W], [1, H, W]) for an integer, a batch ([B, 1, H, W], ...) for a sequence."""

@@ -13,7 +13,8 @@ varies slowly) of varying brightness, crossing each other, like microtubules. Th
 * input (``*_wf``): the same filaments blurred by a PSF twice as wide (widefield) plus out-of-focus
   haze and a dim background, bicubic-downsampled (antialiased) to half size, scaled to a peak of
   ``photons`` counts, Poisson noise plus Gaussian read noise, back to [0, 1], bicubic-upsampled to
-  full size and clipped to [0, 1]: the processing of the tutorial's BioSR inputs.
+  full size and clipped to [0, 1]: the processing of the tutorial's BioSR inputs. For the native task
+  (:mod:`experiments.data.task`) the input stays at half size, the camera's grid.
 
 Noise levels: ``level_01`` has about 15 photons at the brightest pixels (very noisy), ``level_09``
 about 600, geometrically spaced. Training and validation pairs draw their level at random; the test
@@ -32,6 +33,7 @@ import torch
 
 from ddpm.settings import UsageError, bounded, check_ranges
 from experiments.data import biosr_sim
+from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, TASKS, DataGrid, Task, write_grid
 from experiments.data.widefield import add_noise, downscale, gaussian_blur_fft, upsample
 from experiments.data.writer import TEST_LEVELS, DataSetSize, clear_output, file_name, image_rng, write_images
 
@@ -45,6 +47,7 @@ class SyntheticConfig:
     """Physical and geometric settings of the look-alike; lengths in pixels of the full-size image."""
 
     size: int = bounded(128, 4)  # even: inputs are rendered at half size
+    task: Task = "tutorial"
     gt_sigma: float = 1.0  # SIM-like PSF
     wf_sigma: float = 2.0  # widefield PSF, about twice as wide
     haze_sigma: float = 10.0  # out-of-focus light
@@ -62,6 +65,8 @@ class SyntheticConfig:
         check_ranges(self, "--")
         if self.size % 2:
             raise UsageError(f"--size must be even (inputs are rendered at half size), got {self.size}")
+        if self.task not in TASKS:
+            raise UsageError(f"unknown task {self.task!r}; choose one of {TASKS}")
 
     def level_photons(self, level: int) -> float:
         """Peak photon count of test level ``level`` (1..9), geometric from photons[0] to photons[1]."""
@@ -145,8 +150,11 @@ def render_clean(rngs: list[np.random.Generator], config: SyntheticConfig) -> tu
 def noisy_inputs(
     wf_low: np.ndarray, photons: list[float], rngs: list[np.random.Generator], config: SyntheticConfig
 ) -> np.ndarray:
-    """Noise each clean half-size input [N, s, s] at its own photon count, then upsample: [N, S, S]."""
+    """Noise each clean half-size input [N, s, s] at its own photon count, then (tutorial's task) upsample
+    it to [N, S, S]."""
     noisy = np.stack([add_noise(w, p, r, config.read_noise) for w, p, r in zip(wf_low, photons, rngs)])
+    if config.task == "native":
+        return noisy.clip(0, 1)
     return upsample(torch.from_numpy(noisy), config.size).numpy()
 
 
@@ -199,7 +207,8 @@ def generate(
             write_images(out / "test_gt", "test", start, gt, pool)
             for level_name, wf in zip(TEST_LEVELS, wf_levels):
                 write_images(out / "test_wf" / level_name, "test", start, wf, pool)
-
+    # The look-alike draws fields of BioSR's images, so its pixel is stated as theirs.
+    write_grid(out, DataGrid(config.task, BIOSR_CAMERA_PIXEL_UM))
 
 def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Bilinear samples of ``image`` [H, W] at points (x, y), clamped to the image."""
@@ -245,7 +254,9 @@ def save_preview(root: Path, figure: Path, index: int = 0) -> None:
     root = Path(root)
     name = file_name("test", index)
     target = tifffile.imread(root / "test_gt" / name)
-    inputs = {level: tifffile.imread(root / "test_wf" / level / name) for level in TEST_LEVELS}
+    # A native data set's inputs lie on a grid twice as coarse: shown enlarged onto the target's.
+    inputs = {level: upsample(torch.from_numpy(tifffile.imread(root / "test_wf" / level / name))[None],
+                              target.shape[-1])[0].numpy() for level in TEST_LEVELS}
     line = cross_section(target)
     panels = [(f"input, {level}", image) for level, image in inputs.items()]
     panels.append(("target (SIM)", target))

@@ -10,9 +10,10 @@ widefield image is, in order:
 2. integrated onto the camera grid: 2 x 2 SIM pixels summed into one 62.6 nm pixel;
 3. scaled to a photon budget (photoelectrons of the cell's bright structures, summed over the nine
    frames) plus a uniform background, then Poisson photon noise and Gaussian read noise;
-4. the tutorial's processing (tutorial summary, "Task"): each image scaled to [0, 1] by its own
-   minimum and maximum, the input downscaled 128 -> 64 and bicubic-upsampled back to 128, the
-   target downscaled 256 -> 128.
+4. each image scaled to [0, 1] by its own minimum and maximum; for the tutorial's task (tutorial
+   summary, "Task"; :mod:`experiments.data.task`) the input is then downscaled 128 -> 64 and
+   bicubic-upsampled back to 128 and the target downscaled 256 -> 128; for the native task the input
+   stays on the camera grid and the target on the SIM grid.
 
 Min-max scaling, not percentiles, because that is how the BioSR files are scaled: every SIM file
 spans exactly 0..65535 (checked on the nine cells in ``experiments/data/real``), and min-max keeps
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm.settings import UsageError, bounded, check_ranges
+from experiments.data.task import Task
 
 # Full width at half maximum of a Gaussian in units of its sigma: 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -188,14 +190,19 @@ def upsample(wf_low: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(wf_low[:, None], size=(size, size), mode="bicubic", align_corners=False)[:, 0].clamp(0, 1)
 
 
-def target_images(sim: np.ndarray) -> np.ndarray:
-    """Step 4, target: SIM windows [B, S, S] -> [B, S/2, S/2] in [0, 1] (downscaled, then min-max)."""
-    size = sim.shape[-1] // 2
-    return min_max_scale(downscale(torch.from_numpy(np.asarray(sim, dtype=np.float32)), size).numpy())
+def target_images(sim: np.ndarray, task: Task = "tutorial") -> np.ndarray:
+    """Step 4, target: SIM windows [B, S, S] in [0, 1] by min-max; the tutorial's task first downscales them to S/2."""
+    sim = np.asarray(sim, dtype=np.float32)
+    if task == "tutorial":
+        sim = downscale(torch.from_numpy(sim), sim.shape[-1] // 2).numpy()
+    return min_max_scale(sim)
 
 
-def input_images(recorded: np.ndarray) -> np.ndarray:
-    """Step 4, input: noisy camera images [B, s, s] -> [B, s, s] in [0, 1] (min-max, s/2, bicubic back)."""
+def input_images(recorded: np.ndarray, task: Task = "tutorial") -> np.ndarray:
+    """Step 4, input: noisy camera images [B, s, s] in [0, 1] by min-max; the tutorial's task then takes
+    them to s/2 and bicubic back to s (its inputs' resampling)."""
+    scaled = min_max_scale(recorded)
+    if task == "native":
+        return scaled
     size = recorded.shape[-1]
-    scaled = torch.from_numpy(min_max_scale(recorded))
-    return upsample(downscale(scaled, size // 2), size).numpy()
+    return upsample(downscale(torch.from_numpy(scaled), size // 2), size).numpy()

@@ -12,6 +12,7 @@ import numpy as np
 import tifffile
 
 from ddpm.settings import SEEDS, bounded, check_ranges, within
+from experiments.data.task import GRID_FILE
 from experiments.data.widefield import LEVELS
 
 TEST_LEVELS = tuple(f"level_{i:02d}" for i in range(1, LEVELS + 1))
@@ -53,7 +54,7 @@ def write_images(folder: Path, split: str, start: int, images: np.ndarray, pool:
 
 def clear_output(out: Path, overwrite: bool, extra: tuple[str, ...] = ()) -> None:
     """Make room for a new data set in ``out``: refuse to replace one unless ``overwrite``."""
-    existing = [out / d for d in (*LAYOUT_DIRS, ".cache", *extra) if (out / d).exists()]
+    existing = [out / d for d in (*LAYOUT_DIRS, ".cache", GRID_FILE, *extra) if (out / d).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds {existing[0].name}; pass --overwrite to replace the data set")
     for path in existing:

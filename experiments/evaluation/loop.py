@@ -21,12 +21,14 @@ from experiments.runtime import Distributed
 @dataclass
 class Evaluation:
     """Metrics of one split (see :class:`experiments.evaluation.metrics.MetricAccumulator` for the keys) and
-    the first few (input, output, target) images for figures, each [N, 1, H, W] on the CPU."""
+    the first few (input, output, target) images for figures, each [N, 1, H, W] on the CPU; ``per_image``:
+    each image's fitted metrics (:meth:`~experiments.evaluation.metrics.MetricAccumulator.per_image`)."""
 
     metrics: dict[str, float]
     inputs: torch.Tensor
     outputs: torch.Tensor
     targets: torch.Tensor
+    per_image: dict[str, list[float]]
 
 
 class EvaluationStopped(RuntimeError):
@@ -107,14 +109,20 @@ def evaluate(
         accumulator.update(output, gt)
     first = results[starts[0]]
     shown = schedule.figure_images
-    return Evaluation(accumulator.compute(), first[0][:shown], first[1][:shown], first[2][:shown])
+    return Evaluation(accumulator.compute(), first[0][:shown], first[1][:shown], first[2][:shown],
+                      accumulator.per_image())
 
 
-def bicubic_baseline(dataset: PairedImageDataset, max_images: int | None = None, batch_size: int = 64) -> dict[str, float]:
-    """The metrics of the (already bicubic-upsampled) input itself: what every result is read against."""
+def bicubic_scores(dataset: PairedImageDataset, max_images: int | None = None, batch_size: int = 64) -> MetricAccumulator:
+    """The metrics of the (bicubic-upsampled or -enlarged) input itself, image by image, in the dataset's order."""
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     accumulator = MetricAccumulator()
     for start in range(0, count, batch_size):
         wf, gt = dataset.get_batch(range(start, min(start + batch_size, count)))
         accumulator.update(wf, gt)
-    return accumulator.compute()
+    return accumulator
+
+
+def bicubic_baseline(dataset: PairedImageDataset, max_images: int | None = None, batch_size: int = 64) -> dict[str, float]:
+    """The metrics of the input itself (:func:`bicubic_scores`): what every result is read against."""
+    return bicubic_scores(dataset, max_images, batch_size).compute()

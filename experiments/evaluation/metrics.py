@@ -179,3 +179,11 @@ class MetricAccumulator:
             result[f"{name}_fit_std"] = fitted[index].std(correction=0).item()
         result["images"] = images.shape[1]
         return result
+
+    def per_image(self) -> dict[str, list[float]]:
+        """Each image's fitted value of every metric (``<name>_fit``), in the order the images were added:
+        paired with another accumulator over the same images, the per-image differences."""
+        if not self._fitted:
+            raise ValueError("no images to evaluate: call update(pred, target) at least once before per_image()")
+        fitted = torch.cat([block.cpu() for block in self._fitted], dim=1).double()
+        return {f"{name}_fit": fitted[index].tolist() for index, name in enumerate(METRIC_NAMES)}

@@ -30,8 +30,7 @@ import torch
 from torch import Tensor
 
 from ddpm.settings import UsageError
-from experiments.config import EvalConfig, SamplingConfig
-from experiments.data import PairedImageDataset
+from experiments.config import DataConfig, EvalConfig, SamplingConfig
 from experiments.data.layout import DatasetError
 from experiments.evaluation.check import redegradation, square_frc
 from experiments.evaluation.loop import evaluate
@@ -121,12 +120,12 @@ class QualityAccumulator:
         return calibration(*self.stacked(), self.samples, scale=scale)
 
 
-def validation_scale(predictor: Predictor, root: str, sampling: SamplingConfig, schedule: EvalConfig,
+def validation_scale(predictor: Predictor, data: DataConfig, sampling: SamplingConfig, schedule: EvalConfig,
                      progress: bool) -> float | None:
-    """The calibration scale fitted on the validation split of ``root`` (its first
+    """The calibration scale fitted on the validation split of ``data`` (its first
     ``schedule.max_test_images``, sampled as the test levels are), or None when it has none."""
     try:
-        dataset = PairedImageDataset(root, "validate", normalization=predictor.config.data.normalization)
+        dataset = data.dataset("validate")
     except (DatasetError, FileNotFoundError):
         return None
     seen = QualityAccumulator(calibration_only=True)

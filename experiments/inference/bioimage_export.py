@@ -8,16 +8,18 @@ ilastik and bioimageio.core get the same image every time without seeding anythi
 
 Conventions (written into the package's documentation too):
 
-* Input: one widefield image, axes ``batch, channel (1), y, x``, already on the output's pixel grid
-  (the bicubic-upsampled widefield, like BioSR's inputs); the model does not enlarge it.
+* Input: one widefield image, axes ``batch, channel (1), y, x``, on the grid of the model's task
+  (:mod:`experiments.data.task`): a tutorial-task model takes it on the output's grid (the bicubic-upsampled
+  widefield, like the tutorial's inputs) and returns the same size; a native-task model takes the camera
+  image and enlarges it 2x inside, so the output has twice the side and half the pixel size.
 * Pre-processing: ``scale_range`` over y, x with percentiles 0 / 100 (each image's min -> 0, max -> 1),
   then ``scale_linear`` ``2 v - 1`` to the model's [-1, 1]. The training data were read as stored floats in
   [0, 1]; per-image min / max puts any uint8 / uint16 / float image there.
 * Post-processing: ``scale_linear`` ``(v + 1) / 2``: the output is in [0, 1] like the training targets and
   the files ``experiments.predict`` writes.
-* Sizes: y and x at least ``min`` and in steps of the network's ``size_multiple``; halo ``--halo``
-  pixels for tiled processing. Pixel size: ``--pixel-size`` in µm (default: the test TIF's metadata),
-  the same for input and output.
+* Sizes: y and x at least ``min`` and in steps that keep the network's ``size_multiple`` after the
+  enlargement; halo ``--halo`` output pixels for tiled processing. Pixel size: ``--pixel-size`` in µm
+  (default: the test TIF's metadata, else the training inputs'), the output's divided by the enlargement.
 
 Needs the optional extra: ``pip install -e '.[export]'``.
 """
@@ -49,9 +51,12 @@ from unet import describe_network
 # The x_T seed and the number of DDIM steps are fixed in the exported module.
 DEFAULT_SAMPLING_STEPS = 10
 DEFAULT_HALO = 16  # half of experiments.predict's default tile overlap
-# The test tensor: the centred square crop of the test image, at most this side (bioimageio's test runs
-# the whole sampler on it several times).
+# The test tensor: the centred square crop of the test image, its output at most this side (bioimageio's
+# test runs the whole sampler on it several times).
 TEST_SIDE = 256
+# The example input shipped in pretrained/ (python -m experiments.publish --example): a test image where
+# the training data are not at hand, as in a fresh clone.
+EXAMPLE_INPUT = "example_widefield.ome.tif"
 SCALE_RANGE_EPS = 1e-6  # bioimage.io's scale_range default, reproduced for the test tensors
 # (text, DOI or None, URL or None). The tutorial's DOI is not in our copy of it: a search link stands in.
 CITATIONS = (
@@ -81,7 +86,7 @@ class ExportOptions:
     seed: int = within(0, SEEDS)
     halo: int = bounded(DEFAULT_HALO, 1)
     pixel_size_um: float | None = within(None, PIXEL_SIZES_UM)
-    test_side: int = bounded(TEST_SIDE, 1)  # the largest side of the test tensor's crop
+    test_side: int = bounded(TEST_SIDE, 1)  # the largest side of the test tensor's output
     test_image: Path | None = None  # default: a test TIF of the run's data root
 
     def __post_init__(self) -> None:
@@ -95,9 +100,12 @@ def _first_tif(folder: Path) -> Path | None:
 
 
 def find_test_image(predictor: Predictor) -> Path | None:
-    """A widefield TIF the model was trained or tested on: the run's ``<data.root>/test_wf`` first, then ``training_wf``."""
+    """A widefield TIF the model was trained or tested on: the run's ``<data.root>/test_wf`` first, then
+    ``training_wf``, then the example input shipped beside the checkpoint or its folder (``pretrained/``)."""
     root = Path(predictor.config.data.root)
-    return _first_tif(root / "test_wf") or _first_tif(root / "training_wf")
+    shipped = (folder / EXAMPLE_INPUT for folder in (predictor.checkpoint.parent, predictor.checkpoint.parent.parent))
+    return (_first_tif(root / "test_wf") or _first_tif(root / "training_wf")
+            or next((path for path in shipped if path.is_file()), None))
 
 
 def synthetic_widefield(side: int) -> np.ndarray:
@@ -118,19 +126,20 @@ def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray
     ``size_multiple``; the crop is centred. It must leave output after the two halos.
     """
     path = options.test_image or find_test_image(predictor)
-    size_multiple, smallest = predictor.size_multiple, min_size(predictor.size_multiple, options.halo)
+    smallest, step = input_sizes(predictor, options.halo)
     if path is None:
-        side = max(smallest, predictor.tile - predictor.tile % size_multiple)
+        side = max(smallest, predictor.tile // predictor.scale - predictor.tile // predictor.scale % step)
         return synthetic_widefield(side)[None, None], "a deterministic synthetic image (no data found)", None
     frames, info = read_frames(path)
     image = frames[0]
-    side = min(options.test_side, *image.shape)
-    side -= side % size_multiple
+    side = min(max(options.test_side // predictor.scale, 1), *image.shape)
+    side -= side % step
     if side < smallest:
         raise ExportError(
             f"{path}: image {image.shape} gives a {side}-pixel test crop, but the package needs at least "
-            f"{smallest} pixels per side (2 halos of {options.halo} px plus one, in steps of the network's "
-            f"size_multiple {size_multiple}); pass a larger --test-image or --test-side, or a smaller --halo"
+            f"{smallest} pixels per side (2 halos of {options.halo} px plus one, in steps of {step} that keep the "
+            f"network's size_multiple {predictor.size_multiple}); pass a larger --test-image or --test-side, or a "
+            "smaller --halo"
         )
     top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
     crop = image[top : top + side, left : left + side]
@@ -141,8 +150,16 @@ def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray
 
 
 def min_size(size_multiple: int, halo: int) -> int:
-    """Smallest input side: a multiple of the network's ``size_multiple`` that leaves output after cropping 2 halos."""
+    """Smallest output side: a multiple of the network's ``size_multiple`` that leaves output after cropping 2 halos."""
     return size_multiple * math.ceil((2 * halo + 1) / size_multiple)
+
+
+def input_sizes(predictor: Predictor, halo: int) -> tuple[int, int]:
+    """(smallest side, step) of the package's input: enlarged by the model's task, every allowed input side
+    is a multiple of the network's ``size_multiple`` and at least :func:`min_size`."""
+    scale, size_multiple = predictor.scale, predictor.size_multiple
+    step = size_multiple // math.gcd(size_multiple, scale)
+    return step * math.ceil(min_size(size_multiple, halo) / scale / step), step
 
 
 def preprocess(image: np.ndarray) -> np.ndarray:
@@ -204,6 +221,19 @@ def determinism(predictor: Predictor, options: ExportOptions) -> str:
             "the TorchScript module; export again (`python -m experiments.export --sampling-steps N --seed S`) to change them.")
 
 
+def input_paragraph(predictor: Predictor, options: ExportOptions) -> str:
+    """The documentation's description of the input the package takes, for the model's task."""
+    smallest, step = input_sizes(predictor, options.halo)
+    sizes = (f"y and x must be multiples of {step}; any size from {smallest} works (process large images in tiles "
+             f"with a halo of {options.halo} output pixels)")
+    if predictor.scale == 1:
+        return ("- Input: one widefield image (axes b, c = 1, y, x), **already on the output's pixel grid**: the bicubic x2\n"
+                "  upsampled widefield, like the tutorial's BioSR inputs. The model does not enlarge the image; " + sizes + ".")
+    return (f"- Input: one widefield image (axes b, c = 1, y, x) **on the camera's grid**, as recorded (the training inputs\n"
+            f"  had {predictor.grid.input_pixel_um * 1000:.1f} nm pixels). The model enlarges it {predictor.scale}x "
+            f"(bicubic) onto the SIM grid and returns an image of {predictor.scale}x the side; " + sizes + ".")
+
+
 def documentation(predictor: Predictor, options: ExportOptions, source: str, metrics: dict | None) -> str:
     config = predictor.config
     network = config.network
@@ -221,20 +251,17 @@ sampler, {weights_summary(predictor, options)}, around the network:
 {describe_network(network)}.
 
 ## Input and output
-- Input: one widefield image (axes b, c = 1, y, x), **already on the output's pixel grid**: the bicubic x2
-  upsampled widefield, like BioSR's inputs. The model does not enlarge the image. y and x must be multiples of
-  {predictor.size_multiple}; any size from {min_size(predictor.size_multiple, options.halo)} works (process large
-  images in tiles with a halo of {options.halo} pixels).
+{input_paragraph(predictor, options)}
 - Pre-processing: each image's min -> 0 and max -> 1 (`scale_range`, percentiles 0 / 100), then `2 v - 1`.
 - Output: the super-resolved image in [0, 1] (`(v + 1) / 2` of the model's [-1, 1]).
-- Pixel size: {"%.6g µm, the same for input and output" % options.pixel_size_um if options.pixel_size_um else "not recorded"}.
+- Pixel size: {"%.6g µm in, %.6g µm out" % (options.pixel_size_um, options.pixel_size_um / predictor.scale) if options.pixel_size_um else "not recorded"}.
 
 ## Noise and determinism
 {determinism(predictor, options)}
 
 ## Training data
-Run `{config.name}`: data root `{config.data.root}` (BioSR layout; the real BioSR microtubules or the project's
-synthetic look-alike), normalisation `{config.data.normalization}`, {config.train.epochs} epochs, loss
+Run `{config.name}`, {config.data.task} task: data root `{config.data.root}` (BioSR layout; the real BioSR
+microtubules or the project's real-structure or synthetic sets), normalisation `{config.data.normalization}`, {config.train.epochs} epochs, loss
 `{config.train.loss}`, {predictor.diffusion.steps} diffusion steps. Checkpoint `{predictor.checkpoint.name}`
 (sha256 {predictor.digest}, {predictor.weights} weights). Test tensor: {source}.
 
@@ -284,8 +311,10 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite
     check_outputs([out], [predictor.checkpoint] + ([test_image] if test_image else []), overwrite)
     image, source, file_pixel_size = test_input(predictor, replace(options, test_image=test_image))
     module = script_sampler(predictor.model, predictor.diffusion, options.sampling_steps, options.seed,
-                            predictor.size_multiple, regression=is_regression(predictor))
-    pixel_size = options.pixel_size_um if options.pixel_size_um is not None else file_pixel_size
+                            predictor.size_multiple, regression=is_regression(predictor), scale=predictor.scale)
+    # The training inputs' pixel when neither the flag nor the test image states one: the model expects it.
+    pixel_size = next(size for size in (options.pixel_size_um, file_pixel_size, predictor.grid.input_pixel_um)
+                      if size is not None)
     options = replace(options, pixel_size_um=pixel_size)
     with torch.no_grad():
         model_output = module(torch.from_numpy(preprocess(image))).numpy()
@@ -309,7 +338,7 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite
 def _write_package(spec, save, work: Path, module, image, output, predictor: Predictor, options: ExportOptions,
                    source: str, metrics: dict | None, out: Path) -> Path:
     """Files, then the spec 0.5 description of them, then the zip (``spec``, ``save``: bioimageio.spec's)."""
-    size_multiple, pixel_size = predictor.size_multiple, options.pixel_size_um
+    pixel_size = options.pixel_size_um
     weights = work / "sampler.pt"
     module.save(str(weights))
     np.save(work / "test_input.npy", image)
@@ -317,17 +346,21 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
     cover = write_cover(image[0, 0], output[0, 0], work / "cover.png")
     (work / "documentation.md").write_text(documentation(predictor, options, source, metrics))
 
-    scale = {} if pixel_size is None else {"scale": pixel_size, "unit": "micrometer"}
+    # The output's axes are scale times finer; the library sizes them from the input's by the axes' scales.
+    in_scale = 1.0 if pixel_size is None else pixel_size
+    physical = {} if pixel_size is None else {"unit": "micrometer"}
     input_id, y, x = spec.TensorId("widefield"), spec.AxisId("y"), spec.AxisId("x")
-    size = spec.ParameterizedSize(min=min_size(size_multiple, options.halo), step=size_multiple)
+    smallest, step = input_sizes(predictor, options.halo)
+    size = spec.ParameterizedSize(min=smallest, step=step)
     inputs = spec.InputTensorDescr(
         id=input_id,
-        description="widefield image on the output's pixel grid (bicubic x2 upsampled), any intensity range",
+        description=("widefield image on the output's pixel grid (bicubic x2 upsampled), any intensity range"
+                     if predictor.scale == 1 else "widefield image on the camera's grid, any intensity range"),
         axes=[
             spec.BatchAxis(),
             spec.ChannelAxis(channel_names=[spec.Identifier("widefield")]),
-            spec.SpaceInputAxis(id=y, size=size, **scale),
-            spec.SpaceInputAxis(id=x, size=size, **scale),
+            spec.SpaceInputAxis(id=y, size=size, scale=in_scale, **physical),
+            spec.SpaceInputAxis(id=x, size=size, scale=in_scale, **physical),
         ],
         test_tensor=spec.FileDescr(source=work / "test_input.npy"),
         data=spec.IntervalOrRatioDataDescr(type="float32"),
@@ -344,8 +377,9 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
         axes=[
             spec.BatchAxis(),
             spec.ChannelAxis(channel_names=[spec.Identifier("super_resolved")]),
-            spec.SpaceOutputAxisWithHalo(id=y, halo=options.halo, size=spec.SizeReference(tensor_id=input_id, axis_id=y), **scale),
-            spec.SpaceOutputAxisWithHalo(id=x, halo=options.halo, size=spec.SizeReference(tensor_id=input_id, axis_id=x), **scale),
+            *(spec.SpaceOutputAxisWithHalo(id=axis, halo=options.halo, size=spec.SizeReference(tensor_id=input_id, axis_id=axis),
+                                           scale=in_scale / predictor.scale, **physical)
+              for axis in (y, x)),
         ],
         test_tensor=spec.FileDescr(source=work / "test_output.npy"),
         data=spec.IntervalOrRatioDataDescr(type="float32"),

@@ -18,11 +18,9 @@ from experiments.build import build_diffusion, build_model
 from experiments.config import RunConfig
 from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
 from experiments.runtime import pick_device
-from experiments.training.checkpoint import IMAGE_SIZE_KEY, LAST, file_digest, load_checkpoint
+from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid
+from experiments.training.checkpoint import GRID_KEY, IMAGE_SIZE_KEY, LAST, WEIGHT_KEYS, file_digest, load_checkpoint
 from unet import optimize_for_speed
-
-# Preferred first: the averaged weights usually sample better than the last optimiser step.
-WEIGHT_KEYS = ("ema", "model")
 
 
 class InferenceError(UserError):
@@ -83,4 +81,18 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predicto
         weights=weights,
         device=target,
         tile=min(payload.get(IMAGE_SIZE_KEY, [LEGACY_IMAGE_SIDE])),
+        grid=_read_grid(payload, config, path),
     )
+
+
+def _read_grid(payload: dict, config: RunConfig, path: Path) -> DataGrid:
+    """The training data's grid the checkpoint records (older ones: its task on BioSR's camera pixel)."""
+    if GRID_KEY not in payload:
+        return DataGrid(config.data.task, BIOSR_CAMERA_PIXEL_UM)
+    try:
+        grid = DataGrid.from_json(payload[GRID_KEY])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InferenceError(f"{path}: its {GRID_KEY!r} entry cannot be read ({error})") from error
+    if grid.task != config.data.task:
+        raise InferenceError(f"{path}: its data grid ({grid.task}) contradicts its configuration ({config.data.task})")
+    return grid

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from ddpm import Diffusion
 from ddpm.hashed_noise import hashed_normal
 from experiments.config import RunConfig, SamplingConfig
+from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid, enlarge
 from experiments.inference.sampling import Sampling, mean_and_spread
 from experiments.inference.tiling import TileLayout, pad_to_tile, tiled_network
 
@@ -29,7 +30,8 @@ class Predictor:
 
     ``checkpoint`` is the ``.pt`` file read, ``digest`` its short SHA-256 (recorded with every output),
     ``weights`` which of its weight sets was loaded (``"ema"`` or ``"model"``), ``tile`` the side of the
-    training images: the default tile of prediction.
+    training images (on the output's grid): the default tile of prediction, ``grid`` the training data's
+    task and input pixel size: what the inputs should look like.
     """
 
     model: nn.Module
@@ -40,6 +42,12 @@ class Predictor:
     weights: str
     device: torch.device
     tile: int = LEGACY_IMAGE_SIDE
+    grid: DataGrid = DataGrid("tutorial", BIOSR_CAMERA_PIXEL_UM)
+
+    @property
+    def scale(self) -> int:
+        """The output's side over the input's: 2 for a native-task model, which enlarges its inputs itself."""
+        return self.config.data.scale
 
     @property
     def size_multiple(self) -> int:
@@ -64,13 +72,15 @@ class Predictor:
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Sample super-resolved images for widefield inputs of any size.
 
-        Each frame is sampled as one image (:func:`experiments.inference.tiling.tiled_network`): one noise
+        A native-task model's inputs are first enlarged onto the output's grid (:attr:`scale`,
+        :func:`experiments.data.task.enlarge`), as its training inputs were. Each frame is sampled as one image (:func:`experiments.inference.tiling.tiled_network`): one noise
         field per frame and sample, the network run on overlapping tiles at every step and its noise
         predictions blended, so the result agrees with sampling the whole frame at once and shows no tile
         grid. A frame smaller than a tile is padded once, before sampling, and cropped back.
 
         Args:
-            images: [N, 1, H, W] in the model range [-1, 1] (normalised as the training inputs were).
+            images: [N, 1, h, w] in the model range [-1, 1] (normalised as the training inputs were), on the
+                input grid the model was trained on.
             sampling: sampler, variance, sampling steps, eta and number of samples.
             generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
             layout: tile side, overlap and tiles per network call (default: :meth:`layout`).
@@ -82,9 +92,10 @@ class Predictor:
                 drawing x_T from ``generator``; the package's output is then reproduced exactly.
 
         Returns:
-            The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1], and their per-pixel standard
-            deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None), on the CPU.
+            The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1] (H, W = :attr:`scale` x h, w), and
+            their per-pixel standard deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None), on the CPU.
         """
+        images = enlarge(images, self.scale)
         layout = TileLayout(self.tile) if layout is None else layout
         layout.check_size_multiple(self.size_multiple)
         drawer = Sampling(sampling, self.diffusion)

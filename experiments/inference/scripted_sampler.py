@@ -27,6 +27,7 @@ from ddpm import Diffusion
 from ddpm.ddim import ddim_coefficients, ddim_timesteps
 from ddpm.diffusion import REGRESSION_STEP
 from ddpm.hashed_noise import hashed_normal
+from experiments.data.task import enlarge
 
 
 class ScriptedDDIM(nn.Module):
@@ -38,11 +39,15 @@ class ScriptedDDIM(nn.Module):
         diffusion: the schedule the network was trained with (its tables are read once, here).
         sampling_steps: network evaluations per image, fixed in the module.
         seed: seed of x_T (:func:`ddpm.hashed_noise.hashed_normal`), fixed in the module.
-        size_multiple: image sides must be multiples of this (the U-Net's 2^(depth-1)).
+        size_multiple: image sides must be multiples of this (the U-Net's 2^(depth-1)), after enlargement.
+        scale: a native-task model's 2: the input is first enlarged onto the output's grid
+            (:func:`experiments.data.task.enlarge`), as in training.
     """
 
-    def __init__(self, network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int) -> None:
+    def __init__(self, network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int,
+                 scale: int = 1) -> None:
         super().__init__()
+        self.scale = scale
         self.network = network.eval().requires_grad_(False)
         chain = ddim_timesteps(diffusion.steps, sampling_steps)
         coefficients = ddim_coefficients(diffusion, chain, eta=0.0)
@@ -61,9 +66,11 @@ class ScriptedDDIM(nn.Module):
         self.size_multiple = size_multiple
 
     def forward(self, widefield: torch.Tensor) -> torch.Tensor:
-        """widefield [B, 1, H, W] float32 in [-1, 1] (H, W multiples of ``size_multiple``) -> [B, 1, H, W] in [-1, 1]."""
+        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, H, W] in [-1, 1], H, W = scale x h, w (multiples
+        of ``size_multiple``)."""
         if widefield.dim() != 4 or widefield.size(1) != 1:
             raise ValueError(f"expected a widefield image of shape [B, 1, H, W], got {widefield.shape}")
+        widefield = enlarge(widefield, self.scale)
         height, width = widefield.size(2), widefield.size(3)
         if height % self.size_multiple != 0 or width % self.size_multiple != 0:
             raise ValueError(
@@ -86,16 +93,18 @@ class ScriptedRegression(nn.Module):
     """The regression baseline's one evaluation (:class:`ddpm.samplers.RegressionSampler`): the network
     sees ``cat([widefield, 0])`` and the encoding of :data:`ddpm.diffusion.REGRESSION_STEP`."""
 
-    def __init__(self, network: nn.Module, diffusion: Diffusion, size_multiple: int) -> None:
+    def __init__(self, network: nn.Module, diffusion: Diffusion, size_multiple: int, scale: int = 1) -> None:
         super().__init__()
+        self.scale = scale
         self.network = network.eval().requires_grad_(False)
         self.register_buffer("time_encoding", diffusion.time_encodings[diffusion.steps + REGRESSION_STEP].float().cpu())
         self.size_multiple = size_multiple
 
     def forward(self, widefield: torch.Tensor) -> torch.Tensor:
-        """widefield [B, 1, H, W] float32 in [-1, 1] (H, W multiples of ``size_multiple``) -> [B, 1, H, W]."""
+        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, scale h, scale w] (multiples of ``size_multiple``)."""
         if widefield.dim() != 4 or widefield.size(1) != 1:
             raise ValueError(f"expected a widefield image of shape [B, 1, H, W], got {widefield.shape}")
+        widefield = enlarge(widefield, self.scale)
         if widefield.size(2) % self.size_multiple != 0 or widefield.size(3) % self.size_multiple != 0:
             raise ValueError(
                 f"image size {widefield.size(2)} x {widefield.size(3)} is not a multiple of {self.size_multiple}; "
@@ -106,10 +115,11 @@ class ScriptedRegression(nn.Module):
 
 
 def script_sampler(
-    network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int, regression: bool = False
+    network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int, regression: bool = False,
+    scale: int = 1,
 ) -> torch.jit.ScriptModule:
     """:class:`ScriptedDDIM` (or, for a regression baseline, :class:`ScriptedRegression`) compiled with
     ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
-    module = ScriptedRegression(network, diffusion, size_multiple) if regression else ScriptedDDIM(
-        network, diffusion, sampling_steps, seed, size_multiple)
+    module = ScriptedRegression(network, diffusion, size_multiple, scale) if regression else ScriptedDDIM(
+        network, diffusion, sampling_steps, seed, size_multiple, scale)
     return torch.jit.script(module.cpu())

@@ -20,7 +20,7 @@ from experiments.integrity import write_json
 from experiments.records import METRIC_NAMES
 from experiments.studies.config import StudyConfig
 from experiments.studies.runner import MEAN, SINGLE, plan
-from experiments.studies.stats import Interval, mean_interval, paired_difference
+from experiments.evaluation.stats import Interval, mean_interval, paired_difference
 
 PROTOCOLS = {"tutorial": "", "fitted": "_fit"}  # protocol -> the suffix of its keys in evaluation.json
 COLUMNS = ("psnr", "ssim", "ms_ssim", "nrmse", "mae")

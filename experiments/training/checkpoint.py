@@ -15,6 +15,14 @@ LAST = "last.pt"
 BEST = "best.pt"
 # [H, W] of the training images; checkpoints written before it was recorded lack it.
 IMAGE_SIZE_KEY = "image_size"
+# The training data's task and input pixel (experiments.data.task.DataGrid.to_json); checkpoints written
+# before it was recorded lack it (then: the tutorial task on BioSR's camera pixel).
+GRID_KEY = "grid"
+# The weight sets a checkpoint may hold, preferred first: the averaged weights usually sample better
+# than the last optimiser step.
+WEIGHT_KEYS = ("ema", "model")
+# Where an inference-only checkpoint came from: run, checkpoint, epoch, training seconds.
+SOURCE_KEY = "source"
 
 
 class CheckpointError(UserError):
@@ -100,3 +108,23 @@ def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     generator.set_state(state["train"])
+
+
+def inference_only(source: str | Path) -> dict[str, Any]:
+    """The payload of ``source`` that prediction and export read, for shipping: the weights it samples with
+    (:data:`WEIGHT_KEYS`), the configuration, the training image size, the data grid, and where it came
+    from (:data:`SOURCE_KEY`); the optimizer's state, the random states and the history are dropped (the
+    demo's network: 4 MB -> 1 MB)."""
+    payload = load_checkpoint(source)
+    weights = next((key for key in WEIGHT_KEYS if key in payload), None)
+    if weights is None or "config" not in payload:
+        raise CheckpointError(f"{source}: not a training checkpoint of this project (it needs weights and a config)")
+    path = Path(source)
+    path = path / LAST if path.is_dir() else path
+    return {
+        weights: payload[weights],
+        "config": payload["config"],
+        **{key: payload[key] for key in (IMAGE_SIZE_KEY, GRID_KEY) if key in payload},
+        SOURCE_KEY: {"run": path.resolve().parent.name, "checkpoint": path.name, "epoch": payload.get("epoch"),
+                     "training_seconds": sum(float(record["seconds"]) for record in payload.get("history", []))},
+    }

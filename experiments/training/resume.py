@@ -33,6 +33,7 @@ class Fixed:
 FIXED = (
     Fixed("network", "the weights are this network's"),
     Fixed("diffusion", "the network learned this noise schedule"),
+    Fixed("data.task", "the network learned to map inputs of this grid onto targets of that grid"),
     Fixed("data.normalization", "the network learned images scaled this way"),
     Fixed("data.augment", "the run continues on the checkpoint's training images"),
     Fixed("data.max_train_pairs", "the epochs' batch order is drawn over this many pairs"),

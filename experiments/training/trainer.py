@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 from ddpm.settings import UsageError, UserError
 from experiments.build import build_diffusion, build_model
 from experiments.config import RunConfig, check_consistency
-from experiments.data import DatasetError, PairedImageDataset
+from experiments.data import DatasetError
 from experiments.data.layout import check_levels
+from experiments.data.task import data_grid
 from experiments.evaluation.loop import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
 from experiments.evaluation.metrics import HIGHER_IS_BETTER
 from experiments.records import VALIDATION, EpochRecord, Scores
@@ -35,6 +36,7 @@ from experiments.runtime import (
 )
 from experiments.training.checkpoint import (
     BEST,
+    GRID_KEY,
     IMAGE_SIZE_KEY,
     LAST,
     NonFiniteCheckpoint,
@@ -167,9 +169,9 @@ class Trainer:
     # ----------------------------------------------------------------- data
     def _load_data(self) -> None:
         data, seed = self.config.data, self.config.train.seed
-        common = dict(normalization=data.normalization)
         check_levels(data.root, self.config.eval.levels)  # before the first split is read and cached
-        self.train_set = PairedImageDataset(data.root, "train", augment=data.augment, seed=seed, **common)
+        self.grid = data_grid(data.root, data.task)
+        self.train_set = data.dataset("train", augment=data.augment, seed=seed)
         self.train_size = len(self.train_set) if data.max_train_pairs is None else min(data.max_train_pairs, len(self.train_set))
         size_multiple = self.config.network.size_multiple
         if data.crop is not None and (data.crop > min(self.train_set.image_shape) or data.crop % size_multiple):
@@ -179,14 +181,14 @@ class Trainer:
                 "for whole images"
             )
         self.test_sets = {
-            level: PairedImageDataset(data.root, "test", level=level, **common) for level in self.config.eval.levels
+            level: data.dataset("test", level=level) for level in self.config.eval.levels
         }
         # What every result is read against: the bicubic input's scores on the images this run evaluates.
         self.baselines: dict[str, Scores] = {
             level: bicubic_baseline(dataset, self.config.eval.max_test_images) for level, dataset in self.test_sets.items()
         } if self.place.is_main and self.config.train.conditional else {}
         try:
-            self.validation_set = PairedImageDataset(data.root, "validate", **common)
+            self.validation_set = data.dataset("validate")
         except DatasetError as error:
             self.validation_set = None
             if self.place.is_main:
@@ -470,6 +472,7 @@ class Trainer:
                 "config": self.config.to_dict(),
                 # The image side that tiled prediction and export take by default (IMAGE_SIZE_KEY).
                 IMAGE_SIZE_KEY: [int(side) for side in self.train_set.image_shape],
+                GRID_KEY: self.grid.to_json(),
                 "history": [record.to_json() for record in self.history],
                 "best_score": self.best_score,
             },

@@ -1,0 +1,159 @@
+"""The model card of a shipped checkpoint (``pretrained/<name>/MODEL_CARD.md``, written by
+``python -m experiments.publish``): written from the inference-only checkpoint
+(:func:`experiments.training.checkpoint.inference_only`) and the ``evaluation.json`` files of
+``python -m experiments.evaluate``, so every number in it is a measured one.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from experiments.config import RunConfig
+from experiments.data.biosr_sim import read_manifest
+from experiments.data.task import DataGrid
+from experiments.evaluation.report import ROW_BICUBIC_FIT
+from experiments.evaluation.stats import t_quantile_975
+from experiments.inference.loading import load_for_inference
+from experiments.integrity import strict_json
+from experiments.training.checkpoint import GRID_KEY, SOURCE_KEY
+from unet import describe_network
+
+# The checkpoint's own name in a pretrained folder, and its card.
+MODEL_FILE = "model.pt"
+CARD_FILE = "MODEL_CARD.md"
+LEVEL_COLUMNS = ("psnr", "ssim")
+
+LICENCE = """- Code: MIT. Weights: trained on windows of nine BioSR SIM cells (microtubules; Qiao C. et al. (2021),
+  "Evaluation and development of deep neural networks for image super-resolution in optical microscopy",
+  Nature Methods 18, 194-202, https://doi.org/10.1038/s41592-020-01048-5), released under CC BY 4.0: cite
+  BioSR when you use these weights or their outputs (`experiments/data/real/README.md`).
+- Method: Bachimanchi H., Volpe G. (2024), "Diffusion Models to Enhance the Resolution of Microscopy
+  Images: A Tutorial"."""
+
+
+def interval(mean: float, spread: float, images: int) -> str:
+    """``mean ± half-width`` of the 95 % t interval of a mean over ``images`` whose population std is ``spread``."""
+    if images < 2:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {t_quantile_975(images - 1) * spread / math.sqrt(images - 1):.2f}"
+
+
+def paired_gain(result: dict, metric: str = "psnr_fit") -> tuple[float, float | None]:
+    """The mean per-image gain of the model over the bicubic input and its per-image std (population), from
+    the per-image values ``evaluation.json`` holds; the difference of the means and None without them."""
+    per_image = result.get("per_image")
+    if not per_image:
+        return result["model"][metric] - result["bicubic"][metric], None
+    gains = [m - b for m, b in zip(per_image["model"][metric], per_image["bicubic"][metric])]
+    mean = sum(gains) / len(gains)
+    return mean, math.sqrt(sum((g - mean) ** 2 for g in gains) / len(gains))
+
+
+def level_rows(evaluation: dict) -> list[str]:
+    """One Markdown row per level: fitted PSNR and SSIM of model and bicubic (95 % intervals of the mean over
+    images, per-image spread in brackets), the paired fitted PSNR gain, and the tutorial protocol's PSNR."""
+    rows = []
+    for level, result in evaluation["levels"].items():
+        model, bicubic = result["model"], result["bicubic"]
+        images = int(model["images"])
+        cells = [f"{interval(scores[f'{metric}_fit'], scores[f'{metric}_fit_std'], images)} "
+                 f"(sd {scores[f'{metric}_fit_std']:.2f})"
+                 for metric in LEVEL_COLUMNS for scores in (model, bicubic)]
+        gain, spread = paired_gain(result)
+        gain_cell = f"**{gain:+.2f}**" + ("" if spread is None else
+                                          f" ± {interval(gain, spread, images).split(' ± ')[-1]} (sd {spread:.2f})")
+        rows.append(f"| {level} | {images} | {cells[0]} | {cells[1]} | {gain_cell} | {cells[2]} | {cells[3]} | "
+                    f"{model['psnr']:.2f} | {bicubic['psnr']:.2f} |")
+    return rows
+
+
+def metrics_section(name: str, evaluation: dict) -> str:
+    sampling = evaluation["sampling"]
+    samples = "one sample" if sampling["samples"] == 1 else f"the mean of {sampling['samples']} samples"
+    how = ("one network evaluation" if sampling["sampler"] == "regression" else
+           f"{sampling['sampler']}, {sampling['sampling_steps']} steps, {samples}")
+    header = ("| level | images | PSNR fitted, model | PSNR fitted, bicubic | gain (dB) | SSIM fitted, model | "
+              "SSIM fitted, bicubic | PSNR tutorial, model | PSNR tutorial, bicubic |\n|" + "---|" * 9)
+    return (f"### {name} ({how}, seed {sampling['seed']})\n\n{header}\n" + "\n".join(level_rows(evaluation)) + "\n")
+
+
+def data_description(root: str) -> str:
+    """Where the training data came from: the cells of a real-structure set (its ``windows.csv``), else the root."""
+    try:
+        rows = read_manifest(Path(root))
+    except OSError:
+        return f"`{root}` (BioSR layout)"
+    cells = {split: sorted({row["cell"].removeprefix("Cell_") for row in rows if row["split"] == split})
+             for split in ("train", "validate", "test")}
+    return (f"`{root}` (`make real-data`): windows of real BioSR SIM cells {', '.join(cells['train'])} degraded to "
+            f"widefield by the physical model of `experiments/data/widefield.py`; validation cell(s) "
+            f"{', '.join(cells['validate'])}; test cells {', '.join(cells['test'])}, held out whole")
+
+
+def model_card(title: str, summary: str, payload: dict[str, Any], evaluations: dict[str, dict], limits: list[str],
+               model_path: Path, size_bytes: int, trained_on: str | None = None) -> str:
+    """The Markdown model card of an inference-only checkpoint and its evaluations (name -> evaluation.json)."""
+    config = RunConfig.from_dict(payload["config"])
+    grid = DataGrid.from_json(payload[GRID_KEY]) if GRID_KEY in payload else DataGrid(config.data.task, 0.0626)
+    source = payload[SOURCE_KEY]
+    predictor = load_for_inference(model_path, "cpu")
+    parameters = sum(p.numel() for p in predictor.model.parameters())
+    train, data = config.train, config.data
+    objective = ("regression (one evaluation, the baseline)" if train.objective == "regression" else
+                 f"diffusion, T = {config.diffusion.steps} ({config.diffusion.schedule} betas "
+                 f"{config.diffusion.beta_start:g} to {config.diffusion.beta_end:g})")
+    task = (f"native: widefield on the camera's grid ({grid.input_pixel_um * 1000:.1f} nm pixels) in, SIM grid "
+            f"({grid.output_pixel_um * 1000:.1f} nm) out, 2x the side; the model enlarges its input itself"
+            if config.data.task == "native" else
+            f"tutorial: input and output on the camera's grid ({grid.input_pixel_um * 1000:.1f} nm pixels); the "
+            "output cannot hold the SIM's 31.3 nm detail (`--upsample` puts it on a grid twice as fine, no sharper)")
+    sections = "\n".join(metrics_section(name, evaluation) for name, evaluation in evaluations.items())
+    limit_lines = "\n".join(f"- {line}" for line in limits)
+    return f"""# {title}
+
+{summary}
+
+`{model_path.name}`: {size_bytes / 1e6:.1f} MB, {predictor.weights} weights of run `{source['run']}` (epoch
+{source['epoch']}), sha256 {predictor.digest}. Use it as any checkpoint:
+
+    make predict CHECKPOINT={model_path.as_posix()} INPUT=cells/
+    python -m experiments.predict --checkpoint {model_path.as_posix()} --input cells/ --output results --samples 8 --std --check
+    make export CHECKPOINT={model_path.as_posix()}
+
+## Task
+{task}. Inputs are scaled as the training data were (`{data.normalization}` normalisation); pass the camera
+image itself with its pixel size (`--pixel-size` in µm, or OME / ImageJ metadata): a pixel more than 25 %
+off the training inputs' gets a warning.
+
+## Training
+- Data: {data_description(data.root)}.
+- Network: {describe_network(config.network)}; {parameters:,} parameters.
+- Objective: {objective}; loss {train.loss}{', min-SNR weighting' if train.loss_weighting == 'min_snr' else ''}.
+- Budget: {train.epochs} epochs of {'all' if data.max_train_pairs is None else data.max_train_pairs} training pairs on {f'{data.crop} x {data.crop}' if data.crop else 'whole'} windows, batch {train.batch_size}, AdamW lr {train.lr:g}, EMA {train.ema_decay}, seed {train.seed}; {source['training_seconds'] / 60:.0f} min of training{f' on {trained_on}' if trained_on else ''} (the epochs' own times; evaluations not counted).
+
+## Metrics on the held-out cells
+Both protocols of `docs/study.md`: **fitted** (each output and the bicubic input mapped by the affine fit to
+the target that minimises its squared error, as CARE does: scale-invariant) and the tutorial's (pooled per
+batch, as the paper reports). Means over the test images with their 95 % intervals (t, over images) and the
+per-image standard deviation (sd); gain = fitted PSNR of the model minus that of the bicubic input
+(`{ROW_BICUBIC_FIT}`), image by image (paired), with its interval and per-image sd. Measured by `python -m experiments.evaluate` (the evaluation folders named below).
+
+{sections}
+## Limits
+{limit_lines}
+- Trained on synthetic widefield images made from real SIM images, not on recorded widefield images: on a
+  real microscope's images the noise, the PSF and the background differ, so check every output
+  (`--samples 8 --std --check`, `docs/trust.md`).
+- Microtubules only, one magnification: on other structures or scales it will draw filaments that are not there.
+
+## Licence and citation
+{LICENCE}
+"""
+
+
+def card_json(payload: dict[str, Any], evaluations: dict[str, dict]) -> dict:
+    """The card's numbers as JSON (strict: NaN and inf become null with a note)."""
+    return strict_json({"source": payload[SOURCE_KEY], "grid": payload.get(GRID_KEY), "config": payload["config"],
+                        "evaluations": evaluations})

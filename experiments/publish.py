@@ -1,0 +1,96 @@
+"""Ship a trained model: an inference-only checkpoint with its model card, as in ``pretrained/``.
+
+    python -m experiments.publish --checkpoint runs/native-.../best.pt --out pretrained/native \\
+        --evaluation "1 sample=runs/native-.../evaluation-1" --evaluation "mean of 8=runs/native-.../evaluation-8" \\
+        --title "Native task, L1 diffusion" --summary "..." --limit "..."
+
+writes ``<out>/model.pt`` (:func:`experiments.training.checkpoint.inference_only`), ``<out>/MODEL_CARD.md``
+and ``<out>/card.json`` (:mod:`experiments.evaluation.model_card`; the numbers come from the named
+``evaluation.json`` files). ``--example PATH`` also writes an example input: a camera-grid widefield
+image of the held-out test cell 003 (OME-TIFF, 62.6 nm pixels), made as the native task's inputs are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import tifffile
+
+from ddpm.settings import UsageError
+from experiments.command import CommandParser, run_command
+from experiments.data.biosr_sim import CELL_SPLIT, example_widefield
+from experiments.data.task import BIOSR_CAMERA_PIXEL_UM
+from experiments.evaluation.model_card import CARD_FILE, MODEL_FILE, card_json, model_card
+from experiments.integrity import atomic_path, check_output_folder, check_outputs, write_json
+from experiments.training.checkpoint import inference_only, save_atomic
+
+EXAMPLE_CELL, EXAMPLE_SIDE, EXAMPLE_LEVEL = CELL_SPLIT["test"][0], 512, 9  # 512 SIM px = 16 um, 256 camera px
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = CommandParser(prog="python -m experiments.publish", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a run's best.pt or last.pt")
+    parser.add_argument("--out", type=Path, required=True, help="folder for model.pt, MODEL_CARD.md and card.json")
+    parser.add_argument("--evaluation", action="append", default=[], metavar="NAME=FOLDER",
+                        help="an evaluation folder of experiments.evaluate (its evaluation.json), named in the card")
+    parser.add_argument("--title", required=True)
+    parser.add_argument("--summary", required=True, help="what the model is, in a sentence or two")
+    parser.add_argument("--limit", action="append", default=[], help="a limit of this model (repeatable)")
+    parser.add_argument("--trained-on", help="the machine the model was trained on, for the card (e.g. '2 CPU cores')")
+    parser.add_argument("--example", type=Path, help="also write the example input (an .ome.tif) here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier publication in --out")
+    return parser
+
+
+def read_evaluations(entries: list[str]) -> dict[str, dict]:
+    """``NAME=FOLDER`` entries -> {NAME: the folder's evaluation.json}; a malformed entry or file is named."""
+    evaluations = {}
+    for entry in entries:
+        name, separator, folder = entry.partition("=")
+        if not separator or not name.strip():
+            raise UsageError(f"--evaluation takes NAME=FOLDER (e.g. '1 sample=runs/x/evaluation'), got {entry!r}")
+        path = Path(folder) / "evaluation.json"
+        try:
+            evaluations[name.strip()] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--evaluation {entry!r}: {path} cannot be read ({error}); run experiments.evaluate") from None
+    if not evaluations:
+        raise UsageError("a model card needs measured metrics: pass --evaluation NAME=FOLDER at least once")
+    return evaluations
+
+
+def run(args: argparse.Namespace) -> None:
+    evaluations = read_evaluations(args.evaluation)
+    model, card, numbers = args.out / MODEL_FILE, args.out / CARD_FILE, args.out / "card.json"
+    outputs = [model, card, numbers] + ([args.example] if args.example else [])
+    check_output_folder(args.out, [args.checkpoint])
+    check_outputs(outputs, [args.checkpoint], args.overwrite)
+    payload = inference_only(args.checkpoint)
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_atomic(payload, model)
+    text = model_card(args.title, args.summary, payload, evaluations, args.limit, model, model.stat().st_size,
+                      args.trained_on)
+    with atomic_path(card) as temporary:
+        temporary.write_text(text)
+    write_json(numbers, card_json(payload, evaluations))
+    print(f"wrote {model} ({model.stat().st_size / 1e6:.1f} MB), {card} and {numbers}")
+    if args.example:
+        image = example_widefield(EXAMPLE_CELL, EXAMPLE_SIDE, EXAMPLE_LEVEL)
+        size = BIOSR_CAMERA_PIXEL_UM
+        with atomic_path(args.example) as temporary:
+            tifffile.imwrite(temporary, image, ome=True, metadata={
+                "axes": "YX", "PhysicalSizeX": size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": size,
+                "PhysicalSizeYUnit": "µm", "Description": f"widefield of held-out BioSR {EXAMPLE_CELL}, level_0"
+                f"{EXAMPLE_LEVEL}, made from its SIM image by experiments/data/widefield.py (BioSR, CC BY 4.0)"})
+        print(f"wrote {args.example} ({image.shape[0]} x {image.shape[1]} px of {size * 1000:.1f} nm)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

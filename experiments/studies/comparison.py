@@ -1,0 +1,105 @@
+"""Several evaluations on one test set side by side (the library of ``python -m experiments.compare``).
+
+Each evaluation is an ``evaluation.json`` of ``python -m experiments.evaluate`` on the same held-out images
+(for instance the native-task model, one sample and the mean of N, and a tutorial-task model scored there
+with ``--upsample``). Per level and protocol the table gives each evaluation's PSNR and SSIM and, for the
+fitted protocol, its gain over the bicubic input image by image (paired), with its 95 % interval and the
+per-image sd; the figure draws them against the level. Training curves (``metrics.csv`` of run folders)
+give the fitted gain over the bicubic input of the images each run evaluated, against the epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from experiments import figures
+from experiments.evaluation.stats import mean_interval
+from experiments.evaluation.metrics import METRIC_LABELS
+
+BICUBIC = "bicubic input"
+PROTOCOLS = {"fitted": "_fit", "tutorial": ""}
+
+
+def paired_gains(result: dict, metric: str = "psnr_fit") -> list[float]:
+    """Per-image gains of the model over the bicubic input (the same images, in the same order)."""
+    per_image = result["per_image"]
+    return [m - b for m, b in zip(per_image["model"][metric], per_image["bicubic"][metric])]
+
+
+def level_table(evaluations: dict[str, dict], metric: str) -> str:
+    """Markdown: one row per level; the bicubic input (from the first evaluation), each evaluation in the
+    fitted protocol with its paired gain, and in the tutorial protocol."""
+    names = list(evaluations)
+    first = evaluations[names[0]]["levels"]
+    header = (f"| level | images | {BICUBIC}, fitted | " + " | ".join(f"{name}, fitted | gain" for name in names)
+              + f" | {BICUBIC}, tutorial | " + " | ".join(f"{name}, tutorial" for name in names) + " |")
+    lines = [header, "|" + "---|" * (3 + 2 * len(names) + 1 + len(names))]
+    for level in first:
+        results = [evaluations[name]["levels"][level] for name in names]
+        bicubic = first[level]["bicubic"]
+        cells = [level, str(int(first[level]["model"]["images"])), f"{bicubic[f'{metric}_fit']:.3f}"]
+        for result in results:
+            gain = mean_interval(paired_gains(result, f"{metric}_fit"))
+            spread = math.sqrt(sum((g - gain.mean) ** 2 for g in paired_gains(result, f"{metric}_fit")) / gain.n)
+            cells += [f"{result['model'][f'{metric}_fit']:.3f}", f"**{gain.format()}** (sd {spread:.3f})"]
+        cells.append(f"{bicubic[metric]:.3f}")
+        cells += [f"{result['model'][metric]:.3f}" for result in results]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_levels(evaluations: dict[str, dict], path: Path, title: str) -> Path:
+    """PSNR and SSIM against the level in both protocols, every evaluation and the bicubic input; the fitted
+    panels draw each evaluation's mean with the 95 % interval of its paired gain around it."""
+    figure = figures.new_figure(12, 8)
+    grid = figure.subplots(2, 2, squeeze=False)
+    figure.subplots_adjust(hspace=0.35)
+    names = list(evaluations)
+    first = evaluations[names[0]]["levels"]
+    x = [int(level.split("_")[1]) for level in first]
+    for row, (protocol, suffix) in enumerate(PROTOCOLS.items()):
+        for column, metric in enumerate(("psnr", "ssim")):
+            axes = grid[row, column]
+            key = f"{metric}{suffix}"
+            axes.plot(x, [first[level]["bicubic"][key] for level in first], "o-", color="0.4", markersize=3,
+                      label=BICUBIC)
+            for index, name in enumerate(names):
+                levels = evaluations[name]["levels"]
+                y = [levels[level]["model"][key] for level in first]
+                errors = ([mean_interval(paired_gains(levels[level], key)).half_width or 0.0 for level in first]
+                          if protocol == "fitted" else None)
+                axes.errorbar(x, y, yerr=errors, fmt="o-", markersize=3, capsize=2, color=f"C{index}", label=name)
+            axes.set_title(f"{METRIC_LABELS[metric]}, {protocol} protocol")
+            axes.set_xlabel("test level (1: lowest SNR)")
+            axes.grid(alpha=0.3)
+    grid[0, 0].legend(fontsize=7)
+    figure.suptitle(title)
+    return figures.save_figure(figure, path)
+
+
+def read_curve(run: Path, level: str) -> list[tuple[int, float]]:
+    """(epoch, fitted PSNR) at ``level`` for every evaluated epoch of the run folder's ``metrics.csv``."""
+    with open(Path(run) / "metrics.csv", newline="") as handle:
+        return [(int(row["epoch"]), float(row[f"{level}/psnr_fit"])) for row in csv.DictReader(handle)
+                if row.get(f"{level}/psnr_fit")]
+
+
+def plot_curves(curves: dict[str, dict[str, list[tuple[int, float]]]], baselines: dict[str, float], path: Path,
+                title: str) -> Path:
+    """Fitted PSNR gain over the bicubic input (``baselines``: level -> its fitted PSNR on the same images)
+    against the epoch, one line per run (colour) and level (style)."""
+    figure = figures.new_figure(7, 4.5)
+    axes = figure.subplots()
+    for index, (name, levels) in enumerate(curves.items()):
+        for (level, points), style in zip(levels.items(), ("-", "--", ":", "-.")):
+            axes.plot([epoch for epoch, _ in points], [value - baselines[level] for _, value in points], style,
+                      marker="o", markersize=3, color=f"C{index}", label=f"{name}, {level}")
+    axes.axhline(0, color="0.4", lw=0.8)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("fitted PSNR gain over bicubic (dB)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    axes.set_title(title)
+    return figures.save_figure(figure, path)

@@ -1,0 +1,40 @@
+"""python -m experiments.compare: evaluations side by side with their paired gains over the bicubic input,
+and the training curves; what it refuses."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from experiments import compare, evaluate
+from experiments.evaluation.stats import t_quantile_975
+from test_native_task import native_run  # noqa: F401  (a fixture: a tiny trained native-task run)
+
+EVALUATE = ["--levels", "level_01,level_09", "--device", "cpu", "--no-progress"]
+
+
+def test_comparison_tables_hold_the_paired_gains(native_run, tmp_path, capsys):  # noqa: F811
+    run_dir, _ = native_run
+    for name, flags in (("one", []), ("two", ["--samples", "2"])):
+        assert evaluate.main(["--checkpoint", str(run_dir / "last.pt"), *EVALUATE, "--out", str(tmp_path / name),
+                              *flags]) == 0
+    out = tmp_path / "cmp"
+    assert compare.main(["--out", str(out), "--evaluation", f"one={tmp_path / 'one'}", "--evaluation",
+                         f"mean of 2={tmp_path / 'two'}", "--curve", f"tiny={run_dir}"]) == 0, capsys.readouterr().err
+    text = (out / "comparison.md").read_text()
+    for name in ("one", "two"):
+        levels = json.loads((tmp_path / name / "evaluation.json").read_text())["levels"]
+        for level, result in levels.items():
+            gains = np.subtract(result["per_image"]["model"]["psnr_fit"], result["per_image"]["bicubic"]["psnr_fit"])
+            half = t_quantile_975(len(gains) - 1) * gains.std(ddof=1) / np.sqrt(len(gains))
+            row = next(line for line in text.splitlines() if line.startswith(f"| {level} |") and f"{gains.mean():.3f} ±" in line)
+            assert f"**{gains.mean():.3f} ± {half:.3f}** (sd {gains.std():.3f})" in row
+    assert (out / "comparison.png").stat().st_size > 0 and (out / "epochs.png").stat().st_size > 0
+    # The run evaluated the same images after its last epoch (2) as "one" did, with the same seed.
+    last = json.loads((tmp_path / "one" / "evaluation.json").read_text())["levels"]["level_09"]
+    assert f"2: {last['model']['psnr_fit'] - last['bicubic']['psnr_fit']:+.2f} |" in text
+    capsys.readouterr()
+    assert compare.main(["--out", str(out), "--evaluation", f"one={tmp_path / 'one'}"]) == 1  # no --overwrite
+    assert compare.main(["--out", str(tmp_path / "x"), "--evaluation", f"one={tmp_path / 'nothing'}"]) == 1
+    assert "cannot be read" in capsys.readouterr().err
