@@ -14,7 +14,6 @@ bicubic input against the epoch, on the images each run evaluated while training
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from ddpm.settings import UsageError
 from experiments.command import CommandParser, run_command
 from experiments.config import RunConfig
 from experiments.evaluation.loop import bicubic_baseline
+from experiments.evaluation.report import read_named_evaluations
 from experiments.integrity import atomic_path, check_outputs, write_json
 from experiments.studies.comparison import level_table, plot_curves, plot_levels, read_curve
 
@@ -48,15 +48,12 @@ def named(entries: list[str], flag: str) -> dict[str, Path]:
     return pairs
 
 
-def read_evaluations(folders: dict[str, Path]) -> dict[str, dict]:
-    evaluations = {}
-    for name, folder in folders.items():
-        try:
-            evaluations[name] = json.loads((folder / "evaluation.json").read_text())
-        except (OSError, ValueError) as error:
-            raise UsageError(f"--evaluation {name}: {folder / 'evaluation.json'} cannot be read ({error})") from None
-        if any("per_image" not in result for result in evaluations[name]["levels"].values()):
-            raise UsageError(f"--evaluation {name}: {folder / 'evaluation.json'} holds no per-image scores; "
+def read_evaluations(entries: list[str]) -> dict[str, dict]:
+    """The ``--evaluation`` folders' evaluation.json, each with per-image scores, all on the same levels."""
+    evaluations = read_named_evaluations(entries, "--evaluation")
+    for name, evaluation in evaluations.items():
+        if any("per_image" not in result for result in evaluation["levels"].values()):
+            raise UsageError(f"--evaluation {name}: its evaluation.json holds no per-image scores; "
                              "evaluate again with this version of experiments.evaluate")
     levels = [list(evaluation["levels"]) for evaluation in evaluations.values()]
     if any(other != levels[0] for other in levels):
@@ -72,7 +69,7 @@ def curve_baselines(run: Path, levels: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> None:
-    evaluations = read_evaluations(named(args.evaluation, "--evaluation"))
+    evaluations = read_evaluations(args.evaluation)
     if not evaluations:
         raise UsageError("pass at least one --evaluation NAME=FOLDER")
     runs = named(args.curve, "--curve")

@@ -13,7 +13,6 @@ image of the held-out test cell 003 (OME-TIFF, 62.6 nm pixels), made as the nati
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from experiments.command import CommandParser, run_command
 from experiments.data.biosr_sim import CELL_SPLIT, example_widefield
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM
 from experiments.evaluation.model_card import CARD_FILE, MODEL_FILE, card_json, model_card
+from experiments.evaluation.report import read_named_evaluations
 from experiments.integrity import atomic_path, check_output_folder, check_outputs, write_json
 from experiments.training.checkpoint import inference_only, save_atomic
 
@@ -45,25 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_evaluations(entries: list[str]) -> dict[str, dict]:
-    """``NAME=FOLDER`` entries -> {NAME: the folder's evaluation.json}; a malformed entry or file is named."""
-    evaluations = {}
-    for entry in entries:
-        name, separator, folder = entry.partition("=")
-        if not separator or not name.strip():
-            raise UsageError(f"--evaluation takes NAME=FOLDER (e.g. '1 sample=runs/x/evaluation'), got {entry!r}")
-        path = Path(folder) / "evaluation.json"
-        try:
-            evaluations[name.strip()] = json.loads(path.read_text())
-        except (OSError, ValueError) as error:
-            raise UsageError(f"--evaluation {entry!r}: {path} cannot be read ({error}); run experiments.evaluate") from None
+def run(args: argparse.Namespace) -> None:
+    evaluations = read_named_evaluations(args.evaluation, "--evaluation")
     if not evaluations:
         raise UsageError("a model card needs measured metrics: pass --evaluation NAME=FOLDER at least once")
-    return evaluations
-
-
-def run(args: argparse.Namespace) -> None:
-    evaluations = read_evaluations(args.evaluation)
     model, card, numbers = args.out / MODEL_FILE, args.out / CARD_FILE, args.out / "card.json"
     outputs = [model, card, numbers] + ([args.example] if args.example else [])
     check_output_folder(args.out, [args.checkpoint])

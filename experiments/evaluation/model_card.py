@@ -7,13 +7,14 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
 from experiments.config import RunConfig
 from experiments.data.biosr_sim import read_manifest
 from experiments.data.task import DataGrid
-from experiments.evaluation.report import ROW_BICUBIC_FIT
+from experiments.evaluation.report import ROW_BICUBIC_FIT, paired_gains
 from experiments.evaluation.stats import t_quantile_975
 from experiments.inference.loading import load_for_inference
 from experiments.integrity import strict_json
@@ -43,12 +44,10 @@ def interval(mean: float, spread: float, images: int) -> str:
 def paired_gain(result: dict, metric: str = "psnr_fit") -> tuple[float, float | None]:
     """The mean per-image gain of the model over the bicubic input and its per-image std (population), from
     the per-image values ``evaluation.json`` holds; the difference of the means and None without them."""
-    per_image = result.get("per_image")
-    if not per_image:
+    if not result.get("per_image"):
         return result["model"][metric] - result["bicubic"][metric], None
-    gains = [m - b for m, b in zip(per_image["model"][metric], per_image["bicubic"][metric])]
-    mean = sum(gains) / len(gains)
-    return mean, math.sqrt(sum((g - mean) ** 2 for g in gains) / len(gains))
+    gains = paired_gains(result, metric)
+    return statistics.fmean(gains), statistics.pstdev(gains)
 
 
 def level_rows(evaluation: dict) -> list[str]:

@@ -7,8 +7,11 @@ Typical use at the end of a run::
     write_report(run_dir / "report.md", "L1 run, level_09", config_summary, rows, notes=[...])
 """
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from ddpm.settings import UsageError
 
 from experiments.evaluation.metrics import HIGHER_IS_BETTER, METRIC_LABELS
 from experiments.records import METRIC_NAMES, PAPER_KEYS, PaperKey
@@ -209,3 +212,26 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(sections), encoding="utf-8")
     return path
+
+
+def read_named_evaluations(entries: Sequence[str], flag: str) -> dict[str, dict]:
+    """``NAME=FOLDER`` entries (``flag``'s values) -> {NAME: the folder's ``evaluation.json``}, in their order;
+    a malformed entry or an unreadable file is a UsageError naming it."""
+    evaluations = {}
+    for entry in entries:
+        name, separator, folder = entry.partition("=")
+        if not separator or not name.strip():
+            raise UsageError(f"{flag} takes NAME=FOLDER (e.g. '1 sample=runs/x/evaluation'), got {entry!r}")
+        path = Path(folder) / "evaluation.json"
+        try:
+            evaluations[name.strip()] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise UsageError(f"{flag} {entry!r}: {path} cannot be read ({error}); run experiments.evaluate") from None
+    return evaluations
+
+
+def paired_gains(result: Mapping, metric: str = "psnr_fit") -> list[float]:
+    """Per-image gains of the model over the bicubic input at one level of an ``evaluation.json`` (the same
+    images, in the same order: its ``per_image`` entry)."""
+    per_image = result["per_image"]
+    return [m - b for m, b in zip(per_image["model"][metric], per_image["bicubic"][metric])]

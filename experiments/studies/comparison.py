@@ -11,21 +11,16 @@ give the fitted gain over the bicubic input of the images each run evaluated, ag
 from __future__ import annotations
 
 import csv
-import math
+import statistics
 from pathlib import Path
 
 from experiments import figures
 from experiments.evaluation.stats import mean_interval
 from experiments.evaluation.metrics import METRIC_LABELS
+from experiments.evaluation.report import paired_gains
 
 BICUBIC = "bicubic input"
 PROTOCOLS = {"fitted": "_fit", "tutorial": ""}
-
-
-def paired_gains(result: dict, metric: str = "psnr_fit") -> list[float]:
-    """Per-image gains of the model over the bicubic input (the same images, in the same order)."""
-    per_image = result["per_image"]
-    return [m - b for m, b in zip(per_image["model"][metric], per_image["bicubic"][metric])]
 
 
 def level_table(evaluations: dict[str, dict], metric: str) -> str:
@@ -41,8 +36,8 @@ def level_table(evaluations: dict[str, dict], metric: str) -> str:
         bicubic = first[level]["bicubic"]
         cells = [level, str(int(first[level]["model"]["images"])), f"{bicubic[f'{metric}_fit']:.3f}"]
         for result in results:
-            gain = mean_interval(paired_gains(result, f"{metric}_fit"))
-            spread = math.sqrt(sum((g - gain.mean) ** 2 for g in paired_gains(result, f"{metric}_fit")) / gain.n)
+            gains = paired_gains(result, f"{metric}_fit")
+            gain, spread = mean_interval(gains), statistics.pstdev(gains)
             cells += [f"{result['model'][f'{metric}_fit']:.3f}", f"**{gain.format()}** (sd {spread:.3f})"]
         cells.append(f"{bicubic[metric]:.3f}")
         cells += [f"{result['model'][metric]:.3f}" for result in results]
