@@ -1,10 +1,12 @@
 """Diffusion core: the DDPM mathematics of Bachimanchi & Volpe (2024), independent of any network."""
 
 from .ddim import SPACINGS, DDIMCoefficients, check_timesteps, ddim_coefficients, ddim_step, ddim_timesteps
+from .dpm_solver import DPMSolverSampler, multistep_rows
 from .diffusion import LOSS_WEIGHTINGS, LOSSES, VARIANCES, Diffusion
 from .encoding import positional_encoding
 from .samplers import (
     SAMPLERS,
+    register_sampler,
     DDIMSampler,
     RegressionSampler,
     Sampler,
@@ -25,10 +27,13 @@ __all__ = [
     "make_betas",
     "SCHEDULES",
     "SAMPLERS",
+    "register_sampler",
     "Sampler",
     "SimpleSampler",
     "X0Sampler",
     "DDIMSampler",
+    "DPMSolverSampler",
+    "multistep_rows",
     "RegressionSampler",
     "make_sampler",
     "sampler_options",

@@ -9,15 +9,16 @@ are the paper's algorithm:
     images = sampler(diffusion, model, condition, x_T=None, generator=generator)
 
 A sampler chooses its own time steps (:meth:`chain`: all T, or DDIM's subset) and its own
-step (:meth:`stepper`); :func:`run_chain` is the loop they share. ``SAMPLERS`` maps each name of
-the project's one vocabulary (``"simple"``, ``"x0"``, ``"ddim"``, ``"regression"``) to its class.
+step (:meth:`stepper`); :func:`run_chain` is the loop they share. ``SAMPLERS`` maps each sampler's
+``name`` to its class: a class joins it with :func:`register_sampler`, so a new sampler is one new
+module (as :mod:`ddpm.dpm_solver`) imported by ``ddpm/__init__.py``, and every command offers it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import Callable, ClassVar, Literal, Sequence, get_args
+from typing import Callable, ClassVar, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -38,7 +39,8 @@ from .settings import check_choice
 
 # One reverse step: (x_t, t, t_prev, predicted noise, z) -> x_{t_prev}; z is None on the final step.
 StepFn = Callable[[torch.Tensor, int, int, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
-SamplerName = Literal["simple", "x0", "ddim", "regression"]
+# A key of SAMPLERS: "simple", "x0", "ddim", "regression", "dpmpp2m" and whatever a fork registers.
+SamplerName = str
 
 
 def run_chain(
@@ -156,6 +158,18 @@ class Sampler(ABC):
         return images if save_steps is None else (images, saved)
 
 
+SAMPLERS: dict[str, type[Sampler]] = {}
+SamplerClass = TypeVar("SamplerClass", bound=type[Sampler])
+
+
+def register_sampler(cls: SamplerClass) -> SamplerClass:
+    """Class decorator: offer ``cls`` under its ``name`` to :func:`make_sampler` and every command's ``--sampler``."""
+    if cls.name in SAMPLERS and SAMPLERS[cls.name] is not cls:
+        raise ValueError(f"sampler name {cls.name!r} is already registered by {SAMPLERS[cls.name].__qualname__}")
+    SAMPLERS[cls.name] = cls
+    return cls
+
+
 class _AncestralSampler(Sampler):
     """A sampler on all T trained steps whose step is ``x_{t-1} = mean + sigma_t z`` (Eq. 11)."""
 
@@ -193,6 +207,7 @@ class _AncestralSampler(Sampler):
         return lambda x_t, t, t_prev, predicted_noise, z: self.step(diffusion, x_t, t, predicted_noise, z)
 
 
+@register_sampler
 @dataclass(frozen=True)
 class SimpleSampler(_AncestralSampler):
     """Eq. 11, the tutorial's sampler (Listing 10): the mean of Eq. 8 with the predicted noise, and
@@ -206,6 +221,7 @@ class SimpleSampler(_AncestralSampler):
         return diffusion.simplified_mean(x_t, t, predicted_noise)
 
 
+@register_sampler
 @dataclass(frozen=True)
 class X0Sampler(_AncestralSampler):
     """Appendix B (Listing 27): reconstruct x0 by Eq. 27, clamp it to [-1, 1] (``clamp``), take the
@@ -224,6 +240,7 @@ class X0Sampler(_AncestralSampler):
         return diffusion.posterior_mean(x0, x_t, t)
 
 
+@register_sampler
 @dataclass(frozen=True)
 class DDIMSampler(Sampler):
     """DDIM (Song et al. 2021, Eq. 12 and 16) on a subset of the trained steps.
@@ -269,6 +286,7 @@ class DDIMSampler(Sampler):
         )
 
 
+@register_sampler
 @dataclass(frozen=True)
 class RegressionSampler(Sampler):
     """The regression baseline's one network evaluation (:meth:`ddpm.Diffusion.regression_loss`): the
@@ -287,11 +305,6 @@ class RegressionSampler(Sampler):
                  shape: Sequence[int] | None = None, x_T: torch.Tensor | None = None, **options):
         start = initial_noise(diffusion, shape, condition, None) if x_T is None else x_T
         return super().__call__(diffusion, model, condition, x_T=torch.zeros_like(start), **options)
-
-
-SAMPLERS: dict[str, type[Sampler]] = dict(
-    zip(get_args(SamplerName), (SimpleSampler, X0Sampler, DDIMSampler, RegressionSampler))
-)
 
 
 def sampler_options(name: str) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from ddpm.diffusion import LossKind, LossWeighting, Variance
-from ddpm.samplers import Sampler, SamplerName, make_sampler, sampler_options
+from ddpm.samplers import SAMPLERS, Sampler, SamplerName, make_sampler, sampler_options
 from ddpm.schedule import ScheduleKind
 from ddpm.settings import (
     SEEDS, UsageError, UserError, bounded, check_choice, check_ranges, text_parser, type_name, within,
@@ -139,7 +139,8 @@ class SamplingConfig:
     the count explicit against T.
     """
 
-    # "simple": Eq. 11 (the tutorial's); "x0": Appendix B; "ddim": Song et al. (2021) on a subset of steps.
+    # A key of ddpm.SAMPLERS. "simple": Eq. 11 (the tutorial's); "x0": Appendix B; "ddim": Song et al. (2021)
+    # on a subset of steps; "dpmpp2m": DPM-Solver++(2M) (Lu et al. 2022), second order on fewer steps.
     sampler: SamplerName = "simple"
     # None: each sampler's own (beta for Eq. 11, beta_tilde for Appendix B).
     variance: Variance | None = None
@@ -151,6 +152,7 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, "--sampling.")
+        check_choice("--sampling.sampler", self.sampler, tuple(SAMPLERS))
 
     def build(self) -> Sampler:
         """The sampler ``self.sampler`` names, with those of these options it takes."""

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
 
@@ -305,7 +305,8 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         print(f"warning: {problem}; rescale the file to [0, 1] for meaningful output", file=sys.stderr)
     generator = torch.Generator(device=predictor.device).manual_seed(options.seed)
     layout = layout_of(options, predictor)
-    mean, std = predictor.super_resolve(
+    # The check's independent pair runs in the same batch as the samples, two more chains drawn after them.
+    prediction = predictor.sample(
         torch.from_numpy(model_in)[:, None],
         options.sampling,
         generator,
@@ -313,16 +314,16 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         progress=options.progress,
         desc=path.name,
         hashed_noise_seed=options.seed if options.hashed_noise else None,
+        extra_samples=check.CHECK_SAMPLES if options.check else 0,
     )
-    mean = mean[:, 0].numpy()
+    mean = prediction.mean[:, 0].numpy()
+    std = prediction.std
     std_unit = std[:, 0].numpy() * np.float32(0.5) if std is not None else None  # (v + 1) / 2 halves spreads
     metadata = prediction_metadata(predictor, info, len(frames), options)
     pixel_size = None if input_size is None else input_size / enlargement(options, predictor)
     checks = []
-    if options.check:  # two more single samples, drawn after the output's from the same generator
-        pair = [predictor.super_resolve(torch.from_numpy(model_in)[:, None], replace(options.sampling, samples=1),
-                                        generator, layout, progress=options.progress, desc=f"{path.name} check")[0][:, 0]
-                for _ in range(check.CHECK_SAMPLES)]
+    if options.check:
+        pair = [draw[:, 0] for draw in prediction.extra]
         native_in = from_model_range(to_model_frames(native, info, normalization))
         checks = check.check_frames(torch.from_numpy(from_model_range(mean)), torch.from_numpy(native_in),
                                     *pair, pixel_size)

@@ -1,12 +1,14 @@
 """Sampling for evaluation: sampler choice and the average of several samples."""
 
-from typing import get_args, get_type_hints
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
 from torch import nn
 
-from ddpm import SAMPLERS, DDIMSampler, Diffusion
+from ddpm import SAMPLERS, DDIMSampler, Diffusion, register_sampler
+from ddpm.settings import UsageError
 from experiments.config import SamplingConfig
 from experiments.inference.sampling import Sampling, mean_and_spread
 
@@ -84,6 +86,26 @@ def test_each_mean_averages_the_samples_of_its_own_image(sampler):
     assert std.max() < 1e-5
 
 
-def test_the_config_offers_the_registered_samplers():
-    # One vocabulary: the config's choices are ddpm's registry, in its order.
-    assert get_args(get_type_hints(SamplingConfig)["sampler"]) == tuple(SAMPLERS) == ("simple", "x0", "ddim", "regression")
+def test_the_config_offers_the_registered_samplers_and_refuses_others():
+    # One vocabulary: the config's choices are ddpm's registry.
+    assert tuple(SAMPLERS) == ("simple", "x0", "ddim", "regression", "dpmpp2m")
+    for name in SAMPLERS:
+        assert isinstance(SamplingConfig(sampler=name).build(), SAMPLERS[name])
+    with pytest.raises(UsageError, match="--sampling.sampler 'ddpm'.*dpmpp2m"):
+        SamplingConfig(sampler="ddpm")
+
+
+def test_a_sampler_registered_by_a_fork_runs_through_the_config():
+    """A fork's sampler is one class with ``@register_sampler``: the config builds it and its chain runs."""
+    try:
+        @register_sampler
+        @dataclass(frozen=True)
+        class Halfway(DDIMSampler):
+            name: ClassVar[str] = "halfway"
+
+        config = SamplingConfig(sampler="halfway", sampling_steps=3)
+        assert isinstance(config.build(), Halfway) and config.resolved(10).sampling_steps == 3
+        with pytest.raises(ValueError, match="already registered"):
+            register_sampler(type("Other", (Halfway,), {}))
+    finally:
+        SAMPLERS.pop("halfway", None)

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +22,16 @@ from experiments.inference.tiling import TileLayout, pad_to_tile, tiled_network
 
 # The side of BioSR's images: the training size of checkpoints that do not record theirs.
 LEGACY_IMAGE_SIDE = 128
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What :meth:`Predictor.sample` returns, on the CPU, in the model range [-1, 1]: the ``mean`` [N, 1, H, W]
+    of the samples, their per-pixel ``std`` (None for one sample) and the ``extra`` chains [E, N, 1, H, W]."""
+
+    mean: torch.Tensor
+    std: torch.Tensor | None
+    extra: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -70,19 +80,38 @@ class Predictor:
         desc: str | None = None,
         hashed_noise_seed: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The mean and spread of :meth:`sample` (same arguments): ``(mean, std or None)``."""
+        prediction = self.sample(images, sampling, generator, layout, progress, desc, hashed_noise_seed)
+        return prediction.mean, prediction.std
+
+    def sample(
+        self,
+        images: torch.Tensor,
+        sampling: SamplingConfig,
+        generator: torch.Generator,
+        layout: TileLayout | None = None,
+        progress: bool = False,
+        desc: str | None = None,
+        hashed_noise_seed: int | None = None,
+        extra_samples: int = 0,
+    ) -> Prediction:
         """Sample super-resolved images for widefield inputs of any size.
 
         A native-task model's inputs are first enlarged onto the output's grid (:attr:`scale`,
-        :func:`experiments.data.task.enlarge`), as its training inputs were. Each frame is sampled as one image (:func:`experiments.inference.tiling.tiled_network`): one noise
-        field per frame and sample, the network run on overlapping tiles at every step and its noise
-        predictions blended, so the result agrees with sampling the whole frame at once and shows no tile
-        grid. A frame smaller than a tile is padded once, before sampling, and cropped back.
+        :func:`experiments.data.task.enlarge`), as its training inputs were. Each frame is sampled as one
+        image (:func:`experiments.inference.tiling.tiled_network`): one noise field per frame and sample,
+        the network run on overlapping tiles at every step and its noise predictions blended, so the result
+        agrees with sampling the whole frame at once and shows no tile grid. All chains of a frame (its
+        ``sampling.samples`` and ``extra_samples``) run as one batch, their tiles pooled into the network's
+        calls. A frame smaller than a tile is padded once, before sampling, and cropped back.
 
         Args:
             images: [N, 1, h, w] in the model range [-1, 1] (normalised as the training inputs were), on the
                 input grid the model was trained on.
             sampling: sampler, variance, sampling steps, eta and number of samples.
             generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
+                Each frame draws the starts of its chains in turn (:meth:`Sampling.draw`), so the first
+                ``sampling.samples`` chains do not depend on ``extra_samples``.
             layout: tile side, overlap and tiles per network call (default: :meth:`layout`).
             progress, desc: a progress bar over the tiles of every step of every frame (with its ETA),
                 labelled ``desc``.
@@ -90,28 +119,33 @@ class Predictor:
                 :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel (y, x) of the frame
                 gets the value of (y, x) whatever the padding, as the exported package does, instead of
                 drawing x_T from ``generator``; the package's output is then reproduced exactly.
+            extra_samples: chains drawn after the samples and returned apart, not in the mean (the
+                independent pair of :mod:`experiments.evaluation.check`).
 
         Returns:
-            The mean of ``sampling.samples`` samples [N, 1, H, W] in [-1, 1] (H, W = :attr:`scale` x h, w), and
-            their per-pixel standard deviation [N, 1, H, W] when ``sampling.samples > 1`` (else None), on the CPU.
+            A :class:`Prediction` on the CPU, at H, W = :attr:`scale` x h, w.
         """
         images = enlarge(images, self.scale)
         layout = TileLayout(self.tile) if layout is None else layout
         layout.check_size_multiple(self.size_multiple)
-        drawer = Sampling(sampling, self.diffusion)
+        chains = sampling.samples + extra_samples
+        drawer = Sampling(replace(sampling, samples=chains), self.diffusion)
         height, width = images.shape[2:]
         padded, top, left = pad_to_tile(images, layout.tile)
-        steps, tiles_per_step = len(drawer.chain), layout.count(*padded.shape[2:]) * sampling.samples
-        means, spreads = [], []
+        steps, tiles_per_step = len(drawer.chain), layout.count(*padded.shape[2:]) * chains
+        means, spreads, extras = [], [], []
         with tqdm(total=len(padded) * steps * tiles_per_step, desc=desc, unit="tile", disable=not progress) as bar:
             network = tiled_network(self.model, layout, on_tiles=bar.update)
             for index, frame in enumerate(padded):
                 bar.set_postfix_str(f"frame {index + 1}/{len(padded)}, {steps} steps of {tiles_per_step} tiles")
                 x_T = None
                 if hashed_noise_seed is not None:
-                    x_T = hashed_normal([sampling.samples, 1, *frame.shape[1:]], hashed_noise_seed, self.device,
+                    x_T = hashed_normal([chains, 1, *frame.shape[1:]], hashed_noise_seed, self.device,
                                         offset_y=-top, offset_x=-left)
-                mean, std = mean_and_spread(drawer.draw(network, frame[None].to(self.device), generator, x_T=x_T))
-                means.append(mean[..., top : top + height, left : left + width].cpu())
-                spreads.append(None if std is None else std[..., top : top + height, left : left + width].cpu())
-        return torch.cat(means), None if spreads[0] is None else torch.cat(spreads)
+                draws = drawer.draw(network, frame[None].to(self.device), generator, x_T=x_T)
+                draws = draws[..., top : top + height, left : left + width].cpu()
+                mean, std = mean_and_spread(draws[: sampling.samples])
+                means.append(mean)
+                spreads.append(std)
+                extras.append(draws[sampling.samples :])
+        return Prediction(torch.cat(means), None if spreads[0] is None else torch.cat(spreads), torch.cat(extras, dim=1))

@@ -16,6 +16,7 @@ from dataclasses import fields, replace
 import torch
 
 from ddpm import Diffusion
+from ddpm.samplers import initial_noise
 from ddpm.settings import UsageError, check_value, field_range
 from experiments.config import SAMPLER_FLAGS, SamplingConfig
 
@@ -87,17 +88,21 @@ class Sampling:
     ) -> torch.Tensor:
         """``config.samples`` samples of each input [B, 1, H, W]: float [samples, B, 1, H, W].
 
-        All samples of a batch go through the network together, as one chain on samples x B images.
-        With ``conditional=False`` the inputs only set the batch and image size. ``x_T``
-        [samples x B, 1, H, W], sample-major, replaces the drawn start of the chains.
+        All samples of a batch go through the network together, as one chain on samples x B images
+        (so every network call is as full as the batch allows). The start of sample ``s`` is the
+        ``s``-th draw of [B, 1, H, W] from ``generator``, so a deterministic sampler gives each sample
+        what a chain of it alone, drawn in turn, would give. With ``conditional=False`` the inputs only
+        set the batch and image size. ``x_T`` [samples x B, 1, H, W], sample-major, replaces the drawn start.
         """
         batch = condition.shape[0]
         repeated = condition.repeat(self.samples, 1, 1, 1)
+        if x_T is None:
+            x_T = torch.cat([initial_noise(self.diffusion, (batch, 1, *condition.shape[2:]), None, generator)
+                             for _ in range(self.samples)])
         images = self.sampler(
             self.diffusion,
             model,
             repeated if conditional else None,
-            shape=(repeated.shape[0], 1, *condition.shape[2:]),
             x_T=x_T,
             generator=generator,
             progress=False,
