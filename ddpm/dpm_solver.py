@@ -131,6 +131,8 @@ class DPMSolverSampler(Sampler):
                              f"(the trained steps T, less step 0, which it never evaluates), got {wanted}")
         return ddim_timesteps(steps_total, wanted + 1, self.spacing)[:-1]
 
+    draws_noise = False
+
     def rows(self, diffusion: Diffusion, timesteps: Sequence[int]) -> list[MultistepRow]:
         """The coefficients of a chain along ``timesteps`` (as :meth:`chain` returns)."""
         return multistep_rows(diffusion, timesteps, [*timesteps[1:], CLEAN], self.order)

@@ -54,6 +54,7 @@ def run_chain(
     save_steps: Sequence[int] | None = None,
     progress: bool = True,
     model_kwargs: dict | None = None,
+    draws_noise: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``step`` along ``timesteps`` (descending) from ``x`` [B, C, H, W]: Listing 10 / 27's loop.
 
@@ -61,7 +62,8 @@ def run_chain(
     channels, as in the tutorial) or ``x_t`` alone when ``condition`` is None. Nothing in the
     loop synchronises with the device: time encodings are looked up, coefficients are indexed
     by Python ints, and the noise is drawn into one reused buffer. Every step draws noise except
-    the last (the one from the chain's final step to ``-1``, which returns the mean).
+    the last (the one from the chain's final step to ``-1``, which returns the mean); with
+    ``draws_noise=False`` (a deterministic sampler) none does, and ``generator`` is left as it was.
 
     Returns:
         ``(x_final, saved)``: the last images and, stacked [S, B, C, H, W], for each ``t`` in
@@ -80,7 +82,7 @@ def run_chain(
         t_prev = schedule[i + 1] if i + 1 < len(schedule) else -1
         model_input = x if condition is None else torch.cat([condition, x], dim=1)
         predicted_noise = model(model_input, diffusion.time_encodings[t].expand(batch, -1), **model_kwargs)
-        noise = z.normal_(generator=generator) if t_prev >= 0 else None
+        noise = z.normal_(generator=generator) if draws_noise and t_prev >= 0 else None
         x = step(x, t, t_prev, predicted_noise.to(x.dtype), noise)
         if t in wanted:
             saved.append(x)
@@ -118,6 +120,11 @@ class Sampler(ABC):
     def stepper(self, diffusion: Diffusion, timesteps: Sequence[int]) -> StepFn:
         """The step function of a chain along ``timesteps`` (as returned by :meth:`chain`)."""
 
+    @property
+    def draws_noise(self) -> bool:
+        """Whether the steps take fresh noise ``z``; a deterministic sampler's chain draws nothing after x_T."""
+        return True
+
     @torch.inference_mode()
     def __call__(
         self,
@@ -153,7 +160,7 @@ class Sampler(ABC):
         else:
             x = x_T.to(diffusion.device, diffusion.dtype)
         images, saved = run_chain(
-            diffusion, model, x, chain, step, condition, generator, save_steps, progress, model_kwargs
+            diffusion, model, x, chain, step, condition, generator, save_steps, progress, model_kwargs, self.draws_noise
         )
         return images if save_steps is None else (images, saved)
 
@@ -279,6 +286,10 @@ class DDIMSampler(Sampler):
         sampling_steps = min(DEFAULT_DDIM_STEPS, steps_total) if self.sampling_steps is None else self.sampling_steps
         return ddim_timesteps(steps_total, sampling_steps, self.spacing)
 
+    @property
+    def draws_noise(self) -> bool:
+        return self.eta > 0
+
     def stepper(self, diffusion: Diffusion, timesteps: Sequence[int]) -> StepFn:
         coefficients = ddim_coefficients(diffusion, timesteps, self.eta)
         return lambda x_t, t, t_prev, predicted_noise, z: ddim_step(
@@ -297,6 +308,8 @@ class RegressionSampler(Sampler):
 
     def chain(self, steps_total: int) -> list[int]:
         return [steps_total + REGRESSION_STEP]
+
+    draws_noise = False
 
     def stepper(self, diffusion: Diffusion, timesteps: Sequence[int]) -> StepFn:
         return lambda x_t, t, t_prev, predicted, z: predicted

@@ -48,10 +48,11 @@ SAMPLERS = [
     SamplingConfig(sampler="ddim", sampling_steps=5, eta=1.0, samples=2),
     SamplingConfig(sampler="simple"),
     SamplingConfig(sampler="x0"),
+    SamplingConfig(sampler="dpmpp2m", sampling_steps=4, samples=2),
 ]
 
 
-@pytest.mark.parametrize("sampling", SAMPLERS, ids=["ddim-eta0", "ddim-eta1-2samples", "eq11", "appendix-b"])
+@pytest.mark.parametrize("sampling", SAMPLERS, ids=["ddim-eta0", "ddim-eta1-2samples", "eq11", "appendix-b", "dpmpp2m"])
 def test_tiled_sampling_equals_one_pass_sampling_for_a_pixelwise_network(sampling):
     """With a 1 x 1 receptive field every tile predicts exactly what the whole image would, so the only way
     tiled and one-pass samples can agree is the same noise at every pixel and every step."""
