@@ -64,6 +64,7 @@ from experiments.evaluation import check, quality_figures
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
 from experiments.inference.sampling import sampling_from_flags
+from experiments.inference.scripted_sampler import EXPORT_SAMPLERS
 from experiments.inference.tiling import TileLayout
 from experiments.runtime import DEVICES
 from experiments.data.tif_io import FrameInfo, find_inputs, output_path_for, read_frames, to_model_frames, write_frames
@@ -152,8 +153,9 @@ def check_options(options: PredictOptions, predictor: Predictor) -> None:
     check_value(options.seed, SEEDS, "--seed")
     if options.pixel_size_um is not None:
         check_value(options.pixel_size_um, PIXEL_SIZES_UM, "--pixel-size (µm)")
-    if options.hashed_noise and options.sampling.sampler != "ddim":
-        raise UsageError("--hashed-noise starts DDIM chains only; add --sampler ddim")
+    if options.hashed_noise and (options.sampling.sampler not in EXPORT_SAMPLERS or options.sampling.build().draws_noise):
+        raise UsageError("--hashed-noise reproduces an exported package, whose samplers are deterministic: add "
+                         f"--sampler {' or '.join(EXPORT_SAMPLERS)} (with --eta 0)")
     if options.upsample and predictor.scale != 1:
         raise UsageError(
             f"--upsample is for tutorial-task models; {predictor.checkpoint.name} is a native-task model, which "
@@ -383,7 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="seed of the sampling noise (default 0)")
     sampling.add_argument(
         "--hashed-noise", action="store_true",
-        help="DDIM only: start each tile from the seed's position-hashed noise, as an exported package does",
+        help="start each chain from the seed's position-hashed noise, as an exported package does (its samplers: "
+             f"{', '.join(EXPORT_SAMPLERS)}, deterministic)",
     )
     layout = parser.add_argument_group("images")
     layout.add_argument("--upsample", action="store_true",

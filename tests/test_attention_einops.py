@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ddpm import Diffusion
-from experiments.inference.scripted_sampler import ScriptedDDIM, script_sampler
+from experiments.inference.scripted_sampler import ScriptedSolver, script_sampler
 from unet import UNet, UNetConfig
 from unet.layers import MultiHeadAttention, TransformerBlock
 
@@ -160,14 +160,15 @@ def test_unet_with_attention_scripts_to_the_same_numbers(extras):
             assert torch.equal(scripted(x, encoding, y, context), network(x, encoding, y, context))
 
 
-def test_script_sampler_with_an_attention_unet_equals_the_eager_sampler(tmp_path):
+@pytest.mark.parametrize("sampler", ["dpmpp2m", "ddim"])
+def test_script_sampler_with_an_attention_unet_equals_the_eager_sampler(tmp_path, sampler):
     torch.manual_seed(0)
     network = UNet(UNetConfig(**ATTENTION_NET))
     diffusion = Diffusion(steps=50, time_encoding_dim=16)
-    module = script_sampler(network, diffusion, sampling_steps=4, seed=3, size_multiple=2)
+    module = script_sampler(network, diffusion, sampler, sampling_steps=4, seed=3, size_multiple=2)
     module.save(str(tmp_path / "sampler.pt"))
     loaded = torch.jit.load(str(tmp_path / "sampler.pt"))
-    eager = ScriptedDDIM(network, diffusion, 4, 3, 2)
+    eager = ScriptedSolver(network, diffusion, sampler, 4, 3, 2)
     widefield = torch.rand(2, 1, 8, 6) * 2 - 1
     with torch.no_grad():
         expected = eager(widefield)

@@ -255,7 +255,7 @@ def test_the_exported_native_package_takes_the_camera_image(native_run, tmp_path
     # the same on an image that spans [0, 1].
     tifffile.imwrite(tmp_path / "in.tif", min_max_scale(test_in[0, 0]))
     assert predict.main(["--checkpoint", str(run_dir / "last.pt"), "--input", str(tmp_path / "in.tif"), "--output",
-                         str(tmp_path / "pred"), "--hashed-noise", "--sampler", "ddim", "--sampling-steps", "2",
+                         str(tmp_path / "pred"), "--hashed-noise", "--sampler", "dpmpp2m", "--sampling-steps", "2",
                          "--tile", "32", "--quiet", "--device", "cpu", "--no-preview", "--seed", "0"]) == 0
     with torch.no_grad():
         scripted = module(torch.from_numpy(preprocess(test_in))).numpy()[0, 0] * 0.5 + 0.5

@@ -1,8 +1,8 @@
 """A trained checkpoint as a BioImage Model Zoo package (model spec 0.5) that runs without our code (the
 library of ``python -m experiments.export``).
 
-The package's TorchScript weights are the whole deterministic DDIM sampler
-(:class:`experiments.inference.scripted_sampler.ScriptedDDIM`): one call on the widefield image runs
+The package's TorchScript weights are the whole deterministic sampler, DPM-Solver++(2M) or DDIM (``--sampler``,
+:class:`experiments.inference.scripted_sampler.ScriptedSolver`): one call on the widefield image runs
 ``--sampling-steps`` network evaluations from x_T = :func:`ddpm.hashed_noise.hashed_normal` of ``--seed``, so deepImageJ,
 ilastik and bioimageio.core get the same image every time without seeding anything.
 
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm.settings import SEEDS, UserError, bounded, check_ranges, within
+from ddpm.settings import SEEDS, UserError, bounded, check_choice, check_ranges, within
 from experiments import figures
 from experiments.data.images import read_frames
 from experiments.data.layout import TIF_SUFFIXES
@@ -43,13 +43,15 @@ from experiments.data.normalization import from_model_range, to_model_range
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
-from experiments.inference.scripted_sampler import script_sampler
+from experiments.inference.scripted_sampler import EXPORT_SAMPLERS, ExportSampler, script_sampler, solver_steps
 from experiments.integrity import check_outputs
 from experiments.records import read_records
 from unet import describe_network
 
-# The x_T seed and the number of DDIM steps are fixed in the exported module.
-DEFAULT_SAMPLING_STEPS = 10
+# The sampler, its network evaluations and the x_T seed are fixed in the exported module. The default is
+# the quality study's (docs/sampling.md): DPM-Solver++(2M) on 4 evaluations matches 10-step DDIM.
+DEFAULT_EXPORT_SAMPLER: ExportSampler = "dpmpp2m"
+DEFAULT_SAMPLING_STEPS = 4
 DEFAULT_HALO = 16  # half of experiments.predict's default tile overlap
 # The test tensor: the centred square crop of the test image, its output at most this side (bioimageio's
 # test runs the whole sampler on it several times).
@@ -74,6 +76,12 @@ CITATIONS = (
 )
 
 
+SAMPLER_TITLES = {
+    "dpmpp2m": "DPM-Solver++(2M) (Lu et al. 2022, deterministic)",
+    "ddim": "deterministic DDIM (Song et al. 2021, eta = 0)",
+}
+
+
 class ExportError(UserError):
     """The package cannot be built as asked; the message names the file or flag and what to do."""
 
@@ -82,6 +90,7 @@ class ExportError(UserError):
 class ExportOptions:
     """What the package fixes; each range is checked when built (the command's flags take the same)."""
 
+    sampler: ExportSampler = DEFAULT_EXPORT_SAMPLER
     sampling_steps: int = bounded(DEFAULT_SAMPLING_STEPS, 1)
     seed: int = within(0, SEEDS)
     halo: int = bounded(DEFAULT_HALO, 1)
@@ -91,6 +100,7 @@ class ExportOptions:
 
     def __post_init__(self) -> None:
         check_ranges(self, "export option ")
+        check_choice("--sampler", self.sampler, EXPORT_SAMPLERS)
 
 
 def _first_tif(folder: Path) -> Path | None:
@@ -207,8 +217,8 @@ def weights_summary(predictor: Predictor, options: ExportOptions) -> str:
     """What the TorchScript weights run, in one sentence."""
     if is_regression(predictor):
         return "one network evaluation (the regression baseline: no diffusion, no noise)"
-    return (f"{options.sampling_steps} deterministic DDIM steps (Song et al. 2021, eta = 0) from position-hashed "
-            f"initial noise (seed {options.seed})")
+    return (f"{options.sampling_steps} {SAMPLER_TITLES[options.sampler]} steps from position-hashed initial noise "
+            f"(seed {options.seed})")
 
 
 def determinism(predictor: Predictor, options: ExportOptions) -> str:
@@ -217,8 +227,9 @@ def determinism(predictor: Predictor, options: ExportOptions) -> str:
         return "One network evaluation, no noise: every run on every machine gives the same output."
     return (f"The diffusion starts from x_T, standard normal noise computed from a hash of (seed {options.seed}, pixel\n"
             "position): no random generator is used, so every run on every machine gives the same output, and a pixel's\n"
-            f"noise does not depend on the image size. The sampling steps ({options.sampling_steps}) and the seed are fixed in\n"
-            "the TorchScript module; export again (`python -m experiments.export --sampling-steps N --seed S`) to change them.")
+            f"noise does not depend on the image size. The sampler ({options.sampler}), its steps ({options.sampling_steps}) and the seed are\n"
+            "fixed in the TorchScript module; export again (`python -m experiments.export --sampler NAME --sampling-steps N\n"
+            "--seed S`) to change them.")
 
 
 def input_paragraph(predictor: Predictor, options: ExportOptions) -> str:
@@ -304,13 +315,14 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite
     if out.suffix.lower() != ".zip":
         raise ExportError(f"{out}: a Model Zoo package is a .zip file; name --out like model.zip")
     predictor = load_for_inference(checkpoint, "cpu")
-    if options.sampling_steps > predictor.diffusion.steps:
-        raise ExportError(f"--sampling-steps must be within 1..{predictor.diffusion.steps} (the trained diffusion "
-                          f"steps), got {options.sampling_steps}")
+    try:
+        solver_steps(predictor.diffusion, options.sampler, options.sampling_steps)
+    except ValueError as error:
+        raise ExportError(f"--sampling-steps {options.sampling_steps}: {error}") from None
     test_image = options.test_image or find_test_image(predictor)
     check_outputs([out], [predictor.checkpoint] + ([test_image] if test_image else []), overwrite)
     image, source, file_pixel_size = test_input(predictor, replace(options, test_image=test_image))
-    module = script_sampler(predictor.model, predictor.diffusion, options.sampling_steps, options.seed,
+    module = script_sampler(predictor.model, predictor.diffusion, options.sampler, options.sampling_steps, options.seed,
                             predictor.size_multiple, regression=is_regression(predictor), scale=predictor.scale)
     # The training inputs' pixel when neither the flag nor the test image states one: the model expects it.
     pixel_size = next(size for size in (options.pixel_size_um, file_pixel_size, predictor.grid.input_pixel_um)
@@ -399,7 +411,7 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
         license=spec.LicenseId("MIT"),
         documentation=spec.FileDescr(source=work / "documentation.md"),
         covers=[spec.FileDescr(source=cover)],
-        tags=["super-resolution", "diffusion", "ddpm", "ddim", "microscopy", "widefield", "sim", "2d", "pytorch"],
+        tags=["super-resolution", "diffusion", "ddpm", options.sampler, "microscopy", "widefield", "sim", "2d", "pytorch"],
         inputs=[inputs],
         outputs=[outputs],
         weights=spec.WeightsDescr(

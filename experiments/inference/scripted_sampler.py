@@ -1,42 +1,62 @@
-"""The whole deterministic DDIM sampler as one TorchScript module: widefield in, super-resolved image out.
+"""The whole deterministic sampler as one TorchScript module: widefield in, super-resolved image out.
 
-    sampler = ScriptedDDIM(predictor.model, predictor.diffusion, sampling_steps=10, seed=0)
+    sampler = ScriptedSolver(predictor.model, predictor.diffusion, "dpmpp2m", sampling_steps=4, seed=0, size_multiple=4)
     scripted = torch.jit.script(sampler)            # what experiments.export packs as the model's weights
     sr = scripted(widefield)                        # [B, 1, H, W] in [-1, 1] in and out
 
 Tools such as deepImageJ and ilastik call a model once on one tensor and seed nothing, so the chain lives
 inside ``forward`` and its start x_T comes from :func:`ddpm.hashed_noise.hashed_normal` (a hash of
-the seed fixed at export and each pixel's position), never from a random state. eta = 0, so nothing
-else is random.
+the seed fixed at export and each pixel's position), never from a random state. The samplers are
+deterministic, so nothing else is random.
 
-Each step is Song et al.'s Eq. 12 with eta = 0, as :func:`ddpm.ddim.ddim_step` computes it, written
-again here because that function takes a :class:`ddpm.Diffusion`, which TorchScript cannot compile. The
-numbers come from the same place: the step coefficients from :func:`ddpm.ddim.ddim_coefficients` (as
-Python floats, as there), the x0 tables and time encodings are the Diffusion's own float32 entries,
-so the module reproduces ``ddpm.DDIMSampler(sampling_steps)(..., x_T=hashed_normal(...))`` to rounding.
+Both exported samplers are linear multistep chains: each step is ``x = a x + b x0 + c x0_previous``
+with the clamped data prediction x0 of Eq. 7 / 27, and :func:`ddpm.dpm_solver.multistep_rows` gives
+``(a, b, c)``: DPM-Solver++(2M) (:class:`ddpm.DPMSolverSampler`), or its first order along DDIM's
+chain, which is deterministic DDIM (Song et al. Eq. 12, eta = 0; tested equal to
+:class:`ddpm.DDIMSampler`). The loop is written again here because the samplers take a
+:class:`ddpm.Diffusion`, which TorchScript cannot compile; the numbers come from the same place (the
+rows as Python floats, the x0 tables and time encodings the Diffusion's own float32 entries), so the
+module reproduces the eager sampler from ``x_T = hashed_normal(...)`` to rounding.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Literal, get_args
 
 import torch
 from torch import nn
 
-from ddpm import Diffusion
-from ddpm.ddim import ddim_coefficients, ddim_timesteps
+from ddpm import DDIMSampler, Diffusion, DPMSolverSampler
 from ddpm.diffusion import REGRESSION_STEP
+from ddpm.dpm_solver import CLEAN, multistep_rows
 from ddpm.hashed_noise import hashed_normal
 from experiments.data.task import enlarge
 
+ExportSampler = Literal["dpmpp2m", "ddim"]
+EXPORT_SAMPLERS: tuple[str, ...] = get_args(ExportSampler)
 
-class ScriptedDDIM(nn.Module):
-    """Deterministic DDIM (eta = 0, clamped x0, uniform spacing) over ``sampling_steps`` network calls.
+
+def solver_steps(diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int) -> tuple[list[int], list]:
+    """The chain (evaluated steps, descending) and its :class:`~ddpm.dpm_solver.MultistepRow` of each step."""
+    if sampler == "dpmpp2m":
+        solver = DPMSolverSampler(sampling_steps)
+        chain = solver.chain(diffusion.steps)
+        return chain, solver.rows(diffusion, chain)
+    if sampler == "ddim":
+        chain = DDIMSampler(sampling_steps).chain(diffusion.steps)
+        return chain, multistep_rows(diffusion, chain, [*chain[1:], CLEAN], order=1)
+    raise ValueError(f"unknown export sampler {sampler!r}; choose one of {EXPORT_SAMPLERS}")
+
+
+class ScriptedSolver(nn.Module):
+    """A deterministic sampler (``"dpmpp2m"`` or ``"ddim"``, clamped x0, uniform spacing) over ``sampling_steps``
+    network calls.
 
     Args:
         network: the noise predictor, called as ``network(cat([widefield, x_t], 1), t_encoding)``;
             it must compile with ``torch.jit.script`` (the project's UNet does). Its weights are frozen.
         diffusion: the schedule the network was trained with (its tables are read once, here).
+        sampler: which chain (:data:`EXPORT_SAMPLERS`).
         sampling_steps: network evaluations per image, fixed in the module.
         seed: seed of x_T (:func:`ddpm.hashed_noise.hashed_normal`), fixed in the module.
         size_multiple: image sides must be multiples of this (the U-Net's 2^(depth-1)), after enlargement.
@@ -44,23 +64,21 @@ class ScriptedDDIM(nn.Module):
             (:func:`experiments.data.task.enlarge`), as in training.
     """
 
-    def __init__(self, network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int,
-                 scale: int = 1) -> None:
+    def __init__(self, network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int,
+                 size_multiple: int, scale: int = 1) -> None:
         super().__init__()
         self.scale = scale
         self.network = network.eval().requires_grad_(False)
-        chain = ddim_timesteps(diffusion.steps, sampling_steps)
-        coefficients = ddim_coefficients(diffusion, chain, eta=0.0)
+        chain, rows = solver_steps(diffusion, sampler, sampling_steps)
         tables = diffusion.tables
         index = torch.tensor(chain, device=tables.x0_coef_xt.device)
         # One row per step of the chain, in sampling order.
         self.register_buffer("time_encodings", diffusion.time_encodings[index].float().cpu())
         self.register_buffer("x0_coef_xt", tables.x0_coef_xt[index].float().cpu())
         self.register_buffer("x0_coef_noise", tables.x0_coef_noise[index].float().cpu())
-        self.register_buffer("sqrt_alpha_bar", tables.sqrt_alpha_bar[index].float().cpu())
-        self.register_buffer("sqrt_one_minus_alpha_bar", tables.sqrt_one_minus_alpha_bar[index].float().cpu())
-        self.x0_coef: List[float] = [coefficients[t].x0_coef for t in chain]
-        self.noise_coef: List[float] = [coefficients[t].noise_coef for t in chain]
+        self.state_coef: List[float] = [row.a for row in rows]
+        self.x0_coef: List[float] = [row.b for row in rows]
+        self.previous_coef: List[float] = [row.c for row in rows]
         self.timesteps: List[int] = chain
         self.seed = seed
         self.size_multiple = size_multiple
@@ -79,13 +97,15 @@ class ScriptedDDIM(nn.Module):
             )
         batch = widefield.size(0)
         x = hashed_normal([batch, 1, height, width], self.seed, widefield.device)
+        previous = torch.zeros_like(x)
         for i in range(len(self.timesteps)):
             encoding = self.time_encodings[i].expand(batch, -1)
             noise = self.network(torch.cat([widefield, x], dim=1), encoding)
-            # Eq. 7 / 27, clamped, then the noise re-derived from Eq. 3 (as ddpm.ddim.ddim_step).
-            x0 = (self.x0_coef_xt[i] * x - self.x0_coef_noise[i] * noise).clamp(-1.0, 1.0)
-            noise = (x - self.sqrt_alpha_bar[i] * x0) / self.sqrt_one_minus_alpha_bar[i]
-            x = self.x0_coef[i] * x0 + self.noise_coef[i] * noise
+            x0 = (self.x0_coef_xt[i] * x - self.x0_coef_noise[i] * noise).clamp(-1.0, 1.0)  # Eq. 7 / 27, clamped
+            x = self.state_coef[i] * x + self.x0_coef[i] * x0
+            if self.previous_coef[i] != 0.0:
+                x = x + self.previous_coef[i] * previous
+            previous = x0
         return x
 
 
@@ -115,11 +135,11 @@ class ScriptedRegression(nn.Module):
 
 
 def script_sampler(
-    network: nn.Module, diffusion: Diffusion, sampling_steps: int, seed: int, size_multiple: int, regression: bool = False,
-    scale: int = 1,
+    network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int, size_multiple: int,
+    regression: bool = False, scale: int = 1,
 ) -> torch.jit.ScriptModule:
-    """:class:`ScriptedDDIM` (or, for a regression baseline, :class:`ScriptedRegression`) compiled with
+    """:class:`ScriptedSolver` (or, for a regression baseline, :class:`ScriptedRegression`) compiled with
     ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
-    module = ScriptedRegression(network, diffusion, size_multiple, scale) if regression else ScriptedDDIM(
-        network, diffusion, sampling_steps, seed, size_multiple, scale)
+    module = ScriptedRegression(network, diffusion, size_multiple, scale) if regression else ScriptedSolver(
+        network, diffusion, sampler, sampling_steps, seed, size_multiple, scale)
     return torch.jit.script(module.cpu())
