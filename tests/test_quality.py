@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from experiments.evaluation.quality import (
     apodisation,
@@ -15,6 +17,7 @@ from experiments.evaluation.quality import (
     fourier_ring_correlation,
     half_bit_threshold,
     predicted_error_std,
+    redegrade,
 )
 from experiments.evaluation.quality_figures import plot_calibration, plot_check, plot_frc
 from test_figures import read_png
@@ -110,6 +113,36 @@ def preimage_pair(size: int, blur: float, seed: int = 3, width: float = 1.5):
     centres = 24 + (size - 48) * torch.rand(40, 2, generator=random, dtype=torch.float64)
     amplitudes = 50 + 100 * torch.rand(40, generator=random, dtype=torch.float64)
     return blobs(size, centres, amplitudes, width), blobs(size, centres, amplitudes, math.hypot(width, blur))
+
+
+def redegrade_by_pixel_sums(sr: torch.Tensor, sigma: float, factor: int) -> torch.Tensor:
+    """The re-degradation written out per output pixel: sum over taps (dy, dx) of g(dy) g(dx) sr at the
+    reflected source pixel, then the factor x factor block mean. Slow, and independent of the shifted sums."""
+    radius = math.ceil(4 * sigma)
+    taps = [math.exp(-0.5 * (d / sigma) ** 2) if sigma > 0 else 1.0 for d in range(-radius, radius + 1)]
+    taps = [tap / sum(taps) for tap in taps]
+
+    def reflect(index: int, size: int) -> int:
+        index = abs(index)
+        return 2 * (size - 1) - index if index >= size else index
+
+    height, width = sr.shape
+    blurred = torch.zeros_like(sr)
+    for y in range(height):
+        for x in range(width):
+            blurred[y, x] = sum(ty * tx * sr[reflect(y + dy, height), reflect(x + dx, width)]
+                                for dy, ty in zip(range(-radius, radius + 1), taps)
+                                for dx, tx in zip(range(-radius, radius + 1), taps))
+    return blurred.reshape(height // factor, factor, width // factor, factor).mean((1, 3))
+
+
+@settings(max_examples=15, deadline=None)
+@given(factor=st.sampled_from([1, 2, 3]), blocks=st.tuples(st.integers(5, 7), st.integers(5, 7)),
+       sigma=st.just(0.0) | st.floats(0.05, 0.9), seed=st.integers(0, 2**16))
+def test_redegrade_equals_the_reflect_padded_blur_written_out_per_pixel(factor, blocks, sigma, seed):
+    sr = torch.rand(blocks[0] * factor, blocks[1] * factor, generator=generator(seed), dtype=torch.float64)
+    expected = redegrade_by_pixel_sums(sr, sigma, factor)
+    assert torch.allclose(redegrade(sr, sigma, factor), expected, atol=1e-12)
 
 
 @pytest.mark.parametrize("factor", [1, 2])

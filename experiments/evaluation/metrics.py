@@ -30,11 +30,6 @@ Three protocols, all kept by :class:`MetricAccumulator`:
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.image import (
-    multiscale_structural_similarity_index_measure,
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
 
 from experiments.records import METRIC_NAMES
 
@@ -78,6 +73,14 @@ def image_metrics(pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     ``pred`` and ``target`` are ``[B, C, H, W]`` float images in [-1, 1]; NRMSE divides by each
     image's own target range.
     """
+    # Imported here: torchmetrics pulls in torchvision's model zoo, 2 s of every command's start on a CPU,
+    # and predict, export and the figures only need this module's names.
+    from torchmetrics.functional.image import (
+        multiscale_structural_similarity_index_measure,
+        peak_signal_noise_ratio,
+        structural_similarity_index_measure,
+    )
+
     _check_pair(pred, target)
     pred, target = pred.float(), target.float()
     difference = (pred - target).flatten(1)
@@ -108,6 +111,8 @@ def affine_fit(pred: Tensor, target: Tensor) -> Tensor:
 
 def _batch_from_images(per_image: dict[str, Tensor], pred: Tensor, target: Tensor) -> dict[str, Tensor]:
     """The tutorial's per-batch values; SSIM and MS-SSIM reuse the per-image values (their batch value is the mean)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio  # see image_metrics
+
     pred, target = pred.float(), target.float()
     difference = pred - target
     return {

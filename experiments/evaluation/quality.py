@@ -101,27 +101,30 @@ class Consistency:
 CONSISTENCY_MEASURES = ("rse", "rsp", "alpha", "beta", "sigma")
 
 
-def redegradation_matrix(size: int, sigma: float, factor: int, dtype: torch.dtype = torch.float64) -> Tensor:
-    """``[size / factor, size]`` matrix of the 1-D re-degradation along one axis: convolution with a
-    normalised, sampled Gaussian of std ``sigma`` pixels (the resolution-scaling function of Culley et
-    al. 2018), cut at 4 sigma, with reflect padding (source pixel -j for j < 0, mirrored likewise at the
-    far end), then the mean over blocks of ``factor`` pixels. ``sigma = 0`` is no blur. As a matrix the
-    separable 2-D operator is two matrix products, far faster than a convolution in float64."""
+def gaussian_kernel(sigma: float, dtype: torch.dtype = torch.float64) -> Tensor:
+    """The normalised, sampled Gaussian of std ``sigma`` pixels (the resolution-scaling function of Culley
+    et al. 2018), cut at 4 sigma: ``2 r + 1`` taps, ``r = ceil(4 sigma)``. ``sigma = 0`` is one tap of 1."""
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0 pixels; got {sigma}")
     radius = math.ceil(KERNEL_RADIUS_SIGMAS * sigma)
-    if radius >= size:
-        raise ValueError(f"a blur of sigma {sigma:g} px needs images wider than {radius} px; got {size} px")
     offsets = torch.arange(-radius, radius + 1, dtype=dtype)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2) if radius > 0 else torch.ones(1, dtype=dtype)
-    kernel = kernel / kernel.sum()
-    outputs = torch.arange(size)[:, None]
-    sources = (outputs + offsets.long()[None, :]).abs()  # reflect at 0
-    sources = torch.where(sources >= size, 2 * (size - 1) - sources, sources)  # reflect at size - 1
-    blur = torch.zeros(size, size, dtype=dtype).index_put_(
-        (outputs.expand_as(sources).flatten(), sources.flatten()), kernel.repeat(size), accumulate=True
-    )
-    return blur.view(size // factor, factor, size).mean(1)
+    return kernel / kernel.sum()
+
+
+def _blur_axis(image: Tensor, kernel: Tensor, axis: int) -> Tensor:
+    """``image`` [H, W] convolved along ``axis`` with ``kernel`` (odd length), reflect-padded (source pixel
+    -j for j < 0, mirrored likewise at the far end), as a sum of shifted copies: exact in the image's dtype
+    and linear in the number of taps, where a dense matrix product costs a whole side per pixel."""
+    radius, size = (len(kernel) - 1) // 2, image.shape[axis]
+    if radius >= size:
+        raise ValueError(f"a blur of {radius} px radius needs images wider than {radius} px; got {size} px")
+    padding = (radius, radius, 0, 0) if axis == 1 else (0, 0, radius, radius)
+    padded = torch.nn.functional.pad(image[None], padding, mode="reflect")[0] if radius else image
+    blurred = torch.zeros_like(image)
+    for tap, weight in enumerate(kernel.tolist()):
+        blurred.add_(padded.narrow(axis, tap, size), alpha=weight)
+    return blurred
 
 
 def _grid_factor(sr: Tensor, widefield: Tensor) -> int:
@@ -137,12 +140,14 @@ def _grid_factor(sr: Tensor, widefield: Tensor) -> int:
 
 
 def redegrade(sr: Tensor, sigma: float, factor: int) -> Tensor:
-    """The output blurred by the Gaussian RSF of width ``sigma`` (output pixels), then averaged over
-    ``factor x factor`` blocks onto the input's grid (a camera pixel integrates the light over its area).
-    ``sr``: ``[H, W]`` with H, W multiples of ``factor``; returns ``[H / factor, W / factor]``."""
-    rows = redegradation_matrix(sr.shape[0], sigma, factor, sr.dtype).to(sr.device)
-    columns = redegradation_matrix(sr.shape[1], sigma, factor, sr.dtype).to(sr.device)
-    return rows @ sr @ columns.T
+    """The output blurred by the Gaussian RSF of width ``sigma`` (output pixels, :func:`gaussian_kernel`,
+    reflect padding), then averaged over ``factor x factor`` blocks onto the input's grid (a camera pixel
+    integrates the light over its area). ``sr``: ``[H, W]`` with H, W multiples of ``factor``; returns
+    ``[H / factor, W / factor]``."""
+    kernel = gaussian_kernel(sigma, sr.dtype).to(sr.device)
+    blurred = _blur_axis(_blur_axis(sr, kernel, 0), kernel, 1)
+    height, width = sr.shape
+    return blurred.reshape(height // factor, factor, width // factor, factor).mean((1, 3))
 
 
 def _fit_scale_offset(degraded: Tensor, widefield: Tensor) -> tuple[float, float, float]:
