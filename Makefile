@@ -90,6 +90,7 @@ BENCH_DEEPLAY ?=
 bench: install
 	$(PY) -m experiments.bench.unet --channels-last --rounds 5 $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
 	$(PY) -m experiments.bench.predict --rounds 5 $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+	$(PY) -m experiments.bench.predict --compare --checkpoint pretrained/tutorial-l1/model.pt --rounds 3 --trust-rounds 2
 	$(PY) -m experiments.bench.sampling --overwrite $(ARGS)
 
 # On a CUDA machine: the tutorial network's training step in fp32, bf16 + channels_last and compiled, the

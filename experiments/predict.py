@@ -1,7 +1,8 @@
 """Super-resolve your own widefield TIFs with a trained checkpoint.
 
     python -m experiments.predict --checkpoint pretrained/native/model.pt --input cells/ extra.tif --output results
-    python -m experiments.predict ... --pixel-size 0.0626 --sampler ddim --sampling-steps 50 --samples 8 --std --seed 1
+    python -m experiments.predict ... --pixel-size 0.0626 --samples 8 --std --check --seed 1
+    python -m experiments.predict ... --sampler ddim --sampling-steps 50
 
 Inputs are TIF files or folders of them (not recursive); a stack (time, z, ...) is processed frame by
 frame. uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
@@ -63,7 +64,7 @@ from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.evaluation import check, quality_figures
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
-from experiments.inference.sampling import sampling_from_flags
+from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags
 from experiments.inference.scripted_sampler import EXPORT_SAMPLERS
 from experiments.inference.tiling import TileLayout
 from experiments.runtime import DEVICES
@@ -307,7 +308,7 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         print(f"warning: {problem}; rescale the file to [0, 1] for meaningful output", file=sys.stderr)
     generator = torch.Generator(device=predictor.device).manual_seed(options.seed)
     layout = layout_of(options, predictor)
-    # The check's independent pair runs in the same batch as the samples, two more chains drawn after them.
+    # The check's independent pair: the first two samples (a chain drawn after them for --samples 1), in one batch.
     prediction = predictor.sample(
         torch.from_numpy(model_in)[:, None],
         options.sampling,
@@ -316,7 +317,7 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         progress=options.progress,
         desc=path.name,
         hashed_noise_seed=options.seed if options.hashed_noise else None,
-        extra_samples=check.CHECK_SAMPLES if options.check else 0,
+        keep=check.CHECK_SAMPLES if options.check else 0,
     )
     mean = prediction.mean[:, 0].numpy()
     std = prediction.std
@@ -325,7 +326,7 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     pixel_size = None if input_size is None else input_size / enlargement(options, predictor)
     checks = []
     if options.check:
-        pair = [draw[:, 0] for draw in prediction.extra]
+        pair = [draw[:, 0] for draw in prediction.kept]
         native_in = from_model_range(to_model_frames(native, info, normalization))
         checks = check.check_frames(torch.from_numpy(from_model_range(mean)), torch.from_numpy(native_in),
                                     *pair, pixel_size)
@@ -372,11 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True, nargs="+", help="TIF files and/or folders of TIFs")
     parser.add_argument("--output", required=True, type=Path, help="folder for the results (created if missing)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
-    sampling = parser.add_argument_group("sampling (default: the checkpoint's evaluation settings)")
+    sampling = parser.add_argument_group(
+        f"sampling (default: {PREDICTION_SAMPLING.sampler} on {PREDICTION_SAMPLING.sampling_steps} network evaluations, "
+        "docs/sampling.md; a regression baseline: its one evaluation)")
     sampling.add_argument("--sampler", choices=tuple(SAMPLERS))
     sampling.add_argument("--variance", choices=VARIANCES, help="simple / x0 samplers only")
     sampling.add_argument(
-        "--sampling-steps", type=int, help=f"DDIM only: network evaluations (default {DEFAULT_DDIM_STEPS})"
+        "--sampling-steps", type=int, help=f"ddim / dpmpp2m: network evaluations (ddim's default {DEFAULT_DDIM_STEPS})"
     )
     sampling.add_argument("--eta", type=float, help="DDIM only: 0 deterministic (default) .. 1 DDPM-like")
     sampling.add_argument("--samples", type=int, help="samples averaged per image (default 1)")
@@ -421,7 +424,7 @@ def run(args: argparse.Namespace) -> None:
     inputs = find_inputs(args.input)
     predictor = load_for_inference(args.checkpoint, args.device)
     steps = predictor.diffusion.steps
-    sampling = sampling_from_flags(predictor.config.sampling, steps, sampler=args.sampler, variance=args.variance,
+    sampling = sampling_from_flags(prediction_sampling(predictor.config.sampling), steps, sampler=args.sampler, variance=args.variance,
                                    sampling_steps=args.sampling_steps, eta=args.eta, samples=args.samples)
     options = PredictOptions(
         sampling=sampling,

@@ -73,11 +73,11 @@ def test_an_invented_blob_lights_up_the_consistency_map_where_it_was_invented(ch
     rows, columns = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     blob += torch.exp(-((rows - 20) ** 2 + (columns - 28) ** 2) / (2 * 1.5**2))
 
-    def hallucinating(self, images, sampling, generator, *args, extra_samples=0, **kwargs):
+    def hallucinating(self, images, sampling, generator, *args, keep=0, **kwargs):
         # The input itself (fully explained by it) plus a bright blob it does not hold, for every sample.
         output = images + 1.5 * blob
         return Prediction(output, torch.zeros_like(output) if sampling.samples > 1 else None,
-                          output.expand(extra_samples, *output.shape))
+                          output.expand(keep, *output.shape))
 
     monkeypatch.setattr(Predictor, "sample", hallucinating)
     args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", "--check", *FAST]
@@ -107,8 +107,8 @@ def test_degenerate_frames_get_noted_measures_in_strict_json(checkpoint, tmp_pat
     source = tmp_path / "stack.tif"
     tifffile.imwrite(source, stack, photometric="minisblack")
     # Every sample is the input itself: a constant frame stays constant, so its FRC is undefined too.
-    monkeypatch.setattr(Predictor, "sample", lambda self, images, sampling, *args, extra_samples=0, **kwargs: Prediction(
-        images, torch.zeros_like(images) if sampling.samples > 1 else None, images.expand(extra_samples, *images.shape)))
+    monkeypatch.setattr(Predictor, "sample", lambda self, images, sampling, *args, keep=0, **kwargs: Prediction(
+        images, torch.zeros_like(images) if sampling.samples > 1 else None, images.expand(keep, *images.shape)))
     args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", "--check", *FAST]
     assert main([str(arg) for arg in args]) == 0, capsys.readouterr().err
     frames = json.loads((tmp_path / "out" / "check.json").read_text(), parse_constant=_refuse)["frames"]
@@ -190,8 +190,8 @@ def test_an_output_equal_to_its_input_is_consistent_and_resolves_what_the_input_
 
 
 def test_check_leaves_the_output_itself_unchanged(checkpoint, tmp_path, capsys):
-    """The two FRC samples are drawn after the output's own, so the same seed gives the same output (they run
-    in the same batch, so only the network's batch-size-dependent float rounding may differ)."""
+    """With one sample the FRC's second sample is drawn after the output's own, so the same seed gives the same
+    output (it runs in the same batch, so only the network's batch-size-dependent float rounding may differ)."""
     source = tmp_path / "cell.tif"
     tifffile.imwrite(source, smooth_field((20, 20)))
     for folder, extra in (("plain", []), ("checked", ["--check"])):

@@ -204,7 +204,7 @@ def replace_steps(sampling: SamplingConfig, steps: int) -> SamplingConfig:
 
 @pytest.mark.parametrize("sampler", ["dpmpp2m", "ddim"])
 def test_pooled_samples_equal_sequential_chains_of_each_sample(sampler):
-    """Item 2: the samples of a frame (and the check's extra chains) share the network's batches; each
+    """Item 2: the samples of a frame (and chains kept beyond them) share the network's batches; each
     equals the chain of that sample alone, drawn in turn from the same generator, tiled on a real U-Net."""
     diffusion = Diffusion(steps=20, beta_start=1e-4, beta_end=0.2, time_encoding_dim=8, dtype=torch.float64)
     predictor = tiny_predictor(diffusion)
@@ -212,13 +212,14 @@ def test_pooled_samples_equal_sequential_chains_of_each_sample(sampler):
     condition = torch.rand(1, 1, 40, 36, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1
     sampling = SamplingConfig(sampler=sampler, sampling_steps=3, samples=3)
     layout = TileLayout(16, 4, 16)
-    pooled = predictor.sample(condition, sampling, torch.Generator().manual_seed(1), layout, extra_samples=2)
+    pooled = predictor.sample(condition, sampling, torch.Generator().manual_seed(1), layout, keep=5)
     generator = torch.Generator().manual_seed(1)
     single = SamplingConfig(sampler=sampler, sampling_steps=3, samples=1)
     sequential = torch.stack([predictor.sample(condition, single, generator, layout).mean for _ in range(5)])
     torch.testing.assert_close(pooled.mean, sequential[:3].mean(0), atol=1e-9, rtol=0)
     torch.testing.assert_close(pooled.std, sequential[:3].std(0, unbiased=False), atol=1e-9, rtol=0)
-    torch.testing.assert_close(pooled.extra, sequential[3:], atol=1e-9, rtol=0)
+    torch.testing.assert_close(pooled.kept, sequential, atol=1e-9, rtol=0)
+    assert predictor.sample(condition, sampling, torch.Generator(), layout, keep=2).kept.shape[0] == 2
     assert sequential.std(0).mean() > 0.05  # five different samples
 
 

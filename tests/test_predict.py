@@ -16,7 +16,7 @@ from experiments.training.checkpoint import file_digest
 from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.inference.loading import InferenceError, load_for_inference
 from ddpm.settings import UsageError
-from experiments.inference.sampling import sampling_from_flags
+from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags
 from experiments.inference.tiling import TileLayout
 from experiments.predict import main, upsample_frames
 from experiments.data.tif_io import read_metadata
@@ -79,7 +79,8 @@ def test_folder_of_every_dtype_gives_float32_outputs_with_frames_and_metadata(ca
         assert meta["checkpoint_sha256"] == file_digest(checkpoint)
         assert meta["checkpoint"] == str(checkpoint.resolve())
         assert meta["seed"] == 7
-        assert (meta["sampler"], meta["sampling_steps"], meta["eta"], meta["samples"]) == ("ddim", 3, 0.0, 1)
+        default = PREDICTION_SAMPLING  # the prediction default, not the checkpoint's training-time sampler
+        assert (meta["sampler"], meta["sampling_steps"], meta["samples"]) == (default.sampler, default.sampling_steps, 1)
         assert meta["frames"] == (3 if stem == "b_stack" else 1)
         assert Path(meta["source"]).name.startswith(stem) and meta["version"] and meta["weights"] == "model"
     assert not (tmp_path / "a_uint8_sr_std.tif").exists()
@@ -94,7 +95,8 @@ def test_output_is_the_sampled_mean_mapped_to_unit_range(capsys, checkpoint, inp
     stack = tifffile.imread(source)
     model_in = torch.from_numpy((stack / 65535.0 - 0.5) / 0.5).float()[:, None]
     generator = torch.Generator().manual_seed(0)
-    mean, std = predictor.super_resolve(model_in, predictor.config.sampling, generator, TileLayout(32, 8))
+    sampling = prediction_sampling(predictor.config.sampling)
+    mean, std = predictor.super_resolve(model_in, sampling, generator, TileLayout(32, 8))
     assert std is None
     written = tifffile.imread(tmp_path / "b_stack_sr.tif")
     np.testing.assert_allclose(written, (mean[:, 0].numpy() + 1) / 2, atol=1e-5)
@@ -114,7 +116,7 @@ def test_same_seed_same_output_other_seed_other_output(capsys, checkpoint, input
 
 def test_std_writes_a_second_tif_and_upsample_doubles_the_size(capsys, checkpoint, inputs, tmp_path):
     code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", inputs / "c_float.tiff", "--output", tmp_path,
-                        "--samples", 2, "--std", "--eta", 1.0, "--upsample", *FAST)
+                        "--samples", 2, "--std", "--sampler", "ddim", "--eta", 1.0, "--upsample", *FAST)
     assert code == 0, err
     mean = tifffile.imread(tmp_path / "c_float_sr.tif")
     std = tifffile.imread(tmp_path / "c_float_sr_std.tif")

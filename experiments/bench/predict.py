@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,13 +48,14 @@ from experiments import predict as predict_command
 from experiments.config import DEMO, RunConfig, SamplingConfig
 from experiments.data.normalization import to_model_range
 from experiments.data.widefield import LEVELS
-from experiments.evaluation.metrics import batch_metrics
+from experiments.evaluation.metrics import affine_fit, batch_metrics, image_metrics
 from experiments.data.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
+from experiments.inference.sampling import PREDICTION_SAMPLING
 from experiments.inference.tiling import TileLayout
 from experiments.bench.machine import load_average, read_machine
-from experiments.bench.stats import round_order, spread
+from experiments.bench.stats import ratios, round_order, spread, verdict
 from experiments.build import build_model
 from experiments.command import CommandParser, run_command
 from experiments.integrity import check_outputs, write_json
@@ -170,6 +174,99 @@ def layout_quality(predictor: Predictor, args: argparse.Namespace) -> list[dict]
     return rows
 
 
+# Today's default sampler and the trust workflow of the README (an output and the means to judge it).
+BASELINE_SAMPLER = ("ddim", 10)
+TRUST_FLAGS = ("--samples", "8", "--std", "--check")
+
+
+def output_scores(path: Path, target: np.ndarray) -> dict[str, float]:
+    """PSNR of a written prediction ([0, 1] TIF) against the target, fitted (CARE) and as the tutorial scores."""
+    output, reference = model_image(tifffile.imread(path).astype(np.float32)), model_image(target)
+    return {"psnr_fit": float(image_metrics(affine_fit(output, reference), reference)["psnr"][0]),
+            "psnr_tutorial": float(batch_metrics(output, reference)["psnr"])}
+
+
+def command_seconds(checkout: Path, checkpoint: Path, image: Path, out_dir: Path, args: argparse.Namespace,
+                    sampler: tuple[str, int], flags: Sequence[str]) -> float:
+    """Wall seconds of ``python -m experiments.predict`` run in a fresh process from the code of ``checkout``
+    (startup and imports included, alike for every variant)."""
+    name, steps = sampler
+    argv = [sys.executable, "-m", "experiments.predict", "--checkpoint", str(checkpoint.resolve()), "--input",
+            str(image), "--output", str(out_dir), "--device", args.device, "--sampler", name, "--sampling-steps",
+            str(steps), "--batch-size", str(args.batch_size), "--overlap", str(args.overlap), "--no-preview",
+            "--quiet", *flags]
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"experiments.predict in {checkout} failed: {done.stderr.strip()[-2000:]}")
+    return time.perf_counter() - start
+
+
+def compare_samplers(checkpoint: Path, image: Path, target: np.ndarray, scratch: Path, args: argparse.Namespace) -> dict:
+    """Today's default (10-step DDIM) against ``--fast-sampler`` on ``--fast-steps``, side by side in one run:
+    one sample over ``--rounds`` interleaved rounds, the trust workflow (:data:`TRUST_FLAGS`) over
+    ``--trust-rounds``; the first round's one-sample outputs scored against the target. Each run is a fresh
+    process; the baseline's runs the code of ``--baseline-checkout`` (e.g. a worktree of the release before
+    the faster sampler), so "today's" workflow is measured as it was, not as this code would run it."""
+    fast = (args.fast_sampler, args.fast_steps)
+    variants = {"baseline": BASELINE_SAMPLER, "fast": fast}
+    here = Path(__file__).resolve().parents[2]
+    checkouts = {"baseline": (args.baseline_checkout or here).resolve(), "fast": here}
+    figures: dict = {"baseline": list(BASELINE_SAMPLER), "fast": list(fast),
+                     "baseline_checkout": str(checkouts["baseline"])}
+    for workflow, flags, rounds in (("one_sample", (), args.rounds), ("trust", TRUST_FLAGS, args.trust_rounds)):
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        for round_index in range(rounds):
+            for name in round_order(tuple(variants), round_index):
+                out_dir = scratch / f"{workflow}-{name}-{round_index}"
+                seconds[name].append(command_seconds(checkouts[name], checkpoint, image, out_dir, args, variants[name],
+                                                     flags))
+                if round_index == 0 and workflow == "one_sample":
+                    figures[f"{name}_scores"] = output_scores(out_dir / f"{image.stem}_sr.tif", target)
+            print(f"{workflow} round {round_index + 1}: " + ", ".join(
+                f"{'%s %d' % variants[name]} {seconds[name][-1]:.1f} s" for name in variants), flush=True)
+        speedups = ratios(seconds["baseline"], seconds["fast"])
+        figures[workflow] = {"seconds": seconds, "speedup": speedups, "verdict": verdict(speedups)}
+        print(f"{workflow}: {'%s %d' % BASELINE_SAMPLER} {summary(seconds['baseline'])} s, {'%s %d' % fast} "
+              f"{summary(seconds['fast'])} s; speed-up {summary(speedups)} ({verdict(speedups)})", flush=True)
+    for protocol in ("psnr_fit", "psnr_tutorial"):
+        gap = figures["fast_scores"][protocol] - figures["baseline_scores"][protocol]
+        print(f"{protocol}: {'%s %d' % BASELINE_SAMPLER} {figures['baseline_scores'][protocol]:.3f} dB, {'%s %d' % fast} "
+              f"{figures['fast_scores'][protocol]:.3f} dB ({gap:+.3f} dB)")
+    return figures
+
+
+def pooled_against_sequential(predictor: Predictor, args: argparse.Namespace) -> dict:
+    """Seconds of ``--pool-samples`` samples of a ``--pool-size`` real-structure frame drawn as one pooled chain
+    (``Predictor.sample``) against one chain after another, interleaved over ``--rounds``; and the largest
+    difference of their means (the same starts: the generator gives sample s its s-th draw either way)."""
+    frame = model_image(real_structure_pair(args.pool_size, args.level, seed=5)[0])
+    pooled_config = replace(ddim_sampling(predictor, args), sampler=args.fast_sampler, sampling_steps=args.fast_steps,
+                            samples=args.pool_samples)
+    single = replace(pooled_config, samples=1)
+    layout = predictor.layout(None, args.overlap, args.batch_size)
+    seconds: dict[str, list[float]] = {"pooled": [], "sequential": []}
+    means = {}
+    for round_index in range(args.rounds):
+        for name in round_order(("pooled", "sequential"), round_index):
+            generator = torch.Generator(predictor.device).manual_seed(0)
+            start = time.perf_counter()
+            if name == "pooled":
+                means[name] = predictor.sample(frame, pooled_config, generator, layout).mean
+            else:
+                means[name] = torch.stack([predictor.sample(frame, single, generator, layout).mean
+                                           for _ in range(args.pool_samples)]).mean(0)
+            seconds[name].append(time.perf_counter() - start)
+    speedups = ratios(seconds["sequential"], seconds["pooled"])
+    difference = float((means["pooled"] - means["sequential"]).abs().max())
+    print(f"{args.pool_samples} samples of {args.pool_size} x {args.pool_size} ({layout.count(args.pool_size, args.pool_size)} "
+          f"tiles each): pooled {summary(seconds['pooled'])} s, sequential {summary(seconds['sequential'])} s; "
+          f"speed-up {summary(speedups)} ({verdict(speedups)}); max |mean difference| {difference:.2g}")
+    return {"size": args.pool_size, "samples": args.pool_samples, "seconds": seconds, "speedup": speedups,
+            "verdict": verdict(speedups), "max_abs_mean_difference": difference}
+
+
 def _integers(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(","))
 
@@ -193,6 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quality-size", type=at_least(16, "--quality-size"), default=1000, help="side of the frame scored by --quality")
     parser.add_argument("--quality-tiles", type=_integers, default=(128,), help="tile sides scored, e.g. 128,256")
     parser.add_argument("--quality-overlaps", type=_integers, default=(0, 16, 32, 64), help="overlaps scored")
+    parser.add_argument("--compare", action="store_true",
+                        help="instead of timing one sampler: 10-step DDIM against --fast-sampler side by side, one sample "
+                             "(--rounds) and the trust workflow --samples 8 --std --check (--trust-rounds), then pooled "
+                             "against sequential sampling (--pool-size, --pool-samples)")
+    parser.add_argument("--fast-sampler", default=PREDICTION_SAMPLING.sampler,
+                        help="the sampler --compare times against 10-step DDIM (default: prediction's)")
+    parser.add_argument("--fast-steps", type=at_least(1, "--fast-steps"), default=PREDICTION_SAMPLING.sampling_steps,
+                        help="its network evaluations (default: prediction's)")
+    parser.add_argument("--baseline-checkout", type=Path,
+                        help="--compare runs the baseline with the code of this checkout (default: this one)")
+    parser.add_argument("--trust-rounds", type=at_least(1, "--trust-rounds"), default=2,
+                        help="rounds of the trust workflow in --compare")
+    parser.add_argument("--pool-size", type=at_least(16, "--pool-size"), default=256,
+                        help="frame side of the pooled-against-sequential timing")
+    parser.add_argument("--pool-samples", type=at_least(2, "--pool-samples"), default=8, help="samples pooled")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
@@ -244,10 +356,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         print(read_machine(torch.device(args.device)).describe())
         print(f"load average (1 min) before: {load_average()}")
         if args.rounds or args.verify:
-            frame = real_structure_pair(args.size, args.level)[0]
+            frame, target = real_structure_pair(args.size, args.level)
             image = scratch / f"widefield_{args.size}.tif"
             tifffile.imwrite(image, frame)
-        if args.rounds:
+        if args.compare:
+            figures["samplers"] = compare_samplers(checkpoint, image, target, scratch, args)
+            figures["pooling"] = pooled_against_sequential(predictor, args)
+        elif args.rounds:
             figures.update(time_prediction(predictor, checkpoint, image, scratch, args))
         if args.verify:
             figures["max_abs_difference_unbatched"] = tiled_difference(predictor, frame, args, predictor.tile)

@@ -4,9 +4,10 @@
   back to widefield resolution and fitted to the input; its absolute error map lights up where the
   output holds structure that the input does not explain. Fitted against the *native* input (before
   ``--upsample``: the map is on the input's own grid, the size ratio 2 handled by the fit).
-* Sample-to-sample FRC (:func:`experiments.evaluation.quality.fourier_ring_correlation`): two further single
-  samples of the same input, drawn after the output's own samples from the same seeded generator, are
-  compared ring by ring; below the resolution where they stop agreeing the model guesses.
+* Sample-to-sample FRC (:func:`experiments.evaluation.quality.fourier_ring_correlation`): two independent
+  samples of the same input (prediction's first two; with one sample, one more chain drawn after it from
+  the same seeded generator) are compared ring by ring; below the resolution where they stop agreeing the
+  model guesses.
 
 Images are the frames in [0, 1] units (the input normalised like the training data, the output mapped
 by ``(v + 1) / 2``), so the map and RSE are in those units; alpha, beta and sigma (output pixels) are
@@ -44,7 +45,7 @@ SIGMA_RANGE = (0.0, 5.0)  # output pixels searched for the widefield blur (BioSR
 # 5 digits; sigma to 0.01 output pixels is plenty here.
 SIGMA_GRID_POINTS = 11
 SIGMA_TOLERANCE = 0.01
-CHECK_SAMPLES = 2  # independent single samples compared by the FRC
+CHECK_SAMPLES = 2  # independent samples compared by the FRC
 SUMMARY_NAME = "check.json"
 # The summary's key for each measure of quality.Consistency (its notes are keyed by the attribute).
 FIT_KEYS = {"rse": "rse", "rsp": "rsp", "alpha": "alpha", "beta": "beta", "sigma": "sigma_px"}

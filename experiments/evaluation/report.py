@@ -214,19 +214,28 @@ def write_report(
     return path
 
 
+def parse_named(entries: Sequence[str], flag: str, example: str = "'1 sample=runs/x/evaluation'") -> dict[str, Path]:
+    """``NAME=PATH`` entries (``flag``'s values) -> {NAME: PATH}, in their order; a malformed entry is a
+    UsageError naming it."""
+    named = {}
+    for entry in entries:
+        name, separator, path = entry.partition("=")
+        if not separator or not name.strip() or not path:
+            raise UsageError(f"{flag} takes NAME=PATH (e.g. {example}), got {entry!r}")
+        named[name.strip()] = Path(path)
+    return named
+
+
 def read_named_evaluations(entries: Sequence[str], flag: str) -> dict[str, dict]:
     """``NAME=FOLDER`` entries (``flag``'s values) -> {NAME: the folder's ``evaluation.json``}, in their order;
     a malformed entry or an unreadable file is a UsageError naming it."""
     evaluations = {}
-    for entry in entries:
-        name, separator, folder = entry.partition("=")
-        if not separator or not name.strip():
-            raise UsageError(f"{flag} takes NAME=FOLDER (e.g. '1 sample=runs/x/evaluation'), got {entry!r}")
-        path = Path(folder) / "evaluation.json"
+    for name, folder in parse_named(entries, flag).items():
+        path = folder / "evaluation.json"
         try:
-            evaluations[name.strip()] = json.loads(path.read_text())
+            evaluations[name] = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise UsageError(f"{flag} {entry!r}: {path} cannot be read ({error}); run experiments.evaluate") from None
+            raise UsageError(f"{flag} '{name}={folder}': {path} cannot be read ({error}); run experiments.evaluate") from None
     return evaluations
 
 

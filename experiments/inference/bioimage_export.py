@@ -43,15 +43,16 @@ from experiments.data.normalization import from_model_range, to_model_range
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
+from experiments.inference.sampling import PREDICTION_SAMPLING
 from experiments.inference.scripted_sampler import EXPORT_SAMPLERS, ExportSampler, script_sampler, solver_steps
 from experiments.integrity import check_outputs
 from experiments.records import read_records
 from unet import describe_network
 
-# The sampler, its network evaluations and the x_T seed are fixed in the exported module. The default is
-# the quality study's (docs/sampling.md): DPM-Solver++(2M) on 4 evaluations matches 10-step DDIM.
-DEFAULT_EXPORT_SAMPLER: ExportSampler = "dpmpp2m"
-DEFAULT_SAMPLING_STEPS = 4
+# The sampler, its network evaluations and the x_T seed are fixed in the exported module; by default
+# prediction's (experiments.inference.sampling.PREDICTION_SAMPLING).
+DEFAULT_EXPORT_SAMPLER: ExportSampler = PREDICTION_SAMPLING.sampler
+DEFAULT_SAMPLING_STEPS: int = PREDICTION_SAMPLING.sampling_steps
 DEFAULT_HALO = 16  # half of experiments.predict's default tile overlap
 # The test tensor: the centred square crop of the test image, its output at most this side (bioimageio's
 # test runs the whole sampler on it several times).

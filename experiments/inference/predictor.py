@@ -27,11 +27,11 @@ LEGACY_IMAGE_SIDE = 128
 @dataclass(frozen=True)
 class Prediction:
     """What :meth:`Predictor.sample` returns, on the CPU, in the model range [-1, 1]: the ``mean`` [N, 1, H, W]
-    of the samples, their per-pixel ``std`` (None for one sample) and the ``extra`` chains [E, N, 1, H, W]."""
+    of the samples, their per-pixel ``std`` (None for one sample) and the first chains ``kept`` [K, N, 1, H, W]."""
 
     mean: torch.Tensor
     std: torch.Tensor | None
-    extra: torch.Tensor
+    kept: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class Predictor:
         progress: bool = False,
         desc: str | None = None,
         hashed_noise_seed: int | None = None,
-        extra_samples: int = 0,
+        keep: int = 0,
     ) -> Prediction:
         """Sample super-resolved images for widefield inputs of any size.
 
@@ -101,9 +101,9 @@ class Predictor:
         :func:`experiments.data.task.enlarge`), as its training inputs were. Each frame is sampled as one
         image (:func:`experiments.inference.tiling.tiled_network`): one noise field per frame and sample,
         the network run on overlapping tiles at every step and its noise predictions blended, so the result
-        agrees with sampling the whole frame at once and shows no tile grid. All chains of a frame (its
-        ``sampling.samples`` and ``extra_samples``) run as one batch, their tiles pooled into the network's
-        calls. A frame smaller than a tile is padded once, before sampling, and cropped back.
+        agrees with sampling the whole frame at once and shows no tile grid. All chains of a frame run as one
+        batch, their tiles pooled into the network's calls. A frame smaller than a tile is padded once,
+        before sampling, and cropped back.
 
         Args:
             images: [N, 1, h, w] in the model range [-1, 1] (normalised as the training inputs were), on the
@@ -111,7 +111,7 @@ class Predictor:
             sampling: sampler, variance, sampling steps, eta and number of samples.
             generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
                 Each frame draws the starts of its chains in turn (:meth:`Sampling.draw`), so the first
-                ``sampling.samples`` chains do not depend on ``extra_samples``.
+                ``sampling.samples`` chains do not depend on ``keep``.
             layout: tile side, overlap and tiles per network call (default: :meth:`layout`).
             progress, desc: a progress bar over the tiles of every step of every frame (with its ETA),
                 labelled ``desc``.
@@ -119,8 +119,9 @@ class Predictor:
                 :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel (y, x) of the frame
                 gets the value of (y, x) whatever the padding, as the exported package does, instead of
                 drawing x_T from ``generator``; the package's output is then reproduced exactly.
-            extra_samples: chains drawn after the samples and returned apart, not in the mean (the
-                independent pair of :mod:`experiments.evaluation.check`).
+            keep: return the first ``keep`` chains themselves too (the independent pair of
+                :mod:`experiments.evaluation.check`); chains beyond ``sampling.samples`` are drawn after the
+                samples and not averaged.
 
         Returns:
             A :class:`Prediction` on the CPU, at H, W = :attr:`scale` x h, w.
@@ -128,12 +129,12 @@ class Predictor:
         images = enlarge(images, self.scale)
         layout = TileLayout(self.tile) if layout is None else layout
         layout.check_size_multiple(self.size_multiple)
-        chains = sampling.samples + extra_samples
+        chains = max(sampling.samples, keep)
         drawer = Sampling(replace(sampling, samples=chains), self.diffusion)
         height, width = images.shape[2:]
         padded, top, left = pad_to_tile(images, layout.tile)
         steps, tiles_per_step = len(drawer.chain), layout.count(*padded.shape[2:]) * chains
-        means, spreads, extras = [], [], []
+        means, spreads, kept = [], [], []
         with tqdm(total=len(padded) * steps * tiles_per_step, desc=desc, unit="tile", disable=not progress) as bar:
             network = tiled_network(self.model, layout, on_tiles=bar.update)
             for index, frame in enumerate(padded):
@@ -147,5 +148,5 @@ class Predictor:
                 mean, std = mean_and_spread(draws[: sampling.samples])
                 means.append(mean)
                 spreads.append(std)
-                extras.append(draws[sampling.samples :])
-        return Prediction(torch.cat(means), None if spreads[0] is None else torch.cat(spreads), torch.cat(extras, dim=1))
+                kept.append(draws[:keep])
+        return Prediction(torch.cat(means), None if spreads[0] is None else torch.cat(spreads), torch.cat(kept, dim=1))

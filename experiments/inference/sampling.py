@@ -23,6 +23,17 @@ from experiments.config import SAMPLER_FLAGS, SamplingConfig
 # The noise predictor a sampler calls: the network, or the network behind tiling or a stop check.
 Network = Callable[..., torch.Tensor]
 
+# What predict and export sample a diffusion model with unless told otherwise, whatever its training
+# evaluated with: the fewest DPM-Solver++(2M) evaluations as good as 10-step DDIM on the held-out cells
+# (python -m experiments.bench.solvers, docs/sampling.md).
+PREDICTION_SAMPLING = SamplingConfig(sampler="dpmpp2m", sampling_steps=4)
+
+
+def prediction_sampling(recorded: SamplingConfig) -> SamplingConfig:
+    """The sampling a prediction starts from for a checkpoint that recorded ``recorded``: :data:`PREDICTION_SAMPLING`
+    for a diffusion model, its own (one evaluation) for a regression baseline."""
+    return recorded if recorded.sampler == "regression" else PREDICTION_SAMPLING
+
 
 def sampling_from_flags(base: SamplingConfig, diffusion_steps: int, **given) -> SamplingConfig:
     """``base`` (a checkpoint's settings) with the command-line options ``given`` that are not None
