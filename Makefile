@@ -87,10 +87,12 @@ export: install
 # to end against the bare network (CHECKPOINT, else a random-weight demo network); sampling quality
 # versus steps on the newest demo run (run `make demo` first).
 BENCH_DEEPLAY ?=
+# BASELINE_CHECKOUT=<worktree of an earlier release>: --compare times its predict as the previous default
+# (docs/sampling.md); without it, this code's 10-step DDIM stands in.
 bench: install
 	$(PY) -m experiments.bench.unet --channels-last --rounds 5 $(if $(BENCH_DEEPLAY),--deeplay-python $(BENCH_DEEPLAY))
 	$(PY) -m experiments.bench.predict --rounds 5 $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
-	$(PY) -m experiments.bench.predict --compare --checkpoint pretrained/tutorial-l1/model.pt --rounds 3 --trust-rounds 2
+	$(PY) -m experiments.bench.predict --compare --checkpoint pretrained/tutorial-l1/model.pt --rounds 3 --trust-rounds 2 $(if $(BASELINE_CHECKOUT),--baseline-checkout $(BASELINE_CHECKOUT))
 	$(PY) -m experiments.bench.sampling --overwrite $(ARGS)
 
 # On a CUDA machine: the tutorial network's training step in fp32, bf16 + channels_last and compiled, the

@@ -186,14 +186,13 @@ def test_prediction_equals_ddim_on_the_enlarged_input(native_run, tmp_path, caps
     run_dir, _ = native_run
     image = write_camera_image(tmp_path / "cam.ome.tif", 16, 0.0626)
     assert predict.main(["--checkpoint", str(run_dir / "last.pt"), "--input", str(tmp_path / "cam.ome.tif"),
-                         "--output", str(tmp_path / "out"), "--hashed-noise", "--sampler", "ddim",
-                         "--tile", "32", *FLAGS]) == 0, capsys.readouterr().err
+                         "--output", str(tmp_path / "out"), "--hashed-noise", "--sampler", "ddim", "--sampling-steps",
+                         "3", "--tile", "32", *FLAGS]) == 0, capsys.readouterr().err
     predicted = tifffile.imread(tmp_path / "out" / "cam.ome_sr.tif")
     predictor = load_for_inference(run_dir / "last.pt", "cpu")
     condition = F.interpolate(torch.from_numpy(image * 2 - 1)[None, None], scale_factor=2, mode="bicubic",
                               align_corners=False)
-    steps = predictor.config.sampling.resolved(predictor.diffusion.steps).sampling_steps
-    reference = DDIMSampler(sampling_steps=steps)(predictor.diffusion, predictor.model, condition,
+    reference = DDIMSampler(sampling_steps=3)(predictor.diffusion, predictor.model, condition,
                                                   x_T=hashed_normal([1, 1, 32, 32], 5, CPU), progress=False)
     np.testing.assert_allclose(predicted, (reference[0, 0].numpy() + 1) / 2, rtol=0, atol=1e-5)
 
