@@ -96,8 +96,9 @@ def test_output_is_the_sampled_mean_mapped_to_unit_range(capsys, checkpoint, inp
     model_in = torch.from_numpy((stack / 65535.0 - 0.5) / 0.5).float()[:, None]
     generator = torch.Generator().manual_seed(0)
     sampling = prediction_sampling(predictor.config.sampling)
-    mean, std = predictor.super_resolve(model_in, sampling, generator, TileLayout(32, 8))
-    assert std is None
+    prediction = predictor.sample(model_in, sampling, generator, TileLayout(32, 8))
+    mean = prediction.mean
+    assert prediction.std is None
     written = tifffile.imread(tmp_path / "b_stack_sr.tif")
     np.testing.assert_allclose(written, (mean[:, 0].numpy() + 1) / 2, atol=1e-5)
 

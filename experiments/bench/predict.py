@@ -137,9 +137,8 @@ def model_image(unit: np.ndarray) -> torch.Tensor:
 def tiled_difference(predictor: Predictor, frame: np.ndarray, args: argparse.Namespace, tile: int) -> float:
     """Largest |batched - unbatched| of the same prediction (same seed, noise field and settings), model range."""
     outputs = [
-        predictor.super_resolve(model_image(frame), ddim_sampling(predictor, args),
-                                torch.Generator(predictor.device).manual_seed(0),
-                                predictor.layout(tile, args.overlap, batch), progress=True, desc=f"batch {batch}")[0]
+        predictor.sample(model_image(frame), ddim_sampling(predictor, args), torch.Generator(predictor.device).manual_seed(0),
+                         predictor.layout(tile, args.overlap, batch), progress=True, desc=f"batch {batch}").mean
         for batch in (args.batch_size, 1)
     ]
     return float((outputs[0] - outputs[1]).abs().max())
@@ -163,8 +162,8 @@ def layout_quality(predictor: Predictor, args: argparse.Namespace) -> list[dict]
             if not 0 <= overlap < tile:
                 continue
             layout = predictor.layout(tile, overlap, args.batch_size)
-            output = predictor.super_resolve(model_image(frame), sampling,
-                                             torch.Generator(predictor.device).manual_seed(0), layout)[0].clamp(-1, 1)
+            output = predictor.sample(model_image(frame), sampling, torch.Generator(predictor.device).manual_seed(0),
+                                      layout).mean.clamp(-1, 1)
             count = layout.count(args.quality_size, args.quality_size)
             scores = batch_metrics(output, target_model)
             rows.append({"tile": tile, "overlap": overlap, "redundancy": count * tile * tile / args.quality_size**2,

@@ -1,7 +1,8 @@
 """A trained network ready to super-resolve images of any size: frame by frame, the network tile by tile.
 
     predictor = load_for_inference("runs/demo-20260101-120000/best.pt")     # experiments.inference.loading
-    mean, std = predictor.super_resolve(widefield, predictor.config.sampling, generator)   # [-1, 1] in and out
+    prediction = predictor.sample(widefield, predictor.config.sampling, generator)   # [-1, 1] in and out
+    mean, std = prediction.mean, prediction.std                                        # std None for one sample
 """
 
 from __future__ import annotations
@@ -69,20 +70,6 @@ class Predictor:
         layout = TileLayout(self.tile if tile is None else tile, overlap, batch_size)
         layout.check_size_multiple(self.size_multiple)
         return layout
-
-    def super_resolve(
-        self,
-        images: torch.Tensor,
-        sampling: SamplingConfig,
-        generator: torch.Generator,
-        layout: TileLayout | None = None,
-        progress: bool = False,
-        desc: str | None = None,
-        hashed_noise_seed: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The mean and spread of :meth:`sample` (same arguments): ``(mean, std or None)``."""
-        prediction = self.sample(images, sampling, generator, layout, progress, desc, hashed_noise_seed)
-        return prediction.mean, prediction.std
 
     def sample(
         self,
