@@ -24,7 +24,7 @@ install: $(STAMP)
 # Re-installs only when the project's metadata changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev,export]"
+	$(PY) -m pip install --quiet -e ".[dev,export,tensorboard]"
 	touch $(STAMP)
 
 test: install

@@ -93,6 +93,10 @@ class DataConfig:
 
 Objective = Literal["diffusion", "regression"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+# "files": the run folder's CSV / JSON records and PNG figures; "tensorboard": those and TensorBoard event
+# files beside them (experiments.training.tensorboard_log, the [tensorboard] extra).
+TrainingLog = Literal["files", "tensorboard"]
+TRAINING_LOGS: tuple[str, ...] = get_args(TrainingLog)
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class TrainConfig:
     # NHWC convolutions and torch.compile (their measured speed: docs/benchmarks.md).
     channels_last: bool = True
     compile: bool = False
+    log: TrainingLog = "files"
 
     def __post_init__(self) -> None:
         check_ranges(self, "--train.")

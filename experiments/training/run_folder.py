@@ -15,6 +15,8 @@ from experiments.config import RunConfig
 from experiments.evaluation.loop import Evaluation
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 from experiments.records import EpochRecord, Scores, evaluated, last_scores, write_records
+from experiments.training.tensorboard_log import FOLDER as TENSORBOARD_FOLDER
+from experiments.training.tensorboard_log import TensorBoardLog
 
 CONFIG_FILE = "config.json"
 
@@ -48,6 +50,12 @@ class RunFolder:
     def __init__(self, path: Path, config: RunConfig) -> None:
         self.path = path
         self.config = config
+        self.tensorboard = TensorBoardLog(path / TENSORBOARD_FOLDER) if config.train.log == "tensorboard" else None
+
+    def close(self) -> None:
+        """Close what stays open during a run (the TensorBoard writer)."""
+        if self.tensorboard is not None:
+            self.tensorboard.close()
 
     def save_config(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -72,11 +80,15 @@ class RunFolder:
             self.path / f"samples_{level}_epoch{epoch:03d}.png",
             title=f"{self.config.name}, epoch {epoch}, test {level}",
         )
+        if self.tensorboard is not None:
+            self.tensorboard.samples(result.inputs, result.outputs, result.targets, level, epoch)
 
     def write_metrics(self, history: list[EpochRecord], baselines: dict[str, Scores]) -> None:
         """``metrics.json``, ``metrics.csv`` (:func:`experiments.records.write_records`), the loss curve and
         the metric curves of the first test level beside its bicubic input (``baselines``)."""
         write_records(self.path, history)
+        if self.tensorboard is not None and history:
+            self.tensorboard.epoch(history[-1])
         figures.plot_training_loss([record.loss for record in history], self.path / "training_loss.png")
         level = self.config.eval.levels[0]
         curves = [{"epoch": epoch, **scores} for epoch, scores in evaluated(history, level)]

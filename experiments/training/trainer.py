@@ -253,10 +253,13 @@ class Trainer:
         if self.place.is_main and self.epoch == 0 and self.batch_in_epoch == 0:
             _, target = self.train_set.get_batch([0])
             self.folder.write_introductory_figures(target.to(self.device, self.diffusion.dtype), self.diffusion)
-        with stop_on_signals(self):
-            while self.epoch < self.config.train.epochs:
-                self._train_epoch(on_step)
-                self._end_epoch()
+        try:
+            with stop_on_signals(self):
+                while self.epoch < self.config.train.epochs:
+                    self._train_epoch(on_step)
+                    self._end_epoch()
+        finally:
+            self.folder.close()  # event files complete also when the run stops or fails
         if self.place.is_main:
             self.folder.write_report(self.history, self.baselines, self.device)
         return self.history
