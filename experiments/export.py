@@ -17,7 +17,7 @@ from ddpm.settings import SEEDS, field_range, range_parser
 from experiments.command import CommandParser, run_command
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.inference.bioimage_export import (
-    DEFAULT_EXPORT_SAMPLER, DEFAULT_HALO, DEFAULT_SAMPLING_STEPS, EXPORT_SAMPLERS, TEST_SIDE, ExportOptions, build_package, test_package,
+    DEFAULT_EXPORT_SAMPLER, DEFAULT_SAMPLING_STEPS, EXPORT_SAMPLERS, TEST_SIDE, ExportOptions, build_package, test_package,
 )
 
 
@@ -36,8 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"network evaluations fixed in the package (default {DEFAULT_SAMPLING_STEPS})")
     parser.add_argument("--seed", type=range_parser(int, SEEDS, "--seed"), default=0,
                         help="seed of the hashed initial noise (default 0)")
-    parser.add_argument("--halo", type=_ranged("halo", "--halo"), default=DEFAULT_HALO,
-                        help=f"pixels cropped per side when tiling (default {DEFAULT_HALO})")
     parser.add_argument("--pixel-size", type=range_parser(float, PIXEL_SIZES_UM, "--pixel-size"),
                         help="pixel size of the input grid in µm (default: the test TIF's, else the training inputs'); "
                              "the output's is divided by the model's enlargement")
@@ -52,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
-        sampler=args.sampler, sampling_steps=args.sampling_steps, seed=args.seed, halo=args.halo, pixel_size_um=args.pixel_size,
+        sampler=args.sampler, sampling_steps=args.sampling_steps, seed=args.seed, pixel_size_um=args.pixel_size,
         test_side=args.test_side, test_image=args.test_image,
     )
     path = build_package(args.checkpoint, args.out, options, overwrite=args.overwrite)

@@ -54,27 +54,26 @@ from tqdm.auto import tqdm
 
 from ddpm import SAMPLERS, VARIANCES
 from ddpm.ddim import DEFAULT_DDIM_STEPS
-from ddpm.settings import SEEDS, UsageError, check_value, range_parser
+from ddpm.settings import SEEDS, UsageError, UserError, check_value, range_parser
 from experiments import figures
 from experiments.command import CommandParser, run_command
 from experiments.config import SamplingConfig
 from experiments.data.images import REDUCTIONS, Reduce, float_range_problem, plane_layout, read_tif
-from experiments.data.normalization import from_model_range
+from experiments.data.normalization import from_model_range, min_max_to_model_range
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.evaluation import check, quality_figures
 from experiments.inference.loading import load_for_inference
-from experiments.inference.predictor import Predictor
+from experiments.inference.predictor import DEFAULT_OVERLAP, Predictor, default_overlap
 from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags
 from experiments.inference.scripted_sampler import EXPORT_SAMPLERS
 from experiments.inference.tiling import TileLayout
-from experiments.runtime import DEVICES
+from experiments.runtime import DEVICES, Distributed, gather_objects, init_distributed, leave_distributed, pick_device
 from experiments.data.tif_io import FrameInfo, find_inputs, output_path_for, read_frames, to_model_frames, write_frames
 from experiments.integrity import check_output_folder, check_outputs
 
 DISTRIBUTION = "diffusion-sr-microscopy"
 UNITS = "[0, 1] like the training targets: model output v in [-1, 1] mapped by (v + 1) / 2"
 PREVIEW_FRAMES = 3
-DEFAULT_OVERLAP = 32
 # An input pixel more than this factor off the training inputs' gets a warning.
 PIXEL_SIZE_TOLERANCE = 1.25
 
@@ -128,11 +127,8 @@ def layout_of(options: PredictOptions, predictor: Predictor) -> TileLayout:
 
 
 def overlap_of(options: PredictOptions, predictor: Predictor) -> int:
-    """``--overlap``, or :data:`DEFAULT_OVERLAP` cut to a quarter of the tile (a model trained on small
-    images has small tiles, which a fixed 32-pixel overlap would not fit)."""
-    if options.overlap is not None:
-        return options.overlap
-    return min(DEFAULT_OVERLAP, tile_of(options, predictor) // 4)
+    """``--overlap``, or :func:`~experiments.inference.predictor.default_overlap` of the tile (as the package's)."""
+    return default_overlap(tile_of(options, predictor)) if options.overlap is None else options.overlap
 
 
 def check_options(options: PredictOptions, predictor: Predictor) -> None:
@@ -296,7 +292,10 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     if options.upsample:
         frames = upsample_frames(frames)
     normalization = predictor.config.data.normalization
-    model_in = to_model_frames(frames, info, normalization)  # refuses what overflows when scaled
+    # An exported package scales each image by its min / max (its rdf's pre-processing); --hashed-noise
+    # reproduces the package, so it scales alike.
+    model_in = (min_max_to_model_range(frames) if options.hashed_noise
+                else to_model_frames(frames, info, normalization))  # refuses what overflows when scaled
     input_size = input_pixel_size(info, options)
     source = "--pixel-size" if options.pixel_size_um is not None else "its metadata"
     warning = None if info.pixel_size_note and options.pixel_size_um is None else \
@@ -344,10 +343,9 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     return check.summary_entries(path, outputs.mean, checks)
 
 
-def predict(predictor: Predictor, inputs: list[Path], out_dir: Path, options: PredictOptions) -> list[OutputPaths]:
-    """Process ``inputs`` one after another. Before the first frame is sampled, the options, every input's
-    header (readable, a supported type, its channels) and every output path (:func:`check_outputs`) are
-    checked, so a bad file or path at the end of a long list fails at once."""
+def plan_outputs(predictor: Predictor, inputs: list[Path], out_dir: Path, options: PredictOptions) -> list[OutputPaths]:
+    """The outputs of every input, after checking the options, every input's header (readable, a supported
+    type, its channels) and every output path (:func:`check_outputs`)."""
     check_options(options, predictor)
     for path in inputs:
         plane_layout(read_tif(path, pixels=False), options.reduce)
@@ -356,11 +354,36 @@ def predict(predictor: Predictor, inputs: list[Path], out_dir: Path, options: Pr
     check_output_folder(out_dir, inputs)
     check_outputs([path for outputs in planned for path in outputs.all()] + summary,
                   [*inputs, predictor.checkpoint], options.overwrite)
-    entries = []
-    for path, outputs in tqdm(list(zip(inputs, planned)), desc="images", unit="image", disable=not options.progress):
-        entries += predict_file(predictor, path, outputs, options)
+    return planned
+
+
+def predict(predictor: Predictor, inputs: list[Path], out_dir: Path, options: PredictOptions,
+            place: Distributed = Distributed()) -> list[OutputPaths]:
+    """Process ``inputs`` one after another. Before the first frame is sampled, everything is checked
+    (:func:`plan_outputs`), so a bad file or path at the end of a long list fails at once.
+
+    Under ``torchrun`` (``place``), rank r of W takes files r, r + W, ...; each file is seeded on its own,
+    so every output is the one a single process writes, and rank 0 writes ``check.json`` in input order."""
+    try:
+        planned, problem = plan_outputs(predictor, inputs, out_dir, options), None
+    except UserError as error:
+        planned, problem = [], error
+    # Every rank checks, and all stop if one finds a problem, before any writes: a rank that wrote first
+    # would make another's check see its new outputs as old ones.
+    found = [message for message in gather_objects(problem and str(problem), place) if message]
+    if problem is not None:
+        raise problem
+    if found:
+        raise UserError(found[0])
+    share = list(zip(inputs, planned))[place.rank :: place.world_size]
+    entries = [predict_file(predictor, path, outputs, options)
+               for path, outputs in tqdm(share, desc="images", unit="image", disable=not options.progress)]
     if options.check:
-        check.write_summary(out_dir / check.SUMMARY_NAME, entries)
+        by_rank = gather_objects(entries, place)  # file k lies on rank k % W, at place k // W
+        ordered = [entry for index in range(len(inputs))
+                   for entry in by_rank[index % place.world_size][index // place.world_size]]
+        if place.is_main:
+            check.write_summary(out_dir / check.SUMMARY_NAME, ordered)
     return planned
 
 
@@ -388,8 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="seed of the sampling noise (default 0)")
     sampling.add_argument(
         "--hashed-noise", action="store_true",
-        help="start each chain from the seed's position-hashed noise, as an exported package does (its samplers: "
-             f"{', '.join(EXPORT_SAMPLERS)}, deterministic)",
+        help="reproduce an exported package: each frame scaled by its min / max and each chain started from the "
+             f"seed's position-hashed noise, as the package does (its samplers: {', '.join(EXPORT_SAMPLERS)}, deterministic)",
     )
     layout = parser.add_argument_group("images")
     layout.add_argument("--upsample", action="store_true",
@@ -422,7 +445,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     inputs = find_inputs(args.input)
-    predictor = load_for_inference(args.checkpoint, args.device)
+    place = init_distributed(pick_device(args.device).type)  # one process unless launched by torchrun
+    try:
+        predict_here(args, inputs, place)
+    finally:
+        leave_distributed(place)
+
+
+def predict_here(args: argparse.Namespace, inputs: list[Path], place: Distributed) -> None:
+    """This process's part of :func:`run`: its device (its own GPU under torchrun), the options, its files."""
+    predictor = load_for_inference(args.checkpoint, args.device)  # "cuda" is this rank's GPU (init_distributed)
     steps = predictor.diffusion.steps
     sampling = sampling_from_flags(prediction_sampling(predictor.config.sampling), steps, sampler=args.sampler, variance=args.variance,
                                    sampling_steps=args.sampling_steps, eta=args.eta, samples=args.samples)
@@ -437,7 +469,7 @@ def run(args: argparse.Namespace) -> None:
         preview=not args.no_preview,
         reduce=args.reduce,
         suffix=args.suffix,
-        progress=not args.quiet,
+        progress=not args.quiet and place.is_main,
         pixel_size_um=args.pixel_size,
         hashed_noise=args.hashed_noise,
         check=args.check,
@@ -446,10 +478,11 @@ def run(args: argparse.Namespace) -> None:
     if options.progress:
         print(
             f"{predictor.checkpoint} (sha256 {predictor.digest}, {predictor.weights} weights) on {predictor.device}; "
-            f"{len(inputs)} file(s); {sampling_settings(sampling, steps)}",
+            f"{len(inputs)} file(s){f' over {place.world_size} processes' if place.enabled else ''}; "
+            f"{sampling_settings(sampling, steps)}",
             file=sys.stderr,
         )
-    predict(predictor, inputs, args.output, options)
+    predict(predictor, inputs, args.output, options, place)
 
 
 def main(argv: list[str] | None = None) -> int:

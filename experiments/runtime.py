@@ -74,6 +74,22 @@ def init_distributed(device_kind: str) -> Distributed:
     return Distributed(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
 
 
+def gather_objects(value: object, place: Distributed) -> list:
+    """``value`` of every rank, in rank order, on every rank (``[value]`` outside a process group)."""
+    if not place.enabled:
+        return [value]
+    gathered = [None] * place.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def leave_distributed(place: Distributed) -> None:
+    """Wait for every rank, then leave the process group (nothing outside one)."""
+    if place.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank_device(device: torch.device, place: Distributed) -> torch.device:
     """This rank's own GPU in a multi-GPU run (``cuda:LOCAL_RANK``), else ``device`` itself."""
     if device.type == "cuda" and place.enabled:

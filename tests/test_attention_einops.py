@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from ddpm import Diffusion
 from experiments.inference.scripted_sampler import ScriptedSolver, script_sampler
+from experiments.inference.tiling import TileLayout
 from unet import UNet, UNetConfig
 from unet.layers import MultiHeadAttention, TransformerBlock
 
@@ -165,10 +166,11 @@ def test_script_sampler_with_an_attention_unet_equals_the_eager_sampler(tmp_path
     torch.manual_seed(0)
     network = UNet(UNetConfig(**ATTENTION_NET))
     diffusion = Diffusion(steps=50, time_encoding_dim=16)
-    module = script_sampler(network, diffusion, sampler, sampling_steps=4, seed=3, size_multiple=2)
+    layout = TileLayout(4, 2, batch_size=3)  # several tiles in several calls
+    module = script_sampler(network, diffusion, sampler, sampling_steps=4, seed=3, layout=layout)
     module.save(str(tmp_path / "sampler.pt"))
     loaded = torch.jit.load(str(tmp_path / "sampler.pt"))
-    eager = ScriptedSolver(network, diffusion, sampler, 4, 3, 2)
+    eager = ScriptedSolver(network, diffusion, sampler, 4, 3, layout)
     widefield = torch.rand(2, 1, 8, 6) * 2 - 1
     with torch.no_grad():
         expected = eager(widefield)

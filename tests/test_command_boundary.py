@@ -155,7 +155,6 @@ CASES = [
     ("export", EXPORT + ["--out", A_TIF], "a .zip file"),
     ("export", EXPORT + ["--out", "{w}/model.zip"], "exists; pass --overwrite"),
     ("export", EXPORT + ["--pixel-size", "-1"], "--pixel-size: must be > 0"),
-    ("export", EXPORT + ["--halo", "0"], "--halo: must be >= 1"),
     ("export", EXPORT + ["--sampling-steps", "999"], "DPM-Solver++ steps must be within 1..9"),
     ("export", EXPORT + ["--sampler", "ddim", "--sampling-steps", "999"], "DDIM steps must be within 1..10"),
     ("export", EXPORT + ["--sampler", "ddpm"], "--sampler"),

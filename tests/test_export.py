@@ -16,6 +16,7 @@ from experiments.data.images import read_tif
 from experiments.inference.loading import load_for_inference
 from experiments.predict import main as predict_main
 from experiments.inference.scripted_sampler import script_sampler
+from experiments.inference.tiling import tiled_network
 from test_predict import TINY, save_checkpoint
 
 CPU = torch.device("cpu")
@@ -51,9 +52,11 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("sampler", ["dpmpp2m", "ddim"])
 def test_scripted_sampler_equals_predict_with_hashed_noise(checkpoint, tmp_path, capsys, sampler):
+    """On a frame of several tiles: the module tiles the network as predict does, and both equal the
+    library's own sampler run on the tiled network from the same hashed x_T."""
     predictor = load_for_inference(checkpoint, "cpu")
     rng = np.random.default_rng(0)
-    image = rng.random((32, 32), dtype=np.float32)  # [0, 1]: the tutorial scaling leaves it as it is
+    image = 3 + 40 * rng.random((70, 50), dtype=np.float32)  # any range: both scale by the frame's min / max
     tifffile.imwrite(tmp_path / "wf.tif", image)
     steps = 3
     code = predict_main([
@@ -63,14 +66,16 @@ def test_scripted_sampler_equals_predict_with_hashed_noise(checkpoint, tmp_path,
     ])
     assert code == 0, capsys.readouterr().err
     predicted = tifffile.imread(tmp_path / "out" / "wf_sr.tif")
-    module = script_sampler(predictor.model, predictor.diffusion, sampler, steps, 5, predictor.size_multiple)
+    layout = predictor.layout(32, 8)
+    module = script_sampler(predictor.model, predictor.diffusion, sampler, steps, 5, layout)
+    condition = torch.from_numpy((image - image.min()) / (image.max() - image.min()) * 2 - 1)[None, None]
     with torch.no_grad():
-        scripted = module(torch.from_numpy(image * 2 - 1)[None, None])[0, 0].numpy()
+        scripted = module(condition)[0, 0].numpy()
     np.testing.assert_allclose((scripted + 1) / 2, predicted, rtol=0, atol=1e-5)
-    # Independent route: the library's own sampler with the same x_T.
-    x_T = hashed_normal([1, 1, 32, 32], 5, CPU)
+    # Independent route: the library's own sampler on the tiled network, with the same x_T.
+    x_T = hashed_normal([1, 1, 70, 50], 5, CPU)
     reference = SAMPLERS[sampler](sampling_steps=steps)(
-        predictor.diffusion, predictor.model, torch.from_numpy(image * 2 - 1)[None, None], x_T=x_T, progress=False
+        predictor.diffusion, tiled_network(predictor.model, layout), condition, x_T=x_T, progress=False
     )
     np.testing.assert_allclose(scripted, reference[0, 0].numpy(), rtol=0, atol=1e-5)
     assert np.abs(scripted).mean() > 0.05
@@ -178,10 +183,10 @@ def test_the_readme_fork_network_trained_on_32_px_images_exports_with_a_larger_t
     assert "network kind `resnet`" in card and "plain residual cnn" in card.lower() and "width 8" in card
 
 
-def test_a_test_image_too_small_for_the_halos_names_the_constraint(checkpoint, tmp_path):
+def test_a_test_image_below_the_declared_minimum_names_the_constraint(checkpoint, tmp_path):
     from experiments.inference.bioimage_export import ExportError, ExportOptions, test_input
 
-    tifffile.imwrite(tmp_path / "small.tif", np.zeros((20, 20), np.float32))
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((12, 12), np.float32))
     predictor = load_for_inference(checkpoint, "cpu")
-    with pytest.raises(ExportError, match=r"at least 34 pixels per side .*2 halos of 16 px.*size_multiple 2"):
+    with pytest.raises(ExportError, match=r"small.tif.*12-pixel test crop.*at least 16 pixels per side"):
         test_input(predictor, ExportOptions(test_image=tmp_path / "small.tif"))

@@ -24,6 +24,7 @@ from experiments.data.augment import dihedral
 from experiments.data.biosr_sim import RealStructureConfig, generate as generate_real, read_manifest
 from experiments.data.biosr_sim import dihedral as turn
 from experiments.data.images import read_tif
+from experiments.data.normalization import min_max_to_model_range
 from experiments.data.synthetic import SyntheticConfig, generate
 from experiments.data.task import GRID_FILE, DataGrid, data_grid, enlarge, read_grid
 from experiments.data.widefield import bin_pixels, min_max_scale, widefield_blur
@@ -190,7 +191,8 @@ def test_prediction_equals_ddim_on_the_enlarged_input(native_run, tmp_path, caps
                          "3", "--tile", "32", *FLAGS]) == 0, capsys.readouterr().err
     predicted = tifffile.imread(tmp_path / "out" / "cam.ome_sr.tif")
     predictor = load_for_inference(run_dir / "last.pt", "cpu")
-    condition = F.interpolate(torch.from_numpy(image * 2 - 1)[None, None], scale_factor=2, mode="bicubic",
+    # --hashed-noise scales the frame by its min / max, as an exported package does.
+    condition = F.interpolate(torch.from_numpy(min_max_to_model_range(image))[None, None], scale_factor=2, mode="bicubic",
                               align_corners=False)
     reference = DDIMSampler(sampling_steps=3)(predictor.diffusion, predictor.model, condition,
                                                   x_T=hashed_normal([1, 1, 32, 32], 5, CPU), progress=False)
@@ -236,7 +238,7 @@ def test_the_exported_native_package_takes_the_camera_image(native_run, tmp_path
 
     run_dir, root = native_run
     zip_path = build_package(run_dir / "last.pt", tmp_path / "model.zip",
-                             ExportOptions(sampling_steps=2, seed=0, halo=4, test_side=32,
+                             ExportOptions(sampling_steps=2, seed=0, test_side=32,
                                            test_image=root / "test_wf" / "level_09" / "001.tif"))
     assert test_package(zip_path).status == "passed"
     with zipfile.ZipFile(zip_path) as archive:

@@ -65,6 +65,7 @@ def test_its_package_is_one_evaluation_that_matches_predict(regression_run, tmp_
     pytest.importorskip("bioimageio.spec")
     from experiments.inference.bioimage_export import ExportOptions, build_package, preprocess
     from experiments.inference.loading import load_for_inference
+    from experiments.inference.tiling import tiled_network
 
     run_dir, root = regression_run
     image = tmp_path / "wide.tif"
@@ -82,7 +83,8 @@ def test_its_package_is_one_evaluation_that_matches_predict(regression_run, tmp_
     predictor = load_for_inference(run_dir / "last.pt", "cpu")
     widefield = torch.from_numpy(preprocess(test_input))
     encoding = predictor.diffusion.time_encodings[-1][None]  # as the loss calls it: [widefield, 0], the last step
+    network = tiled_network(predictor.model, predictor.layout())  # the package tiles as prediction does
     with torch.no_grad():
-        expected = predictor.model(torch.cat([widefield, torch.zeros_like(widefield)], 1), encoding)
+        expected = network(torch.cat([widefield, torch.zeros_like(widefield)], 1), encoding)
         assert torch.allclose(module(widefield), expected, atol=1e-5)
     assert np.allclose(np.load(tmp_path / "test_output.npy"), (expected.numpy() + 1) / 2, atol=1e-5)

@@ -67,6 +67,18 @@ def from_model_range(image: np.ndarray) -> np.ndarray:
     return (image * np.float32(0.5) + np.float32(0.5)).astype(np.float32, copy=False)
 
 
+SCALE_RANGE_EPS = 1e-6  # bioimage.io's scale_range default
+
+
+def min_max_to_model_range(images: np.ndarray) -> np.ndarray:
+    """Each image's min -> -1 and max -> 1 over its last two axes: the exported Model Zoo package's
+    pre-processing (``scale_range`` with percentiles 0 / 100 and ``eps`` :data:`SCALE_RANGE_EPS`, then
+    ``2 v - 1``), so any dtype and range goes in as it is. ``experiments.predict --hashed-noise`` scales so too."""
+    images = images.astype(np.float32, copy=False)
+    low, high = images.min(axis=(-2, -1), keepdims=True), images.max(axis=(-2, -1), keepdims=True)
+    return to_model_range((images - low) / (high - low + np.float32(SCALE_RANGE_EPS)))
+
+
 def normalize(
     array: np.ndarray, normalization: Normalization = "tutorial", percentiles: tuple[float, float] = (1.0, 99.8)
 ) -> np.ndarray:

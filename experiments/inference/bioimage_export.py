@@ -17,8 +17,10 @@ Conventions (written into the package's documentation too):
   [0, 1]; per-image min / max puts any uint8 / uint16 / float image there.
 * Post-processing: ``scale_linear`` ``(v + 1) / 2``: the output is in [0, 1] like the training targets and
   the files ``experiments.predict`` writes.
-* Sizes: y and x at least ``min`` and in steps that keep the network's ``size_multiple`` after the
-  enlargement; halo ``--halo`` output pixels for tiled processing. Pixel size: ``--pixel-size`` in µm
+* Sizes: y and x of any size from :data:`MIN_INPUT_SIDE`. The module tiles the network itself, with
+  ``experiments.predict``'s default layout (:class:`~experiments.inference.scripted_sampler.TiledNetwork`),
+  so the output axes declare no halo: a tool then hands the module the whole image, unpadded, and every
+  route gives the image ``experiments.predict --hashed-noise`` gives. Pixel size: ``--pixel-size`` in µm
   (default: the test TIF's metadata, else the training inputs'), the output's divided by the enlargement.
 
 Needs the optional extra: ``pip install -e '.[export]'``.
@@ -26,7 +28,6 @@ Needs the optional extra: ``pip install -e '.[export]'``.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -39,7 +40,7 @@ from ddpm.settings import SEEDS, UserError, bounded, check_choice, check_ranges,
 from experiments import figures
 from experiments.data.images import read_frames
 from experiments.data.layout import TIF_SUFFIXES
-from experiments.data.normalization import from_model_range, to_model_range
+from experiments.data.normalization import SCALE_RANGE_EPS, from_model_range, min_max_to_model_range
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
@@ -53,14 +54,15 @@ from unet import describe_network
 # prediction's (experiments.inference.sampling.PREDICTION_SAMPLING).
 DEFAULT_EXPORT_SAMPLER: ExportSampler = PREDICTION_SAMPLING.sampler
 DEFAULT_SAMPLING_STEPS: int = PREDICTION_SAMPLING.sampling_steps
-DEFAULT_HALO = 16  # half of experiments.predict's default tile overlap
+# The smallest input side the package declares; smaller frames are padded to a tile inside the module
+# anyway, but a tool's parametrised test of sizes from this one should see an image.
+MIN_INPUT_SIDE = 16
 # The test tensor: the centred square crop of the test image, its output at most this side (bioimageio's
 # test runs the whole sampler on it several times).
 TEST_SIDE = 256
 # The example input shipped in pretrained/ (python -m experiments.publish --example): a test image where
 # the training data are not at hand, as in a fresh clone.
 EXAMPLE_INPUT = "example_widefield.ome.tif"
-SCALE_RANGE_EPS = 1e-6  # bioimage.io's scale_range default, reproduced for the test tensors
 # (text, DOI or None, URL or None). The tutorial's DOI is not in our copy of it: a search link stands in.
 CITATIONS = (
     (
@@ -94,7 +96,6 @@ class ExportOptions:
     sampler: ExportSampler = DEFAULT_EXPORT_SAMPLER
     sampling_steps: int = bounded(DEFAULT_SAMPLING_STEPS, 1)
     seed: int = within(0, SEEDS)
-    halo: int = bounded(DEFAULT_HALO, 1)
     pixel_size_um: float | None = within(None, PIXEL_SIZES_UM)
     test_side: int = bounded(TEST_SIDE, 1)  # the largest side of the test tensor's output
     test_image: Path | None = None  # default: a test TIF of the run's data root
@@ -133,24 +134,20 @@ def synthetic_widefield(side: int) -> np.ndarray:
 def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray, str, float | None]:
     """The test tensor [1, 1, S, S] float32, where it came from, its pixel size.
 
-    S is the test image's shorter side, at most ``options.test_side``, rounded down to the network's
-    ``size_multiple``; the crop is centred. It must leave output after the two halos.
+    S is the test image's shorter side, at most ``options.test_side`` output pixels; the crop is centred.
+    It must be at least :data:`MIN_INPUT_SIDE`.
     """
     path = options.test_image or find_test_image(predictor)
-    smallest, step = input_sizes(predictor, options.halo)
     if path is None:
-        side = max(smallest, predictor.tile // predictor.scale - predictor.tile // predictor.scale % step)
+        side = max(MIN_INPUT_SIDE, predictor.tile // predictor.scale)
         return synthetic_widefield(side)[None, None], "a deterministic synthetic image (no data found)", None
     frames, info = read_frames(path)
     image = frames[0]
     side = min(max(options.test_side // predictor.scale, 1), *image.shape)
-    side -= side % step
-    if side < smallest:
+    if side < MIN_INPUT_SIDE:
         raise ExportError(
-            f"{path}: image {image.shape} gives a {side}-pixel test crop, but the package needs at least "
-            f"{smallest} pixels per side (2 halos of {options.halo} px plus one, in steps of {step} that keep the "
-            f"network's size_multiple {predictor.size_multiple}); pass a larger --test-image or --test-side, or a "
-            "smaller --halo"
+            f"{path}: image {image.shape} gives a {side}-pixel test crop, but the package declares inputs of at "
+            f"least {MIN_INPUT_SIDE} pixels per side; pass a larger --test-image or --test-side"
         )
     top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
     crop = image[top : top + side, left : left + side]
@@ -160,24 +157,9 @@ def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray
     return np.ascontiguousarray(crop)[None, None], str(path), info.pixel_size_um
 
 
-def min_size(size_multiple: int, halo: int) -> int:
-    """Smallest output side: a multiple of the network's ``size_multiple`` that leaves output after cropping 2 halos."""
-    return size_multiple * math.ceil((2 * halo + 1) / size_multiple)
-
-
-def input_sizes(predictor: Predictor, halo: int) -> tuple[int, int]:
-    """(smallest side, step) of the package's input: enlarged by the model's task, every allowed input side
-    is a multiple of the network's ``size_multiple`` and at least :func:`min_size`."""
-    scale, size_multiple = predictor.scale, predictor.size_multiple
-    step = size_multiple // math.gcd(size_multiple, scale)
-    return step * math.ceil(min_size(size_multiple, halo) / scale / step), step
-
-
 def preprocess(image: np.ndarray) -> np.ndarray:
-    """The package's pre-processing in numpy: ``scale_range`` (0 / 100 percentiles over y, x) to [0, 1], then
-    the model range (:func:`~experiments.data.normalization.to_model_range`, the package's ``2 v - 1``)."""
-    low, high = image.min(axis=(-2, -1), keepdims=True), image.max(axis=(-2, -1), keepdims=True)
-    return to_model_range((image - low) / (high - low + np.float32(SCALE_RANGE_EPS)))
+    """The package's pre-processing in numpy: :func:`~experiments.data.normalization.min_max_to_model_range`."""
+    return min_max_to_model_range(image)
 
 
 def postprocess(output: np.ndarray) -> np.ndarray:
@@ -235,9 +217,10 @@ def determinism(predictor: Predictor, options: ExportOptions) -> str:
 
 def input_paragraph(predictor: Predictor, options: ExportOptions) -> str:
     """The documentation's description of the input the package takes, for the model's task."""
-    smallest, step = input_sizes(predictor, options.halo)
-    sizes = (f"y and x must be multiples of {step}; any size from {smallest} works (process large images in tiles "
-             f"with a halo of {options.halo} output pixels)")
+    layout = predictor.layout()
+    sizes = (f"any size from {MIN_INPUT_SIDE} px works: the model runs its network on overlapping tiles of "
+             f"{layout.tile} px ({layout.overlap} px shared) and blends them itself, so give it the whole image "
+             "(do not tile it in the tool)")
     if predictor.scale == 1:
         return ("- Input: one widefield image (axes b, c = 1, y, x), **already on the output's pixel grid**: the bicubic x2\n"
                 "  upsampled widefield, like the tutorial's BioSR inputs. The model does not enlarge the image; " + sizes + ".")
@@ -283,7 +266,11 @@ microtubules or the project's real-structure or synthetic sets), normalisation `
 ## Validation
 `experiments.export` runs bioimageio.core's model test on the written zip (offline): the TorchScript weights
 reproduce `test_output.npy` from `test_input.npy`, for batch sizes 1 and 2 and several input sizes. In the
-project's tests the scripted sampler equals `experiments.predict --hashed-noise` within 1e-5.
+project's tests `bioimageio.core.predict`, the TorchScript weights with this page's pre- and post-processing
+(as deepImageJ runs them) and `experiments.predict --hashed-noise` give the same image within 1e-4, on the
+test input and on images of other sizes. Block-wise prediction by a tool (bioimageio.core's
+`blocksize_parameter` / `input_block_shape`, a patch size in deepImageJ smaller than the image) samples each
+block alone, its noise placed in block coordinates: a different sample, with seams. Give the whole image.
 
 ## Limits
 - Trained on one structure (microtubules, or synthetic filaments) at one magnification and noise level:
@@ -324,7 +311,7 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite
     check_outputs([out], [predictor.checkpoint] + ([test_image] if test_image else []), overwrite)
     image, source, file_pixel_size = test_input(predictor, replace(options, test_image=test_image))
     module = script_sampler(predictor.model, predictor.diffusion, options.sampler, options.sampling_steps, options.seed,
-                            predictor.size_multiple, regression=is_regression(predictor), scale=predictor.scale)
+                            predictor.layout(), regression=is_regression(predictor), scale=predictor.scale)
     # The training inputs' pixel when neither the flag nor the test image states one: the model expects it.
     pixel_size = next(size for size in (options.pixel_size_um, file_pixel_size, predictor.grid.input_pixel_um)
                       if size is not None)
@@ -345,7 +332,7 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite
             first = error.errors()[0]
             where = ".".join(str(part) for part in first.get("loc", ()))
             raise ExportError(f"bioimageio.spec refuses the package description at {where}: {first.get('msg')}; "
-                              "check the export options (--pixel-size, --halo, --test-image)") from error
+                              "check the export options (--pixel-size, --test-image)") from error
 
 
 def _write_package(spec, save, work: Path, module, image, output, predictor: Predictor, options: ExportOptions,
@@ -363,8 +350,7 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
     in_scale = 1.0 if pixel_size is None else pixel_size
     physical = {} if pixel_size is None else {"unit": "micrometer"}
     input_id, y, x = spec.TensorId("widefield"), spec.AxisId("y"), spec.AxisId("x")
-    smallest, step = input_sizes(predictor, options.halo)
-    size = spec.ParameterizedSize(min=smallest, step=step)
+    size = spec.ParameterizedSize(min=MIN_INPUT_SIDE, step=1)
     inputs = spec.InputTensorDescr(
         id=input_id,
         description=("widefield image on the output's pixel grid (bicubic x2 upsampled), any intensity range"
@@ -390,8 +376,10 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
         axes=[
             spec.BatchAxis(),
             spec.ChannelAxis(channel_names=[spec.Identifier("super_resolved")]),
-            *(spec.SpaceOutputAxisWithHalo(id=axis, halo=options.halo, size=spec.SizeReference(tensor_id=input_id, axis_id=axis),
-                                           scale=in_scale / predictor.scale, **physical)
+            # No halo: the module tiles and blends itself (TiledNetwork); a halo would make the tools pad
+            # the image, which moves the tiles and the position-hashed noise.
+            *(spec.SpaceOutputAxis(id=axis, size=spec.SizeReference(tensor_id=input_id, axis_id=axis),
+                                   scale=in_scale / predictor.scale, **physical)
               for axis in (y, x)),
         ],
         test_tensor=spec.FileDescr(source=work / "test_output.npy"),

@@ -21,8 +21,14 @@ from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid, enlarge
 from experiments.inference.sampling import Sampling, mean_and_spread
 from experiments.inference.tiling import TileLayout, pad_to_tile, tiled_network
 
+DEFAULT_OVERLAP = 32  # pixels shared by neighbouring tiles (cut to a quarter of smaller tiles)
 # The side of BioSR's images: the training size of checkpoints that do not record theirs.
 LEGACY_IMAGE_SIDE = 128
+
+
+def default_overlap(tile: int) -> int:
+    """:data:`DEFAULT_OVERLAP`, at most a quarter of ``tile``."""
+    return min(DEFAULT_OVERLAP, tile // 4)
 
 
 @dataclass(frozen=True)
@@ -65,9 +71,12 @@ class Predictor:
         """Tile sides must be multiples of this: the network's declared ``size_multiple``."""
         return self.config.network.size_multiple
 
-    def layout(self, tile: int | None = None, overlap: int = 32, batch_size: int = 16) -> TileLayout:
-        """The tile layout of ``tile`` (default: the training image side), checked against the network."""
-        layout = TileLayout(self.tile if tile is None else tile, overlap, batch_size)
+    def layout(self, tile: int | None = None, overlap: int | None = None, batch_size: int = 16) -> TileLayout:
+        """The tile layout of ``tile`` (default: the training image side) and ``overlap`` (default
+        :data:`DEFAULT_OVERLAP`, at most a quarter of the tile: a model trained on small images has small
+        tiles), checked against the network. Prediction and the exported package tile so by default."""
+        tile = self.tile if tile is None else tile
+        layout = TileLayout(tile, default_overlap(tile) if overlap is None else overlap, batch_size)
         layout.check_size_multiple(self.size_multiple)
         return layout
 

@@ -1,6 +1,7 @@
 """The whole deterministic sampler as one TorchScript module: widefield in, super-resolved image out.
 
-    sampler = ScriptedSolver(predictor.model, predictor.diffusion, "dpmpp2m", sampling_steps=4, seed=0, size_multiple=4)
+    sampler = ScriptedSolver(predictor.model, predictor.diffusion, "dpmpp2m", sampling_steps=4, seed=0,
+                             layout=predictor.layout())
     scripted = torch.jit.script(sampler)            # what experiments.export packs as the model's weights
     sr = scripted(widefield)                        # [B, 1, H, W] in [-1, 1] in and out
 
@@ -21,7 +22,7 @@ module reproduces the eager sampler from ``x_T = hashed_normal(...)`` to roundin
 
 from __future__ import annotations
 
-from typing import List, Literal, get_args
+from typing import List, Literal, Tuple, get_args
 
 import torch
 from torch import nn
@@ -31,6 +32,7 @@ from ddpm.diffusion import REGRESSION_STEP
 from ddpm.dpm_solver import CLEAN, multistep_rows
 from ddpm.hashed_noise import hashed_normal
 from experiments.data.task import enlarge
+from experiments.inference.tiling import TileLayout, axis_windows, pad_to_tile, tile_positions
 
 ExportSampler = Literal["dpmpp2m", "ddim"]
 EXPORT_SAMPLERS: tuple[str, ...] = get_args(ExportSampler)
@@ -48,9 +50,56 @@ def solver_steps(diffusion: Diffusion, sampler: ExportSampler, sampling_steps: i
     raise ValueError(f"unknown export sampler {sampler!r}; choose one of {EXPORT_SAMPLERS}")
 
 
+class TiledNetwork(nn.Module):
+    """The network on overlapping tiles of an image of any size, blended: the scripted twin of
+    :func:`experiments.inference.tiling.tiled_network` (the same :func:`~experiments.inference.tiling.tile_positions`
+    and :func:`~experiments.inference.tiling.axis_windows`, the same order of tiles in calls of
+    ``layout.batch_size``, one time encoding row for every tile), so the package tiles as prediction does."""
+
+    def __init__(self, network: nn.Module, layout: TileLayout) -> None:
+        super().__init__()
+        self.network = network.eval().requires_grad_(False)
+        self.tile, self.overlap, self.batch_size = layout.tile, layout.overlap, layout.batch_size
+
+    def forward(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
+        """x [B, C, H, W] with H, W >= tile, encoding [1, D] -> the blended output [B, 1, H, W]."""
+        tile = self.tile
+        rows, cols = tile_positions(x.size(2), tile, self.overlap), tile_positions(x.size(3), tile, self.overlap)
+        row_windows, col_windows = axis_windows(rows, tile), axis_windows(cols, tile)
+        jobs: List[Tuple[int, int, int]] = []
+        for b in range(x.size(0)):
+            for i in range(len(rows)):
+                for j in range(len(cols)):
+                    jobs.append((b, i, j))
+        total = torch.zeros([x.size(0), 1, x.size(2), x.size(3)], dtype=x.dtype, device=x.device)
+        weights = torch.zeros([x.size(2), x.size(3)], dtype=x.dtype, device=x.device)
+        for first in range(0, len(jobs), self.batch_size):
+            chunk = jobs[first : first + self.batch_size]
+            tiles = [x[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] for b, i, j in chunk]
+            output = self.network(torch.stack(tiles), encoding)
+            for k in range(len(chunk)):
+                b, i, j = chunk[k]
+                window = torch.outer(row_windows[i], col_windows[j]).to(device=x.device, dtype=x.dtype)
+                total[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window * output[k]
+                if b == 0:  # every image of the batch has the same layout: its weights once
+                    weights[rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window
+        return total / weights
+
+
+def _checked_input(widefield: torch.Tensor, scale: int, tile: int) -> Tuple[torch.Tensor, int, int, int, int]:
+    """The widefield enlarged onto the output's grid and padded to at least one tile
+    (:func:`~experiments.inference.tiling.pad_to_tile`, as prediction pads), with the size and offset of
+    the frame in it: ``(padded, height, width, top, left)``."""
+    if widefield.dim() != 4 or widefield.size(1) != 1:
+        raise ValueError(f"expected a widefield image of shape [B, 1, H, W], got {widefield.shape}")
+    widefield = enlarge(widefield, scale)
+    padded, top, left = pad_to_tile(widefield, tile)
+    return padded, widefield.size(2), widefield.size(3), top, left
+
+
 class ScriptedSolver(nn.Module):
     """A deterministic sampler (``"dpmpp2m"`` or ``"ddim"``, clamped x0, uniform spacing) over ``sampling_steps``
-    network calls.
+    network calls, on images of any size.
 
     Args:
         network: the noise predictor, called as ``network(cat([widefield, x_t], 1), t_encoding)``;
@@ -59,16 +108,20 @@ class ScriptedSolver(nn.Module):
         sampler: which chain (:data:`EXPORT_SAMPLERS`).
         sampling_steps: network evaluations per image, fixed in the module.
         seed: seed of x_T (:func:`ddpm.hashed_noise.hashed_normal`), fixed in the module.
-        size_multiple: image sides must be multiples of this (the U-Net's 2^(depth-1)), after enlargement.
+        layout: the tiles the network runs on (:class:`TiledNetwork`), as ``experiments.predict``'s.
         scale: a native-task model's 2: the input is first enlarged onto the output's grid
             (:func:`experiments.data.task.enlarge`), as in training.
+
+    As :meth:`experiments.inference.predictor.Predictor.sample` with ``hashed_noise_seed``: a frame
+    smaller than a tile is padded, and x_T is placed so that output pixel (y, x) gets the noise of (y, x).
     """
 
     def __init__(self, network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int,
-                 size_multiple: int, scale: int = 1) -> None:
+                 layout: TileLayout, scale: int = 1) -> None:
         super().__init__()
         self.scale = scale
-        self.network = network.eval().requires_grad_(False)
+        self.network = TiledNetwork(network, layout)
+        self.tile = layout.tile
         chain, rows = solver_steps(diffusion, sampler, sampling_steps)
         tables = diffusion.tables
         index = torch.tensor(chain, device=tables.x0_coef_xt.device)
@@ -81,65 +134,47 @@ class ScriptedSolver(nn.Module):
         self.previous_coef: List[float] = [row.c for row in rows]
         self.timesteps: List[int] = chain
         self.seed = seed
-        self.size_multiple = size_multiple
 
     def forward(self, widefield: torch.Tensor) -> torch.Tensor:
-        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, H, W] in [-1, 1], H, W = scale x h, w (multiples
-        of ``size_multiple``)."""
-        if widefield.dim() != 4 or widefield.size(1) != 1:
-            raise ValueError(f"expected a widefield image of shape [B, 1, H, W], got {widefield.shape}")
-        widefield = enlarge(widefield, self.scale)
-        height, width = widefield.size(2), widefield.size(3)
-        if height % self.size_multiple != 0 or width % self.size_multiple != 0:
-            raise ValueError(
-                f"image size {height} x {width} is not a multiple of {self.size_multiple}; "
-                "crop or pad it (bioimage.io tools do so from the model's size step)"
-            )
-        batch = widefield.size(0)
-        x = hashed_normal([batch, 1, height, width], self.seed, widefield.device)
+        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, H, W] in [-1, 1], H, W = scale x h, w."""
+        padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
+        batch = padded.size(0)
+        x = hashed_normal([batch, 1, padded.size(2), padded.size(3)], self.seed, padded.device, -top, -left)
         previous = torch.zeros_like(x)
         for i in range(len(self.timesteps)):
-            encoding = self.time_encodings[i].expand(batch, -1)
-            noise = self.network(torch.cat([widefield, x], dim=1), encoding)
+            noise = self.network(torch.cat([padded, x], dim=1), self.time_encodings[i][None])
             x0 = (self.x0_coef_xt[i] * x - self.x0_coef_noise[i] * noise).clamp(-1.0, 1.0)  # Eq. 7 / 27, clamped
             x = self.state_coef[i] * x + self.x0_coef[i] * x0
             if self.previous_coef[i] != 0.0:
                 x = x + self.previous_coef[i] * previous
             previous = x0
-        return x
+        return x[:, :, top : top + height, left : left + width]
 
 
 class ScriptedRegression(nn.Module):
     """The regression baseline's one evaluation (:class:`ddpm.samplers.RegressionSampler`): the network
-    sees ``cat([widefield, 0])`` and the encoding of :data:`ddpm.diffusion.REGRESSION_STEP`."""
+    sees ``cat([widefield, 0])`` and the encoding of :data:`ddpm.diffusion.REGRESSION_STEP`, on tiles."""
 
-    def __init__(self, network: nn.Module, diffusion: Diffusion, size_multiple: int, scale: int = 1) -> None:
+    def __init__(self, network: nn.Module, diffusion: Diffusion, layout: TileLayout, scale: int = 1) -> None:
         super().__init__()
         self.scale = scale
-        self.network = network.eval().requires_grad_(False)
+        self.network = TiledNetwork(network, layout)
+        self.tile = layout.tile
         self.register_buffer("time_encoding", diffusion.time_encodings[diffusion.steps + REGRESSION_STEP].float().cpu())
-        self.size_multiple = size_multiple
 
     def forward(self, widefield: torch.Tensor) -> torch.Tensor:
-        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, scale h, scale w] (multiples of ``size_multiple``)."""
-        if widefield.dim() != 4 or widefield.size(1) != 1:
-            raise ValueError(f"expected a widefield image of shape [B, 1, H, W], got {widefield.shape}")
-        widefield = enlarge(widefield, self.scale)
-        if widefield.size(2) % self.size_multiple != 0 or widefield.size(3) % self.size_multiple != 0:
-            raise ValueError(
-                f"image size {widefield.size(2)} x {widefield.size(3)} is not a multiple of {self.size_multiple}; "
-                "crop or pad it (bioimage.io tools do so from the model's size step)"
-            )
-        encoding = self.time_encoding[None].expand(widefield.size(0), -1)
-        return self.network(torch.cat([widefield, torch.zeros_like(widefield)], dim=1), encoding)
+        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, scale h, scale w]."""
+        padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
+        output = self.network(torch.cat([padded, torch.zeros_like(padded)], dim=1), self.time_encoding[None])
+        return output[:, :, top : top + height, left : left + width]
 
 
 def script_sampler(
-    network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int, size_multiple: int,
+    network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int, layout: TileLayout,
     regression: bool = False, scale: int = 1,
 ) -> torch.jit.ScriptModule:
     """:class:`ScriptedSolver` (or, for a regression baseline, :class:`ScriptedRegression`) compiled with
     ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
-    module = ScriptedRegression(network, diffusion, size_multiple, scale) if regression else ScriptedSolver(
-        network, diffusion, sampler, sampling_steps, seed, size_multiple, scale)
+    module = ScriptedRegression(network, diffusion, layout, scale) if regression else ScriptedSolver(
+        network, diffusion, sampler, sampling_steps, seed, layout, scale)
     return torch.jit.script(module.cpu())

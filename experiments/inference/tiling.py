@@ -21,11 +21,16 @@ would draw its own noise, and overlaps would average two different samples into 
 grid with the tile spacing. :func:`tiled_network` tiles the *network* instead, inside one chain on the
 whole image: one noise field per image at every step, and each step's noise prediction blended across
 tiles, so tiled and one-pass sampling agree wherever the network's receptive field fits in the overlap.
+
+:func:`tile_positions`, :func:`axis_windows` and :func:`pad_to_tile` compile with ``torch.jit.script``: the
+exported package (:class:`experiments.inference.scripted_sampler.TiledNetwork`) tiles with these same
+functions, so it returns what ``experiments.predict`` does.
 """
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +39,7 @@ from tqdm.auto import tqdm
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 
 
-def tile_positions(length: int, tile: int, overlap: int) -> list[int]:
+def tile_positions(length: int, tile: int, overlap: int) -> List[int]:
     """Start offsets of tiles of size ``tile`` covering ``[0, length)``.
 
     Neighbouring tiles share at least ``overlap`` pixels; offsets are spread as evenly as integers allow
@@ -70,13 +75,13 @@ def _raised_cosine_ramp(width: int) -> torch.Tensor:
     return torch.sin(0.5 * math.pi * centres) ** 2
 
 
-def axis_windows(positions: list[int], tile: int) -> list[torch.Tensor]:
+def axis_windows(positions: List[int], tile: int) -> List[torch.Tensor]:
     """1-D blending weights (float64 [tile], all > 0) for each tile along one axis.
 
     Tile i ramps up over the pixels it shares with tile i-1 and down over those it shares with tile i+1;
     the first tile's start and the last tile's end lie on the image border and stay at weight 1.
     """
-    windows = []
+    windows: List[torch.Tensor] = []
     for i, start in enumerate(positions):
         window = torch.ones(tile, dtype=torch.float64)
         if i > 0:
@@ -89,7 +94,7 @@ def axis_windows(positions: list[int], tile: int) -> list[torch.Tensor]:
     return windows
 
 
-def pad_to_tile(images: torch.Tensor, tile: int) -> tuple[torch.Tensor, int, int]:
+def pad_to_tile(images: torch.Tensor, tile: int) -> Tuple[torch.Tensor, int, int]:
     """Pad ``images`` [B, C, H, W] to at least ``tile`` on each side (see :func:`_pad_axis`); also return
     the offsets ``top, left`` of the original pixels, to crop a result back."""
     padded, top = _pad_axis(images, 2, tile)
@@ -97,7 +102,7 @@ def pad_to_tile(images: torch.Tensor, tile: int) -> tuple[torch.Tensor, int, int
     return padded, top, left
 
 
-def _pad_axis(images: torch.Tensor, dim: int, target: int) -> tuple[torch.Tensor, int]:
+def _pad_axis(images: torch.Tensor, dim: int, target: int) -> Tuple[torch.Tensor, int]:
     """Pad ``images`` [B, C, H, W] along ``dim`` (2 or 3) up to ``target``, centred; also return the start offset.
 
     Reflection keeps image statistics the model knows; it needs the pad on each side to be smaller than
@@ -108,7 +113,7 @@ def _pad_axis(images: torch.Tensor, dim: int, target: int) -> tuple[torch.Tensor
         return images, 0
     before = (target - size) // 2
     after = target - size - before
-    pads = (before, after, 0, 0) if dim == 3 else (0, 0, before, after)
+    pads = [before, after, 0, 0] if dim == 3 else [0, 0, before, after]
     mode = "reflect" if max(before, after) < size else "replicate"
     return F.pad(images, pads, mode=mode), before
 
