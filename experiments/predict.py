@@ -302,8 +302,9 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         pixel_size_warning(path, input_size, source, options, predictor)
     if warning:
         print(warning, file=sys.stderr)
-    problem = float_range_problem(frames, info, normalization)
-    if problem:  # the user has this model and may still want its output: warn, where training refuses
+    # Scaled by min / max (--hashed-noise), any float range is fine; else warn where training refuses.
+    problem = None if options.hashed_noise else float_range_problem(frames, info, normalization)
+    if problem:  # the user has this model and may still want its output: warn
         print(f"warning: {problem}; rescale the file to [0, 1] for meaningful output", file=sys.stderr)
     generator = torch.Generator(device=predictor.device).manual_seed(options.seed)
     layout = layout_of(options, predictor)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -15,7 +14,7 @@ from experiments.config import EvalConfig, SamplingConfig
 from experiments.data import PairedImageDataset
 from experiments.evaluation.metrics import MetricAccumulator
 from experiments.inference.sampling import Sampling, mean_and_spread
-from experiments.runtime import Distributed
+from experiments.runtime import Distributed, gather_objects
 
 
 @dataclass
@@ -98,9 +97,7 @@ def evaluate(
     finally:
         model.train(was_training)
     if place.enabled:
-        gathered = [None] * place.world_size
-        dist.all_gather_object(gathered, results)
-        results = {k: v for part in gathered for k, v in part.items()}
+        results = {k: v for part in gather_objects(results, place) for k, v in part.items()}
     if not place.is_main:
         return None
     accumulator = MetricAccumulator()

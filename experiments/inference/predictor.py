@@ -123,7 +123,7 @@ class Predictor:
             A :class:`Prediction` on the CPU, at H, W = :attr:`scale` x h, w.
         """
         images = enlarge(images, self.scale)
-        layout = TileLayout(self.tile) if layout is None else layout
+        layout = self.layout() if layout is None else layout
         layout.check_size_multiple(self.size_multiple)
         chains = max(sampling.samples, keep)
         drawer = Sampling(replace(sampling, samples=chains), self.diffusion)
