@@ -24,7 +24,12 @@ install: $(STAMP)
 # Re-installs only when the project's metadata changes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev,export,tensorboard]"
+	$(PY) -m pip install --quiet -e ".[dev,export,tensorboard,zarr,napari]"
+	@# napari's canvas needs an X display for OpenGL: the widget's tests start Debian's Xvfb where none is set.
+	@command -v Xvfb >/dev/null || ! command -v apt-get >/dev/null || \
+		apt-get install -y -qq --no-install-recommends xvfb >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends xvfb >/dev/null) || \
+		echo "note: could not install xvfb; the napari widget's tests are skipped without an X display"
 	touch $(STAMP)
 
 test: install

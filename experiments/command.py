@@ -45,11 +45,14 @@ def one_line(error: BaseException) -> str:
     return text
 
 
+INTERRUPTED_NOTE = "every file written so far is complete (files are replaced atomically)"
+
+
 def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object],
-                argv: Sequence[str] | None = None) -> int:
+                argv: Sequence[str] | None = None, interrupted_note: str = INTERRUPTED_NOTE) -> int:
     """Parse ``argv`` (default: the process's arguments) with ``parser`` and call ``run``; returns the exit
     status: ``run``'s when it returns an int, else 0 (a benchmark returns its report), 1 for a failure the
-    user can fix, 130 for Ctrl-C."""
+    user can fix, 130 for Ctrl-C (after ``error: interrupted; <interrupted_note>``)."""
     given = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in given  # known before parsing, which may itself fail
     try:
@@ -58,8 +61,7 @@ def run_command(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespa
     except KeyboardInterrupt:
         if debug:
             raise
-        print("error: interrupted; every file written so far is complete (files are replaced atomically)",
-              file=sys.stderr)
+        print(f"error: interrupted; {interrupted_note}", file=sys.stderr)
         return INTERRUPTED
     except USER_FAILURES as error:
         if debug:

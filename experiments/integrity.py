@@ -22,6 +22,8 @@ import torch
 from ddpm.settings import UserError
 
 TEMPORARY_SUFFIX = ".tmp"
+# Outputs that are folders by their format (OME-Zarr stores); every other output is a file.
+FOLDER_SUFFIXES = (".zarr",)
 
 
 class OverwriteError(UserError):
@@ -38,7 +40,8 @@ def check_outputs(outputs: Sequence[str | Path], inputs: Sequence[str | Path] = 
 
     Raises :class:`OverwriteError` naming the output when it resolves to one of ``inputs`` (files or
     folders: a checkpoint, a test image, a data root, input TIFs) or lies inside an input folder, when two
-    outputs are one file, when it is an existing folder, or when it exists and ``overwrite`` is false
+    outputs are one file, when it is an existing folder where a file is to be written (an output ending in
+    :data:`FOLDER_SUFFIXES` is a folder, an OME-Zarr store), or when it exists and ``overwrite`` is false
     (``flag`` is the command's option that allows it). Paths are compared after resolving symlinks and
     ``..``, so ``out/../cells/a.tif`` is caught too.
     """
@@ -57,7 +60,7 @@ def check_outputs(outputs: Sequence[str | Path], inputs: Sequence[str | Path] = 
             raise OverwriteError(f"{output}: two outputs would be written to the same file (also {seen[resolved]}); "
                                  "inputs with the same name in different folders need separate output folders")
         seen[resolved] = output
-        if output.is_dir():
+        if output.is_dir() and output.suffix.lower() not in FOLDER_SUFFIXES:
             raise OverwriteError(f"{output}: is a folder, where a file is to be written; choose a file path")
         if output.exists() and not overwrite:
             raise OverwriteError(f"{output}: exists; pass {flag} to replace it, or choose another output path")

@@ -1,11 +1,13 @@
-"""Super-resolve your own widefield TIFs with a trained checkpoint.
+"""Super-resolve your own widefield TIFs and OME-Zarr images with a trained checkpoint.
 
     python -m experiments.predict --checkpoint pretrained/native/model.pt --input cells/ extra.tif --output results
     python -m experiments.predict ... --pixel-size 0.0626 --samples 8 --std --check --seed 1
     python -m experiments.predict ... --sampler ddim --sampling-steps 50
+    python -m experiments.predict ... --input big.ome.zarr --resume       # continue an interrupted run
 
-Inputs are TIF files or folders of them (not recursive); a stack (time, z, ...) is processed frame by
-frame. uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
+Inputs are TIF files, OME-Zarr stores (:mod:`experiments.data.ome_zarr`) or folders of them (not
+recursive); a stack (time, z, ...) is processed frame by frame, each frame sampled from its own stream of
+the seed (:func:`~experiments.inference.predictor.frame_generator`). uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
 ``data.normalization``). Any 2-D size works: each frame is sampled as one image with one noise field, the
 network running on overlapping tiles of the training size (``--tile``) at every step and its predictions
 blended with a smooth window (:mod:`experiments.inference.tiling`), so no tile grid appears.
@@ -33,6 +35,10 @@ For each input ``<stem>.tif`` the output folder receives:
   output, std, consistency map), the numbers (RSE, RSP, alpha, beta, sigma, sample-to-sample FRC
   resolution) under ``"check"`` in the output's metadata, and one entry per frame in ``check.json``.
 
+An OME-Zarr input gives OME-Zarr outputs (``<stem>_sr.ome.zarr``, ``_sr_std``, ``_sr_consistency``; ``--format``
+chooses either for any input), each frame written as it finishes (:mod:`experiments.inference.output_files`),
+so an interrupted run keeps its finished frames; ``--resume`` skips them, and the inputs whose TIFs are done.
+
 Each TIF carries JSON metadata (checkpoint path and SHA-256, seed, sampler settings, source file, frame
 count, software version); read it with :func:`experiments.data.tif_io.read_metadata`. The same seed, checkpoint,
 settings and device give the same output. No input is ever overwritten, an existing output only with
@@ -43,37 +49,42 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata as package_metadata
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ddpm import SAMPLERS, VARIANCES
 from ddpm.ddim import DEFAULT_DDIM_STEPS
 from ddpm.settings import SEEDS, UsageError, UserError, check_value, range_parser
 from experiments import figures
-from experiments.command import CommandParser, run_command
+from experiments.command import INTERRUPTED_NOTE, CommandParser, run_command
 from experiments.config import SamplingConfig
-from experiments.data.images import REDUCTIONS, Reduce, float_range_problem, plane_layout, read_tif
-from experiments.data.normalization import from_model_range, min_max_to_model_range
+from experiments.data.images import REDUCTIONS, Reduce
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.evaluation import check, quality_figures
 from experiments.inference.loading import load_for_inference
+from experiments.inference.output_files import (EXTENSIONS, OUTPUT_FORMATS, FrameOutput, OutputFormat,
+                                                 finished_everywhere, open_output)
+from experiments.inference.frames import ScaledInput, super_resolve
 from experiments.inference.predictor import DEFAULT_OVERLAP, Predictor, default_overlap
 from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags
 from experiments.inference.scripted_sampler import EXPORT_SAMPLERS
 from experiments.inference.tiling import TileLayout
 from experiments.runtime import DEVICES, Distributed, gather_objects, init_distributed, leave_distributed, pick_device
-from experiments.data.tif_io import FrameInfo, find_inputs, output_path_for, read_frames, to_model_frames, write_frames
+from experiments.data.tif_io import FrameInfo, InputImage, find_inputs, output_path_for, read_input
+from experiments.data.ome_zarr import is_zarr_path
 from experiments.integrity import check_output_folder, check_outputs
 
 DISTRIBUTION = "diffusion-sr-microscopy"
 UNITS = "[0, 1] like the training targets: model output v in [-1, 1] mapped by (v + 1) / 2"
 PREVIEW_FRAMES = 3
+SHOWN_FRAMES = 4  # the first frames the figures show: the preview its first PREVIEW_FRAMES, the check figure all
 # An input pixel more than this factor off the training inputs' gets a warning.
 PIXEL_SIZE_TOLERANCE = 1.25
 
@@ -101,6 +112,8 @@ class PredictOptions:
     hashed_noise: bool = False  # x_T from ddpm.hashed_noise, as the exported package
     check: bool = False  # experiments.evaluation.check: consistency map, sample-to-sample FRC, check.json
     overwrite: bool = False  # replace outputs that exist already (inputs are never replaced)
+    output_format: OutputFormat | None = None  # None: like each input (a TIF gives TIFs, an OME-Zarr stores)
+    resume: bool = False  # keep the finished frames of outputs written with the same settings
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,8 @@ def check_options(options: PredictOptions, predictor: Predictor) -> None:
     if any(separator in options.suffix for separator in ("/", "\\", "\0")):
         raise UsageError(f"--suffix is added to a file name and cannot hold a path separator, got {options.suffix!r}")
     check_value(options.seed, SEEDS, "--seed")
+    if options.resume and options.overwrite:
+        raise UsageError("--resume keeps finished outputs and --overwrite replaces them: pass one of the two")
     if options.pixel_size_um is not None:
         check_value(options.pixel_size_um, PIXEL_SIZES_UM, "--pixel-size (µm)")
     if options.hashed_noise and (options.sampling.sampler not in EXPORT_SAMPLERS or options.sampling.build().draws_noise):
@@ -181,27 +196,24 @@ def pixel_size_warning(path: Path, size_um: float | None, source: str, options: 
             f"{expected * 1000:.1f} nm pixels, or correct --pixel-size if the stated size is wrong")
 
 
+def output_format_of(input_path: Path, options: PredictOptions) -> OutputFormat:
+    """``--format``, or the input's own: OME-Zarr stores for an OME-Zarr image, TIFs for a TIF."""
+    if options.output_format is not None:
+        return options.output_format
+    return "ome-zarr" if is_zarr_path(input_path) else "tif"
+
+
 def output_paths(input_path: Path, out_dir: Path, options: PredictOptions) -> OutputPaths:
-    mean = output_path_for(input_path, out_dir, options.suffix)
-    std = output_path_for(input_path, out_dir, f"{options.suffix}_std") if options.write_std else None
-    preview = mean.with_name(f"{mean.stem}_preview.png") if options.preview else None
+    extension = EXTENSIONS[output_format_of(input_path, options)]
+
+    def named(suffix: str, ending: str = extension) -> Path:
+        return output_path_for(input_path, out_dir, f"{options.suffix}{suffix}", ending)
+
+    std = named("_std") if options.write_std else None
+    preview = named("_preview", ".png") if options.preview else None
     if not options.check:
-        return OutputPaths(mean, std, preview)
-    consistency = output_path_for(input_path, out_dir, f"{options.suffix}_consistency")
-    return OutputPaths(mean, std, preview, consistency, mean.with_name(f"{mean.stem}_check.png"))
-
-
-def upsample_frames(frames: np.ndarray) -> np.ndarray:
-    """Bicubic x2 of frames [N, H, W] -> [N, 2H, 2W] (float32, source units), as the BioSR inputs were made.
-
-    Each result is clipped to its frame's own [min, max], so the overshoot of bicubic interpolation at
-    bright edges adds no values the image never held (BioSR clips to [0, 1], the range of its data).
-    """
-    tensor = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None]
-    enlarged = F.interpolate(tensor, scale_factor=2, mode="bicubic", align_corners=False)[:, 0]
-    low = tensor.amin(dim=(1, 2, 3))[:, None, None]
-    high = tensor.amax(dim=(1, 2, 3))[:, None, None]
-    return torch.maximum(torch.minimum(enlarged, high), low).numpy()
+        return OutputPaths(named(""), std, preview)
+    return OutputPaths(named(""), std, preview, named("_consistency"), named("_check", ".png"))
 
 
 def software_version() -> str:
@@ -274,74 +286,97 @@ def input_pixel_size(info: FrameInfo, options: PredictOptions) -> float | None:
     return options.pixel_size_um if options.pixel_size_um is not None else info.pixel_size_um
 
 
-def _write(path: Path, frames: np.ndarray, metadata: dict, pixel_size_um: float | None) -> None:
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """An OSError while writing ``path`` becomes an :class:`OutputError` naming it."""
     try:
-        write_frames(path, frames, metadata, pixel_size_um)
+        yield
     except OSError as error:
         raise OutputError(f"{path}: cannot be written ({error.strerror or error}); check the output folder") from error
 
 
-def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options: PredictOptions) -> list[dict]:
-    """Super-resolve every frame of the TIF at ``path`` and write ``outputs``; returns the entries of
-    ``check.json`` (one per frame; none without ``--check``)."""
-    frames, info = read_frames(path, options.reduce)
+def open_outputs(outputs: OutputPaths, source: InputImage, metadata: dict, options: PredictOptions,
+                 scale: int, pixel_size: float | None, input_size: float | None) -> dict[str, FrameOutput]:
+    """The result files of one input, each a TIF or an OME-Zarr store (by its path), opened to resume
+    with ``--resume``: the mean, the std (``--std``) and the consistency maps (``--check``, on the input's grid)."""
+    count, (height, width) = len(source.frames), source.plane
+    wanted = {"mean": (outputs.mean, scale, pixel_size, "mean of samples"),
+              "std": (outputs.std, scale, pixel_size, "standard deviation of samples"),
+              "consistency": (outputs.consistency, 1, input_size, "re-degradation consistency |error|")}
+    opened = {}
+    for name, (path, factor, size, content) in wanted.items():
+        if path is not None:
+            plane = (height * factor, width * factor) if name != "consistency" else (height, width)
+            with writing(path):
+                opened[name] = open_output(path, count, source.stack, plane, size, {**metadata, "content": content},
+                                           options.resume)
+    return opened
+
+
+def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options: PredictOptions,
+                 on_tiles: Callable[[int, int], None] | None = None) -> list[dict]:
+    """Super-resolve every frame of the image at ``path`` and write ``outputs``, each frame as it finishes
+    where the output is an OME-Zarr store; returns the entries of ``check.json`` (one per frame; none
+    without ``--check``). ``on_tiles`` is called after every network call (:meth:`Predictor.sample_frames`)."""
+    source = read_input(path, options.reduce)
+    info, count = source.info, len(source.frames)
+
+    normalization = predictor.config.data.normalization
+    scaled = ScaledInput(source, normalization, options.upsample, min_max=options.hashed_noise)
     if info.pixel_size_note and options.pixel_size_um is None:
         print(f"warning: {path}: {info.pixel_size_note}; the outputs state no pixel size (pass --pixel-size)",
               file=sys.stderr)
-    native = frames
-    if options.upsample:
-        frames = upsample_frames(frames)
-    normalization = predictor.config.data.normalization
-    # An exported package scales each image by its min / max (its rdf's pre-processing); --hashed-noise
-    # reproduces the package, so it scales alike.
-    model_in = (min_max_to_model_range(frames) if options.hashed_noise
-                else to_model_frames(frames, info, normalization))  # refuses what overflows when scaled
     input_size = input_pixel_size(info, options)
-    source = "--pixel-size" if options.pixel_size_um is not None else "its metadata"
+    source_note = "--pixel-size" if options.pixel_size_um is not None else "its metadata"
     warning = None if info.pixel_size_note and options.pixel_size_um is None else \
-        pixel_size_warning(path, input_size, source, options, predictor)
+        pixel_size_warning(path, input_size, source_note, options, predictor)
     if warning:
         print(warning, file=sys.stderr)
-    # Scaled by min / max (--hashed-noise), any float range is fine; else warn where training refuses.
-    problem = None if options.hashed_noise else float_range_problem(frames, info, normalization)
-    if problem:  # the user has this model and may still want its output: warn
-        print(f"warning: {problem}; rescale the file to [0, 1] for meaningful output", file=sys.stderr)
-    generator = torch.Generator(device=predictor.device).manual_seed(options.seed)
-    layout = layout_of(options, predictor)
-    # The check's independent pair: the first two samples (a chain drawn after them for --samples 1), in one batch.
-    prediction = predictor.sample(
-        torch.from_numpy(model_in)[:, None],
-        options.sampling,
-        generator,
-        layout,
-        progress=options.progress,
-        desc=path.name,
-        hashed_noise_seed=options.seed if options.hashed_noise else None,
-        keep=check.CHECK_SAMPLES if options.check else 0,
-    )
-    mean = prediction.mean[:, 0].numpy()
-    std = prediction.std
-    std_unit = std[:, 0].numpy() * np.float32(0.5) if std is not None else None  # (v + 1) / 2 halves spreads
-    metadata = prediction_metadata(predictor, info, len(frames), options)
-    pixel_size = None if input_size is None else input_size / enlargement(options, predictor)
-    checks = []
-    if options.check:
-        pair = [draw[:, 0] for draw in prediction.kept]
-        native_in = from_model_range(to_model_frames(native, info, normalization))
-        checks = check.check_frames(torch.from_numpy(from_model_range(mean)), torch.from_numpy(native_in),
-                                    *pair, pixel_size)
-        metadata["check"] = [entry.summary() for entry in checks]
-    _write(outputs.mean, from_model_range(mean), {**metadata, "content": "mean of samples"}, pixel_size)
-    if outputs.std is not None:
-        _write(outputs.std, std_unit, {**metadata, "content": "standard deviation of samples"}, pixel_size)
+    scale = enlargement(options, predictor)
+    pixel_size = None if input_size is None else input_size / scale
+    files = open_outputs(outputs, source, prediction_metadata(predictor, info, count, options), options,
+                         scale, pixel_size, input_size)
+    mean_file = files["mean"]
+    done = finished_everywhere(list(files.values()))
+    if options.check:  # a frame whose check entry was not stored before an interruption is done again
+        done = {index for index in done if mean_file.check_entry(index) is not None}
+    todo = [index for index in range(count) if index not in done]
+    if done and options.progress:
+        print(f"{path}: {len(done)} of {count} frames already written; sampling the other {len(todo)}",
+              file=sys.stderr)
+
+    frames = super_resolve(predictor, scaled, todo, options.sampling, options.seed, layout_of(options, predictor),
+                           options.hashed_noise, options.check, options.progress, path.name, on_tiles)
+    pixel_size_nm = None if pixel_size is None else 1000.0 * pixel_size
+    for index, result in frames:
+        entry = None
+        if options.check:
+            trust = check.check_frame(torch.from_numpy(result.mean), torch.from_numpy(scaled.native(index)),
+                                      *result.pair, pixel_size_nm)
+            entry = trust.summary()
+            with writing(outputs.consistency):
+                files["consistency"].write(index, trust.consistency.error_map.float().numpy())
+        if result.std is not None and "std" in files:
+            with writing(outputs.std):
+                files["std"].write(index, result.std)
+        with writing(outputs.mean):  # last: its check entry marks the frame done
+            mean_file.write(index, result.mean, entry)
+    for output in files.values():
+        with writing(output.path):
+            output.close()
+    shown = range(min(count, SHOWN_FRAMES))
+    inputs_shown = np.concatenate([scaled.model(index) for index in shown])
+    means_shown = np.stack([mean_file.read(index) for index in shown]) * 2 - 1
+    std_shown = np.stack([files["std"].read(index) for index in shown]) if "std" in files else None
     if outputs.preview is not None:
-        write_preview(model_in, mean, std_unit, outputs.preview, f"{path.name} ({predictor.checkpoint.name})")
+        write_preview(inputs_shown, means_shown, std_shown, outputs.preview, f"{path.name} ({predictor.checkpoint.name})")
     if options.check:
-        maps = check.error_maps(checks).numpy()
-        _write(outputs.consistency, maps, {**metadata, "content": "re-degradation consistency |error|"}, input_size)
-        quality_figures.plot_check(native_in * 2 - 1, mean, std_unit, maps, outputs.check_figure,
-                                   f"{path.name}: can this output be trusted?")
-    return check.summary_entries(path, outputs.mean, checks)
+        maps = np.stack([files["consistency"].read(index) for index in shown])
+        native_shown = np.stack([scaled.native(index) for index in shown]) * 2 - 1
+        quality_figures.plot_check(native_shown, means_shown, std_shown, maps, outputs.check_figure,
+                                   f"{path.name}: can this output be trusted?", max_images=SHOWN_FRAMES)
+        return check.summary_entries(path, outputs.mean, [mean_file.check_entry(index) for index in range(count)])
+    return []
 
 
 def plan_outputs(predictor: Predictor, inputs: list[Path], out_dir: Path, options: PredictOptions) -> list[OutputPaths]:
@@ -349,12 +384,13 @@ def plan_outputs(predictor: Predictor, inputs: list[Path], out_dir: Path, option
     type, its channels) and every output path (:func:`check_outputs`)."""
     check_options(options, predictor)
     for path in inputs:
-        plane_layout(read_tif(path, pixels=False), options.reduce)
+        read_input(path, options.reduce, pixels=False)
     planned = [output_paths(path, out_dir, options) for path in inputs]
     summary = [out_dir / check.SUMMARY_NAME] if options.check else []
     check_output_folder(out_dir, inputs)
+    # Resumed, an existing output is checked against its settings when its input's turn comes.
     check_outputs([path for outputs in planned for path in outputs.all()] + summary,
-                  [*inputs, predictor.checkpoint], options.overwrite)
+                  [*inputs, predictor.checkpoint], options.overwrite or options.resume, "--overwrite or --resume")
     return planned
 
 
@@ -394,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Super-resolve widefield TIFs (files, folders, stacks) with a trained checkpoint.",
     )
     parser.add_argument("--checkpoint", required=True, help="a .pt file, or a run folder (its last.pt)")
-    parser.add_argument("--input", required=True, nargs="+", help="TIF files and/or folders of TIFs")
+    parser.add_argument("--input", required=True, nargs="+",
+                        help="TIF files, OME-Zarr stores (.zarr) and/or folders of them")
     parser.add_argument("--output", required=True, type=Path, help="folder for the results (created if missing)")
     parser.add_argument("--device", default="auto", choices=DEVICES)
     sampling = parser.add_argument_group(
@@ -439,7 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true",
         help="also measure trust: consistency map TIF, sample-to-sample FRC (2 extra samples), figure, check.json",
     )
+    layout.add_argument("--format", choices=OUTPUT_FORMATS,
+                        help="outputs as OME-TIFF or OME-Zarr stores, written frame by frame (default: like each input)")
     layout.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
+    layout.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run with the same settings: skip the frames its OME-Zarr "
+                             "stores hold, and the inputs whose TIFs it finished")
     layout.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -475,6 +517,8 @@ def predict_here(args: argparse.Namespace, inputs: list[Path], place: Distribute
         hashed_noise=args.hashed_noise,
         check=args.check,
         overwrite=args.overwrite,
+        output_format=args.format,
+        resume=args.resume,
     )
     if options.progress:
         print(
@@ -489,7 +533,8 @@ def predict_here(args: argparse.Namespace, inputs: list[Path], place: Distribute
 def main(argv: list[str] | None = None) -> int:
     """Run the command (:func:`experiments.command.run_command`: one line and exit status 1 for an error
     the user can fix)."""
-    return run_command(build_parser(), run, argv)
+    return run_command(build_parser(), run, argv, interrupted_note=f"{INTERRUPTED_NOTE}; OME-Zarr outputs keep "
+                       "their finished frames: run the same command with --resume to complete them")
 
 
 if __name__ == "__main__":

@@ -73,13 +73,14 @@ def test_an_invented_blob_lights_up_the_consistency_map_where_it_was_invented(ch
     rows, columns = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     blob += torch.exp(-((rows - 20) ** 2 + (columns - 28) ** 2) / (2 * 1.5**2))
 
-    def hallucinating(self, images, sampling, generator, *args, keep=0, **kwargs):
+    def hallucinating(self, frames, count, sampling, generator_of, *args, keep=0, **kwargs):
         # The input itself (fully explained by it) plus a bright blob it does not hold, for every sample.
-        output = images + 1.5 * blob
-        return Prediction(output, torch.zeros_like(output) if sampling.samples > 1 else None,
-                          output.expand(keep, *output.shape))
+        for index, image in frames:
+            output = image[None] + 1.5 * blob
+            yield index, Prediction(output, torch.zeros_like(output) if sampling.samples > 1 else None,
+                                    output.expand(keep, *output.shape))
 
-    monkeypatch.setattr(Predictor, "sample", hallucinating)
+    monkeypatch.setattr(Predictor, "sample_frames", hallucinating)
     args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", "--check", *FAST]
     assert main([str(arg) for arg in args]) == 0, capsys.readouterr().err
     error = tifffile.imread(tmp_path / "out" / "cell_sr_consistency.tif")
@@ -107,8 +108,13 @@ def test_degenerate_frames_get_noted_measures_in_strict_json(checkpoint, tmp_pat
     source = tmp_path / "stack.tif"
     tifffile.imwrite(source, stack, photometric="minisblack")
     # Every sample is the input itself: a constant frame stays constant, so its FRC is undefined too.
-    monkeypatch.setattr(Predictor, "sample", lambda self, images, sampling, *args, keep=0, **kwargs: Prediction(
-        images, torch.zeros_like(images) if sampling.samples > 1 else None, images.expand(keep, *images.shape)))
+    def identity(self, frames, count, sampling, generator_of, *args, keep=0, **kwargs):
+        for index, image in frames:
+            output = image[None]
+            yield index, Prediction(output, torch.zeros_like(output) if sampling.samples > 1 else None,
+                                    output.expand(keep, *output.shape))
+
+    monkeypatch.setattr(Predictor, "sample_frames", identity)
     args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", "--check", *FAST]
     assert main([str(arg) for arg in args]) == 0, capsys.readouterr().err
     frames = json.loads((tmp_path / "out" / "check.json").read_text(), parse_constant=_refuse)["frames"]

@@ -115,23 +115,21 @@ def test_a_constant_output_leaves_the_input_spread_as_its_error():
     assert set(frame.notes) == {"rsp", "alpha", "beta", "sigma"} and "output is constant" in frame.notes["rsp"]
 
 
-def test_a_stack_with_one_constant_frame_keeps_the_numbers_of_the_others(tmp_path):
+def test_a_constant_frame_among_others_gets_noted_measures_and_the_others_numbers(tmp_path):
     outputs = torch.stack([image((32, 32), 3), torch.full((32, 32), 0.5), image((32, 32), 4)])
     widefields = torch.nn.functional.avg_pool2d(outputs[:, None], 2)[:, 0]
     firsts, seconds = outputs + 0.1 * torch.rand(2, 3, 32, 32, generator=generator(5))
     firsts[1], seconds[1] = 0.5, 0.5  # the constant frame's samples are constant too
-    checks = check.check_frames(outputs, widefields, firsts, seconds, pixel_size_um=0.04)
+    checks = [check.check_frame(*frame, 40.0) for frame in zip(outputs, widefields, firsts, seconds)]
     entries = [assert_well_defined(frame, (16, 16)) for frame in checks]
-    for index in (0, 2):  # the same numbers as when checked on their own
-        alone = check.check_frame(outputs[index], widefields[index], firsts[index], seconds[index], 40.0)
-        assert entries[index] == alone.summary()
+    for index in (0, 2):
         assert all(entries[index][key] is not None for key in FIT_KEYS)
     assert entries[1]["rsp"] is None and "constant" in entries[1][f"rsp{NOTE_SUFFIX}"]
     assert entries[1]["frc_resolution_px"] is None and "constant" in entries[1][f"frc_resolution_px{NOTE_SUFFIX}"]
-    maps = check.error_maps(checks)
-    assert maps.shape == (3, 16, 16) and maps.dtype == torch.float32 and bool(torch.isfinite(maps).all())
+    maps = torch.stack([frame.consistency.error_map for frame in checks])
+    assert maps.shape == (3, 16, 16) and bool(torch.isfinite(maps).all())
     path = check.write_summary(tmp_path / check.SUMMARY_NAME, check.summary_entries(tmp_path / "in.tif",
-                                                                                     tmp_path / "out.tif", checks))
+                                                                                     tmp_path / "out.tif", entries))
     written = strict_loads(path.read_text(encoding="utf-8"))["frames"]
     assert [{k: v for k, v in entry.items() if k not in ("source", "output", "frame")} for entry in written] == entries
 

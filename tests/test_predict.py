@@ -15,10 +15,12 @@ import torch
 from experiments.training.checkpoint import file_digest
 from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.inference.loading import InferenceError, load_for_inference
+from experiments.inference.predictor import frame_generator
 from ddpm.settings import UsageError
 from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags
 from experiments.inference.tiling import TileLayout
-from experiments.predict import main, upsample_frames
+from experiments.inference.frames import upsample_frames
+from experiments.predict import main
 from experiments.data.tif_io import read_metadata
 from experiments.build import build_model
 from unet import UNetConfig
@@ -94,11 +96,12 @@ def test_output_is_the_sampled_mean_mapped_to_unit_range(capsys, checkpoint, inp
     predictor = load_for_inference(checkpoint, "cpu")
     stack = tifffile.imread(source)
     model_in = torch.from_numpy((stack / 65535.0 - 0.5) / 0.5).float()[:, None]
-    generator = torch.Generator().manual_seed(0)
     sampling = prediction_sampling(predictor.config.sampling)
-    prediction = predictor.sample(model_in, sampling, generator, TileLayout(32, 8))
-    mean = prediction.mean
-    assert prediction.std is None
+    # Each frame draws from its own stream of the seed (frame_generator), whatever came before it.
+    parts = [predictor.sample(model_in[index : index + 1], sampling, frame_generator(0, index), TileLayout(32, 8))
+             for index in range(len(model_in))]
+    mean = torch.cat([part.mean for part in parts])
+    assert parts[0].std is None
     written = tifffile.imread(tmp_path / "b_stack_sr.tif")
     np.testing.assert_allclose(written, (mean[:, 0].numpy() + 1) / 2, atol=1e-5)
 

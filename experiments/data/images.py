@@ -160,7 +160,7 @@ def _refuse_stack(path: Path, shape: tuple[int, ...], axes: str, frames: int, re
         )
 
 
-def _collapse(array: np.ndarray, axis: int, reduce: Reduce) -> np.ndarray:
+def collapse(array: np.ndarray, axis: int, reduce: Reduce) -> np.ndarray:
     """``array`` without ``axis``, collapsed by ``reduce`` ("mean" sums in float64; None: a singleton axis)."""
     first = array[(slice(None),) * axis + (0,)]  # a view: no copy for the common singleton axis
     if array.shape[axis] == 1 or reduce in (None, "first"):
@@ -183,7 +183,7 @@ def read_frames(path: str | Path, reduce: Reduce = None) -> tuple[np.ndarray, Fr
     layout = plane_layout(stored, reduce)
     planes = stored.pixels.transpose(layout.order).reshape(layout.frames, layout.channels, layout.height, layout.width)
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, reported just below
-        frames = _collapse(planes, 1, reduce).astype(np.float32, copy=False)
+        frames = collapse(planes, 1, reduce).astype(np.float32, copy=False)
     if stored.dtype == np.float64:  # the only supported type whose finite values can overflow float32
         _check_finite(frames, path, " after conversion to float32 (values beyond +-3.4e38)")
     info = FrameInfo(
@@ -264,7 +264,7 @@ def read_image(
     """
     frames, info = read_frames(path, reduce)
     _refuse_stack(info.path, info.stored_shape, info.axes, len(frames), reduce)
-    image = _collapse(frames, 0, reduce)[None]
+    image = collapse(frames, 0, reduce)[None]
     problem = float_range_problem(image, info, normalization)
     if problem:
         raise InputError(f"{problem}; rescale the files to [0, 1], or train with --data.normalization percentile")

@@ -1,7 +1,8 @@
-"""Users' own TIFs in and results out: find inputs, read frames strictly, write float32 TIFs with metadata.
+"""Users' own images in and TIF results out: find inputs, read frames strictly, write float32 TIFs with metadata.
 
-    paths = find_inputs(["cells/", "extra.tif"])
+    paths = find_inputs(["cells/", "extra.tif", "big.ome.zarr"])
     frames, info = read_frames(paths[0])                      # float32 [N, H, W] in source units
+    source = read_input(paths[2])                             # a TIF or an OME-Zarr image, frame by frame
     model_in = to_model_frames(frames, info, "tutorial")      # [-1, 1], each frame on its own
     out = output_path_for(paths[0], "results", "_sr")
     write_frames(out, result, {"seed": 0, "checkpoint_sha256": "..."})
@@ -9,27 +10,32 @@
 Every error names the file or folder and says what to do. Files are read and scaled by
 :mod:`experiments.data.images` and folders listed by :func:`experiments.data.layout.list_tifs`, the
 same code the data loader uses, so a user's TIF is checked and normalised exactly as the training data were.
+OME-Zarr images are read by :mod:`experiments.data.ome_zarr`, which checks them alike.
 """
 
 import hashlib
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 # Reading lives in experiments.data.images, shared with the data loader; re-exported for users of this module.
-from experiments.data.images import FrameInfo, InputError, read_frames, read_tif, to_model_frames
+from experiments.data.images import FrameInfo, InputError, Reduce, plane_layout, read_frames, read_tif, to_model_frames
 from experiments.data.layout import TIF_SUFFIXES, list_tifs
+from experiments.data.ome_zarr import ZARR_SUFFIX, StackAxis, is_zarr_path, open_image, stack_axes_of_tif
 
 __all__ = [
     "FrameInfo",
     "InputError",
+    "InputImage",
     "find_inputs",
     "output_path_for",
     "read_frames",
+    "read_input",
     "read_metadata",
     "to_model_frames",
     "write_frames",
@@ -45,21 +51,30 @@ def _is_tif(path: Path) -> bool:
 
 
 def find_inputs(paths: Sequence[str | Path]) -> list[Path]:
-    """TIF files named in ``paths``: files as given, folders as their TIFs sorted by name (not recursive).
+    """Images named in ``paths``: TIF files and OME-Zarr stores as given, folders as their TIFs and stores
+    sorted by name (not recursive).
 
     Folders are listed by :func:`experiments.data.layout.list_tifs`, as the data loader lists its
-    splits: suffixes .tif / .tiff in any case, hidden files (``.name``, e.g. macOS ``._x.tif``) skipped.
-    A file reached twice is kept once, at its first place. Raises :class:`InputError` naming the path
-    when it does not exist, a folder holds no TIF, or a file is not a TIF.
+    splits: suffixes .tif / .tiff in any case, hidden files (``.name``, e.g. macOS ``._x.tif``) skipped;
+    beside them, the ``.zarr`` stores they hold. A path reached twice is kept once, at its first place.
+    Raises :class:`InputError` naming the path when it does not exist, a folder holds no image, or a file
+    is not a TIF.
     """
     if not paths:
-        raise InputError("no input given: pass one or more TIF files or folders of TIFs")
+        raise InputError("no input given: pass one or more TIF files, OME-Zarr stores or folders of them")
     found: list[Path] = []
     for given in map(Path, paths):
-        if given.is_dir():
-            inside = list_tifs(given)
+        if is_zarr_path(given):
+            if not given.is_dir():
+                raise InputError(f"{given}: no such OME-Zarr store (a folder); check the path")
+            found.append(given)
+        elif given.is_dir():
+            stores = [path for path in given.iterdir() if path.suffix.lower() == ZARR_SUFFIX and path.is_dir()
+                      and not path.name.startswith(".")]
+            inside = sorted(list_tifs(given) + stores)
             if not inside:
-                raise InputError(f"{given}: folder holds no .tif / .tiff files; point to a folder of TIF images")
+                raise InputError(f"{given}: folder holds no .tif / .tiff files or .zarr stores; point to a folder "
+                                 "of images")
             found.extend(inside)
         elif given.is_file():
             if not _is_tif(given):
@@ -123,6 +138,36 @@ def read_metadata(path: str | Path) -> dict:
     return metadata
 
 
-def output_path_for(input_path: str | Path, out_dir: str | Path, suffix: str) -> Path:
-    """``out_dir / <input stem><suffix>.tif``, e.g. ("cells/a.tiff", "out", "_sr") -> out/a_sr.tif."""
-    return Path(out_dir) / f"{Path(input_path).stem}{suffix}.tif"
+@dataclass(frozen=True)
+class InputImage:
+    """An input's frames, read one at a time (``frames[i]``: float32 [H, W] in source units; a TIF is read
+    whole, an OME-Zarr image chunk by chunk), where they came from, and the axes they were stacked along."""
+
+    frames: Sequence[np.ndarray]
+    info: FrameInfo
+    stack: tuple[StackAxis, ...]
+    plane: tuple[int, int]  # [H, W] of every frame
+
+
+def read_input(path: str | Path, reduce: Reduce = None, pixels: bool = True) -> InputImage | None:
+    """The TIF or OME-Zarr image at ``path`` (:func:`read_frames`, :func:`experiments.data.ome_zarr.open_image`).
+    With ``pixels=False`` only the header is checked (every error a bad file can give before its pixels are
+    read) and None returned."""
+    path = Path(path)
+    if is_zarr_path(path):
+        image = open_image(path, reduce)
+        return InputImage(image, image.info, image.stack, image.plane) if pixels else None
+    if not pixels:
+        plane_layout(read_tif(path, pixels=False), reduce)
+        return None
+    frames, info = read_frames(path, reduce)
+    return InputImage(frames, info, stack_axes_of_tif(info, len(frames)), frames.shape[1:])
+
+
+def output_path_for(input_path: str | Path, out_dir: str | Path, suffix: str, extension: str = ".tif") -> Path:
+    """``out_dir / <input stem><suffix><extension>``, e.g. ("cells/a.tiff", "out", "_sr") -> out/a_sr.tif and
+    ("b.ome.zarr", "out", "_sr", ".ome.zarr") -> out/b_sr.ome.zarr (a store's stem drops .ome.zarr / .zarr)."""
+    name = Path(input_path).name
+    lower = name.lower()
+    stem = next((name[: -len(end)] for end in (".ome.zarr", ZARR_SUFFIX) if lower.endswith(end)), Path(name).stem)
+    return Path(out_dir) / f"{stem}{suffix}{extension}"

@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from experiments.evaluation.quality import (
@@ -45,7 +44,6 @@ SIGMA_RANGE = (0.0, 5.0)  # output pixels searched for the widefield blur (BioSR
 # 5 digits; sigma to 0.01 output pixels is plenty here.
 SIGMA_GRID_POINTS = 11
 SIGMA_TOLERANCE = 0.01
-CHECK_SAMPLES = 2  # independent samples compared by the FRC
 SUMMARY_NAME = "check.json"
 # The summary's key for each measure of quality.Consistency (its notes are keyed by the attribute).
 FIT_KEYS = {"rse": "rse", "rsp": "rsp", "alpha": "alpha", "beta": "beta", "sigma": "sigma_px"}
@@ -125,25 +123,11 @@ def check_frame(output: Tensor, widefield: Tensor, first: Tensor, second: Tensor
     return FrameCheck(redegradation(output, widefield), square_frc(first, second, pixel_size_nm))
 
 
-def check_frames(
-    outputs: Tensor, widefields: Tensor, firsts: Tensor, seconds: Tensor, pixel_size_um: float | None
-) -> list[FrameCheck]:
-    """:func:`check_frame` for every frame of ``outputs`` [N, H, W] (``widefields`` [N, h, w], the
-    samples [N, H, W]); ``pixel_size_um``: the output's, for the FRC in nm (None: pixels only)."""
-    pixel_size_nm = None if pixel_size_um is None else 1000.0 * pixel_size_um
-    return [check_frame(*frames, pixel_size_nm) for frames in zip(outputs, widefields, firsts, seconds)]
-
-
-def summary_entries(source: Path, output: Path, checks: list[FrameCheck]) -> list[dict]:
-    """The entries of :data:`SUMMARY_NAME` for one input: one per frame."""
-    return [{"source": str(source), "output": str(output), "frame": index, **check.summary()}
-            for index, check in enumerate(checks)]
-
-
-def error_maps(checks: list[FrameCheck]) -> Tensor:
-    """The consistency maps of ``checks`` as one float32 stack [N, h, w] (zeros for a frame not fitted,
-    whose summary says so)."""
-    return torch.stack([check.consistency.error_map for check in checks]).float()
+def summary_entries(source: Path, output: Path, summaries: list[dict]) -> list[dict]:
+    """The entries of :data:`SUMMARY_NAME` for one input: one per frame, from each frame's
+    :meth:`FrameCheck.summary`."""
+    return [{"source": str(source), "output": str(output), "frame": index, **summary}
+            for index, summary in enumerate(summaries)]
 
 
 def write_summary(path: Path, entries: list[dict]) -> Path:

@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -91,7 +94,31 @@ class Predictor:
         hashed_noise_seed: int | None = None,
         keep: int = 0,
     ) -> Prediction:
-        """Sample super-resolved images for widefield inputs of any size.
+        """Sample super-resolved images for widefield inputs of any size: :meth:`sample_frames` of every
+        frame of ``images`` [N, 1, h, w], all drawing from the one ``generator`` in turn, gathered.
+
+        Returns:
+            A :class:`Prediction` on the CPU, at H, W = :attr:`scale` x h, w.
+        """
+        parts = [part for _, part in self.sample_frames(enumerate(images), len(images), sampling, lambda _: generator,
+                                                        layout, progress, desc, hashed_noise_seed, keep)]
+        std = None if parts[0].std is None else torch.cat([part.std for part in parts])
+        return Prediction(torch.cat([part.mean for part in parts]), std, torch.cat([part.kept for part in parts], dim=1))
+
+    def sample_frames(
+        self,
+        frames: Iterable[tuple[int, torch.Tensor]],
+        count: int,
+        sampling: SamplingConfig,
+        generator_of: Callable[[int], torch.Generator],
+        layout: TileLayout | None = None,
+        progress: bool = False,
+        desc: str | None = None,
+        hashed_noise_seed: int | None = None,
+        keep: int = 0,
+        on_tiles: Callable[[int, int], None] | None = None,
+    ) -> Iterator[tuple[int, Prediction]]:
+        """Sample each frame as it comes, yielding ``(index, its Prediction)`` so a caller can write it at once.
 
         A native-task model's inputs are first enlarged onto the output's grid (:attr:`scale`,
         :func:`experiments.data.task.enlarge`), as its training inputs were. Each frame is sampled as one
@@ -102,47 +129,70 @@ class Predictor:
         before sampling, and cropped back.
 
         Args:
-            images: [N, 1, h, w] in the model range [-1, 1] (normalised as the training inputs were), on the
-                input grid the model was trained on.
+            frames: ``(index, image [1, h, w])`` pairs, in the model range [-1, 1] (normalised as the training
+                inputs were), on the input grid the model was trained on; read lazily, one at a time.
+            count: how many ``frames`` there are (for the progress bar).
             sampling: sampler, variance, sampling steps, eta and number of samples.
-            generator: on ``self.device``; the only source of sampling noise, so a fixed seed gives fixed output.
-                Each frame draws the starts of its chains in turn (:meth:`Sampling.draw`), so the first
-                ``sampling.samples`` chains do not depend on ``keep``.
+            generator_of: frame index -> the generator (on ``self.device``) its noise is drawn from: the only
+                source of sampling noise, so fixed seeds give fixed output. Each frame draws the starts of its
+                chains in turn (:meth:`Sampling.draw`), so the first ``sampling.samples`` chains do not
+                depend on ``keep``; a generator of its own per frame (:func:`frame_generator`) makes a
+                frame's output independent of the frames sampled before it.
             layout: tile side, overlap and tiles per network call (default: :meth:`layout`).
             progress, desc: a progress bar over the tiles of every step of every frame (with its ETA),
                 labelled ``desc``.
             hashed_noise_seed: when given, each frame's chains start from
                 :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel (y, x) of the frame
                 gets the value of (y, x) whatever the padding, as the exported package does, instead of
-                drawing x_T from ``generator``; the package's output is then reproduced exactly.
+                drawing x_T from the generator; the package's output is then reproduced exactly.
             keep: return the first ``keep`` chains themselves too (the independent pair of
                 :mod:`experiments.evaluation.check`); chains beyond ``sampling.samples`` are drawn after the
                 samples and not averaged.
+            on_tiles: called as ``on_tiles(done, total)`` after every network call, with the tiles sampled so
+                far and in all (a GUI's progress, or its cancel: an exception raised there stops sampling
+                within one network call).
 
-        Returns:
-            A :class:`Prediction` on the CPU, at H, W = :attr:`scale` x h, w.
+        Yields:
+            ``(index, Prediction)`` of one frame, on the CPU, at H, W = :attr:`scale` x h, w.
         """
-        images = enlarge(images, self.scale)
         layout = self.layout() if layout is None else layout
         layout.check_size_multiple(self.size_multiple)
         chains = max(sampling.samples, keep)
         drawer = Sampling(replace(sampling, samples=chains), self.diffusion)
-        height, width = images.shape[2:]
-        padded, top, left = pad_to_tile(images, layout.tile)
-        steps, tiles_per_step = len(drawer.chain), layout.count(*padded.shape[2:]) * chains
-        means, spreads, kept = [], [], []
-        with tqdm(total=len(padded) * steps * tiles_per_step, desc=desc, unit="tile", disable=not progress) as bar:
-            network = tiled_network(self.model, layout, on_tiles=bar.update)
-            for index, frame in enumerate(padded):
-                bar.set_postfix_str(f"frame {index + 1}/{len(padded)}, {steps} steps of {tiles_per_step} tiles")
+        steps = len(drawer.chain)
+        sampled = 0  # tiles through the network so far
+        with tqdm(total=None, desc=desc, unit="tile", disable=not progress) as bar:
+            for done, (index, image) in enumerate(frames):
+                image = enlarge(image[None], self.scale)
+                height, width = image.shape[2:]
+                padded, top, left = pad_to_tile(image, layout.tile)
+                tiles_per_step = layout.count(*padded.shape[2:]) * chains
+                total = count * steps * tiles_per_step  # the frames of an input share one size
+                if bar.total is None:
+                    bar.total = total
+                bar.set_postfix_str(f"frame {done + 1}/{count}, {steps} steps of {tiles_per_step} tiles")
+
+                def counted(tiles: int) -> None:
+                    nonlocal sampled
+                    sampled += tiles
+                    bar.update(tiles)
+                    if on_tiles is not None:
+                        on_tiles(sampled, total)
+
                 x_T = None
                 if hashed_noise_seed is not None:
-                    x_T = hashed_normal([chains, 1, *frame.shape[1:]], hashed_noise_seed, self.device,
+                    x_T = hashed_normal([chains, 1, *padded.shape[2:]], hashed_noise_seed, self.device,
                                         offset_y=-top, offset_x=-left)
-                draws = drawer.draw(network, frame[None].to(self.device), generator, x_T=x_T)
+                network = tiled_network(self.model, layout, on_tiles=counted)
+                draws = drawer.draw(network, padded.to(self.device), generator_of(index), x_T=x_T)
                 draws = draws[..., top : top + height, left : left + width].cpu()
                 mean, std = mean_and_spread(draws[: sampling.samples])
-                means.append(mean)
-                spreads.append(std)
-                kept.append(draws[:keep])
-        return Prediction(torch.cat(means), None if spreads[0] is None else torch.cat(spreads), torch.cat(kept, dim=1))
+                yield index, Prediction(mean, std, draws[:keep])
+
+
+def frame_generator(seed: int, frame: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The sampling noise of frame ``frame`` of an input: a stream of its own, seeded by ``seed`` and the
+    frame's index (:class:`numpy.random.SeedSequence`), so a frame's output does not depend on which frames
+    were sampled before it: a resumed stack equals an uninterrupted one, frame for frame."""
+    state = np.random.SeedSequence([seed, frame]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device=device).manual_seed(int(state[0]) << 32 | int(state[1]))

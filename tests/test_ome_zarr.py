@@ -1,0 +1,185 @@
+"""OME-Zarr in and out of prediction, checked with the reference library (ome-zarr): inputs it writes (NGFF
+0.4 and 0.5, 2-D, t and z stacks, channels) are read frame for frame; the stores prediction writes are read
+back by it with their axes and physical pixel sizes; an interrupted prediction keeps its finished frames and
+``--resume`` completes it to what one run writes; non-OME and truncated stores get one line naming them."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from ome_zarr.format import FormatV04, FormatV05
+from ome_zarr.io import parse_url
+from ome_zarr.reader import Reader
+from ome_zarr.writer import write_image
+
+from experiments.data.ome_zarr import METADATA_KEY, StackAxis, open_image
+from experiments.data.tif_io import InputError, find_inputs
+from experiments.inference.predictor import Predictor
+from tests.test_predict import FAST, run_cli, save_checkpoint
+
+PIXEL_UM = 0.0626
+FORMATS = {"0.4": FormatV04(), "0.5": FormatV05()}
+RNG = np.random.default_rng(4)
+SAMPLE_FRAMES = Predictor.sample_frames  # the sampler itself, around which interrupt_after stops
+
+
+def space(name: str) -> dict:
+    return {"name": name, "type": "space", "unit": "micrometer"}
+
+
+def reference_store(path: Path, data: np.ndarray, axes: list[dict], scale: list[float], version: str = "0.4") -> Path:
+    """``data`` written as an OME-Zarr image by the ome-zarr library (one level)."""
+    fmt = FORMATS[version]
+    root = zarr.group(store=parse_url(str(path), mode="w", fmt=fmt).store, zarr_format=fmt.zarr_format)
+    write_image(data, root, axes=axes, fmt=fmt, scaler=None,
+                coordinate_transformations=[[{"type": "scale", "scale": scale}]])
+    return path
+
+
+def read_back(path: Path) -> tuple[np.ndarray, dict]:
+    """The first level and the metadata of the image at ``path``, as the reference library reads them."""
+    node = next(iter(Reader(parse_url(str(path)))()))
+    return np.asarray(node.data[0]), node.metadata
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("run") / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def stack() -> np.ndarray:
+    return RNG.integers(0, 65536, (3, 41, 37), dtype=np.uint16)
+
+
+@pytest.fixture
+def time_store(tmp_path, stack) -> Path:
+    axes = [{"name": "t", "type": "time", "unit": "second"}, space("y"), space("x")]
+    return reference_store(tmp_path / "cells.ome.zarr", stack, axes, [2.5, PIXEL_UM, PIXEL_UM])
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_images_the_reference_library_writes_are_read_frame_for_frame(tmp_path, version):
+    """2-D and t, z stacks, with a channel axis collapsed as a TIF's is (--reduce)."""
+    planes = RNG.random((2, 3, 4, 20, 30)).astype(np.float32)  # t c z y x
+    axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}, space("z"), space("y"), space("x")]
+    path = reference_store(tmp_path / "tczyx.zarr", planes, axes, [1.0, 1.0, 0.3, 0.08, 0.08], version)
+    with pytest.raises(InputError, match="3 channels"):
+        open_image(path)
+    image = open_image(path, reduce="max")
+    assert len(image) == 8 and image.plane == (20, 30) and image.info.pixel_size_um == pytest.approx(0.08)
+    assert [(axis.name, axis.size, axis.scale) for axis in image.stack] == [("t", 2, 1.0), ("z", 4, 0.3)]
+    np.testing.assert_array_equal(image[5], planes[1, :, 1].max(axis=0))  # frame 5 = t 1, z 1
+    flat = reference_store(tmp_path / "yx.zarr", planes[0, 0, 0], [space("y"), space("x")], [0.05, 0.05], version)
+    single = open_image(flat)
+    assert len(single) == 1 and single.stack == () and np.array_equal(single[0], planes[0, 0, 0])
+
+
+def test_a_stack_in_gives_stores_out_with_the_physical_pixel_size_read_by_ome_zarr(capsys, checkpoint, time_store,
+                                                                                   stack, tmp_path):
+    """The same frames as a TIF give the same numbers: a store is another container, not another result."""
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", time_store, "--output", tmp_path / "zarr",
+                        "--samples", 2, "--std", "--check", *FAST)
+    assert code == 0, err
+    data, metadata = read_back(tmp_path / "zarr" / "cells_sr.ome.zarr")
+    assert data.shape == (3, 41, 37) and data.dtype == np.float32 and np.isfinite(data).all()
+    assert [axis["name"] for axis in metadata["axes"]] == ["t", "y", "x"]
+    assert metadata["axes"][1]["unit"] == "micrometer"
+    assert metadata["coordinateTransformations"][0][0]["scale"] == pytest.approx([2.5, PIXEL_UM, PIXEL_UM])
+    std, _ = read_back(tmp_path / "zarr" / "cells_sr_std.ome.zarr")
+    consistency, _ = read_back(tmp_path / "zarr" / "cells_sr_consistency.ome.zarr")
+    assert std.shape == consistency.shape == (3, 41, 37) and (std >= 0).all() and std.max() > 0
+    stored = zarr.open_group(str(tmp_path / "zarr" / "cells_sr.ome.zarr"), mode="r").attrs[METADATA_KEY]
+    assert stored["frames"] == 3 and len(stored["check"]) == 3 and stored["source"].endswith("cells.ome.zarr")
+
+    tif = tmp_path / "cells.tif"
+    tifffile.imwrite(tif, stack, photometric="minisblack")
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", tif, "--output", tmp_path / "tif",
+                        "--samples", 2, "--std", "--check", "--pixel-size", PIXEL_UM, *FAST)
+    assert code == 0, err
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "tif" / "cells_sr.tif"), data)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "tif" / "cells_sr_std.tif"), std)
+
+
+def interrupt_after(monkeypatch, frames: int) -> list[int]:
+    """Make the next prediction stop (as Ctrl-C would) once ``frames`` frames came out of the sampler;
+    returns the list of frame indices sampled (filled as the prediction goes)."""
+    sampled: list[int] = []
+
+    def stopping(self, *args, **kwargs):
+        for index, part in SAMPLE_FRAMES(self, *args, **kwargs):
+            if len(sampled) == frames:
+                raise KeyboardInterrupt
+            sampled.append(index)
+            yield index, part
+
+    monkeypatch.setattr(Predictor, "sample_frames", stopping)
+    return sampled
+
+
+def test_an_interrupted_prediction_keeps_its_frames_and_resume_completes_it(capsys, checkpoint, time_store,
+                                                                           tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    assert run_cli(capsys, "--checkpoint", checkpoint, "--input", time_store, "--output", whole, "--check", *FAST)[0] == 0
+    expected, _ = read_back(whole / "cells_sr.ome.zarr")
+    expected_check = (whole / "check.json").read_text()
+
+    out = tmp_path / "out"
+    sampled = interrupt_after(monkeypatch, 2)
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", time_store, "--output", out, "--check", *FAST)
+    assert code == 130 and "interrupted" in err and "--resume" in err and sampled == [0, 1]
+    kept, _ = read_back(out / "cells_sr.ome.zarr")  # the reference library reads the interrupted store
+    np.testing.assert_array_equal(kept[:2], expected[:2])
+    assert np.isnan(kept[2]).all()
+
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", time_store, "--output", out, "--check", *FAST)
+    assert code == 1 and err.count("\n") == 1 and "--resume" in err and "cells_sr" in err
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", time_store, "--output", out, "--check",
+                        "--seed", 3, "--resume", *FAST)
+    assert code == 1 and err.count("\n") == 1 and "seed 0, not 3" in err and "cells_sr" in err
+
+    sampled = interrupt_after(monkeypatch, 3)
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", time_store, "--output", out, "--check",
+                        "--resume", *FAST)
+    assert code == 0, err
+    assert sampled == [2]  # only the frame the interruption left
+    np.testing.assert_array_equal(read_back(out / "cells_sr.ome.zarr")[0], expected)
+    assert (out / "check.json").read_text().replace(str(out), str(whole)) == expected_check
+
+
+def test_a_finished_tif_is_skipped_on_resume_and_the_format_is_chosen(capsys, checkpoint, stack, tmp_path,
+                                                                     monkeypatch):
+    source = tmp_path / "cells.tif"
+    tifffile.imwrite(source, stack, photometric="minisblack")
+    out = tmp_path / "out"
+    assert run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", out, *FAST)[0] == 0
+    before = (out / "cells_sr.tif").read_bytes()
+    sampled = interrupt_after(monkeypatch, 3)
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", out, "--resume", *FAST)
+    assert code == 0, err
+    assert sampled == [] and (out / "cells_sr.tif").read_bytes() == before
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", out, "--format", "ome-zarr",
+                        "--no-preview", *FAST)
+    assert code == 0, err
+    np.testing.assert_array_equal(read_back(out / "cells_sr.ome.zarr")[0], tifffile.imread(out / "cells_sr.tif"))
+
+
+def test_a_store_that_is_not_ome_or_is_truncated_gets_one_line_naming_it(capsys, checkpoint, time_store, tmp_path):
+    plain = tmp_path / "plain.zarr"
+    zarr.open_group(str(plain), mode="w").create_array("0", shape=(8, 8), dtype="uint8")
+    chunk = next(path for path in sorted((time_store / "0").rglob("*")) if path.is_file() and not path.name.startswith("."))
+    chunk.unlink()
+    for store, words in ((plain, "not an OME-Zarr image"), (time_store, "truncated: 1 of the")):
+        code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", store, "--output", tmp_path / "out", *FAST)
+        assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
+        assert str(store) in err and words in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_folders_list_their_stores_beside_their_tifs(tmp_path, time_store):
+    tifffile.imwrite(tmp_path / "b.tif", np.zeros((8, 8), np.uint8))
+    (tmp_path / ".hidden.zarr").mkdir()
+    assert find_inputs([tmp_path]) == [tmp_path / "b.tif", time_store]
+    assert StackAxis("z", 4, "space").ngff() == {"name": "z", "type": "space"}
