@@ -114,6 +114,13 @@ def test_inference_never_imports_evaluation():
     assert _offenders("experiments.inference", "experiments.evaluation") == {}
 
 
+def test_nothing_but_the_napari_plugin_imports_it():
+    # The GUI sits on top: the commands and the library run without napari or Qt.
+    users = {name for name, targets in import_graph().items() if not name.startswith("experiments.napari_plugin")
+             and any(target.startswith("experiments.napari_plugin") for target in targets)}
+    assert users == set()
+
+
 def test_the_data_layer_never_imports_the_networks():
     assert _offenders("experiments.data", "unet") == {}
 

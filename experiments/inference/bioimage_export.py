@@ -40,9 +40,10 @@ from ddpm.settings import SEEDS, UserError, bounded, check_choice, check_ranges,
 from experiments import figures
 from experiments.data.images import read_frames
 from experiments.data.layout import TIF_SUFFIXES
-from experiments.data.normalization import SCALE_RANGE_EPS, from_model_range, min_max_to_model_range
+from experiments.data.normalization import SCALE_RANGE_EPS
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.inference.loading import load_for_inference
+from experiments.inference.package import WEIGHTS_NAME, postprocess, preprocess
 from experiments.inference.predictor import Predictor
 from experiments.inference.sampling import PREDICTION_SAMPLING
 from experiments.inference.scripted_sampler import EXPORT_SAMPLERS, ExportSampler, script_sampler, solver_steps
@@ -155,16 +156,6 @@ def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray
         raise ExportError(f"{path}: the test crop is constant ({crop.min():g} everywhere); the package's test "
                           "tensors must show structure: pass a real widefield image as --test-image")
     return np.ascontiguousarray(crop)[None, None], str(path), info.pixel_size_um
-
-
-def preprocess(image: np.ndarray) -> np.ndarray:
-    """The package's pre-processing in numpy: :func:`~experiments.data.normalization.min_max_to_model_range`."""
-    return min_max_to_model_range(image)
-
-
-def postprocess(output: np.ndarray) -> np.ndarray:
-    """The package's post-processing ``(v + 1) / 2``: :func:`~experiments.data.normalization.from_model_range`."""
-    return from_model_range(output)
 
 
 def measured_metrics(checkpoint: Path) -> dict[str, dict[str, float]] | None:
@@ -339,7 +330,7 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
                    source: str, metrics: dict | None, out: Path) -> Path:
     """Files, then the spec 0.5 description of them, then the zip (``spec``, ``save``: bioimageio.spec's)."""
     pixel_size = options.pixel_size_um
-    weights = work / "sampler.pt"
+    weights = work / WEIGHTS_NAME
     module.save(str(weights))
     np.save(work / "test_input.npy", image)
     np.save(work / "test_output.npy", output)

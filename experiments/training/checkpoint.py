@@ -81,7 +81,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for a corrupt or foreign file
-        raise CheckpointError(f"{path} is not a readable checkpoint of this project: {error}") from error
+        # torch's own text runs over many lines and, for a foreign file, advises weights_only=False, which would
+        # run whatever code the file holds: its first line is the reason; the advice is ours.
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise CheckpointError(f"{path} is not a readable checkpoint of this project ({reason}); pass a .pt file "
+                              "written by experiments.train, or a run folder") from error
 
 
 def file_digest(path: str | Path, length: int = 16) -> str:

@@ -1,0 +1,198 @@
+"""The napari widget driven through napari's own viewer fixture, headless (QT_QPA_PLATFORM=offscreen in
+conftest): a run on a real widefield crop adds the output, std and consistency layers on the input's physical
+grid with prediction's own numbers; Cancel stops it within one network call and adds nothing; a bad
+checkpoint gives one clear line in the widget, no traceback, and writes nothing; a Model Zoo package gives
+the image ``predict --hashed-noise`` gives."""
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from qtpy.QtCore import Qt
+
+from experiments.data.images import read_frames
+from experiments.inference.loading import load_for_inference
+from experiments.inference.package import WEIGHTS_NAME
+from experiments.inference.scripted_sampler import script_sampler
+from experiments.napari_plugin.widget import SuperResolveWidget
+from tests.test_predict import run_cli, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+PIXEL_UM = 0.0626
+WAIT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("run") / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def crop() -> np.ndarray:
+    """A real widefield crop (BioSR microtubules, the shipped example, in [0, 1]) as a camera's uint16."""
+    frame = read_frames(REPO / "pretrained" / "example_widefield.ome.tif")[0][0]
+    return np.round(frame[100:140, 100:148] * 65535).astype(np.uint16)
+
+
+@pytest.fixture
+def widget_on(make_napari_viewer, qtbot):
+    def make(data: np.ndarray, model: Path, **settings):
+        viewer = make_napari_viewer()
+        viewer.add_image(data, name="cell", scale=(PIXEL_UM, PIXEL_UM), units="µm")
+        widget = SuperResolveWidget(viewer)
+        qtbot.addWidget(widget)
+        widget.model.setText(str(model))
+        for name, value in settings.items():
+            control = getattr(widget, name)
+            control.setChecked(value) if isinstance(value, bool) else \
+                control.setCurrentText(value) if isinstance(value, str) else control.setValue(value)
+        return viewer, widget
+    return make
+
+
+def run_and_wait(qtbot, widget) -> None:
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+
+
+def test_a_run_adds_output_std_and_consistency_layers_with_predictions_numbers(widget_on, qtbot, checkpoint, crop,
+                                                                              capsys, tmp_path):
+    viewer, widget = widget_on(crop, checkpoint, samples=2, check=True, sampler="ddim", steps=3)
+    run_and_wait(qtbot, widget)
+    assert widget.status.text().startswith("Done"), widget.status.text()
+    assert [layer.name for layer in viewer.layers] == ["cell", "cell SR", "cell SR std", "cell SR consistency"]
+    output, std, consistency = (viewer.layers[name] for name in ("cell SR", "cell SR std", "cell SR consistency"))
+    for layer in (output, std, consistency):  # a tutorial-task model: the input's grid, in µm
+        np.testing.assert_allclose(layer.scale, (PIXEL_UM, PIXEL_UM))
+        assert str(layer.units[-1]) == "micrometer" and layer.data.shape == crop.shape
+    entry = output.metadata["check"][0]
+    assert np.isfinite(entry["rsp"]) and entry["frc_resolution_nm"] == pytest.approx(PIXEL_UM * 1000 * entry["frc_resolution_px"])
+    assert widget.progress.value() == widget.progress.maximum() > 0
+
+    source = tmp_path / "cell.tif"
+    tifffile.imwrite(source, crop)  # the same pixels through the command, with the widget's tiles (training side)
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out",
+                        "--samples", 2, "--std", "--check", "--sampler", "ddim", "--sampling-steps", 3,
+                        "--pixel-size", PIXEL_UM, "--quiet", "--device", "cpu")
+    assert code == 0, err
+    np.testing.assert_array_equal(output.data, tifffile.imread(tmp_path / "out" / "cell_sr.tif"))
+    np.testing.assert_array_equal(std.data, tifffile.imread(tmp_path / "out" / "cell_sr_std.tif"))
+    np.testing.assert_array_equal(consistency.data, tifffile.imread(tmp_path / "out" / "cell_sr_consistency.tif"))
+
+
+def test_cancel_stops_within_one_network_call_and_adds_nothing(widget_on, qtbot, checkpoint, crop):
+    stack = np.stack([crop] * 6)  # six frames: far more network calls than one
+    viewer, widget = widget_on(stack, checkpoint, samples=2, sampler="ddim", steps=10)
+    calls = []
+    original = widget._on_tiles
+
+    def counting(done, total):
+        calls.append((done, total, widget._cancel.is_set()))
+        original(done, total)
+
+    widget._on_tiles = counting
+    qtbot.mouseClick(widget.run_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=WAIT_MS)
+    qtbot.mouseClick(widget.cancel_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    assert widget.status.text() == "Cancelled: nothing was added."
+    assert [layer.name for layer in viewer.layers] == ["cell"]
+    after_cancel = [call for call in calls if call[2]]
+    assert len(after_cancel) == 1  # the network call running when Cancel came is the last
+    assert calls[-1][0] < calls[-1][1]  # stopped before the end
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_a_bad_checkpoint_gives_one_line_in_the_widget_and_writes_nothing(widget_on, qtbot, crop, tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    before = sorted(tmp_path.rglob("*"))
+    for model, words in ((bad, str(bad)), (tmp_path / "missing.pt", "no such checkpoint"),
+                         (tmp_path / "broken.pt.zip", "no such")):
+        viewer, widget = widget_on(crop, model)
+        run_and_wait(qtbot, widget)
+        text = widget.status.text()
+        assert text.startswith("error: ") and words in text and "\n" not in text and "Traceback" not in text, text
+        assert [layer.name for layer in viewer.layers] == ["cell"]
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_model_zoo_package_gives_the_image_predict_hashed_noise_gives(widget_on, qtbot, checkpoint, crop, capsys,
+                                                                        tmp_path):
+    predictor = load_for_inference(checkpoint, "cpu")
+    module = script_sampler(predictor.model, predictor.diffusion, "ddim", 3, 5, predictor.layout())
+    weights = io.BytesIO()
+    torch.jit.save(module, weights)
+    package = tmp_path / "model.zip"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr(WEIGHTS_NAME, weights.getvalue())
+    viewer, widget = widget_on(crop, package, check=True)
+    run_and_wait(qtbot, widget)
+    assert widget.status.text().startswith("Done"), widget.status.text()
+    source = tmp_path / "cell.tif"
+    tifffile.imwrite(source, crop)
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out",
+                        "--hashed-noise", "--seed", 5, "--sampler", "ddim", "--sampling-steps", 3, "--quiet",
+                        "--device", "cpu")
+    assert code == 0, err
+    np.testing.assert_allclose(viewer.layers["cell SR"].data, tifffile.imread(tmp_path / "out" / "cell_sr.tif"),
+                               atol=1e-4)
+    assert viewer.layers["cell SR consistency"].data.shape == crop.shape
+
+
+def test_ome_zarr_opens_at_its_scale_feeds_the_widget_lazily_and_saves_as_ome_zarr(make_napari_viewer, qtbot,
+                                                                                   checkpoint, crop, tmp_path):
+    """File > Open of a store the reference library wrote, the widget on that lazy layer, File > Save of its
+    output: read back by ome-zarr with the pixel size."""
+    from tests.test_ome_zarr import read_back, reference_store, space
+
+    stack = np.stack([crop, crop[::-1]])
+    store = reference_store(tmp_path / "cells.ome.zarr", stack, [{"name": "t", "type": "time"}, space("y"), space("x")],
+                            [1.0, PIXEL_UM, PIXEL_UM])
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(store), plugin="diffusion-sr-microscopy")
+    np.testing.assert_allclose(layer.scale, (1.0, PIXEL_UM, PIXEL_UM))
+    assert str(layer.units[-1]) == "micrometer" and not isinstance(layer.data, np.ndarray)  # lazy: the zarr array
+    widget = SuperResolveWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.model.setText(str(checkpoint))
+    run_and_wait(qtbot, widget)
+    assert widget.status.text().startswith("Done"), widget.status.text()
+    output = viewer.layers["cells.ome.zarr SR"]
+    assert output.data.shape == stack.shape
+    saved = tmp_path / "saved.ome.zarr"
+    viewer.layers.selection = {output}
+    viewer.layers.save(str(saved), selected=True, plugin="diffusion-sr-microscopy")
+    data, metadata = read_back(saved)
+    np.testing.assert_array_equal(data, output.data)
+    assert metadata["coordinateTransformations"][0][0]["scale"] == pytest.approx([1.0, PIXEL_UM, PIXEL_UM])
+    assert [axis["name"] for axis in metadata["axes"]] == ["t", "y", "x"]
+
+
+def test_a_tif_opens_at_its_pixel_size_and_a_layer_in_pixels_takes_its_files(make_napari_viewer, qtbot, checkpoint,
+                                                                              crop, tmp_path):
+    """napari's own TIF reader leaves the OME pixel size out; this plugin's reader keeps it, and the widget
+    reads it from the layer's file when the layer is in pixels (the FRC then in nm)."""
+    source = tmp_path / "cell.ome.tif"
+    tifffile.imwrite(source, crop, ome=True, metadata={"axes": "YX", "PhysicalSizeX": PIXEL_UM,
+                                                       "PhysicalSizeY": PIXEL_UM})
+    viewer = make_napari_viewer()
+    [ours] = viewer.open(str(source), plugin="diffusion-sr-microscopy")
+    np.testing.assert_allclose(ours.scale, (PIXEL_UM, PIXEL_UM))
+    assert str(ours.units[-1]) == "micrometer"
+    [builtin] = viewer.open(str(source), plugin="napari")
+    assert str(builtin.units[-1]) == "pixel"
+    widget = SuperResolveWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.model.setText(str(checkpoint))
+    widget.layer.setCurrentText(builtin.name)
+    widget.check.setChecked(True)
+    run_and_wait(qtbot, widget)
+    output = viewer.layers[f"{builtin.name} SR"]
+    assert str(output.units[-1]) == "pixel"  # on the layer's own grid, so it overlays it
+    entry = output.metadata["check"][0]
+    assert entry["frc_resolution_nm"] == pytest.approx(PIXEL_UM * 1000 * entry["frc_resolution_px"])
