@@ -85,8 +85,6 @@ DISTRIBUTION = "diffusion-sr-microscopy"
 UNITS = "[0, 1] like the training targets: model output v in [-1, 1] mapped by (v + 1) / 2"
 PREVIEW_FRAMES = 3
 SHOWN_FRAMES = 4  # the first frames the figures show: the preview its first PREVIEW_FRAMES, the check figure all
-# An input pixel more than this factor off the training inputs' gets a warning.
-PIXEL_SIZE_TOLERANCE = 1.25
 
 
 class OutputError(OSError):
@@ -184,11 +182,11 @@ def pixel_size_warning(path: Path, size_um: float | None, source: str, options: 
                        predictor: Predictor) -> str | None:
     """A warning when the input's pixel (``size_um``, stated by ``source``) is far from what the model was
     trained on, or a note when it is unknown; None when it matches."""
-    expected = predictor.grid.input_pixel_um * (2 if options.upsample else 1)
+    expected = predictor.input_pixel_um(options.upsample)
     if size_um is None:
         return (f"note: {path} states no pixel size; this model was trained on inputs of {expected * 1000:.1f} nm "
                 "pixels (pass --pixel-size in µm to check it and to label the outputs)")
-    if 1 / PIXEL_SIZE_TOLERANCE <= size_um / expected <= PIXEL_SIZE_TOLERANCE:
+    if predictor.suits_pixel_size(size_um, options.upsample):
         return None
     return (f"warning: {path} has {size_um * 1000:.1f} nm pixels ({source}), but this model was trained on inputs "
             f"of {expected * 1000:.1f} nm pixels{' (with --upsample)' if options.upsample else ''}: it learned "

@@ -55,5 +55,11 @@ def virtual_display():
 @pytest.fixture(scope="session")
 def qapp_args(virtual_display, pytestconfig):
     """pytest-qt's QApplication arguments (its default), made after :func:`virtual_display`: the application
-    must find the X display when it starts, for OpenGL."""
+    must find the X display when it starts, for OpenGL.
+
+    torch._dynamo is imported first: it loads triton, whose own LLVM crashes the process (a segmentation
+    fault) when it is loaded after Mesa's software OpenGL has brought in the system's LLVM, as a later
+    test's optimizer would do."""
+    import torch._dynamo  # noqa: F401
+
     return [pytestconfig.getini("qt_qapp_name")]

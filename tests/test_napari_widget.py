@@ -63,7 +63,7 @@ def test_a_run_adds_output_std_and_consistency_layers_with_predictions_numbers(w
                                                                               capsys, tmp_path):
     viewer, widget = widget_on(crop, checkpoint, samples=2, check=True, sampler="ddim", steps=3)
     run_and_wait(qtbot, widget)
-    assert widget.status.text().startswith("Done"), widget.status.text()
+    assert widget.status.text().startswith("Done") and "Warning" not in widget.status.text(), widget.status.text()
     assert [layer.name for layer in viewer.layers] == ["cell", "cell SR", "cell SR std", "cell SR consistency"]
     output, std, consistency = (viewer.layers[name] for name in ("cell SR", "cell SR std", "cell SR consistency"))
     for layer in (output, std, consistency):  # a tutorial-task model: the input's grid, in µm
@@ -196,3 +196,12 @@ def test_a_tif_opens_at_its_pixel_size_and_a_layer_in_pixels_takes_its_files(mak
     assert str(output.units[-1]) == "pixel"  # on the layer's own grid, so it overlays it
     entry = output.metadata["check"][0]
     assert entry["frc_resolution_nm"] == pytest.approx(PIXEL_UM * 1000 * entry["frc_resolution_px"])
+
+
+def test_a_layer_far_from_the_training_pixel_size_is_super_resolved_with_a_warning(widget_on, qtbot, checkpoint,
+                                                                                   crop):
+    viewer, widget = widget_on(crop, checkpoint)
+    viewer.layers["cell"].scale = (0.2, 0.2)  # 200 nm pixels against the training inputs' 62.6 nm
+    run_and_wait(qtbot, widget)
+    text = widget.status.text()
+    assert text.startswith("Done") and "Warning: the layer has 200.0 nm pixels" in text and "62.6 nm" in text, text

@@ -73,9 +73,11 @@ class Request:
 
 @dataclass
 class Result:
-    """The layers a run adds: ``(data, keyword arguments of viewer.add_image)`` each."""
+    """The layers a run adds: ``(data, keyword arguments of viewer.add_image)`` each, and the warnings the
+    widget shows with them (an input far from what the model was trained on)."""
 
     layers: list[tuple[np.ndarray, dict]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 class LayerFrames:
@@ -128,11 +130,27 @@ def _stacked(frames: list[np.ndarray], request: Request) -> np.ndarray:
     return np.stack(frames).reshape(*request.data.shape[:-2], *frames[0].shape)
 
 
+def input_warnings(predictor, scaled: ScaledInput) -> list[str]:
+    """What prediction would warn about this input: a pixel size far from the training inputs' (or none
+    known), float values far from [0, 1] (the first frame's)."""
+    size, expected = scaled.source.info.pixel_size_um, predictor.input_pixel_um() * 1000
+    found = []
+    if size is None:
+        found.append(f"the layer states no pixel size; this model was trained on {expected:.1f} nm pixels")
+    elif not predictor.suits_pixel_size(size):
+        found.append(f"the layer has {size * 1000:.1f} nm pixels, but this model was trained on {expected:.1f} nm "
+                     "pixels: it learned structures at another scale, so the output may be wrong")
+    problem = scaled.range_problem(0)
+    if problem:
+        found.append(f"{problem}; rescale the layer to [0, 1] for meaningful output")
+    return found
+
+
 def _layers(request: Request, means: list, stds: list, maps: list, entries: list, factor: int,
             settings: dict) -> Result:
     grid = output_grid(request, factor)
     metadata = {"model": str(request.model), "source_layer": request.name, **settings}
-    if request.check:
+    if entries:
         metadata["check"] = entries
     result = Result([(_stacked(means, request), {"name": f"{request.name} SR", "metadata": metadata, **grid})])
     if stds:
@@ -168,7 +186,9 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
             entries.append(trust.summary())
     settings = {"checkpoint_sha256": predictor.digest, "seed": request.seed, "sampler": sampling.sampler,
                 "sampling_steps": sampling.network_evaluations(steps), "samples": sampling.samples}
-    return _layers(request, means, stds, maps, entries, predictor.scale, settings)
+    result = _layers(request, means, stds, maps, entries, predictor.scale, settings)
+    result.warnings += input_warnings(predictor, scaled)
+    return result
 
 
 def run_zip(request: Request, on_tiles) -> Result:
@@ -187,7 +207,7 @@ def run_zip(request: Request, on_tiles) -> Result:
             maps.append(check.redegradation(torch.from_numpy(output), widefield).error_map.float().numpy())
         on_tiles(index + 1, count)
     factor = means[0].shape[-1] // request.data.shape[-1]
-    return _layers(request, means, [], maps, [None] * count, factor, {"package": request.model.name})
+    return _layers(request, means, [], maps, [], factor, {"package": request.model.name})
 
 
 def run_request(request: Request, on_tiles=lambda done, total: None) -> Result:
@@ -336,7 +356,8 @@ class SuperResolveWidget(QWidget):
     def _add_layers(self, result: Result) -> None:
         for data, options in result.layers:
             self.viewer.add_image(data, **options)
-        self.status.setText(f"Done: added {', '.join(options['name'] for _, options in result.layers)}.")
+        added = ", ".join(options["name"] for _, options in result.layers)
+        self.status.setText(" ".join([f"Done: added {added}.", *(f"Warning: {text}." for text in result.warnings)]))
 
     def _failed(self, error: Exception) -> None:
         if isinstance(error, Cancelled):
