@@ -14,7 +14,7 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from ome_zarr.writer import write_image
 
-from experiments.data.ome_zarr import METADATA_KEY, StackAxis, open_image
+from experiments.data.ome_zarr import METADATA_KEY, open_image
 from experiments.data.tif_io import InputError, find_inputs
 from experiments.inference.predictor import Predictor
 from tests.test_predict import FAST, run_cli, save_checkpoint
@@ -166,20 +166,35 @@ def test_a_finished_tif_is_skipped_on_resume_and_the_format_is_chosen(capsys, ch
     np.testing.assert_array_equal(read_back(out / "cells_sr.ome.zarr")[0], tifffile.imread(out / "cells_sr.tif"))
 
 
-def test_a_store_that_is_not_ome_or_is_truncated_gets_one_line_naming_it(capsys, checkpoint, time_store, tmp_path):
+def test_a_store_that_is_not_ome_truncated_or_holed_gets_one_line_naming_it(capsys, checkpoint, time_store, tmp_path):
     plain = tmp_path / "plain.zarr"
     zarr.open_group(str(plain), mode="w").create_array("0", shape=(8, 8), dtype="uint8")
     chunk = next(path for path in sorted((time_store / "0").rglob("*")) if path.is_file() and not path.name.startswith("."))
     chunk.unlink()
-    for store, words in ((plain, "not an OME-Zarr image"), (time_store, "truncated: 1 of the")):
+    holed = RNG.random((20, 20)).astype(np.float32)
+    holed[3, 4] = np.nan
+    holes = reference_store(tmp_path / "holes.zarr", holed, [space("y"), space("x")], [PIXEL_UM, PIXEL_UM])
+    for store, words in ((plain, "not an OME-Zarr image"), (time_store, "truncated: 1 of the"),
+                         (holes, "1 NaN or infinite pixel values in frame 0")):
         code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", store, "--output", tmp_path / "out", *FAST)
         assert code == 1 and err.startswith("error: ") and err.count("\n") == 1, err
         assert str(store) in err and words in err
-    assert not (tmp_path / "out").exists()  # refused before anything was written
+    assert not (tmp_path / "out").exists()  # refused before anything was written: no empty store either
 
 
 def test_folders_list_their_stores_beside_their_tifs(tmp_path, time_store):
     tifffile.imwrite(tmp_path / "b.tif", np.zeros((8, 8), np.uint8))
     (tmp_path / ".hidden.zarr").mkdir()
     assert find_inputs([tmp_path]) == [tmp_path / "b.tif", time_store]
-    assert StackAxis("z", 4, "space").ngff() == {"name": "z", "type": "space"}
+
+
+def test_a_2d_image_gives_a_2d_store_with_its_pixel_size(capsys, checkpoint, stack, tmp_path):
+    source = tmp_path / "one.tif"
+    tifffile.imwrite(source, stack[0])
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out",
+                        "--format", "ome-zarr", "--pixel-size", PIXEL_UM, "--no-preview", *FAST)
+    assert code == 0, err
+    data, metadata = read_back(tmp_path / "out" / "one_sr.ome.zarr")
+    assert data.shape == stack[0].shape and np.isfinite(data).all()
+    assert [axis["name"] for axis in metadata["axes"]] == ["y", "x"]
+    assert metadata["coordinateTransformations"][0][0]["scale"] == pytest.approx([PIXEL_UM, PIXEL_UM])

@@ -66,7 +66,7 @@ def find_inputs(paths: Sequence[str | Path]) -> list[Path]:
     for given in map(Path, paths):
         if is_zarr_path(given):
             if not given.is_dir():
-                raise InputError(f"{given}: no such OME-Zarr store (a folder); check the path")
+                raise InputError(f"{given}: no such OME-Zarr store (a folder ending in .zarr); check the path")
             found.append(given)
         elif given.is_dir():
             stores = [path for path in given.iterdir() if path.suffix.lower() == ZARR_SUFFIX and path.is_dir()

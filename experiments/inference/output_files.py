@@ -78,22 +78,25 @@ class TifOutput:
 
 
 class ZarrOutput:
-    """An OME-Zarr store of ``count`` frames, each written at once (see the module's docstring)."""
+    """An OME-Zarr store of ``count`` frames, each written at once (see the module's docstring). A new store
+    is made when its first frame comes, so an input refused before any frame leaves none."""
 
-    def __init__(self, path: Path, stack: tuple[StackAxis, ...], plane: tuple[int, int],
+    def __init__(self, path: Path, count: int, stack: tuple[StackAxis, ...], plane: tuple[int, int],
                  pixel_size_um: float | None, metadata: dict, resume: bool):
-        self.path = path
+        self.path, self.store = path, None
+        self._new = (stack, plane, pixel_size_um, metadata)
+        self.checks: list[dict | None] = [None] * count
         if resume and path.exists():
             self.store = FrameStore.open(path)
             _compare(path, self.store.metadata, metadata)
-        else:
-            self.store = FrameStore.create(path, stack, plane, pixel_size_um, metadata)
-        self.checks = self.store.metadata.get(CHECK_KEY) or [None] * len(self.store)
+            self.checks = self.store.metadata.get(CHECK_KEY) or self.checks
 
     def finished(self) -> set[int]:
-        return self.store.finished()
+        return set() if self.store is None else self.store.finished()
 
     def write(self, index: int, frame: np.ndarray, check: dict | None = None) -> None:
+        if self.store is None:
+            self.store = FrameStore.create(self.path, *self._new)
         self.store.write(index, frame)
         if check is not None:  # after the frame: a frame counts as written only once its chunk exists
             self.checks[index] = check
@@ -116,7 +119,7 @@ def open_output(path: Path, count: int, stack: tuple[StackAxis, ...], plane: tup
                 pixel_size_um: float | None, metadata: dict, resume: bool) -> FrameOutput:
     """The output at ``path``, a TIF or a store by its extension (:data:`EXTENSIONS`)."""
     if path.name.lower().endswith(EXTENSIONS["ome-zarr"]):
-        return ZarrOutput(path, stack, plane, pixel_size_um, metadata, resume)
+        return ZarrOutput(path, count, stack, plane, pixel_size_um, metadata, resume)
     return TifOutput(path, count, pixel_size_um, metadata, resume)
 
 
