@@ -16,7 +16,7 @@ from qtpy.QtCore import Qt
 
 from experiments.data.images import read_frames
 from experiments.inference.loading import load_for_inference
-from experiments.inference.package import WEIGHTS_NAME
+from experiments.inference.package import WEIGHTS_NAME, run_package
 from experiments.inference.scripted_sampler import script_sampler
 from experiments.napari_plugin.widget import SuperResolveWidget
 from tests.test_predict import run_cli, save_checkpoint
@@ -84,9 +84,24 @@ def test_a_run_adds_output_std_and_consistency_layers_with_predictions_numbers(w
     np.testing.assert_array_equal(consistency.data, tifffile.imread(tmp_path / "out" / "cell_sr_consistency.tif"))
 
 
-def test_cancel_stops_within_one_network_call_and_adds_nothing(widget_on, qtbot, checkpoint, crop):
+def write_package(checkpoint: Path, path: Path, steps: int, seed: int) -> Path:
+    """A minimal package of the checkpoint: the zip with the scripted DDIM sampler's weights, all the widget reads."""
+    predictor = load_for_inference(checkpoint, "cpu")
+    module = script_sampler(predictor.model, predictor.diffusion, "ddim", steps, seed, predictor.layout())
+    weights = io.BytesIO()
+    torch.jit.save(module, weights)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(WEIGHTS_NAME, weights.getvalue())
+    return path
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "package"])
+def test_cancel_stops_within_one_network_call_and_adds_nothing(widget_on, qtbot, checkpoint, crop, tmp_path, kind):
     stack = np.stack([crop] * 6)  # six frames: far more network calls than one
-    viewer, widget = widget_on(stack, checkpoint, samples=2, sampler="ddim", steps=10)
+    if kind == "checkpoint":
+        viewer, widget = widget_on(stack, checkpoint, samples=2, sampler="ddim", steps=10)
+    else:  # the package's weights are stepped call by call
+        viewer, widget = widget_on(stack, write_package(checkpoint, tmp_path / "model.zip", 10, 0))
     calls = []
     original = widget._on_tiles
 
@@ -123,14 +138,7 @@ def test_a_bad_checkpoint_gives_one_line_in_the_widget_and_writes_nothing(widget
 
 def test_a_model_zoo_package_gives_the_image_predict_hashed_noise_gives(widget_on, qtbot, checkpoint, crop, capsys,
                                                                         tmp_path):
-    predictor = load_for_inference(checkpoint, "cpu")
-    module = script_sampler(predictor.model, predictor.diffusion, "ddim", 3, 5, predictor.layout())
-    weights = io.BytesIO()
-    torch.jit.save(module, weights)
-    package = tmp_path / "model.zip"
-    with zipfile.ZipFile(package, "w") as archive:
-        archive.writestr(WEIGHTS_NAME, weights.getvalue())
-    viewer, widget = widget_on(crop, package, check=True)
+    viewer, widget = widget_on(crop, write_package(checkpoint, tmp_path / "model.zip", 3, 5), check=True)
     run_and_wait(qtbot, widget)
     assert widget.status.text().startswith("Done"), widget.status.text()
     source = tmp_path / "cell.tif"
@@ -205,3 +213,17 @@ def test_a_layer_far_from_the_training_pixel_size_is_super_resolved_with_a_warni
     run_and_wait(qtbot, widget)
     text = widget.status.text()
     assert text.startswith("Done") and "Warning: the layer has 200.0 nm pixels" in text and "62.6 nm" in text, text
+
+
+def test_a_package_without_the_stepping_parts_runs_whole(tmp_path):
+    """Weights exported before start / step existed are one call: run as such, counted as one."""
+
+    class Whole(torch.nn.Module):
+        def forward(self, widefield: torch.Tensor) -> torch.Tensor:
+            return -widefield
+
+    frame = np.linspace(0, 5, 48, dtype=np.float32).reshape(6, 8)
+    calls = []
+    output = run_package(torch.jit.script(Whole()), frame, lambda done, total: calls.append((done, total)))
+    np.testing.assert_allclose(output, 1 - (frame - frame.min()) / (frame.max() - frame.min()), atol=1e-6)
+    assert calls == [(1, 1)]

@@ -4,14 +4,16 @@ between the pre- and post-processing its rdf declares (:func:`preprocess`, :func
     module = load_package("model.zip")
     output = run_package(module, frame)        # frame [h, w] in any units -> [H, W] in [0, 1]
 
-The weights hold the whole deterministic chain (:mod:`experiments.inference.scripted_sampler`): one call per
-frame, with the sampler, steps and seed fixed at export. Nothing but torch is needed.
+The weights hold the whole deterministic chain (:mod:`experiments.inference.scripted_sampler`), with the
+sampler, steps and seed fixed at export; run here step by step through its exported parts, so a caller can
+stop between network calls. Nothing but torch is needed.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +54,25 @@ def load_package(path: str | Path) -> torch.jit.ScriptModule:
         raise InferenceError(f"{path}: its weights {WEIGHTS_NAME} cannot be loaded ({error}); export it again") from error
 
 
-def run_package(module: torch.jit.ScriptModule, frame: np.ndarray) -> np.ndarray:
-    """One frame [h, w] through the package: min / max scaling, the weights, ``(v + 1) / 2``."""
+def run_package(module: torch.jit.ScriptModule, frame: np.ndarray,
+                on_call: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """One frame [h, w] through the package: min / max scaling, the weights, ``(v + 1) / 2``.
+
+    ``on_call(done, total)`` is called after each network call: the weights are stepped through their
+    exported parts (``start``, ``step``, which ``forward`` itself runs), so an exception raised there stops
+    the chain within one call. A package exported before those parts existed runs whole, as one call."""
+    widefield = torch.from_numpy(preprocess(frame[None]))[None]
     with torch.no_grad():
-        output = module(torch.from_numpy(preprocess(frame[None]))[None])[0, 0].numpy()
-    return postprocess(output)
+        if not hasattr(module, "step"):
+            output = module(widefield)
+            if on_call is not None:
+                on_call(1, 1)
+        else:
+            padded, x, previous, height, width, top, left = module.start(widefield)
+            total = module.count()
+            for i in range(total):
+                x, previous = module.step(i, padded, x, previous)
+                if on_call is not None:
+                    on_call(i + 1, total)
+            output = x[:, :, top : top + height, left : left + width]
+    return postprocess(output[0, 0].numpy())

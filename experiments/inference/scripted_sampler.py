@@ -137,18 +137,35 @@ class ScriptedSolver(nn.Module):
 
     def forward(self, widefield: torch.Tensor) -> torch.Tensor:
         """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, H, W] in [-1, 1], H, W = scale x h, w."""
-        padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
-        batch = padded.size(0)
-        x = hashed_normal([batch, 1, padded.size(2), padded.size(3)], self.seed, padded.device, -top, -left)
-        previous = torch.zeros_like(x)
-        for i in range(len(self.timesteps)):
-            noise = self.network(torch.cat([padded, x], dim=1), self.time_encodings[i][None])
-            x0 = (self.x0_coef_xt[i] * x - self.x0_coef_noise[i] * noise).clamp(-1.0, 1.0)  # Eq. 7 / 27, clamped
-            x = self.state_coef[i] * x + self.x0_coef[i] * x0
-            if self.previous_coef[i] != 0.0:
-                x = x + self.previous_coef[i] * previous
-            previous = x0
+        padded, x, previous, height, width, top, left = self.start(widefield)
+        for i in range(self.count()):
+            x, previous = self.step(i, padded, x, previous)
         return x[:, :, top : top + height, left : left + width]
+
+    # forward in its parts, for a caller that stops between network calls (the napari widget's Cancel).
+    @torch.jit.export
+    def count(self) -> int:
+        """The network calls of the chain: :meth:`step` indices 0 .. count - 1."""
+        return len(self.timesteps)
+
+    @torch.jit.export
+    def start(self, widefield: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, int, int]:
+        """The padded condition, x_T, the previous x0 (zeros) and where the frame lies in them:
+        ``(padded, x, previous, height, width, top, left)``."""
+        padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
+        x = hashed_normal([padded.size(0), 1, padded.size(2), padded.size(3)], self.seed, padded.device, -top, -left)
+        return padded, x, torch.zeros_like(x), height, width, top, left
+
+    @torch.jit.export
+    def step(self, i: int, padded: torch.Tensor, x: torch.Tensor,
+             previous: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Step ``i`` of the chain, one network call: the new x and this step's x0."""
+        noise = self.network(torch.cat([padded, x], dim=1), self.time_encodings[i][None])
+        x0 = (self.x0_coef_xt[i] * x - self.x0_coef_noise[i] * noise).clamp(-1.0, 1.0)  # Eq. 7 / 27, clamped
+        x = self.state_coef[i] * x + self.x0_coef[i] * x0
+        if self.previous_coef[i] != 0.0:
+            x = x + self.previous_coef[i] * previous
+        return x, x0
 
 
 class ScriptedRegression(nn.Module):
@@ -164,9 +181,26 @@ class ScriptedRegression(nn.Module):
 
     def forward(self, widefield: torch.Tensor) -> torch.Tensor:
         """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, scale h, scale w]."""
+        padded, x, previous, height, width, top, left = self.start(widefield)
+        x, previous = self.step(0, padded, x, previous)
+        return x[:, :, top : top + height, left : left + width]
+
+    # The parts of ScriptedSolver's forward, so one caller steps either: one step here.
+    @torch.jit.export
+    def count(self) -> int:
+        return 1
+
+    @torch.jit.export
+    def start(self, widefield: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, int, int]:
         padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
+        zeros = torch.zeros_like(padded)
+        return padded, zeros, zeros, height, width, top, left
+
+    @torch.jit.export
+    def step(self, i: int, padded: torch.Tensor, x: torch.Tensor,
+             previous: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         output = self.network(torch.cat([padded, torch.zeros_like(padded)], dim=1), self.time_encoding[None])
-        return output[:, :, top : top + height, left : left + width]
+        return output, output
 
 
 def script_sampler(

@@ -3,8 +3,7 @@
 Plugins > Super-resolve (Diffusion super-resolution) docks it. Pick a model (a ``.pt`` checkpoint, a run
 folder, or a Model Zoo ``.zip`` from ``experiments.export``) and an image layer (2-D, or a stack: every
 axis before y, x is a stack of frames), then Run. The work runs in a worker thread (the viewer stays live)
-with a progress bar; Cancel stops it within one network call (a package: within one frame, which its
-weights sample in one call) and adds nothing. The results come back as layers on the input's physical
+with a progress bar; Cancel stops it within one network call and adds nothing. The results come back as layers on the input's physical
 grid: the output (the mean of the samples), its per-pixel std (several samples) and, with Check, the
 re-degradation consistency map (:mod:`experiments.evaluation.check`), whose numbers go in the output
 layer's metadata. Nothing is written to disk; save the layers from napari (File > Save Selected Layers).
@@ -192,20 +191,20 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
 
 
 def run_zip(request: Request, on_tiles) -> Result:
-    """The request through a Model Zoo package: its weights, one call per frame (deterministic: one sample;
-    the check's consistency map, without the FRC of two samples)."""
+    """The request through a Model Zoo package: its weights, stepped call by call (deterministic: one sample;
+    the check's consistency map, without the FRC of two samples); ``on_tiles`` counts network calls."""
     module = load_package(request.model)
     source = layer_input(request)
     count = len(source.frames)
     means, maps = [], []
     for index in range(count):
         frame = source.frames[index]
-        output = run_package(module, frame)
+        output = run_package(module, frame,
+                             lambda done, total: on_tiles(index * total + done, count * total))
         means.append(output)
         if request.check:
             widefield = torch.from_numpy((preprocess(frame[None])[0] + 1) / 2)
             maps.append(check.redegradation(torch.from_numpy(output), widefield).error_map.float().numpy())
-        on_tiles(index + 1, count)
     factor = means[0].shape[-1] // request.data.shape[-1]
     return _layers(request, means, [], maps, [], factor, {"package": request.model.name})
 
