@@ -22,8 +22,9 @@ import torch
 from ddpm.settings import UserError
 
 TEMPORARY_SUFFIX = ".tmp"
+ZARR_SUFFIX = ".zarr"  # a Zarr store, e.g. an OME-Zarr image: a folder
 # Outputs that are folders by their format (OME-Zarr stores); every other output is a file.
-FOLDER_SUFFIXES = (".zarr",)
+FOLDER_SUFFIXES = (ZARR_SUFFIX,)
 
 
 class OverwriteError(UserError):

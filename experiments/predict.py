@@ -56,7 +56,6 @@ from importlib import metadata as package_metadata
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ddpm import SAMPLERS, VARIANCES
@@ -304,7 +303,7 @@ def open_outputs(outputs: OutputPaths, source: InputImage, metadata: dict, optio
     opened = {}
     for name, (path, factor, size, content) in wanted.items():
         if path is not None:
-            plane = (height * factor, width * factor) if name != "consistency" else (height, width)
+            plane = (height * factor, width * factor)
             with writing(path):
                 opened[name] = open_output(path, count, source.stack, plane, size, {**metadata, "content": content},
                                            options.resume)
@@ -345,12 +344,10 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
 
     frames = super_resolve(predictor, scaled, todo, options.sampling, options.seed, layout_of(options, predictor),
                            options.hashed_noise, options.check, options.progress, path.name, on_tiles)
-    pixel_size_nm = None if pixel_size is None else 1000.0 * pixel_size
     for index, result in frames:
         entry = None
         if options.check:
-            trust = check.check_frame(torch.from_numpy(result.mean), torch.from_numpy(scaled.native(index)),
-                                      *result.pair, pixel_size_nm)
+            trust = check.check_result(result, scaled.native(index), pixel_size)
             entry = trust.summary()
             with writing(outputs.consistency):
                 files["consistency"].write(index, trust.consistency.error_map.float().numpy())

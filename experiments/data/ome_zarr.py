@@ -31,9 +31,9 @@ import numpy as np
 from experiments.data.images import SUPPORTED_DTYPES, FrameInfo, InputError, Reduce, collapse
 from experiments.data.normalization import unit_divisor
 from experiments.data.ome_tiff import valid_pixel_size
-from experiments.integrity import TEMPORARY_SUFFIX, count_non_finite, strict_json
+from experiments.integrity import TEMPORARY_SUFFIX, ZARR_SUFFIX, count_non_finite, strict_json
 
-ZARR_SUFFIX = ".zarr"
+OME_ZARR_SUFFIX = f".ome{ZARR_SUFFIX}"  # what the outputs are named, as OME-Zarr images usually are
 NGFF_VERSION = "0.4"  # what is written; 0.4 and 0.5 are read
 METADATA_KEY = "diffusion_sr"  # our JSON metadata in the output group's attributes
 IMAGE_ARRAY = "0"  # the path of the one level written
@@ -50,6 +50,11 @@ def _zarr():
     except ImportError as error:
         raise InputError(f"OME-Zarr needs the zarr package: {_INSTALL}") from error
     return zarr
+
+
+def stack_position(index: int, stack_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Frame ``index`` (in frame order, the last stack axis fastest) as its position along the stack axes."""
+    return tuple(int(at) for at in np.unravel_index(index, stack_shape)) if stack_shape else ()
 
 
 def is_zarr_path(path: str | Path) -> bool:
@@ -133,10 +138,10 @@ class ZarrImage:
         return self.array.shape[self._y], self.array.shape[self._x]
 
     def __getitem__(self, index: int) -> np.ndarray:
-        position = np.unravel_index(index, [self.array.shape[i] for i in self._stack])
-        where = [slice(None)] * self.array.ndim
+        position = stack_position(index, tuple(self.array.shape[i] for i in self._stack))
+        where: list = [slice(None)] * self.array.ndim
         for axis, at in zip(self._stack, position):
-            where[axis] = int(at)
+            where[axis] = at
         try:
             block = np.asarray(self.array[tuple(where)])
         except Exception as error:  # a damaged chunk surfaces as any codec's error
@@ -284,15 +289,12 @@ class FrameStore:
     def __len__(self) -> int:
         return math.prod(self.stack_shape)
 
-    def _where(self, index: int) -> tuple:
-        return tuple(int(i) for i in np.unravel_index(index, self.stack_shape)) if self.stack_shape else ()
-
     def write(self, index: int, frame: np.ndarray) -> None:
         """Frame ``index`` (in frame order) as its one chunk."""
-        self.array[self._where(index)] = np.asarray(frame, dtype=np.float32)
+        self.array[stack_position(index, self.stack_shape)] = np.asarray(frame, dtype=np.float32)
 
     def read(self, index: int) -> np.ndarray:
-        return np.asarray(self.array[self._where(index)])
+        return np.asarray(self.array[stack_position(index, self.stack_shape)])
 
     def finished(self) -> set[int]:
         """The frames written (no NaN: an unwritten chunk is all NaN and an output never holds one)."""

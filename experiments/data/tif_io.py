@@ -26,7 +26,7 @@ import tifffile
 # Reading lives in experiments.data.images, shared with the data loader; re-exported for users of this module.
 from experiments.data.images import FrameInfo, InputError, Reduce, plane_layout, read_frames, read_tif, to_model_frames
 from experiments.data.layout import TIF_SUFFIXES, list_tifs
-from experiments.data.ome_zarr import ZARR_SUFFIX, StackAxis, is_zarr_path, open_image, stack_axes_of_tif
+from experiments.data.ome_zarr import OME_ZARR_SUFFIX, StackAxis, is_zarr_path, open_image, stack_axes_of_tif
 
 __all__ = [
     "FrameInfo",
@@ -41,7 +41,7 @@ __all__ = [
     "write_frames",
 ]
 from experiments.data.ome_tiff import ome_description, ome_metadata
-from experiments.integrity import atomic_path, json_text
+from experiments.integrity import ZARR_SUFFIX, atomic_path, json_text
 
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
 
@@ -169,5 +169,5 @@ def output_path_for(input_path: str | Path, out_dir: str | Path, suffix: str, ex
     ("b.ome.zarr", "out", "_sr", ".ome.zarr") -> out/b_sr.ome.zarr (a store's stem drops .ome.zarr / .zarr)."""
     name = Path(input_path).name
     lower = name.lower()
-    stem = next((name[: -len(end)] for end in (".ome.zarr", ZARR_SUFFIX) if lower.endswith(end)), Path(name).stem)
+    stem = next((name[: -len(end)] for end in (OME_ZARR_SUFFIX, ZARR_SUFFIX) if lower.endswith(end)), Path(name).stem)
     return Path(out_dir) / f"{stem}{suffix}{extension}"

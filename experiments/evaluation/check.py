@@ -27,8 +27,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch import Tensor
 
+from experiments.inference.frames import FrameResult
 from experiments.evaluation.quality import (
     FRC,
     KERNEL_RADIUS_SIGMAS,
@@ -121,6 +124,15 @@ def check_frame(output: Tensor, widefield: Tensor, first: Tensor, second: Tensor
     ``first``, ``second`` [H, W] against each other. All in one intensity scale (any: alpha and beta
     absorb it)."""
     return FrameCheck(redegradation(output, widefield), square_frc(first, second, pixel_size_nm))
+
+
+def check_result(result: FrameResult, widefield: np.ndarray, pixel_size_um: float | None) -> FrameCheck:
+    """:func:`check_frame` of a frame :func:`experiments.inference.frames.super_resolve` returned with its
+    pair, against ``widefield`` [h, w] (the input on its own grid, in [0, 1]); ``pixel_size_um``: the
+    output's, for the FRC in nm (None: pixels only)."""
+    pixel_size_nm = None if pixel_size_um is None else 1000.0 * pixel_size_um
+    first, second = result.pair
+    return check_frame(torch.from_numpy(result.mean), torch.from_numpy(widefield), first, second, pixel_size_nm)
 
 
 def summary_entries(source: Path, output: Path, summaries: list[dict]) -> list[dict]:

@@ -6,9 +6,9 @@
 
 The one route from an input to its results, shared by ``experiments.predict`` (which writes each frame as it
 comes) and the napari widget (which shows them as layers); both check the results with
-:func:`experiments.evaluation.check.check_frame` (evaluation sits above inference). Frame i draws its noise from its own stream of the
-seed (:func:`~experiments.inference.predictor.frame_generator`), so any subset of frames, in any order, gives
-the frames one run over all of them gives.
+:func:`experiments.evaluation.check.check_result` (evaluation sits above inference). Frame i draws its noise
+from its own stream of the seed (:func:`~experiments.inference.predictor.frame_generator`), so any subset of
+frames, in any order, gives the frames one run over all of them gives.
 """
 
 from __future__ import annotations

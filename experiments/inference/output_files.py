@@ -23,12 +23,12 @@ from typing import Literal, get_args
 import numpy as np
 
 from ddpm.settings import UserError
-from experiments.data.ome_zarr import FrameStore, StackAxis
+from experiments.data.ome_zarr import OME_ZARR_SUFFIX, FrameStore, StackAxis
 from experiments.data.tif_io import read_frames, read_metadata, write_frames
 
 OutputFormat = Literal["tif", "ome-zarr"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
-EXTENSIONS = {"tif": ".tif", "ome-zarr": ".ome.zarr"}
+EXTENSIONS = {"tif": ".tif", "ome-zarr": OME_ZARR_SUFFIX}
 CHECK_KEY = "check"  # the per-frame check entries in the metadata (None for a frame not yet checked)
 
 

@@ -29,12 +29,12 @@ from experiments.config import SamplingConfig
 from experiments.data.images import SUPPORTED_DTYPES, FrameInfo
 from experiments.data.normalization import unit_divisor
 from experiments.data.ome_tiff import valid_pixel_size
-from experiments.data.ome_zarr import UNITS_UM
+from experiments.data.ome_zarr import UNITS_UM, stack_position
 from experiments.data.tif_io import InputImage
 from experiments.evaluation import check
 from experiments.inference.frames import ScaledInput, super_resolve
 from experiments.inference.loading import load_for_inference
-from experiments.inference.package import load_package, preprocess, run_package
+from experiments.inference.package import load_package, postprocess, preprocess, run_package
 from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags
 from experiments.napari_plugin.image_files import file_pixel_size
 from napari.layers import Image
@@ -89,8 +89,7 @@ class LayerFrames:
         return int(np.prod(self.stack, dtype=np.int64))
 
     def __getitem__(self, index: int) -> np.ndarray:
-        where = np.unravel_index(index, self.stack) if self.stack else ()
-        return np.asarray(self.data[tuple(int(i) for i in where)], dtype=np.float32)
+        return np.asarray(self.data[stack_position(index, self.stack)], dtype=np.float32)
 
 
 def pixel_size_of(request: Request) -> float | None:
@@ -172,15 +171,13 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
     source = layer_input(request)
     size = source.info.pixel_size_um
     scaled = ScaledInput(source, predictor.config.data.normalization)
-    pixel_size_nm = None if size is None else 1000.0 * size / predictor.scale
     means, stds, maps, entries = [], [], [], []
     for index, frame in super_resolve(predictor, scaled, range(len(scaled)), sampling, request.seed,
                                       keep_pair=request.check, on_tiles=on_tiles):
         means.append(frame.mean)
         stds += [frame.std] if frame.std is not None else []
         if request.check:
-            trust = check.check_frame(torch.from_numpy(frame.mean), torch.from_numpy(scaled.native(index)),
-                                      *frame.pair, pixel_size_nm)
+            trust = check.check_result(frame, scaled.native(index), None if size is None else size / predictor.scale)
             maps.append(trust.consistency.error_map.float().numpy())
             entries.append(trust.summary())
     settings = {"checkpoint_sha256": predictor.digest, "seed": request.seed, "sampler": sampling.sampler,
@@ -203,7 +200,7 @@ def run_zip(request: Request, on_tiles) -> Result:
                              lambda done, total: on_tiles(index * total + done, count * total))
         means.append(output)
         if request.check:
-            widefield = torch.from_numpy((preprocess(frame[None])[0] + 1) / 2)
+            widefield = torch.from_numpy(postprocess(preprocess(frame[None]))[0])  # the package's scaling, in [0, 1]
             maps.append(check.redegradation(torch.from_numpy(output), widefield).error_map.float().numpy())
     factor = means[0].shape[-1] // request.data.shape[-1]
     return _layers(request, means, [], maps, [], factor, {"package": request.model.name})
