@@ -140,12 +140,40 @@ def evaluation_run(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("evalrun") / "last.pt", config)
 
 
-def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_run, tmp_path):
-    from experiments.evaluate import main as evaluate
+def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_run, tmp_path, monkeypatch):
+    """Also: the model's scores with --samples 3 are those of the mean of its 3 samples, recomputed here from
+    the samples themselves (numpy's mean and least-squares fit), not those of any one sample."""
+    from experiments import evaluate as command
+    from experiments.evaluation.quality_report import QualityAccumulator
+    from test_published_numbers import fitted_by_hand
 
-    assert evaluate(["--checkpoint", str(evaluation_run), "--samples", "3", "--device", "cpu", "--no-progress",
-                     "--out", str(tmp_path)]) == 0
+    seen = []  # (samples [S, B, 1, H, W], targets [B, 1, H, W]) of every batch, as the evaluation drew them
+
+    class Recording(QualityAccumulator):
+        def update(self, inputs, samples, targets):
+            seen.append((samples.double().numpy(), targets.double().numpy()))
+            super().update(inputs, samples, targets)
+
+    monkeypatch.setattr(command, "QualityAccumulator", Recording)
+    # eta 1: DDIM draws fresh noise at every step, so the samples (and so their mean and one of them) differ
+    assert command.main(["--checkpoint", str(evaluation_run), "--samples", "3", "--eta", "1", "--device", "cpu",
+                         "--no-progress", "--out", str(tmp_path)]) == 0
     level = json.loads((tmp_path / "evaluation.json").read_text())["levels"]["level_09"]
+    samples = np.concatenate([batch for batch, _ in seen], axis=1)[:, :, 0]
+    targets = np.concatenate([target for _, target in seen])[:, 0]
+    assert samples.shape[0] == 3 and level["model"]["images"] == len(targets) == 2
+    mean = samples.mean(0)
+    fitted = [fitted_by_hand(mean[i], targets[i])["psnr"] for i in range(len(targets))]
+    np.testing.assert_allclose(level["per_image"]["model"]["psnr_fit"], fitted, rtol=0, atol=1e-3)
+    assert level["model"]["psnr_fit"] == pytest.approx(np.mean(fitted), abs=1e-3)
+    assert level["model"]["psnr_fit_std"] == pytest.approx(np.std(fitted), abs=1e-3)
+    # Unfitted, the untrained network's samples are mostly noise, which their mean averages down: the mean's
+    # PSNR is far from any one sample's, so this tells the mean from a sample.
+    def psnr(images):
+        return np.mean([10 * np.log10(4 / np.mean((image - target) ** 2)) for image, target in zip(images, targets)])
+
+    assert level["model"]["psnr_mean"] == pytest.approx(psnr(mean), abs=1e-3)
+    assert min(abs(psnr(sample) - psnr(mean)) for sample in samples) > 1.0
     quality = level["quality"]
     for key in ("rse", "rsp", "frc_px", "frc_samples_px"):
         assert np.isfinite(quality["model"][key]), key
@@ -193,6 +221,13 @@ def test_an_output_equal_to_its_input_is_consistent_and_resolves_what_the_input_
     else:
         assert quality["model"]["rse"] < 1e-6 and quality["model"]["rsp"] > 1 - 1e-6
         assert quality["model"]["frc_px"] == pytest.approx(quality["bicubic"]["frc_px"])
+        # The output is the input: every score is the bicubic input's, image by image in the same order (the
+        # pairing every published paired gain relies on).
+        level = json.loads((tmp_path / "evaluation.json").read_text())["levels"]["level_09"]
+        for name, value in level["bicubic"].items():
+            assert level["model"][name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+        for name, values in level["per_image"]["bicubic"].items():
+            assert level["per_image"]["model"][name] == pytest.approx(values, rel=1e-6), name
 
 
 def test_check_leaves_the_output_itself_unchanged(checkpoint, tmp_path, capsys):

@@ -17,7 +17,7 @@ from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, Train
 from experiments.inference.loading import InferenceError, load_for_inference
 from experiments.inference.predictor import frame_generator
 from ddpm.settings import UsageError
-from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags
+from experiments.inference.sampling import PREDICTION_SAMPLING, Sampling, prediction_sampling, sampling_from_flags
 from experiments.inference.tiling import TileLayout
 from experiments.inference.frames import upsample_frames
 from experiments.predict import main
@@ -118,16 +118,32 @@ def test_same_seed_same_output_other_seed_other_output(capsys, checkpoint, input
     assert not (tmp_path / "first" / "a_uint8_sr_preview.png").exists()
 
 
-def test_std_writes_a_second_tif_and_upsample_doubles_the_size(capsys, checkpoint, inputs, tmp_path):
+def test_std_writes_a_second_tif_and_upsample_doubles_the_size(capsys, checkpoint, inputs, tmp_path, monkeypatch):
+    """The two TIFs are the mean and the per-pixel population std of the samples the sampler drew, both in the
+    output's units [0, 1]: recomputed here with numpy from the draws themselves ([-1, 1], recorded on their way)."""
+    drawn = []
+    draw = Sampling.draw
+
+    def recording(self, *args, **kwargs):
+        images = draw(self, *args, **kwargs)
+        drawn.append(images.double().numpy())
+        return images
+
+    monkeypatch.setattr(Sampling, "draw", recording)
     code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", inputs / "c_float.tiff", "--output", tmp_path,
-                        "--samples", 2, "--std", "--sampler", "ddim", "--eta", 1.0, "--upsample", *FAST)
+                        "--samples", 3, "--std", "--sampler", "ddim", "--eta", 1.0, "--upsample", *FAST)
     assert code == 0, err
     mean = tifffile.imread(tmp_path / "c_float_sr.tif")
     std = tifffile.imread(tmp_path / "c_float_sr_std.tif")
     assert mean.shape == std.shape == (66, 90)
-    assert std.dtype == np.float32 and std.min() >= 0.0 and std.max() > 0.0  # eta = 1: the two samples differ
+    assert std.dtype == np.float32
+    [samples] = drawn  # one frame: its 3 chains, [3, 1, 1, 66, 90] (no padding: the frame exceeds a tile)
+    in_units = (samples[:, 0, 0] + 1) / 2
+    np.testing.assert_allclose(mean, in_units.mean(0), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(std, in_units.std(0, ddof=0), rtol=0, atol=1e-6)
+    assert std.mean() > 0.05  # eta = 1: the samples differ, so a wrong scale cannot hide in rounding
     meta = read_metadata(tmp_path / "c_float_sr_std.tif")
-    assert meta["samples"] == 2 and meta["upsample"] is True and "deviation" in meta["content"]
+    assert meta["samples"] == 3 and meta["upsample"] is True and "deviation" in meta["content"]
 
 
 def test_std_with_one_sample_is_refused_before_writing(capsys, checkpoint, inputs, tmp_path):

@@ -92,8 +92,24 @@ def test_what_config_json_lacks_is_taken_from_the_checkpoint(plain_run, tmp_path
         ("plain_run", set_field("train", "seed", 7), "train.seed", "7", "0"),
         ("plain_run", set_field("train", "batch_size", 2), "train.batch_size", "2", "4"),
         ("plain_run", set_field("data", "crop", 16), "data.crop", "16", "null"),
+        # Each field the loss is made of, named here rather than read from FIXED, so that a field
+        # dropped from FIXED fails its row.
+        ("plain_run", set_field("train", "loss_weighting", "min_snr"), "train.loss_weighting", '"min_snr"', '"none"'),
+        ("plain_run", set_field("train", "min_snr_gamma", 2.0), "train.min_snr_gamma", "2.0", "5.0"),
+        ("plain_run", lambda data: (data["train"].__setitem__("objective", "regression"),
+                                    data["sampling"].update(sampler="regression", sampling_steps=None, eta=0.0)),
+         "train.objective", '"regression"', '"diffusion"'),
+        ("plain_run", set_field("train", "conditional", False), "train.conditional", "false", "true"),
+        ("plain_run", set_field("data", "normalization", "percentile"), "data.normalization", '"percentile"',
+         '"tutorial"'),
+        ("plain_run", set_field("data", "augment", True), "data.augment", "true", "false"),
+        ("plain_run", set_field("data", "max_train_pairs", 3), "data.max_train_pairs", "3", "null"),
+        ("plain_run", set_field("data", "task", "native"), "data.task", '"native"', '"tutorial"'),
+        ("plain_run", set_field("eval", "best_metric", "ssim"), "eval.best_metric", '"ssim"', '"psnr"'),
     ],
-    ids=["network", "network kind", "T", "schedule", "EMA on", "EMA off", "loss", "seed", "batch", "crop"],
+    ids=["network", "network kind", "T", "schedule", "EMA on", "EMA off", "loss", "seed", "batch", "crop",
+         "loss weighting", "min-SNR gamma", "objective", "conditional", "normalisation", "augment", "pairs", "task",
+         "best metric"],
 )
 def test_a_change_the_checkpoint_cannot_take_is_refused_and_nothing_is_written(
     request, tmp_path, run, edit, field, new, old

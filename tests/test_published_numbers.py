@@ -1,0 +1,336 @@
+"""Every published number against a second route to it: the spreads and intervals of the fitted protocol,
+the model cards' cells, the report's fitted rows, the study's tables, and the README's tables against the
+records they were copied from. Expectations are computed here with numpy and scipy (least squares, sample
+standard deviations, Student's t), never with the project's own helpers; docs/architecture.md lists which
+test holds which number."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from experiments.evaluation.metrics import MetricAccumulator
+from experiments.evaluation.model_card import level_rows
+from experiments.evaluation.report import (
+    ROW_BICUBIC_FIT,
+    ROW_GAIN,
+    ROW_GAIN_FIT,
+    ROW_RUN_FIT,
+    comparison_rows,
+    format_table,
+)
+from experiments.records import METRIC_NAMES
+
+stats = pytest.importorskip("scipy.stats", reason="scipy gives the tests their own t quantiles (the dev extra)")
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = ("native", "tutorial-l1", "regression")
+ROUNDING = 0.005 + 1e-9  # a number printed with 2 decimals
+T_TABLE = 1e-4  # the project's t table has 3 decimals: a relative 5e-5 at most
+NUMBER = r"([+\-−]?\d+\.\d+)"
+
+
+def interval_by_hand(values) -> tuple[float, float, float]:
+    """(mean, half-width of the 95 % t interval of the mean, population sd) of ``values``, by numpy and scipy."""
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(half), float(values.std(ddof=0))
+
+
+def from_summary(mean: float, population_sd: float, n: int) -> tuple[float, float, float]:
+    """The same three numbers from a mean, its population sd and the count (cards without per-image values)."""
+    return mean, float(stats.t.ppf(0.975, n - 1) * population_sd * math.sqrt(n / (n - 1)) / math.sqrt(n)), population_sd
+
+
+def number(text: str) -> float:
+    return float(text.replace("−", "-"))
+
+
+def assert_printed(printed: list[str], expected, where: str) -> None:
+    """Each printed 2-decimal number within rounding of its expectation; the second of three (an interval's
+    half-width) also within the precision of the project's t table."""
+    assert len(printed) == len(expected), where
+    for index, (text, value) in enumerate(zip(printed, expected)):
+        slack = T_TABLE * abs(value) if (index, len(expected)) == (1, 3) else 0.0
+        assert abs(number(text) - value) <= ROUNDING + slack, f"{where}: printed {text}, expected {value:.4f}"
+
+
+# -- The fitted protocol's spread, by least squares in numpy --------------------------------------------------
+
+
+def fitted_by_hand(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """MAE, NRMSE and PSNR of one image after the least-squares affine fit to its target (numpy lstsq)."""
+    design = np.stack([pred.ravel(), np.ones(pred.size)], axis=1)
+    solution = np.linalg.lstsq(design, target.ravel(), rcond=None)[0]
+    error = design @ solution - target.ravel()
+    mse = float(np.mean(error**2))
+    return {"mae": float(np.mean(np.abs(error))), "nrmse": math.sqrt(mse) / float(np.ptp(target)),
+            "psnr": 10 * math.log10(4.0 / mse)}
+
+
+def test_the_fitted_spread_is_the_population_std_over_every_image_of_every_batch():
+    generator = torch.Generator().manual_seed(5)
+    targets = torch.rand(5, 1, 32, 32, generator=generator) * 2 - 1
+    # Predictions of unequal quality, so the spread over images is far from 0 and from any batch's own.
+    noise = torch.randn(5, 1, 32, 32, generator=generator) * torch.tensor([0.05, 0.1, 0.2, 0.4, 0.8]).view(5, 1, 1, 1)
+    preds = 0.6 * targets + 0.1 + noise
+    accumulator = MetricAccumulator()
+    accumulator.update(preds[:3], targets[:3])  # batches of 3 and 2: the std is over images, not batches
+    accumulator.update(preds[3:], targets[3:])
+    result, per_image = accumulator.compute(), accumulator.per_image()
+    by_hand = [fitted_by_hand(p[0].double().numpy(), t[0].double().numpy()) for p, t in zip(preds, targets)]
+    for name in ("mae", "nrmse", "psnr"):
+        values = np.array([image[name] for image in by_hand])
+        assert result[f"{name}_fit"] == pytest.approx(values.mean(), rel=1e-5)
+        assert result[f"{name}_fit_std"] == pytest.approx(values.std(ddof=0), rel=1e-4)
+        np.testing.assert_allclose(per_image[f"{name}_fit"], values, rtol=1e-5)  # in the order images were added
+    assert result["psnr_fit_std"] > 1.0  # the test can tell a spread from none
+
+
+# -- The model card's cells ------------------------------------------------------------------------------------
+
+
+def card_cells(row: str) -> list[str]:
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
+def interval_numbers(cell: str) -> list[str]:
+    match = re.fullmatch(rf"{NUMBER} ± {NUMBER} \(sd {NUMBER}\)", cell)
+    assert match, f"not 'mean ± half (sd spread)': {cell!r}"
+    return list(match.groups())
+
+
+def gain_numbers(cell: str) -> list[str]:
+    # the card's "**+2.48** ± 0.26 (sd 0.89)" or the README's "**+2.48 ± 0.26** (sd 0.89)", or a bare "**+1.60**"
+    match = re.fullmatch(rf"\*\*{NUMBER}(?:\*\* ± {NUMBER}| ± {NUMBER}\*\*) \(sd {NUMBER}\)|\*\*{NUMBER}\*\*", cell)
+    assert match, f"not a gain cell: {cell!r}"
+    return [group for group in match.groups() if group is not None]
+
+
+def expected_card_row(result: dict) -> dict[str, tuple]:
+    """What the card's row of one level must say, from its evaluation.json entry: the per-image values where it
+    holds them, else the means and population sds."""
+    model, bicubic, per_image = result["model"], result["bicubic"], result.get("per_image")
+    n = int(model["images"])
+    expected = {}
+    for metric in ("psnr", "ssim"):
+        for name, scores in (("model", model), ("bicubic", bicubic)):
+            if per_image:
+                values = per_image[name][f"{metric}_fit"]
+                assert len(values) == n
+                expected[f"{metric} {name}"] = interval_by_hand(values)
+            else:
+                expected[f"{metric} {name}"] = from_summary(scores[f"{metric}_fit"], scores[f"{metric}_fit_std"], n)
+    if per_image:
+        gains = np.subtract(per_image["model"]["psnr_fit"], per_image["bicubic"]["psnr_fit"])
+        expected["gain"] = interval_by_hand(gains)
+    else:
+        expected["gain"] = (model["psnr_fit"] - bicubic["psnr_fit"],)
+    expected["tutorial"] = (model["psnr"], bicubic["psnr"])
+    return expected
+
+
+def check_card_row(row: str, level: str, result: dict) -> None:
+    cells = card_cells(row)
+    expected = expected_card_row(result)
+    assert cells[0] == level and int(cells[1]) == int(result["model"]["images"])
+    assert_printed(interval_numbers(cells[2]), expected["psnr model"], f"{level} PSNR fitted, model")
+    assert_printed(interval_numbers(cells[3]), expected["psnr bicubic"], f"{level} PSNR fitted, bicubic")
+    assert_printed(gain_numbers(cells[4]), expected["gain"], f"{level} gain")
+    assert_printed(interval_numbers(cells[5]), expected["ssim model"], f"{level} SSIM fitted, model")
+    assert_printed(interval_numbers(cells[6]), expected["ssim bicubic"], f"{level} SSIM fitted, bicubic")
+    assert_printed(cells[7:9], expected["tutorial"], f"{level} PSNR tutorial")
+
+
+def synthetic_level(seed: int, images: int) -> dict:
+    """An evaluation.json level whose summary keys agree with its per-image values (as evaluate writes them)."""
+    rng = np.random.default_rng(seed)
+    per_image = {"model": {"psnr_fit": list(25 + 2 * rng.standard_normal(images)),
+                           "ssim_fit": list(0.7 + 0.1 * rng.standard_normal(images))},
+                 "bicubic": {"psnr_fit": list(22 + 1.5 * rng.standard_normal(images)),
+                             "ssim_fit": list(0.5 + 0.08 * rng.standard_normal(images))}}
+    level = {"per_image": per_image}
+    for name in ("model", "bicubic"):
+        scores = {"images": images, "psnr": float(20 + rng.random())}
+        for metric in ("psnr", "ssim"):
+            values = np.array(per_image[name][f"{metric}_fit"])
+            scores[f"{metric}_fit"], scores[f"{metric}_fit_std"] = float(values.mean()), float(values.std())
+        level[name] = scores
+    return level
+
+
+@pytest.mark.parametrize("per_image", [True, False], ids=["per-image values", "summaries only"])
+def test_each_cell_of_a_model_card_row_is_its_hand_computed_interval(per_image):
+    evaluation = {"levels": {"level_02": synthetic_level(1, 7), "level_08": synthetic_level(2, 12)}}
+    if not per_image:
+        for result in evaluation["levels"].values():
+            del result["per_image"]
+    rows = level_rows(evaluation)
+    for row, (level, result) in zip(rows, evaluation["levels"].items()):
+        check_card_row(row, level, result)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_cell_of_a_shipped_model_card_is_its_card_json(name):
+    card = (REPO / "pretrained" / name / "MODEL_CARD.md").read_text()
+    evaluations = json.loads((REPO / "pretrained" / name / "card.json").read_text())["evaluations"]
+    sections = card.split("\n### ")[1:]
+    assert len(sections) >= len(evaluations)
+    for (title, evaluation), section in zip(evaluations.items(), sections):
+        assert section.startswith(title), f"section {section.splitlines()[0]!r} is not evaluation {title!r}"
+        sampling = evaluation["sampling"]
+        if sampling["sampler"] != "regression":
+            assert f"({sampling['sampler']}, {sampling['sampling_steps']} steps" in section.splitlines()[0]
+        for level, result in evaluation["levels"].items():
+            row = next(line for line in section.splitlines() if line.startswith(f"| {level} |"))
+            check_card_row(row, level, result)
+
+
+# -- The report's fitted rows ----------------------------------------------------------------------------------
+
+
+def accumulator_result(offset: float) -> dict[str, float]:
+    """A MetricAccumulator-shaped result whose per-image, fitted and tutorial values all differ."""
+    result: dict[str, float] = {"images": 4}
+    for index, name in enumerate(METRIC_NAMES):
+        base = offset + index
+        result |= {name: base, f"{name}_mean": base + 0.1, f"{name}_std": 0.01 * (index + 1),
+                   f"{name}_fit": base + 0.3, f"{name}_fit_std": 0.02 * (index + 1) + offset / 100}
+    return result
+
+
+def test_the_report_fitted_rows_show_the_fitted_means_their_spreads_and_the_fitted_gain():
+    ours, bicubic = accumulator_result(10.0), accumulator_result(7.0)
+    rows = comparison_rows(ours, bicubic, paper_key=None)
+    for label, source in ((ROW_RUN_FIT, ours), (ROW_BICUBIC_FIT, bicubic)):
+        for name in METRIC_NAMES:
+            assert rows[label][name] == source[f"{name}_fit"]
+            assert rows[label][f"{name}_std"] == source[f"{name}_fit_std"]
+    # Higher is better for SSIM, MS-SSIM and PSNR, lower for MAE and NRMSE: + means better.
+    signs = {"mae": -1, "nrmse": -1, "ssim": 1, "ms_ssim": 1, "psnr": 1}
+    for name in METRIC_NAMES:
+        assert rows[ROW_GAIN_FIT][name] == pytest.approx(signs[name] * (ours[f"{name}_fit"] - bicubic[f"{name}_fit"]))
+        assert rows[ROW_GAIN][name] == pytest.approx(signs[name] * (ours[name] - bicubic[name]))
+    line = next(line for line in format_table(rows).splitlines() if line.startswith(f"| {ROW_RUN_FIT} |"))
+    assert card_cells(line)[METRIC_NAMES.index("psnr") + 1] == f"{ours['psnr_fit']:.3f} ± {ours['psnr_fit_std']:.3f}"
+
+
+# -- The study's tables, from evaluation.json files written here ----------------------------------------------
+
+
+def test_the_study_tables_hold_the_per_seed_intervals_and_the_paired_difference(tmp_path):
+    from experiments.studies import runner
+    from experiments.studies.config import Arm, StudyConfig
+    from experiments.studies.summary import SUMMARY_JSON, SUMMARY_MD, write_summary
+
+    config = StudyConfig(name="hand", arms=(Arm("mse", "demo"), Arm("l1", "demo")), seeds=(0, 1, 2),
+                         train_flags=(), mean_samples=0)
+    rng = np.random.default_rng(4)
+    filler = {f"{name}{suffix}": 0.1 for name in METRIC_NAMES for suffix in ("", "_fit")}  # the other metrics
+    bicubic = {"psnr": 20.0, "psnr_fit": 21.0, "ssim": 0.3, "ssim_fit": 0.4}  # the same input for every run
+    written = {}  # (arm, seed) -> the model's scores
+    for run in runner.plan(config, tmp_path):
+        model = {key: value + rng.random() for key, value in bicubic.items()}
+        if run.arm.name == "l1":  # better by a seed-dependent margin, so the paired spread is not the arms'
+            model = {key: value + 0.5 + 0.2 * run.seed for key, value in model.items()}
+        written[run.arm.name, run.seed] = model
+        level = {"model": filler | model, "bicubic": filler | bicubic,
+                 "quality": {"model": {"frc_px": 3.0 + run.seed}, "bicubic": {"frc_px": 6.0}}}
+        folder = run.folder / runner.SINGLE
+        folder.mkdir(parents=True)
+        (folder / "evaluation.json").write_text(json.dumps({"levels": {"level_05": level}}))
+
+    summary = write_summary(config, tmp_path, {}, "test machine")[runner.SINGLE]["level_05"]
+    for protocol, suffix in (("tutorial", ""), ("fitted", "_fit")):
+        for metric in ("psnr", "ssim"):
+            key = f"{metric}{suffix}"
+            for arm in ("mse", "l1"):
+                mean, half, _ = interval_by_hand([written[arm, seed][key] for seed in (0, 1, 2)])
+                assert summary[arm][protocol][metric].mean == pytest.approx(mean)
+                assert summary[arm][protocol][metric].half_width == pytest.approx(half, rel=1e-3)
+            differences = [written["l1", seed][key] - written["mse", seed][key] for seed in (0, 1, 2)]
+            mean, half, _ = interval_by_hand(differences)
+            paired = summary["l1 - mse (paired)"][protocol][metric]
+            assert paired.mean == pytest.approx(mean) and paired.half_width == pytest.approx(half, rel=1e-3)
+            assert summary["bicubic"][protocol][metric].mean == pytest.approx(bicubic[key])
+    frc = interval_by_hand([3.0, 4.0, 5.0])
+    assert summary["mse"]["fitted"]["frc_px"].mean == pytest.approx(frc[0])
+    assert "frc_px" not in summary["mse"]["tutorial"]
+    recorded = json.loads((tmp_path / SUMMARY_JSON).read_text())["results"][runner.SINGLE]["level_05"]
+    assert recorded["l1 - mse (paired)"]["fitted"]["psnr"]["mean"] == pytest.approx(summary["l1 - mse (paired)"]
+                                                                                     ["fitted"]["psnr"].mean)
+    text = (tmp_path / SUMMARY_MD).read_text()
+    paired = summary["l1 - mse (paired)"]["fitted"]["psnr"]
+    assert f"{paired.mean:.3f} ± {paired.half_width:.3f}" in text
+
+
+# -- The README's tables against the records they were copied from --------------------------------------------
+
+
+def readme_rows(heading: str) -> list[list[str]]:
+    """The body rows of the first Markdown table after the line holding ``heading``."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = next(index for index, line in enumerate(lines) if heading in line)
+    table = []
+    for line in lines[start:]:
+        if line.startswith("|"):
+            table.append(card_cells(line))
+        elif table:
+            break
+    return table[2:]
+
+
+def test_the_readme_native_table_is_the_shipped_card_and_the_comparison():
+    """The native columns from the shipped model's per-image values; the upsampled tutorial-task model's from
+    docs/native/comparison.json (its means) and comparison.md (the interval of its paired gain, whose per-image
+    values are not committed)."""
+    card = json.loads((REPO / "pretrained" / "native" / "card.json").read_text())["evaluations"]
+    native = next(iter(card.values()))["levels"]
+    upsampled = json.loads((REPO / "docs" / "native" / "comparison.json").read_text())["evaluations"][
+        "tutorial-task L1 + --upsample"]["levels"]
+    comparison = {cells[0]: cells for cells in (card_cells(line) for line in
+                  (REPO / "docs" / "native" / "comparison.md").read_text().split("## SSIM")[0].splitlines()
+                  if line.startswith("| level_"))}
+    rows = readme_rows("| level | bicubic, fitted PSNR (dB) | native model |")
+    assert len(rows) == 5
+    for cells in rows:
+        level = cells[0].strip("`")
+        per_image = native[level]["per_image"]
+        assert_printed([cells[1]], [np.mean(per_image["bicubic"]["psnr_fit"])], f"README {level} bicubic")
+        assert_printed([cells[2]], [np.mean(per_image["model"]["psnr_fit"])], f"README {level} native")
+        gains = np.subtract(per_image["model"]["psnr_fit"], per_image["bicubic"]["psnr_fit"])
+        assert_printed(gain_numbers(cells[3]), interval_by_hand(gains), f"README {level} native gain")
+        theirs = upsampled[level]
+        assert_printed([cells[4]], [theirs["model"]["psnr_fit"]], f"README {level} upsampled")
+        half = re.findall(NUMBER, comparison[level][6])[1]
+        assert_printed(re.findall(NUMBER, cells[5]), [theirs["model"]["psnr_fit"] - theirs["bicubic"]["psnr_fit"],
+                                                      float(half)], f"README {level} upsampled gain")
+    pretrained = next(cells for cells in readme_rows("| model | task | size |") if "pretrained/native" in cells[0])
+    gains = np.subtract(native["level_09"]["per_image"]["model"]["psnr_fit"],
+                        native["level_09"]["per_image"]["bicubic"]["psnr_fit"])
+    assert_printed(re.findall(NUMBER, pretrained[3])[:1], [gains.mean()], "README pretrained table")
+
+
+def test_the_readme_study_table_is_the_study_record():
+    results = json.loads((REPO / "docs" / "study" / "study.json").read_text())["results"]
+    single, mean = results["evaluation-1"], results["evaluation-mean"]
+    columns = ("bicubic", "mse", "l1", "l1-min-snr", "regression", "l1 - mse (paired)")
+    rows = readme_rows("**PSNR (dB), fitted protocol**")
+    assert len(rows) == 5
+    for cells in rows:
+        level = cells[0].strip("`")
+        for cell, column in zip(cells[1:], columns):
+            interval = single[level][column]["fitted"]["psnr"]
+            printed = re.findall(NUMBER, cell)
+            assert_printed(printed, [interval["mean"], interval["ci95_half_width"] or 0.0][: len(printed)],
+                           f"README study {level} {column}")
+        interval = mean[level]["l1 - mse (paired)"]["fitted"]["psnr"]
+        assert_printed(re.findall(NUMBER, cells[7]), [interval["mean"], interval["ci95_half_width"]],
+                       f"README study {level} mean of 4")
