@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import stats  # the dev extra: t quantiles independent of the project's table
 
 from experiments.evaluation.metrics import MetricAccumulator
 from experiments.evaluation.model_card import level_rows
@@ -26,8 +27,6 @@ from experiments.evaluation.report import (
     format_table,
 )
 from experiments.records import METRIC_NAMES
-
-stats = pytest.importorskip("scipy.stats", reason="scipy gives the tests their own t quantiles (the dev extra)")
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("native", "tutorial-l1", "regression")
