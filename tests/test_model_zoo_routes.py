@@ -128,3 +128,30 @@ def test_real_images_of_other_sizes_give_one_image_through_every_route(package, 
                           ("weights + rdf processing", through_weights(zip_path, unzipped, image))):
         difference = np.abs(output - reference).max()
         assert difference <= TOLERANCE, f"{name}, {route}: differs from experiments.predict by {difference:.3g}"
+
+
+def test_a_batch_through_the_package_gives_each_image_its_own_output(package, tmp_path, monkeypatch):
+    """Three different crops in one batch (batch axis 3): each output is the one its crop gets alone from
+    experiments.predict, through the library (its scale_range per image, not over the batch) and through the
+    weights called on the batch (their tiles and blending per image)."""
+    from bioimageio.core import predict as library_predict
+
+    monkeypatch.setenv("BIOIMAGEIO_PERFORM_IO_CHECKS", "false")
+    zip_path, unzipped = package
+    frame = read_frames(EXAMPLE)[0][0].astype(np.float32)
+    crops = np.stack([frame[:72, :90], frame[100:172, 50:140] * 0.5 + 300, frame[180:252, 160:250]])
+    references = np.stack([through_predict(crop, tmp_path) for crop in crops])
+    assert min(np.abs(references[i] - references[j]).max() for i, j in ((0, 1), (0, 2), (1, 2))) > 0.1
+
+    sample = library_predict(model=description(zip_path), inputs={"widefield": crops[:, None]})
+    library = np.asarray(sample.members["super_resolved"].data)[:, 0]
+    # The weights on the batch, each image scaled by its own min and max as the rdf says.
+    low, high = crops.min(axis=(1, 2), keepdims=True), crops.max(axis=(1, 2), keepdims=True)
+    scaled = 2 * (crops - low) / (high - low) - 1
+    module = torch.jit.load(str(unzipped / "sampler.pt"))
+    with torch.no_grad():
+        weights = module(torch.from_numpy(scaled.astype(np.float32))[:, None])[:, 0].numpy() * 0.5 + 0.5
+    for route, outputs in (("weights on the batch", weights), ("bioimageio.core.predict", library)):
+        assert outputs.shape == references.shape, route
+        difference = np.abs(outputs - references).max()
+        assert difference <= TOLERANCE, f"{route}: a batch differs from its images alone by {difference:.3g}"

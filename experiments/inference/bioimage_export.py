@@ -259,7 +259,7 @@ microtubules or the project's real-structure or synthetic sets), normalisation `
 reproduce `test_output.npy` from `test_input.npy`, for batch sizes 1 and 2 and several input sizes. In the
 project's tests `bioimageio.core.predict`, the TorchScript weights with this page's pre- and post-processing
 (as deepImageJ runs them) and `experiments.predict --hashed-noise` give the same image within 1e-4, on the
-test input and on images of other sizes. Block-wise prediction by a tool (bioimageio.core's
+test input and on images of other sizes; each image of a batch gets the output it gets alone. Block-wise prediction by a tool (bioimageio.core's
 `blocksize_parameter` / `input_block_shape`, a patch size in deepImageJ smaller than the image) samples each
 block alone, its noise placed in block coordinates: a different sample, with seams. Give the whole image.
 

@@ -112,8 +112,9 @@ class ScriptedSolver(nn.Module):
         scale: a native-task model's 2: the input is first enlarged onto the output's grid
             (:func:`experiments.data.task.enlarge`), as in training.
 
-    As :meth:`experiments.inference.predictor.Predictor.sample` with ``hashed_noise_seed``: a frame
-    smaller than a tile is padded, and x_T is placed so that output pixel (y, x) gets the noise of (y, x).
+    As :meth:`experiments.inference.predictor.Predictor.sample` with ``hashed_noise_seed`` (its first sample): a
+    frame smaller than a tile is padded, and x_T is placed so that output pixel (y, x) gets the noise of (y, x),
+    the same for every image of a batch, so that each image's output is the one it gets alone.
     """
 
     def __init__(self, network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int,
@@ -153,7 +154,10 @@ class ScriptedSolver(nn.Module):
         """The padded condition, x_T, the previous x0 (zeros) and where the frame lies in them:
         ``(padded, x, previous, height, width, top, left)``."""
         padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
-        x = hashed_normal([padded.size(0), 1, padded.size(2), padded.size(3)], self.seed, padded.device, -top, -left)
+        # One noise field for every image of the batch (that of prediction's first sample): an image's output is
+        # the one it gets alone, wherever it sits in the batch.
+        x = hashed_normal([1, 1, padded.size(2), padded.size(3)], self.seed, padded.device, -top, -left)
+        x = x.expand(padded.size(0), 1, padded.size(2), padded.size(3)).contiguous()
         return padded, x, torch.zeros_like(x), height, width, top, left
 
     @torch.jit.export
