@@ -198,3 +198,29 @@ def test_a_2d_image_gives_a_2d_store_with_its_pixel_size(capsys, checkpoint, sta
     assert data.shape == stack[0].shape and np.isfinite(data).all()
     assert [axis["name"] for axis in metadata["axes"]] == ["y", "x"]
     assert metadata["coordinateTransformations"][0][0]["scale"] == pytest.approx([PIXEL_UM, PIXEL_UM])
+
+
+@pytest.mark.parametrize("unit, factor", [("nanometer", 1000.0), ("angstrom", 10_000.0), ("millimeter", 1e-3)])
+def test_a_store_in_other_length_units_is_read_in_micrometres_and_judged_against_the_upsampled_pixel(
+    capsys, checkpoint, stack, tmp_path, unit, factor
+):
+    """A tutorial-task model (62.6 nm training inputs) under --upsample expects inputs of twice that pixel,
+    125.2 nm: a store stating it in ``unit`` is read as 0.1252 µm, passes without a warning and gives outputs of
+    62.6 nm, stated in micrometres; the same store stating 62.6 nm gets the warning naming both sizes."""
+    axes = [{"name": name, "type": "space", "unit": unit} for name in ("y", "x")]
+    expected_um = 2 * PIXEL_UM
+    fitting = reference_store(tmp_path / "fits.ome.zarr", stack[0], axes, [expected_um * factor] * 2)
+    assert open_image(fitting).info.pixel_size_um == pytest.approx(expected_um)
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", fitting, "--output", tmp_path / "out",
+                        "--upsample", "--no-preview", *FAST)
+    assert code == 0, err
+    assert "warning" not in err and "note" not in err
+    data, metadata = read_back(tmp_path / "out" / "fits_sr.ome.zarr")
+    assert data.shape == (82, 74) and [axis["unit"] for axis in metadata["axes"]] == ["micrometer"] * 2
+    assert metadata["coordinateTransformations"][0][0]["scale"] == pytest.approx([PIXEL_UM, PIXEL_UM])
+
+    too_fine = reference_store(tmp_path / "fine.ome.zarr", stack[0], axes, [PIXEL_UM * factor] * 2)
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", too_fine, "--output", tmp_path / "out2",
+                        "--upsample", "--no-preview", *FAST)
+    assert code == 0, err
+    assert "has 62.6 nm pixels" in err and "trained on inputs of 125.2 nm pixels (with --upsample)" in err

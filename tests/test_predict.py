@@ -106,6 +106,37 @@ def test_output_is_the_sampled_mean_mapped_to_unit_range(capsys, checkpoint, inp
     np.testing.assert_allclose(written, (mean[:, 0].numpy() + 1) / 2, atol=1e-5)
 
 
+def test_each_frame_draws_noise_of_its_own_that_no_other_frame_changes(capsys, checkpoint, tmp_path):
+    """Identical frames of a stack get different samples (a stream each), and a frame's output is the same
+    whichever frames are sampled with it and in which order (what --resume relies on): both by the outputs
+    themselves, not by rebuilding the streams."""
+    from experiments.data.tif_io import read_input
+    from experiments.inference.frames import ScaledInput, super_resolve
+
+    frame = RNG.random((32, 32), dtype=np.float32)
+    source = tmp_path / "same.tif"
+    tifffile.imwrite(source, np.stack([frame] * 3), photometric="minisblack")
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out",
+                        "--seed", 4, "--no-preview", *FAST)
+    assert code == 0, err
+    written = tifffile.imread(tmp_path / "out" / "same_sr.tif")
+    for first, second in ((0, 1), (0, 2), (1, 2)):
+        assert np.abs(written[first] - written[second]).max() > 1e-2, (first, second)
+
+    predictor = load_for_inference(checkpoint, "cpu")
+    scaled = ScaledInput(read_input(source), predictor.config.data.normalization)
+    sampling = prediction_sampling(predictor.config.sampling)
+
+    def outputs(frames):
+        return {index: result.mean for index, result in super_resolve(predictor, scaled, frames, sampling, seed=4,
+                                                                      layout=TileLayout(32, 8))}
+
+    alone, reversed_order = outputs([2]), outputs([2, 1, 0])
+    np.testing.assert_array_equal(alone[2], written[2])
+    for index in range(3):
+        np.testing.assert_array_equal(reversed_order[index], written[index])
+
+
 def test_same_seed_same_output_other_seed_other_output(capsys, checkpoint, inputs, tmp_path):
     source = inputs / "a_uint8.tif"
     for seed, folder in ((1, "first"), (1, "again"), (2, "other")):
