@@ -226,6 +226,41 @@ def test_the_native_preset_trains_on_the_native_layout():
     assert NATIVE.data.task == "native" and NATIVE.data.root == "data/biosr-sim-native" and NATIVE.data.scale == 2
 
 
+def test_the_exported_module_enlarges_the_camera_image_as_prediction_does(native_run, tmp_path, monkeypatch):
+    """Fast half of the package test below: the module export packs (captured before the zip is written)
+    takes camera images of any size to twice their side, and equals experiments.predict --hashed-noise on them
+    (the eager sampler, enlarging in the Predictor) and the module of a scale-1 twin fed the image enlarged here
+    by torch's bicubic interpolation (the enlargement written out)."""
+    pytest.importorskip("bioimageio.spec", reason="the optional extra is not installed: pip install -e '.[export]'")
+    from experiments.inference import bioimage_export
+    from experiments.inference.bioimage_export import ExportOptions, build_package, preprocess
+    from experiments.inference.scripted_sampler import script_sampler
+
+    run_dir, root = native_run
+    captured = {}
+    monkeypatch.setattr(bioimage_export, "_write_package",
+                        lambda spec, save, work, module, *rest: captured.setdefault("module", module))
+    build_package(run_dir / "last.pt", tmp_path / "model.zip",
+                  ExportOptions(sampling_steps=2, seed=0, test_side=32,
+                                test_image=root / "test_wf" / "level_09" / "001.tif"))
+    module = captured["module"]
+    predictor = load_for_inference(run_dir / "last.pt", "cpu")
+    twin = script_sampler(predictor.model, predictor.diffusion, "dpmpp2m", 2, 0, predictor.layout())
+    camera = np.random.default_rng(3).random((20, 24), dtype=np.float32)
+    tifffile.imwrite(tmp_path / "in.tif", camera)
+    assert predict.main(["--checkpoint", str(run_dir / "last.pt"), "--input", str(tmp_path / "in.tif"), "--output",
+                         str(tmp_path / "pred"), "--hashed-noise", "--sampler", "dpmpp2m", "--sampling-steps", "2",
+                         *FLAGS[:-1], "0"]) == 0
+    with torch.no_grad():
+        packed = module(torch.from_numpy(preprocess(camera[None, None])))
+        enlarged = F.interpolate(torch.from_numpy(preprocess(camera[None, None])), size=(40, 48), mode="bicubic",
+                                 align_corners=False)
+        np.testing.assert_allclose(packed.numpy(), twin(enlarged).numpy(), rtol=0, atol=1e-6)
+    assert packed.shape == (1, 1, 40, 48)
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "pred" / "in_sr.tif"), packed[0, 0].numpy() * 0.5 + 0.5,
+                               rtol=0, atol=1e-4)
+
+
 @pytest.mark.slow
 def test_the_exported_native_package_takes_the_camera_image(native_run, tmp_path, monkeypatch):
     pytest.importorskip("bioimageio.core", reason="the optional extra is not installed: pip install -e '.[export]'")
