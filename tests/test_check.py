@@ -7,6 +7,7 @@ consistency map at the blob, the SQUIRREL criterion.
 """
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -140,21 +141,41 @@ def evaluation_run(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("evalrun") / "last.pt", config)
 
 
+def scale_by_hand(batches) -> float:
+    """s = sum n_b rmse_b rmv_b / sum n_b rmv_b^2 over 10 equal-count bins of the pixels sorted by their
+    predicted error std, std sqrt((N + 1) / (N - 1)) (the population std of N samples; the mean's error)."""
+    samples = np.concatenate([batch for batch, _ in batches], axis=1)
+    targets = np.concatenate([target for _, target in batches])
+    n = samples.shape[0]
+    predicted = (samples.std(0, ddof=0) * np.sqrt((n + 1) / (n - 1))).ravel()
+    error = (samples.mean(0) - targets).ravel()
+    order = np.argsort(predicted, kind="stable")
+    bins = list(zip(np.array_split(predicted[order], 10), np.array_split(error[order], 10)))
+    counts = np.array([len(p) for p, _ in bins])
+    rmv = np.array([np.sqrt(np.mean(p**2)) for p, _ in bins])
+    rmse = np.array([np.sqrt(np.mean(e**2)) for _, e in bins])
+    return float((counts * rmse * rmv).sum() / (counts * rmv**2).sum())
+
+
 def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_run, tmp_path, monkeypatch):
     """Also: the model's scores with --samples 3 are those of the mean of its 3 samples, recomputed here from
-    the samples themselves (numpy's mean and least-squares fit), not those of any one sample."""
+    the samples themselves (numpy's mean and least-squares fit), not those of any one sample; and the
+    calibration scale is the binned least squares of Levi et al. written out in numpy, on the validation
+    split's samples and targets, never the test level's."""
     from experiments import evaluate as command
-    from experiments.evaluation.quality_report import QualityAccumulator
+    from experiments.evaluation import quality_report
     from test_published_numbers import fitted_by_hand
 
-    seen = []  # (samples [S, B, 1, H, W], targets [B, 1, H, W]) of every batch, as the evaluation drew them
+    seen, validation = [], []  # (samples [S, B, 1, H, W], targets [B, 1, H, W]) of every batch, as drawn
 
-    class Recording(QualityAccumulator):
+    class Recording(quality_report.QualityAccumulator):
         def update(self, inputs, samples, targets):
-            seen.append((samples.double().numpy(), targets.double().numpy()))
+            (validation if self.calibration_only else seen).append((samples.double().numpy(),
+                                                                     targets.double().numpy()))
             super().update(inputs, samples, targets)
 
     monkeypatch.setattr(command, "QualityAccumulator", Recording)
+    monkeypatch.setattr(quality_report, "QualityAccumulator", Recording)
     # eta 1: DDIM draws fresh noise at every step, so the samples (and so their mean and one of them) differ
     assert command.main(["--checkpoint", str(evaluation_run), "--samples", "3", "--eta", "1", "--device", "cpu",
                          "--no-progress", "--out", str(tmp_path)]) == 0
@@ -180,7 +201,15 @@ def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_
     # FRC resolutions lie between Nyquist (2 px) and the image size (32 px: ring 1).
     assert 2.0 <= quality["bicubic"]["frc_px"] <= 32.0 and 2.0 <= quality["model"]["frc_samples_px"] <= 32.0
     calibration = level["calibration"]
-    assert calibration["scale"] > 0 and np.isfinite(calibration["ece_calibrated"])
+    assert calibration["scale"] == pytest.approx(scale_by_hand(validation), rel=1e-6)
+    # Fitted on the validation split's windows (its target files, read here), not on the test level's.
+    root = Path(torch.load(evaluation_run, weights_only=True)["config"]["data"]["root"])
+    files = sorted((root / "validate_gt").glob("*.tif"))
+    recorded = np.concatenate([target for _, target in validation])[:, 0]
+    assert len(recorded) == min(len(files), 2)
+    for image, file in zip(recorded, files):
+        assert np.corrcoef(image.ravel(), tifffile.imread(file).astype(np.float64).ravel())[0, 1] > 0.9999, file
+    assert np.isfinite(calibration["ece_calibrated"])
     assert (tmp_path / "calibration_level_09.png").read_bytes()[:4] == b"\x89PNG"
     report = (tmp_path / "evaluation.md").read_text()
     assert "Can this output be trusted?" in report and "fitted on the validation split" in report
