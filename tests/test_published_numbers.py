@@ -299,6 +299,9 @@ def test_the_readme_native_table_is_the_shipped_card_and_the_comparison():
                   if line.startswith("| level_"))}
     rows = readme_rows("| level | bicubic, fitted PSNR (dB) | native model |")
     assert len(rows) == 5
+    sampling, images = next(iter(card.values()))["sampling"], native["level_09"]["model"]["images"]
+    assert sampling["samples"] == 1 and f"{images} windows per level, one sample of {sampling['sampling_steps']}-step " \
+        f"{sampling['sampler'].upper()})" in readme_text()
     for cells in rows:
         level = cells[0].strip("`")
         per_image = native[level]["per_image"]
@@ -333,3 +336,126 @@ def test_the_readme_study_table_is_the_study_record():
         interval = mean[level]["l1 - mse (paired)"]["fitted"]["psnr"]
         assert_printed(re.findall(NUMBER, cells[7]), [interval["mean"], interval["ci95_half_width"]],
                        f"README study {level} mean of 4")
+
+
+def readme_text() -> str:
+    """The README with its line breaks and runs of spaces collapsed, so a phrase is found across lines."""
+    return " ".join((REPO / "README.md").read_text().split())
+
+
+def signed(value: float, digits: int = 1) -> str:
+    """``+0.8`` / ``−0.1`` as the README writes them (a true minus sign)."""
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def test_the_readme_prose_says_what_the_study_record_says():
+    """Each number of the README's reading of the study, rebuilt from docs/study/study.json and the paper's
+    table: a claim whose number moved fails here."""
+    from experiments.config import DEMO
+    from experiments.evaluation.report import PAPER_RESULTS
+
+    results = json.loads((REPO / "docs" / "study" / "study.json").read_text())
+    single, mean = results["results"]["evaluation-1"], results["results"]["evaluation-mean"]
+    levels = sorted(single)
+
+    def value(record, level, arm, protocol="fitted", metric="psnr"):
+        return record[level][arm][protocol][metric]["mean"]
+
+    def gain(record, level, arm, protocol="fitted", metric="psnr"):
+        return value(record, level, arm, protocol, metric) - value(record, level, "bicubic", protocol, metric)
+
+    paired = [single[level]["l1 - mse (paired)"]["fitted"] for level in levels]
+    psnr = [row["psnr"]["mean"] for row in paired]
+    assert all(row["psnr"]["mean"] - row["psnr"]["ci95_half_width"] > 0 for row in paired)  # "clear of 0 at every level"
+    ssim = [row["ssim"]["mean"] for row in paired]
+    clear = [level for level, row in zip(levels, paired) if row["ssim"]["mean"] - row["ssim"]["ci95_half_width"] > 0]
+    assert clear == levels[: len(clear)]  # a run of levels from level_01
+    tutorial = [single[level]["l1 - mse (paired)"]["tutorial"]["psnr"]["mean"] for level in levels]
+    paper = PAPER_RESULTS["l1"]["psnr"] - PAPER_RESULTS["mse"]["psnr"]
+    claims = [
+        f"By {signed(min(psnr))} to {signed(max(psnr))} dB fitted PSNR with one sample, with an interval clear of 0 "
+        "at every level.",
+        f"The fitted SSIM gain is {signed(min(ssim), 2)} to {signed(max(ssim), 2)}, and its interval clears 0 at "
+        f"`{clear[0]}`-`{clear[-1]}` only.",
+        f"In the tutorial protocol the gap is {signed(min(tutorial))} to {signed(max(tutorial))} dB.",
+        f"The paper's gap is {signed(paper)} dB at `level_09`.",
+        f"Tutorial protocol, L1, one sample: {signed(gain(single, 'level_01', 'l1', 'tutorial'))} dB at `level_01` and "
+        f"{signed(gain(single, 'level_09', 'l1', 'tutorial'))} dB at `level_09`. Fitted protocol: "
+        f"{signed(gain(single, 'level_01', 'l1'))} dB and {signed(gain(single, 'level_09', 'l1'))} dB.",
+        f"(L1 + min-SNR {signed(gain(single, 'level_01', 'l1-min-snr'))} dB, L1 {signed(gain(single, 'level_01', 'l1'))}"
+        f" dB, MSE {-gain(single, 'level_01', 'mse'):.1f} dB worse). The mean of 4 samples reaches "
+        f"{signed(gain(mean, 'level_01', 'l1'))} dB (L1).",
+        f"At `level_09` the fitted gain of L1 is {signed(gain(single, 'level_09', 'l1'))} dB with one sample and "
+        f"{signed(gain(mean, 'level_09', 'l1'))} dB as the mean of 4.",
+        f"By {signed(value(single, 'level_01', 'regression') - value(single, 'level_01', 'l1'))} dB (`level_01`) to "
+        f"{signed(value(single, 'level_09', 'regression') - value(single, 'level_09', 'l1'))} dB (`level_09`) fitted "
+        "PSNR over L1's single sample",
+        f"({results['config']['train_flags'][results['config']['train_flags'].index('--train.epochs') + 1]} epochs, "
+        f"{int(results['config']['train_flags'][results['config']['train_flags'].index('--data.max_train_pairs') + 1]):,}"
+        " pairs)",
+        f"It also uses {DEMO.sampling.sampling_steps}x fewer network evaluations.",
+    ]
+    text = readme_text()
+    for claim in claims:
+        assert claim in text, f"the README does not say: {claim}"
+    assert results["config"]["mean_samples"] == 4 and DEMO.sampling.sampler == "ddim"
+    for metric, bound in (("psnr", 0.25), ("ssim", 0.01)):  # "within 0.25 dB and 0.01 SSIM of L1 at every level"
+        assert all(abs(value(single, level, "l1-min-snr", metric=metric) - value(single, level, "l1", metric=metric))
+                   < bound for level in levels)
+    assert "within 0.25 dB and 0.01 SSIM of L1 at every level" in text
+
+
+def test_the_readme_model_facts_are_the_shipped_models():
+    """Parameter counts of the presets' networks, the native model's training time and the files' sizes."""
+    from experiments.build import build_model
+    from experiments.config import DEMO, NATIVE
+
+    text = readme_text()
+    for config in (NATIVE, DEMO):
+        parameters = sum(p.numel() for p in build_model(config, torch.device("cpu")).parameters())
+        assert f"{parameters:,} parameters" in text, config.name
+    card = json.loads((REPO / "pretrained" / "native" / "card.json").read_text())
+    assert f"{card['config']['train']['epochs']} epochs, {card['source']['training_seconds'] / 60:.0f} min of " \
+           "training" in text
+    for cells in readme_rows("| model | task | size |"):
+        name = re.search(r"pretrained/([\w-]+)", cells[0]).group(1)
+        size = (REPO / "pretrained" / name / "model.pt").stat().st_size / 1e6
+        assert cells[2] == f"{size:.1f} MB", name
+
+
+def test_the_readme_training_curve_and_speed_figures_are_their_records():
+    """The epoch gains against docs/native/comparison.md's curve table; the speed-ups against the rounds of
+    docs/bench/samplers_2048.json (medians over rounds, numpy's); DPM-Solver++'s lead over DDIM against
+    docs/bench/solvers.json."""
+    text = readme_text()
+    curves = {(cells[0], cells[1]): dict(point.split(": ") for point in cells[2].split(", "))
+              for cells in (card_cells(line) for line in (REPO / "docs" / "native" / "comparison.md").read_text()
+                            .split("## Training curves")[1].splitlines() if line.startswith("| native"))}
+    wide, demo = curves["native (952,705 parameters)", "level_09"], curves["native, demo network (244,417)", "level_09"]
+    last = max(wide, key=int)
+    assert f"{signed(number(wide[last]))} dB at `level_09` on the 32 windows evaluated while training, from " \
+           f"{signed(number(wide['10']))} at epoch 10" in text and last == "60"
+    assert f"{signed(number(demo['40']))} dB after 40 epochs" in text
+
+    bench = json.loads((REPO / "docs" / "bench" / "samplers_2048.json").read_text())["samplers"]
+    one, trust = bench["one_sample"], bench["trust"]
+    assert (f"one sample takes {np.median(one['seconds']['fast']):.1f} s instead of "
+            f"{np.median(one['seconds']['baseline']):.1f} s ({np.median(one['speedup']):.2f}x)") in text
+    assert (f"takes {np.median(trust['seconds']['fast']):.0f} s instead of {np.median(trust['seconds']['baseline']):.0f}"
+            f" s ({np.median(trust['speedup']):.2f}x)") in text
+
+    solvers = json.loads((REPO / "docs" / "bench" / "solvers.json").read_text())
+    rows = {(row["model"], row["level"], row["sampler"], row["evaluations"]): row["psnr_fit"] for row in solvers["rows"]}
+    leads = [rows[model, level, "dpmpp2m", 4] - rows[model, level, "ddim", 10]
+             for model in solvers["checkpoints"] for level in ("level_01", "level_09")]
+    assert f"three models tried, {signed(min(leads))} to {signed(max(leads))} dB fitted PSNR" in text
+    assert len(solvers["checkpoints"]) == 3
+
+
+def test_the_readme_paper_table_is_the_papers():
+    from experiments.evaluation.report import PAPER_RESULTS
+
+    rows = {cells[0]: cells[1:] for cells in readme_rows("| loss | MAE | NRMSE | MS-SSIM | SSIM | PSNR (dB) |")}
+    for key, label in (("mse", "MSE (paper)"), ("l1", "L1 (paper)")):
+        assert [float(cell) for cell in rows[label]] == [PAPER_RESULTS[key][name]
+                                                         for name in ("mae", "nrmse", "ms_ssim", "ssim", "psnr")]
