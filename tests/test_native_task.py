@@ -222,6 +222,48 @@ def test_upsample_is_refused_for_a_native_model(native_run, tmp_path, capsys):
     assert "native-task model" in err and "drop --upsample" in err and not (tmp_path / "out").exists()
 
 
+def test_evaluate_upsample_scores_a_tutorial_model_on_camera_images_enlarged_by_bicubic(tmp_path, monkeypatch):
+    """The route of the README's upsampled column: a tutorial-task model scored on native-task pairs. Its
+    condition is each camera file enlarged 2x by torch's bicubic interpolation (read and scaled here by hand),
+    and the bicubic scores are that enlargement's against the SIM-grid target, fitted in numpy."""
+    import json
+
+    from experiments import evaluate
+    from experiments.inference.sampling import Sampling
+    from test_predict import save_checkpoint
+    from test_published_numbers import fitted_by_hand
+
+    root = native_data(tmp_path / "data")
+    checkpoint = save_checkpoint(tmp_path / "tutorial.pt")  # a tutorial-task model (untrained)
+    conditions = []
+    draw = Sampling.draw
+
+    def recording(self, model, condition, *args, **kwargs):
+        conditions.append(condition.double().numpy())
+        return draw(self, model, condition, *args, **kwargs)
+
+    monkeypatch.setattr(Sampling, "draw", recording)
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(root), "--upsample", "--levels", "level_05",
+                          "--max-images", "3", "--samples", "1", "--device", "cpu", "--no-progress",
+                          "--out", str(tmp_path / "eval")]) == 0
+    level = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["levels"]["level_05"]
+
+    def model_range(path):
+        pixels = tifffile.imread(path).astype(np.float64)
+        stored = tifffile.imread(path).dtype
+        return 2 * (pixels / np.iinfo(stored).max if np.issubdtype(stored, np.integer) else pixels) - 1
+
+    cameras = [model_range(path) for path in sorted((root / "test_wf" / "level_05").glob("*.tif"))[:3]]
+    targets = [model_range(path) for path in sorted((root / "test_gt").glob("*.tif"))[:3]]  # one target for all levels
+    enlarged = [F.interpolate(torch.from_numpy(camera)[None, None], scale_factor=2, mode="bicubic",
+                              align_corners=False)[0, 0].numpy() for camera in cameras]
+    assert enlarged[0].shape == targets[0].shape == (IMAGE_SIZE, IMAGE_SIZE)
+    np.testing.assert_allclose(np.concatenate(conditions)[:, 0], np.stack(enlarged), rtol=0, atol=1e-5)
+    expected = [fitted_by_hand(image, target)["psnr"] for image, target in zip(enlarged, targets)]
+    np.testing.assert_allclose(level["per_image"]["bicubic"]["psnr_fit"], expected, rtol=0, atol=1e-3)
+    assert level["bicubic"]["images"] == 3
+
+
 def test_the_native_preset_trains_on_the_native_layout():
     assert NATIVE.data.task == "native" and NATIVE.data.root == "data/biosr-sim-native" and NATIVE.data.scale == 2
 
