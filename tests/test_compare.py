@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from scipy import stats
 
 from experiments import compare, evaluate
-from experiments.evaluation.stats import t_quantile_975
 from test_native_task import native_run  # noqa: F401  (a fixture: a tiny trained native-task run)
 
 EVALUATE = ["--levels", "level_01,level_09", "--device", "cpu", "--no-progress"]
@@ -23,13 +23,18 @@ def test_comparison_tables_hold_the_paired_gains(native_run, tmp_path, capsys): 
     assert compare.main(["--out", str(out), "--evaluation", f"one={tmp_path / 'one'}", "--evaluation",
                          f"mean of 2={tmp_path / 'two'}", "--curve", f"tiny={run_dir}"]) == 0, capsys.readouterr().err
     text = (out / "comparison.md").read_text()
+    sections = {"psnr": text.split("## PSNR")[1].split("## SSIM")[0], "ssim": text.split("## SSIM")[1].split("## ")[0]}
     for name in ("one", "two"):
         levels = json.loads((tmp_path / name / "evaluation.json").read_text())["levels"]
         for level, result in levels.items():
-            gains = np.subtract(result["per_image"]["model"]["psnr_fit"], result["per_image"]["bicubic"]["psnr_fit"])
-            half = t_quantile_975(len(gains) - 1) * gains.std(ddof=1) / np.sqrt(len(gains))
-            row = next(line for line in text.splitlines() if line.startswith(f"| {level} |") and f"{gains.mean():.3f} ±" in line)
-            assert f"**{gains.mean():.3f} ± {half:.3f}** (sd {gains.std():.3f})" in row
+            for metric, section in sections.items():  # the interval by scipy's t, not the project's table
+                gains = np.subtract(result["per_image"]["model"][f"{metric}_fit"],
+                                    result["per_image"]["bicubic"][f"{metric}_fit"])
+                half = stats.t.ppf(0.975, len(gains) - 1) * gains.std(ddof=1) / np.sqrt(len(gains))
+                row = next(line for line in section.splitlines() if line.startswith(f"| {level} |"))
+                cells = [cell.strip() for cell in row.strip("| ").split("|")]
+                assert cells[4 + 2 * ("one", "two").index(name)] == \
+                    f"**{gains.mean():.3f} ± {half:.3f}** (sd {gains.std():.3f})", (name, level, metric)
     assert (out / "comparison.png").stat().st_size > 0 and (out / "epochs.png").stat().st_size > 0
     # The run evaluated the same images after its last epoch (2) as "one" did, with the same seed.
     last = json.loads((tmp_path / "one" / "evaluation.json").read_text())["levels"]["level_09"]

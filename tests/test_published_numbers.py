@@ -459,3 +459,58 @@ def test_the_readme_paper_table_is_the_papers():
     for key, label in (("mse", "MSE (paper)"), ("l1", "L1 (paper)")):
         assert [float(cell) for cell in rows[label]] == [PAPER_RESULTS[key][name]
                                                          for name in ("mae", "nrmse", "ms_ssim", "ssim", "psnr")]
+
+
+def test_the_t_table_behind_every_interval_is_students():
+    """Every interval the project prints multiplies by t_quantile_975: its table (df 1 to 30) and its expansion
+    beyond, against scipy's quantile."""
+    from experiments.evaluation.stats import t_quantile_975
+
+    for degrees in range(1, 201):
+        assert t_quantile_975(degrees) == pytest.approx(stats.t.ppf(0.975, degrees), abs=6e-4), degrees
+
+
+def test_the_study_docs_are_the_study_record():
+    """docs/study/study.md (the summary make study wrote) holds study.json's intervals, and docs/study.md's
+    tables are copies of its tables."""
+    record = json.loads((REPO / "docs" / "study" / "study.json").read_text())["results"]
+    written = (REPO / "docs" / "study" / "study.md").read_text()
+    evaluations = {"one sample per image": "evaluation-1", "mean of 4 samples per image": "evaluation-mean"}
+    checked = 0
+    for block in written.split("\n## ")[1:]:
+        title = block.splitlines()[0]
+        if not title.startswith("Summary, "):
+            continue
+        evaluation = record[evaluations[title.removeprefix("Summary, ")]]
+        for table in block.split("\n\n")[1:]:
+            lines = [line for line in table.splitlines() if line.startswith("|")]
+            header = card_cells(lines[0])
+            metric = {"PSNR (dB) ↑": "psnr", "SSIM ↑": "ssim", "FRC (px) ↓": "frc_px"}[header[0].split(",")[0]]
+            protocol = header[0].split(", ")[1]
+            for cells in map(card_cells, lines[2:]):
+                for row, cell in zip(header[1:], cells[1:]):
+                    interval = evaluation[cells[0]].get(row, {}).get(protocol, {}).get(metric)
+                    if interval is None:
+                        assert cell == "–"
+                        continue
+                    half = interval["ci95_half_width"]
+                    assert cell == (f"{interval['mean']:.3f}" if half is None else
+                                    f"{interval['mean']:.3f} ± {half:.3f}"), (title, header[0], cells[0], row)
+                    checked += 1
+    assert checked > 450  # every cell of the summary tables (9 levels x 6 columns x 5 tables, and the mean of 4)
+    copied = (REPO / "docs" / "study.md").read_text()
+    rows = [line for line in copied.splitlines() if line.startswith("| level_")]
+    assert len(rows) >= 45 and all(row in written for row in rows)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_model_card_states_its_models_parameters_and_training_time(name):
+    from experiments.inference.loading import load_for_inference
+
+    folder = REPO / "pretrained" / name
+    card = (folder / "MODEL_CARD.md").read_text()
+    source = json.loads((folder / "card.json").read_text())["source"]
+    model = load_for_inference(folder / "model.pt", "cpu").model
+    assert f"; {sum(p.numel() for p in model.parameters()):,} parameters." in card
+    assert f"; {source['training_seconds'] / 60:.0f} min of training" in card
+    assert f"`model.pt`: {(folder / 'model.pt').stat().st_size / 1e6:.1f} MB" in card

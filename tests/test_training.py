@@ -382,3 +382,27 @@ def test_prediction_and_export_tile_by_the_training_image_side_the_checkpoint_re
     assert IMAGE_SIZE != LEGACY_IMAGE_SIDE  # else the test could not tell the recorded side from the fallback
     run_dir, _ = finished_run
     assert load_for_inference(run_dir / "last.pt", "cpu").tile == IMAGE_SIZE
+
+
+def test_the_recorded_epoch_loss_is_the_mean_of_its_batches_losses(data_root, tmp_path, monkeypatch):
+    """metrics.json's loss of each epoch, against the losses the diffusion returned, recorded on their way out;
+    read in groups of 3 steps, so that groups straddle the epochs' ends (4 batches of 4 pairs each)."""
+    from ddpm import Diffusion
+    from experiments.training import trainer as training
+
+    losses = []
+    loss_of = Diffusion.training_loss
+
+    def recording(self, *args, **kwargs):
+        loss = loss_of(self, *args, **kwargs)
+        losses.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(Diffusion, "training_loss", recording)
+    monkeypatch.setattr(training, "LOSS_READ_EVERY", 3)
+    Trainer(tiny_config(data_root, epochs=2), tmp_path / "run", progress=False).fit()
+    assert len(losses) == 8
+    records = read_records(tmp_path / "run")
+    for record, batch in zip(records, (losses[:4], losses[4:])):
+        assert record.loss == pytest.approx(sum(batch) / 4, rel=1e-6)
+    assert records[0].loss != pytest.approx(records[1].loss)
