@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from experiments.evaluation.metrics import HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES
+from experiments.records import HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES
 
 ImageStack = torch.Tensor | np.ndarray
 IMAGE_LIMITS = (-1.0, 1.0)

@@ -1,7 +1,7 @@
 """Guards on what the project writes and reads: no output replaces an input or an existing file unasked
 (:func:`check_outputs`), files replaced atomically, arrays checked for NaN and inf, JSON kept strict.
 
-Shared by the checkpoints (:mod:`experiments.training.checkpoint`), the prediction TIFs
+Shared by the checkpoints (:mod:`experiments.checkpoint`), the prediction TIFs
 (:mod:`experiments.data.tif_io`), the data cache (:mod:`experiments.data.cache`) and every JSON file
 the project writes (:func:`write_json`).
 """

@@ -4,8 +4,8 @@
         --evaluation "1 sample=runs/native-.../evaluation-1" --evaluation "mean of 8=runs/native-.../evaluation-8" \\
         --title "Native task, L1 diffusion" --summary "..." --limit "..."
 
-writes ``<out>/model.pt`` (:func:`experiments.training.checkpoint.inference_only`), ``<out>/MODEL_CARD.md``
-and ``<out>/card.json`` (:mod:`experiments.evaluation.model_card`; the numbers come from the named
+writes ``<out>/model.pt`` (:func:`experiments.checkpoint.inference_only`), ``<out>/MODEL_CARD.md``
+and ``<out>/card.json`` (:mod:`experiments.publishing.model_card`; the numbers come from the named
 ``evaluation.json`` files). ``--example PATH`` also writes an example input: a camera-grid widefield
 image of the held-out test cell 003 (OME-TIFF, 62.6 nm pixels), made as the native task's inputs are.
 """
@@ -19,13 +19,13 @@ from pathlib import Path
 import tifffile
 
 from ddpm.settings import UsageError
+from experiments.checkpoint import inference_only, write_checkpoint
 from experiments.command import CommandParser, run_command
 from experiments.data.biosr_sim import CELL_SPLIT, example_widefield
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM
-from experiments.evaluation.model_card import CARD_FILE, MODEL_FILE, card_json, model_card
 from experiments.evaluation.report import read_named_evaluations
 from experiments.integrity import atomic_path, check_output_folder, check_outputs, write_json
-from experiments.training.checkpoint import inference_only, save_atomic
+from experiments.publishing.model_card import CARD_FILE, MODEL_FILE, card_json, model_card
 
 EXAMPLE_CELL, EXAMPLE_SIDE, EXAMPLE_LEVEL = CELL_SPLIT["test"][0], 512, 9  # 512 SIM px = 16 um, 256 camera px
 
@@ -53,14 +53,14 @@ def run(args: argparse.Namespace) -> None:
     outputs = [model, card, numbers] + ([args.example] if args.example else [])
     check_output_folder(args.out, [args.checkpoint])
     check_outputs(outputs, [args.checkpoint], args.overwrite)
-    payload = inference_only(args.checkpoint)
+    shipped = inference_only(args.checkpoint)
     args.out.mkdir(parents=True, exist_ok=True)
-    save_atomic(payload, model)
-    text = model_card(args.title, args.summary, payload, evaluations, args.limit, model, model.stat().st_size,
+    write_checkpoint(shipped, model)
+    text = model_card(args.title, args.summary, shipped, evaluations, args.limit, model, model.stat().st_size,
                       args.trained_on)
     with atomic_path(card) as temporary:
         temporary.write_text(text)
-    write_json(numbers, card_json(payload, evaluations))
+    write_json(numbers, card_json(shipped, evaluations))
     print(f"wrote {model} ({model.stat().st_size / 1e6:.1f} MB), {card} and {numbers}")
     if args.example:
         image = example_widefield(EXAMPLE_CELL, EXAMPLE_SIDE, EXAMPLE_LEVEL)

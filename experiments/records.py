@@ -19,6 +19,10 @@ from experiments.integrity import atomic_path, write_json
 
 MetricName = Literal["mae", "nrmse", "ssim", "ms_ssim", "psnr"]
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)
+HIGHER_IS_BETTER: dict[str, bool] = {"mae": False, "nrmse": False, "ssim": True, "ms_ssim": True, "psnr": True}
+METRIC_LABELS: dict[str, str] = {
+    "mae": "MAE", "nrmse": "NRMSE", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)"
+}  # fmt: skip
 # The paper's rows (Table 1: the MSE and the L1 run) a run can be compared with.
 PaperKey = Literal["mse", "l1"]
 PAPER_KEYS: tuple[str, ...] = get_args(PaperKey)

@@ -21,7 +21,7 @@ from experiments.build import build_model
 from experiments.config import DataConfig, DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.data.synthetic import SyntheticConfig, generate
 from experiments.data.tif_io import read_frames, read_metadata
-from experiments.training.checkpoint import IMAGE_SIZE_KEY
+from experiments.checkpoint import IMAGE_SIZE_KEY
 from unet import UNetConfig
 
 SIDE = 32

@@ -159,8 +159,7 @@ def test_choice_lists_are_imported_from_where_they_live():
     from ddpm.schedule import ScheduleKind
     from experiments.config import DataConfig, DiffusionConfig, EvalConfig, TrainConfig
     from experiments.data.normalization import Normalization
-    from experiments.evaluation.metrics import HIGHER_IS_BETTER
-    from experiments.records import METRIC_NAMES, MetricName
+    from experiments.records import HIGHER_IS_BETTER, METRIC_NAMES, MetricName
     from experiments.runtime import Precision
 
     assert typing.get_type_hints(DiffusionConfig)["schedule"] is ScheduleKind

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ddpm import Diffusion, SimpleSampler
-from experiments.training.checkpoint import load_checkpoint
+from experiments.checkpoint import read_checkpoint
 from experiments.config import DEMO
 from experiments.inference.loading import load_for_inference
 from training_helpers import IMAGE_SIZE, make_tiny_data
@@ -143,7 +143,7 @@ def test_the_readme_fork_trains_evaluates_and_predicts_through_the_commands(tmp_
     width, blocks, time = 8, 2, 8
     expected = (2 * 9 * width + width) + blocks * (2 * (width * 9 * width + width) + time * width + width) + (width * 9 + 1)
     assert sum(p.numel() for p in predictor.model.parameters()) == expected
-    assert set(load_checkpoint(tmp_path / "runs" / "resnet" / "best.pt")["model"]) == set(ResNet(predictor.config.network).state_dict())
+    assert set(read_checkpoint(tmp_path / "runs" / "resnet" / "best.pt").weights["model"]) == set(ResNet(predictor.config.network).state_dict())
     assert (tmp_path / "runs" / "resnet" / "evaluation" / "evaluation.json").is_file()
     prediction = tifffile.imread(next((tmp_path / "predictions").glob("cell*.tif")))
     assert prediction.shape == (IMAGE_SIZE, 21) and np.isfinite(prediction).all()

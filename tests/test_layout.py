@@ -1,5 +1,7 @@
-"""The package layout: `ddpm/` and `unet/` never import `experiments/`, inference never imports evaluation,
-the data layer never imports the networks, and no module imports itself back.
+"""The package layout: `ddpm/` and `unet/` never import `experiments/`, inference never reaches evaluation
+(directly or through another module), the data layer never imports the networks, no module imports itself
+back, and the rooms (`ddpm`, `unet`, each sub-package and each top-level module of `experiments`) import one
+another in one direction only.
 
 The import graph is read from the source (every ``import`` statement, also those inside functions, since a
 deferred import still closes a circle when it runs), not by importing anything.
@@ -83,6 +85,55 @@ def test_the_graph_sees_the_imports_it_must_see():
 
 def test_the_import_graph_has_no_circle():
     assert find_cycle(import_graph()) is None
+
+
+def room(module: str) -> str:
+    """The room a module lives in: ``ddpm``, ``unet``, or ``experiments.<sub-package or top-level module>``."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if parts[0] == "experiments" and len(parts) > 1 else parts[0]
+
+
+def room_graph(graph: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """Room -> the other rooms its modules import."""
+    rooms: dict[str, set[str]] = {}
+    for module, targets in (graph or import_graph()).items():
+        rooms.setdefault(room(module), set()).update(room(target) for target in targets if room(target) != room(module))
+    return rooms
+
+
+def reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_the_room_graph_has_no_circle():
+    rooms = room_graph()
+    assert {"ddpm", "unet", "experiments.checkpoint", "experiments.inference", "experiments.evaluation"} <= set(rooms)
+    assert find_cycle(rooms) is None
+
+
+def test_the_room_graph_sees_a_planted_circle_of_rooms():
+    graph = import_graph()
+    graph["experiments.checkpoint"] = graph["experiments.checkpoint"] | {"experiments.training.trainer"}
+    assert find_cycle(room_graph(graph)) is not None
+
+
+def test_inference_never_reaches_evaluation():
+    # Evaluation samples through inference (experiments.inference.sampling); inference reaching evaluation, even
+    # through a third room (figures, say), would make the product depend on the research code.
+    graph = import_graph()
+    reached = {module: sorted(target for target in reach(graph, module) if room(target) == "experiments.evaluation")
+               for module in graph if room(module) == "experiments.inference"}
+    assert {module: targets for module, targets in reached.items() if targets} == {}
+
+
+def test_reach_follows_imports_through_other_rooms():
+    assert reach({"a": {"b"}, "b": {"c"}, "c": set()}, "a") == {"b", "c"}
 
 
 def test_ddpm_and_unet_never_import_experiments():

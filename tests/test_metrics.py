@@ -11,13 +11,12 @@ from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from experiments.evaluation.metrics import (
     affine_fit,
-    HIGHER_IS_BETTER,
     MS_SSIM_MIN_SIZE,
     MetricAccumulator,
     batch_metrics,
     image_metrics,
 )
-from experiments.records import METRIC_NAMES
+from experiments.records import HIGHER_IS_BETTER, METRIC_NAMES
 
 SIZE = 32  # the smallest power of two that MS-SSIM (kernel 7, 3 scales) accepts
 

@@ -29,7 +29,7 @@ from experiments.data.synthetic import SyntheticConfig, generate
 from experiments.data.task import GRID_FILE, DataGrid, data_grid, enlarge, read_grid
 from experiments.data.widefield import bin_pixels, min_max_scale, widefield_blur
 from experiments.inference.loading import load_for_inference
-from experiments.training.checkpoint import GRID_KEY
+from experiments.checkpoint import GRID_KEY
 from experiments.training.trainer import Trainer
 from test_biosr_sim import SPLIT, crops  # noqa: F401  (a fixture: six pieces of real cells)
 from training_helpers import IMAGE_SIZE, tiny_config

@@ -12,7 +12,7 @@ import pytest
 import tifffile
 import torch
 
-from experiments.training.checkpoint import file_digest
+from experiments.checkpoint import file_digest
 from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.inference.loading import InferenceError, load_for_inference
 from experiments.inference.predictor import frame_generator

@@ -14,10 +14,10 @@ import torch
 
 from experiments import evaluate, predict, publish
 from experiments.data.images import read_tif
-from experiments.evaluation.model_card import CARD_FILE, MODEL_FILE
+from experiments.publishing.model_card import CARD_FILE, MODEL_FILE
 from experiments.inference.bioimage_export import EXAMPLE_INPUT
 from experiments.inference.loading import load_for_inference
-from experiments.training.checkpoint import SOURCE_KEY, inference_only
+from experiments.checkpoint import Source, inference_only, write_checkpoint
 from test_native_task import native_run  # noqa: F401  (a fixture: a tiny trained native-task run)
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
@@ -29,10 +29,12 @@ FLAGS = ["--quiet", "--device", "cpu", "--no-preview", "--seed", "2"]
 def test_an_inference_only_checkpoint_predicts_as_the_full_one(native_run, tmp_path, capsys):  # noqa: F811
     run_dir, _ = native_run
     kept = inference_only(run_dir / "last.pt")
-    assert set(kept) == {"ema", "config", "image_size", "grid", SOURCE_KEY} or set(kept) == {
-        "model", "config", "image_size", "grid", SOURCE_KEY}
-    assert kept[SOURCE_KEY]["epoch"] == 2 and kept[SOURCE_KEY]["training_seconds"] > 0
-    torch.save(kept, tmp_path / "small.pt")
+    assert len(kept.weights) == 1 and kept.progress is None and kept.image_size and kept.grid
+    assert kept.source == Source(run_dir.name, "last.pt", 2, kept.source.training_seconds)
+    assert kept.source.training_seconds > 0
+    write_checkpoint(kept, tmp_path / "small.pt")
+    assert set(torch.load(tmp_path / "small.pt", weights_only=True)) <= {"ema", "model", "config", "image_size", "grid",
+                                                                          "source"}
     assert (tmp_path / "small.pt").stat().st_size < (run_dir / "last.pt").stat().st_size
     image = tmp_path / "cam.tif"
     tifffile.imwrite(image, np.random.default_rng(0).random((16, 16), dtype=np.float32))

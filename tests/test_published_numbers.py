@@ -17,7 +17,7 @@ import torch
 from scipy import stats  # the dev extra: t quantiles independent of the project's table
 
 from experiments.evaluation.metrics import MetricAccumulator
-from experiments.evaluation.model_card import level_rows
+from experiments.publishing.model_card import level_rows
 from experiments.evaluation.report import (
     ROW_BICUBIC_FIT,
     ROW_GAIN,

@@ -14,7 +14,7 @@ import torch
 
 from ddpm.settings import UserError
 from experiments.config import ConfigFileError, RunConfig
-from experiments.training.checkpoint import load_checkpoint
+from experiments.checkpoint import read_checkpoint
 from experiments.training.trainer import Trainer, TrainingDiverged
 from training_helpers import make_tiny_data, tiny_config
 
@@ -52,7 +52,7 @@ def edit_config(run_dir: Path, edit) -> None:
 
 
 def saved_config(run_dir: Path) -> RunConfig:
-    return RunConfig.from_dict(load_checkpoint(run_dir)["config"])
+    return RunConfig.from_dict(read_checkpoint(run_dir).config)
 
 
 def set_field(section: str, name: str, value):
@@ -161,7 +161,7 @@ def test_more_epochs_continue_to_the_new_count_and_fewer_than_completed_are_refu
     run_dir = copy_of(plain_run, tmp_path)
     edit_config(run_dir, set_field("train", "epochs", 2))
     history = Trainer(None, run_dir, resume=True, progress=False).fit()
-    assert [record.epoch for record in history] == [1, 2] and load_checkpoint(run_dir)["epoch"] == 2
+    assert [record.epoch for record in history] == [1, 2] and read_checkpoint(run_dir).progress.epoch == 2
     assert "resume: train.epochs 1 -> 2 (config.json)" in capsys.readouterr().out
     edit_config(run_dir, set_field("train", "epochs", 1))
     with pytest.raises(UserError, match=r"train\.epochs is 1 .* completed 2 epochs; set it to 2 or more"):
@@ -207,6 +207,6 @@ def test_the_divergence_advice_works_when_followed(data_root, tmp_path, monkeypa
     capsys.readouterr()
     assert main([*command[3:], "--no-progress"]) == 0
     assert "resume: train.lr 0.001 -> 0.0001 (config.json)" in capsys.readouterr().out
-    checkpoint = load_checkpoint(tmp_path)
-    assert checkpoint["epoch"] == 2 and all(group["lr"] == 1e-4 for group in checkpoint["optimizer"]["param_groups"])
-    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in checkpoint["history"])
+    progress = read_checkpoint(tmp_path).progress
+    assert progress.epoch == 2 and all(group["lr"] == 1e-4 for group in progress.optimizer["param_groups"])
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in progress.history)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from experiments.training.checkpoint import load_checkpoint
+from experiments.checkpoint import read_checkpoint
 from experiments.config import RunConfig
 from experiments.data.synthetic import SyntheticConfig, generate
 from experiments.records import read_records
@@ -56,11 +56,13 @@ def test_a_run_writes_its_folder(finished_run):
 
 def test_checkpoint_loads_with_weights_only_and_holds_the_state(finished_run):
     run_dir, weights = finished_run
-    checkpoint = load_checkpoint(run_dir)  # torch.load(weights_only=True) inside
-    assert checkpoint["epoch"] == 2 and checkpoint["batch_in_epoch"] == 0 and checkpoint["global_step"] == 8
-    assert {"model", "optimizer", "rng", "config", "history"} <= set(checkpoint)
+    checkpoint = read_checkpoint(run_dir)  # torch.load(weights_only=True) inside
+    progress = checkpoint.progress
+    assert progress.epoch == 2 and progress.batch_in_epoch == 0 and progress.global_step == 8
+    assert progress.optimizer["state"] and set(progress.rng) == {"torch", "cuda", "train"} and len(progress.history) == 2
+    assert checkpoint.config == tiny_config(Path(checkpoint.config["data"]["root"])).to_dict()
     for name, tensor in weights.items():
-        assert torch.equal(checkpoint["model"][name], tensor)
+        assert torch.equal(checkpoint.weights["model"][name], tensor)
 
 
 @pytest.mark.parametrize("stop_at_step", [3, 4])  # mid-epoch, and right at the end of epoch 1
@@ -73,7 +75,7 @@ def test_resume_after_sigint_gives_bitwise_the_uninterrupted_weights(data_root, 
 
     with pytest.raises(TrainingInterrupted, match="--resume"):
         Trainer(tiny_config(data_root), tmp_path, progress=False).fit(on_step=interrupt)
-    assert load_checkpoint(tmp_path)["global_step"] == stop_at_step
+    assert read_checkpoint(tmp_path).progress.global_step == stop_at_step
     resumed = Trainer(None, tmp_path, resume=True, progress=False)
     resumed.fit()
     assert resumed.global_step == 8
@@ -96,9 +98,8 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(data_root, 
 
     with pytest.raises(TrainingDiverged, match="last good state"):
         Trainer(tiny_config(data_root), tmp_path, progress=False).fit(on_step=poison)
-    checkpoint = load_checkpoint(tmp_path)
-    assert checkpoint["epoch"] == 1
-    assert all(torch.isfinite(tensor).all() for tensor in checkpoint["model"].values())
+    checkpoint = read_checkpoint(tmp_path)
+    assert checkpoint.progress.epoch == 1 and all_finite(checkpoint)
 
 
 def test_unconditional_training_needs_one_input_channel(data_root, tmp_path):
@@ -140,10 +141,10 @@ def test_ema_weights_are_checkpointed_and_resumed_exactly(data_root, tmp_path):
         Trainer(config, tmp_path / "resumed", progress=False).fit(on_step=interrupt)
     resumed = Trainer(None, tmp_path / "resumed", resume=True, progress=False)
     resumed.fit()
-    checkpoint = load_checkpoint(tmp_path / "resumed")
+    weights = read_checkpoint(tmp_path / "resumed").weights
     for name, tensor in straight.ema.state_dict().items():
-        assert torch.equal(checkpoint["ema"][name], tensor), name
-    assert any(not torch.equal(checkpoint["ema"][k], checkpoint["model"][k]) for k in checkpoint["model"])
+        assert torch.equal(weights["ema"][name], tensor), name
+    assert any(not torch.equal(weights["ema"][k], weights["model"][k]) for k in weights["model"])
 
 
 def test_standalone_evaluation_scores_every_level_beside_bicubic(finished_run, tmp_path, capsys):
@@ -239,17 +240,17 @@ def poison_at(step: int):
     return poison
 
 
-def all_finite(checkpoint: dict) -> bool:
-    return all(torch.isfinite(t).all() for key in ("model", "ema") for t in checkpoint.get(key, {}).values())
+def all_finite(checkpoint) -> bool:
+    return all(torch.isfinite(t).all() for weights in checkpoint.weights.values() for t in weights.values())
 
 
 def test_a_nan_update_at_the_last_step_of_an_epoch_is_never_saved(data_root, tmp_path):
     """Step 8 ends epoch 2: its loss was finite, so only the epoch-end save can see the NaN weights."""
     with pytest.raises(TrainingDiverged, match="last good state") as raised:
         Trainer(tiny_config(data_root), tmp_path, progress=False).fit(on_step=poison_at(8))
-    checkpoint = load_checkpoint(tmp_path)
-    assert checkpoint["epoch"] == 1 and checkpoint["global_step"] == 4 and all_finite(checkpoint)
-    assert all_finite(load_checkpoint(tmp_path / "best.pt"))
+    checkpoint = read_checkpoint(tmp_path)
+    assert checkpoint.progress.epoch == 1 and checkpoint.progress.global_step == 4 and all_finite(checkpoint)
+    assert all_finite(read_checkpoint(tmp_path / "best.pt"))
     assert "after 1 epoch(s), step 4" in str(raised.value) and "--resume" in str(raised.value)
 
 
@@ -279,12 +280,12 @@ def test_a_nan_validation_score_never_becomes_best(data_root, tmp_path, monkeypa
 
 
 def test_the_checkpoint_writer_refuses_non_finite_tensors(tmp_path):
-    from experiments.training.checkpoint import NonFiniteCheckpoint, save_atomic
+    from experiments.checkpoint import NonFiniteCheckpoint, save_atomic
 
     save_atomic({"model": {"w": torch.ones(2)}}, tmp_path / "last.pt")
     with pytest.raises(NonFiniteCheckpoint, match=r"last\.pt was not written: model\.w hold NaN or inf"):
         save_atomic({"model": {"w": torch.tensor([1.0, float("inf")])}}, tmp_path / "last.pt")
-    assert torch.equal(load_checkpoint(tmp_path)["model"]["w"], torch.ones(2))
+    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"], torch.ones(2))
 
 
 # --------------------------------------------------------------- files, errors and signals (issue 11)
@@ -296,7 +297,7 @@ def test_checkpoints_get_the_mode_of_the_runs_other_files(finished_run):
 
 
 def test_a_stale_temporary_from_a_killed_save_is_removed_on_resume_and_save(finished_run, data_root, tmp_path):
-    from experiments.training.checkpoint import save_atomic
+    from experiments.checkpoint import save_atomic
 
     stale = tmp_path / ".last.pt.deadbeef.tmp"
     stale.write_bytes(b"torn")
@@ -334,8 +335,8 @@ def test_sigterm_during_evaluation_stops_it_and_resumes_to_the_same_weights(data
     with pytest.raises(TrainingInterrupted, match="SIGTERM.*--resume"):
         Trainer(tiny_config(data_root), tmp_path, progress=False).fit()
     assert calls == ["test level_09"]  # abandoned at once: no validation, no further level
-    checkpoint = load_checkpoint(tmp_path)
-    assert (checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["global_step"]) == (0, 4, 4)
+    progress = read_checkpoint(tmp_path).progress
+    assert (progress.epoch, progress.batch_in_epoch, progress.global_step) == (0, 4, 4)
     monkeypatch.setattr(training, "evaluate", real)
     resumed = Trainer(None, tmp_path, resume=True, progress=False)
     resumed.fit()

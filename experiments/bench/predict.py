@@ -57,10 +57,10 @@ from experiments.inference.tiling import TileLayout
 from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import ratios, round_order, spread, verdict
 from experiments.build import build_model
+from experiments.checkpoint import Checkpoint, write_checkpoint
 from experiments.command import CommandParser, run_command
 from experiments.integrity import check_outputs, write_json
 from experiments.runtime import seed_everything
-from experiments.training.checkpoint import IMAGE_SIZE_KEY, save_atomic
 
 # Windows of this many output pixels: the largest even size a 1004 px BioSR cell holds (2 x 496 <= 1004).
 MOSAIC_WINDOW = 496
@@ -90,8 +90,7 @@ def random_weight_checkpoint(path: Path, config: RunConfig = DEMO, seed: int = 0
     model = build_model(config, torch.device("cpu"))
     # Trained on BioSR-sized images, as the demo is: prediction's default tile.
     side = LEGACY_IMAGE_SIDE
-    payload = {"config": config.to_dict(), "model": model.state_dict(), IMAGE_SIZE_KEY: [side, side]}
-    return save_atomic(payload, path)
+    return write_checkpoint(Checkpoint(config.to_dict(), {"model": model.state_dict()}, [side, side]), path)
 
 
 def bare_network_pixels_per_s(predictor: Predictor, tile: int, batch_size: int, calls: int) -> float:

@@ -33,11 +33,6 @@ from torch import Tensor
 
 from experiments.records import METRIC_NAMES
 
-HIGHER_IS_BETTER: dict[str, bool] = {"mae": False, "nrmse": False, "ssim": True, "ms_ssim": True, "psnr": True}
-METRIC_LABELS: dict[str, str] = {
-    "mae": "MAE", "nrmse": "NRMSE", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "psnr": "PSNR (dB)"
-}  # fmt: skip
-
 DATA_RANGE = 2.0  # images live in [-1, 1]
 MS_SSIM_KERNEL_SIZE = 7
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001)  # one weight per scale: three scales

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from ddpm.settings import UsageError
 
-from experiments.evaluation.metrics import HIGHER_IS_BETTER, METRIC_LABELS
-from experiments.records import METRIC_NAMES, PAPER_KEYS, PaperKey
+from experiments.records import HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES, PAPER_KEYS, PaperKey
 
 # Bachimanchi & Volpe (2024), Section 4.9.4: test level_09 after 60 epochs, tutorial protocol (per batch of 64).
 PAPER_RESULTS: dict[str, dict[str, float]] = {

@@ -20,7 +20,7 @@ from experiments.config import RunConfig
 from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
 from experiments.runtime import pick_device
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid
-from experiments.training.checkpoint import GRID_KEY, IMAGE_SIZE_KEY, LAST, WEIGHT_KEYS, file_digest, load_checkpoint
+from experiments.checkpoint import GRID_KEY, LAST, Checkpoint, file_digest, read_checkpoint
 from unet import optimize_for_speed
 
 
@@ -28,13 +28,9 @@ class InferenceError(UserError):
     """A checkpoint or device cannot be used for prediction; the message names it and says what to do."""
 
 
-def _read_config(payload: dict, path: Path) -> RunConfig:
-    if "config" not in payload:
-        raise InferenceError(
-            f"{path}: checkpoint holds no run configuration; use a last.pt or best.pt written by training"
-        )
+def _read_config(checkpoint: Checkpoint, path: Path) -> RunConfig:
     try:
-        config = RunConfig.from_dict(payload["config"])
+        config = RunConfig.from_dict(checkpoint.config)
     except (TypeError, ValueError) as error:
         raise InferenceError(f"{path}: its run configuration cannot be read by this version ({error})") from error
     if not config.train.conditional:
@@ -56,18 +52,16 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predicto
     except (RuntimeError, ValueError) as error:
         raise InferenceError(str(error)) from error
     try:
-        payload = load_checkpoint(checkpoint)
+        contents = read_checkpoint(checkpoint)
     except (FileNotFoundError, ValueError) as error:
         raise InferenceError(str(error)) from error
     path = Path(checkpoint)
     path = path / LAST if path.is_dir() else path
-    config = _read_config(payload, path)
-    weights = next((key for key in WEIGHT_KEYS if key in payload), None)
-    if weights is None:
-        raise InferenceError(f"{path}: checkpoint holds no weights (neither of the keys {WEIGHT_KEYS})")
+    config = _read_config(contents, path)
+    weights, state = contents.sampling_weights()
     model = build_model(config, target)
     try:
-        model.load_state_dict(payload[weights])
+        model.load_state_dict(state)
     except RuntimeError as error:
         raise InferenceError(
             f"{path}: its {weights!r} weights do not fit the network of its own configuration ({error})"
@@ -81,17 +75,17 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predicto
         digest=file_digest(path),
         weights=weights,
         device=target,
-        tile=min(payload.get(IMAGE_SIZE_KEY, [LEGACY_IMAGE_SIDE])),
-        grid=_read_grid(payload, config, path),
+        tile=min(contents.image_size or [LEGACY_IMAGE_SIDE]),
+        grid=_read_grid(contents, config, path),
     )
 
 
-def _read_grid(payload: dict, config: RunConfig, path: Path) -> DataGrid:
+def _read_grid(checkpoint: Checkpoint, config: RunConfig, path: Path) -> DataGrid:
     """The training data's grid the checkpoint records (older ones: its task on BioSR's camera pixel)."""
-    if GRID_KEY not in payload:
+    if checkpoint.grid is None:
         return DataGrid(config.data.task, BIOSR_CAMERA_PIXEL_UM)
     try:
-        grid = DataGrid.from_json(payload[GRID_KEY])
+        grid = DataGrid.from_json(checkpoint.grid)
     except (KeyError, TypeError, ValueError) as error:
         raise InferenceError(f"{path}: its {GRID_KEY!r} entry cannot be read ({error})") from error
     if grid.task != config.data.task:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from experiments import figures
 from experiments.evaluation.stats import mean_interval
-from experiments.evaluation.metrics import METRIC_LABELS
+from experiments.records import METRIC_LABELS
 from experiments.evaluation.report import paired_gains
 
 BICUBIC = "bicubic input"

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ddpm.settings import UserError
+from experiments.checkpoint import LAST
 from experiments.config import preset
 from experiments.integrity import write_json
 from experiments.records import read_records
 from experiments.studies.config import Arm, StudyConfig
-from experiments.training.checkpoint import LAST
 
 TIMINGS = "timings.json"
 SINGLE, MEAN = "evaluation-1", "evaluation-mean"  # the evaluation folders in each run folder

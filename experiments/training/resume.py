@@ -17,7 +17,7 @@ from typing import Any, Callable
 from ddpm.settings import UsageError
 from experiments.config import ConfigFileError, RunConfig
 from experiments.integrity import write_json
-from experiments.training.checkpoint import LAST, load_checkpoint
+from experiments.checkpoint import LAST, Checkpoint, read_checkpoint
 from experiments.training.run_folder import CONFIG_FILE
 
 
@@ -65,7 +65,7 @@ class Resumption:
     """What a resumed run continues from: ``last.pt`` (on the CPU) and the reconciled configuration."""
 
     run_dir: Path
-    checkpoint: dict[str, Any]
+    checkpoint: Checkpoint
     config: RunConfig
     notes: tuple[str, ...]  # one line per field config.json changes or lacks
 
@@ -91,9 +91,12 @@ def reconcile(run_dir: str | Path) -> Resumption:
             "stopped); pass the folder of such a run, or start a new run without --resume"
         )
     # On the CPU: the configuration decides the device; load_state_dict copies the tensors there.
-    checkpoint = load_checkpoint(run_dir / LAST)
+    checkpoint = read_checkpoint(run_dir / LAST)
+    if checkpoint.progress is None:
+        raise UsageError(f"cannot resume {run_dir}: its {LAST} holds weights but no training state (an inference-only "
+                         "or exported checkpoint); resume the run it came from, or start a new run")
     path = run_dir / CONFIG_FILE
-    saved = checkpoint["config"]
+    saved = checkpoint.config
     raw = _read(path)
     if raw is None:
         merged, notes = saved, [f"resume: {path} is missing; {LAST}'s configuration is used"]
@@ -116,7 +119,7 @@ def reconcile(run_dir: str | Path) -> Resumption:
             f"cannot resume {run_dir} with its {CONFIG_FILE}: {'; '.join(refused)}. Restore {LAST}'s value "
             f"in {path} to continue this run, or start a new run with the new setting"
         )
-    done = checkpoint["epoch"]
+    done = checkpoint.progress.epoch
     if config.train.epochs < done:
         raise UsageError(
             f"cannot resume {run_dir}: train.epochs is {config.train.epochs} in {path}, but {LAST} has "

@@ -23,8 +23,7 @@ from experiments.data import DatasetError
 from experiments.data.layout import check_levels
 from experiments.data.task import data_grid
 from experiments.evaluation.loop import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
-from experiments.evaluation.metrics import HIGHER_IS_BETTER
-from experiments.records import VALIDATION, EpochRecord, Scores
+from experiments.records import HIGHER_IS_BETTER, VALIDATION, EpochRecord, Scores
 from experiments.runtime import (
     autocast,
     init_distributed,
@@ -34,16 +33,16 @@ from experiments.runtime import (
     seed_everything,
     set_tf32,
 )
-from experiments.training.checkpoint import (
+from experiments.checkpoint import (
     BEST,
-    GRID_KEY,
-    IMAGE_SIZE_KEY,
     LAST,
+    Checkpoint,
     NonFiniteCheckpoint,
+    Progress,
     remove_stale_temporaries,
     restore_rng_state,
     rng_state,
-    save_atomic,
+    write_checkpoint,
 )
 from experiments.training.ema import EMA
 from experiments.training.resume import reconcile
@@ -461,36 +460,26 @@ class Trainer:
             self._last_saved = (self.epoch, self.global_step)
 
     def _write_checkpoint(self, name: str) -> None:
-        save_atomic(
-            {
-                "model": self.model.state_dict(),
-                **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
-                "optimizer": self.optimizer.state_dict(),
-                "epoch": self.epoch,
-                "batch_in_epoch": self.batch_in_epoch,
-                "global_step": self.global_step,
-                "epoch_loss_sum": self.epoch_loss_sum,
-                "epoch_seconds": self.epoch_seconds,
-                "rng": rng_state(self.generator),
-                "config": self.config.to_dict(),
-                # The image side that tiled prediction and export take by default (IMAGE_SIZE_KEY).
-                IMAGE_SIZE_KEY: [int(side) for side in self.train_set.image_shape],
-                GRID_KEY: self.grid.to_json(),
-                "history": [record.to_json() for record in self.history],
-                "best_score": self.best_score,
-            },
-            self.run_dir / name,
-        )
+        progress = Progress(self.optimizer.state_dict(), self.epoch, self.batch_in_epoch, self.global_step,
+                            self.epoch_loss_sum, self.epoch_seconds, rng_state(self.generator),
+                            [record.to_json() for record in self.history], self.best_score)
+        weights = {"model": self.model.state_dict(), **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
+        # The image side that tiled prediction and export take by default.
+        image_size = [int(side) for side in self.train_set.image_shape]
+        write_checkpoint(Checkpoint(self.config.to_dict(), weights, image_size, self.grid.to_json(), progress),
+                         self.run_dir / name)
 
-    def _restore(self, checkpoint: dict) -> None:
-        self.model.load_state_dict(checkpoint["model"])
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        self.model.load_state_dict(checkpoint.weights["model"])
         if self.ema is not None:
-            self.ema.load_state_dict(checkpoint["ema"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.ema.load_state_dict(checkpoint.weights["ema"])
+        progress = checkpoint.progress
+        self.optimizer.load_state_dict(progress.optimizer)
         # The saved state brings back the saved learning rate and weight decay; the config's may be new.
         for group in self.optimizer.param_groups:
             group.update(lr=self.config.train.lr, weight_decay=self.config.train.weight_decay)
-        for key in ("epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "best_score"):
-            setattr(self, key, checkpoint[key])
-        self.history = [EpochRecord.from_json(entry) for entry in checkpoint["history"]]
-        restore_rng_state(checkpoint["rng"], self.generator)
+        self.epoch, self.batch_in_epoch, self.global_step = progress.epoch, progress.batch_in_epoch, progress.global_step
+        self.epoch_loss_sum, self.epoch_seconds, self.best_score = (progress.epoch_loss_sum, progress.epoch_seconds,
+                                                                    progress.best_score)
+        self.history = [EpochRecord.from_json(entry) for entry in progress.history]
+        restore_rng_state(progress.rng, self.generator)

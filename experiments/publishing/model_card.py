@@ -1,6 +1,6 @@
 """The model card of a shipped checkpoint (``pretrained/<name>/MODEL_CARD.md``, written by
 ``python -m experiments.publish``): written from the inference-only checkpoint
-(:func:`experiments.training.checkpoint.inference_only`) and the ``evaluation.json`` files of
+(:func:`experiments.checkpoint.inference_only`) and the ``evaluation.json`` files of
 ``python -m experiments.evaluate``, so every number in it is a measured one.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import Any
 
+from experiments.checkpoint import Checkpoint
 from experiments.config import RunConfig
 from experiments.data.biosr_sim import read_manifest
 from experiments.data.task import DataGrid
@@ -18,7 +18,6 @@ from experiments.evaluation.report import ROW_BICUBIC_FIT, paired_gains
 from experiments.evaluation.stats import t_quantile_975
 from experiments.inference.loading import load_for_inference
 from experiments.integrity import strict_json
-from experiments.training.checkpoint import GRID_KEY, SOURCE_KEY
 from unet import describe_network
 
 # The checkpoint's own name in a pretrained folder, and its card.
@@ -91,12 +90,12 @@ def data_description(root: str) -> str:
             f"{', '.join(cells['validate'])}; test cells {', '.join(cells['test'])}, held out whole")
 
 
-def model_card(title: str, summary: str, payload: dict[str, Any], evaluations: dict[str, dict], limits: list[str],
+def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: dict[str, dict], limits: list[str],
                model_path: Path, size_bytes: int, trained_on: str | None = None) -> str:
     """The Markdown model card of an inference-only checkpoint and its evaluations (name -> evaluation.json)."""
-    config = RunConfig.from_dict(payload["config"])
-    grid = DataGrid.from_json(payload[GRID_KEY]) if GRID_KEY in payload else DataGrid(config.data.task, 0.0626)
-    source = payload[SOURCE_KEY]
+    config = RunConfig.from_dict(checkpoint.config)
+    grid = DataGrid.from_json(checkpoint.grid) if checkpoint.grid is not None else DataGrid(config.data.task, 0.0626)
+    source = checkpoint.source.to_json()
     predictor = load_for_inference(model_path, "cpu")
     parameters = sum(p.numel() for p in predictor.model.parameters())
     train, data = config.train, config.data
@@ -152,7 +151,7 @@ per-image standard deviation (sd); gain = fitted PSNR of the model minus that of
 """
 
 
-def card_json(payload: dict[str, Any], evaluations: dict[str, dict]) -> dict:
+def card_json(checkpoint: Checkpoint, evaluations: dict[str, dict]) -> dict:
     """The card's numbers as JSON (strict: NaN and inf become null with a note)."""
-    return strict_json({"source": payload[SOURCE_KEY], "grid": payload.get(GRID_KEY), "config": payload["config"],
+    return strict_json({"source": checkpoint.source.to_json(), "grid": checkpoint.grid, "config": checkpoint.config,
                         "evaluations": evaluations})
