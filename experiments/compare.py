@@ -22,7 +22,7 @@ from experiments.command import CommandParser, run_command
 from experiments.config import RunConfig
 from experiments.evaluation.loop import bicubic_baseline
 from experiments.evaluation.report import read_named_evaluations
-from experiments.integrity import atomic_path, check_outputs, write_json
+from experiments.integrity import atomic_path, check_outputs, portable_path, write_json
 from experiments.studies.comparison import level_table, plot_curves, plot_levels, read_curve
 
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> None:
     outputs = [args.out / name for name in ("comparison.md", "comparison.json", "comparison.png")]
     check_outputs(outputs + ([args.out / "epochs.png"] if runs else []), overwrite=args.overwrite)
     text = [f"# {args.title}\n", "Evaluations (`evaluation.json`):\n"]
-    text += [f"- {name}: `{evaluation['checkpoint']}` ({evaluation['sampling']['sampler']}, "
+    text += [f"- {name}: `{portable_path(evaluation['checkpoint'])}` ({evaluation['sampling']['sampler']}, "
              f"{evaluation['sampling']['samples']} sample(s), task {evaluation.get('task', 'tutorial')}"
              f"{', inputs enlarged 2x (--upsample)' if evaluation.get('upsample') else ''})"
              for name, evaluation in evaluations.items()]
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
                  + " |" for name, levels_ in curves.items() for level, points in levels_.items()]
     with atomic_path(args.out / "comparison.md") as temporary:
         temporary.write_text("\n".join(text) + "\n")
-    write_json(args.out / "comparison.json", {"evaluations": {name: {"checkpoint": e["checkpoint"], "levels": {
+    write_json(args.out / "comparison.json", {"evaluations": {name: {"checkpoint": portable_path(e["checkpoint"]), "levels": {
         level: {"model": r["model"], "bicubic": r["bicubic"]} for level, r in e["levels"].items()}}
         for name, e in evaluations.items()}, "curves": curves})
     print(f"wrote {', '.join(str(path) for path in outputs)}" + (f" and {args.out / 'epochs.png'}" if runs else ""))

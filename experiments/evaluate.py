@@ -37,7 +37,7 @@ from experiments.evaluation.quality_report import QualityAccumulator, append_sec
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 from experiments.inference.loading import load_for_inference
 from experiments.inference.sampling import sampling_from_flags
-from experiments.integrity import check_output_folder, check_outputs, write_json
+from experiments.integrity import check_output_folder, check_outputs, portable_path, write_json
 from experiments.runtime import DEVICES, autocast, resolve_precision
 
 
@@ -148,8 +148,8 @@ def run(args: argparse.Namespace) -> None:
         results[level]["rows"] = rows
 
     write_json(out / "evaluation.json", {
-        "checkpoint": str(predictor.checkpoint), "digest": predictor.digest, "weights": predictor.weights,
-        "sampling": {**asdict(sampling), "seed": schedule.seed}, "data": data.root, "task": data.task,
+        "checkpoint": portable_path(predictor.checkpoint), "digest": predictor.digest, "weights": predictor.weights,
+        "sampling": {**asdict(sampling), "seed": schedule.seed}, "data": portable_path(data.root), "task": data.task,
         "upsample": args.upsample,
         "levels": {level: {k: v for k, v in r.items() if k != "rows"} for level, r in results.items()}})
     summary = {"checkpoint": predictor.checkpoint, "weights": predictor.weights, "sampler": sampling.sampler,

@@ -35,6 +35,16 @@ def _inside(path: Path, folder: Path) -> bool:
     return folder in path.parents
 
 
+def portable_path(path: str | Path) -> str:
+    """``path`` as a record states it: relative to the working directory when it lies inside it (a run folder
+    or a checkpoint of the checkout), else as given, so that records written and committed in a checkout hold
+    no path of the machine that wrote them."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def check_outputs(outputs: Sequence[str | Path], inputs: Sequence[str | Path] = (), overwrite: bool = False,
                   flag: str = "--overwrite") -> None:
     """Refuse, before anything is written, every output path that would destroy something.

@@ -173,7 +173,8 @@ def test_main_interleaves_rounds_and_writes_json(monkeypatch, tmp_path, capsys):
     assert "WARNING: --rounds 3" in printed
     assert "ours channels_last / deeplay eager" in printed
     written = json.loads(out.read_text())
-    assert written == json.loads(json.dumps(report))
+    provenance = {key: written.pop(key) for key in ("commit", "machine")}  # experiments.bench.record's
+    assert written == json.loads(json.dumps(report)) and provenance["machine"]["device"] == "cpu"
     assert [len(row["rounds"]) for row in written["variants"]] == [3, 3]
     assert written["comparisons"][0]["train"]["verdict"] == "gain"  # 3.0 vs 2.0 in every round
     assert math.isclose(written["peak"]["gflops"], 100.0)

@@ -10,6 +10,8 @@ deferred import still closes a circle when it runs), not by importing anything.
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,3 +189,37 @@ def test_the_room_rule_finder_sees_a_planted_import(monkeypatch):
 
 def test_the_settings_leaf_imports_nothing_of_the_project():
     assert import_graph()["ddpm.settings"] == set()
+
+
+# Where the machines that wrote this project's records keep things; a committed file naming one of them holds
+# a path of that machine, which means nothing on another one. (An example path in a command is written
+# relative, or under a made-up root such as /data.)
+MACHINE_PATH = re.compile(r"(?<![\w.~-])(/work/|/tmp/|/root/|/home/|/Users/|[A-Z]:\\\\Users\\\\)")
+
+
+def committed_files() -> list[Path]:
+    try:
+        listed = subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True, check=True).stdout
+        return [ROOT / name for name in listed.splitlines()]
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout: every file
+        return [path for path in ROOT.rglob("*") if path.is_file() and ".git" not in path.parts]
+
+
+def test_no_committed_file_holds_a_path_of_the_machine_that_wrote_it():
+    checked = ("README.md", "Makefile", "pyproject.toml", "docs", "pretrained", "experiments", "ddpm", "unet")
+    offenders = {}
+    for path in committed_files():
+        relative = path.relative_to(ROOT)
+        if relative.parts[0] not in checked or not path.is_file():
+            continue
+        text = path.read_bytes().decode("utf-8", errors="ignore")  # binaries too (a checkpoint pickles strings)
+        found = sorted({match.group(0) for match in MACHINE_PATH.finditer(text)})
+        if found:
+            offenders[str(relative)] = found
+    assert offenders == {}
+
+
+def test_the_machine_path_rule_sees_one():
+    assert MACHINE_PATH.search('"checkpoint": "/work/main/runs/x/best.pt"')
+    assert MACHINE_PATH.search("--out /tmp/l1.json")
+    assert not MACHINE_PATH.search("DATA_DIR=/data/biosr make reproduce-l1") and not MACHINE_PATH.search("runs/tmp/x")

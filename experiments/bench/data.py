@@ -20,9 +20,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from ddpm.settings import at_least
+from experiments.bench.record import benchmark_main
 from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import spread
-from experiments.command import CommandParser, run_command
+from experiments.command import CommandParser
 
 from experiments.data import PairedImageDataset, make_loader
 from experiments.data.synthetic import generate
@@ -110,8 +111,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
         run(Path(folder), "train", args.batch_size, args.direct_pairs, args.epochs, args.rounds)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), run_benchmark, argv)
+main = benchmark_main(build_parser, run_benchmark)
 
 
 if __name__ == "__main__":

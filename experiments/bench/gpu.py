@@ -39,12 +39,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ddpm.settings import UsageError, at_least
+from experiments.bench.record import benchmark_main, write_record
 from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import round_order, spread
 from experiments.build import build_diffusion, build_model
-from experiments.command import CommandParser, run_command
+from experiments.command import CommandParser
 from experiments.config import TUTORIAL_MSE
-from experiments.integrity import check_outputs, write_json
+from experiments.integrity import check_outputs
 from experiments.runtime import autocast, init_distributed, rank_device, set_tf32
 from unet import UNetConfig, optimize_for_speed
 
@@ -244,18 +245,15 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         "device_name": machine.device_name, "gpus": torch.cuda.device_count(), "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda, "cudnn_version": torch.backends.cudnn.version(),
         "bf16_supported": torch.cuda.is_bf16_supported(),
-        # The CPU flags are long and say nothing about the GPU.
-        "machine": {key: value for key, value in asdict(machine).items() if key != "flags"},
         "load_average": {"before": load_before, "after": load_average()},
         "settings": settings, "variants": rows, "ddp": ddp,
     }
-    write_json(args.out, report)
+    write_record(args.out, report, device)
     print(f"wrote {args.out}")
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), run_benchmark, argv)
+main = benchmark_main(build_parser, run_benchmark)
 
 
 if __name__ == "__main__":

@@ -54,12 +54,13 @@ from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
 from experiments.inference.sampling import PREDICTION_SAMPLING
 from experiments.inference.tiling import TileLayout
+from experiments.bench.record import benchmark_main, commit_of, write_record
 from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import ratios, round_order, spread, verdict
 from experiments.build import build_model
 from experiments.checkpoint import Checkpoint, write_checkpoint
-from experiments.command import CommandParser, run_command
-from experiments.integrity import check_outputs, write_json
+from experiments.command import CommandParser
+from experiments.integrity import check_outputs
 from experiments.runtime import seed_everything
 
 # Windows of this many output pixels: the largest even size a 1004 px BioSR cell holds (2 x 496 <= 1004).
@@ -212,7 +213,7 @@ def compare_samplers(checkpoint: Path, image: Path, target: np.ndarray, scratch:
     here = Path(__file__).resolve().parents[2]
     checkouts = {"baseline": (args.baseline_checkout or here).resolve(), "fast": here}
     figures: dict = {"baseline": list(BASELINE_SAMPLER), "fast": list(fast),
-                     "baseline_checkout": str(checkouts["baseline"])}
+                     "baseline_commit": commit_of(checkouts["baseline"])}
     for workflow, flags, rounds in (("one_sample", (), args.rounds), ("trust", TRUST_FLAGS, args.trust_rounds)):
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         for round_index in range(rounds):
@@ -369,12 +370,11 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         if args.quality:
             figures["layout_quality"] = layout_quality(predictor, args)
     if args.out:
-        write_json(args.out, figures)
+        write_record(args.out, figures, args.device)
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), run_benchmark, argv)
+main = benchmark_main(build_parser, run_benchmark)
 
 
 if __name__ == "__main__":

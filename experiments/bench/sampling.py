@@ -45,8 +45,9 @@ from experiments.evaluation.loop import bicubic_baseline, evaluate
 from experiments.inference.loading import load_for_inference
 from experiments.runtime import DEVICES, pick_device, seed_everything
 from experiments.build import build_diffusion, build_model
-from experiments.command import CommandParser, run_command
-from experiments.integrity import check_outputs, write_json
+from experiments.bench.record import benchmark_main, write_record
+from experiments.command import CommandParser
+from experiments.integrity import check_outputs
 
 Network = Literal["checkpoint", "tutorial"]
 NETWORKS: tuple[Network, ...] = ("checkpoint", "tutorial")
@@ -343,13 +344,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         result["quality"] = measure_quality(model, diffusion, config, dataset, args.images, args.batch_size,
                                              args.seed, args.eta)
         print(quality_table(result["quality"]))
-    write_json(out, result)
+    write_record(out, result, device)
     print(f"wrote {out}")
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), run_benchmark, argv)
+main = benchmark_main(build_parser, run_benchmark)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ import torch
 
 from ddpm.samplers import initial_noise
 from ddpm.settings import UsageError, at_least
-from experiments.command import CommandParser, run_command
+from experiments.bench.record import benchmark_main, write_record
+from experiments.command import CommandParser
 from experiments.config import SamplingConfig
 from experiments.evaluation.check import square_frc
 from experiments.evaluation.metrics import affine_fit, batch_metrics, image_metrics
@@ -37,7 +38,7 @@ from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
 from experiments.inference.sampling import Sampling
 from experiments.inference.tiling import tiled_network
-from experiments.integrity import check_outputs, write_json
+from experiments.integrity import check_outputs
 from experiments.runtime import seed_everything
 
 SAMPLERS = ("ddim", "dpmpp2m")
@@ -226,13 +227,12 @@ def run_benchmark(args: argparse.Namespace) -> dict:
               f"10-step DDIM's, fitted, at every level: {count}")
     result = {"checkpoints": {name: str(path) for name, path in named.items()}, "reference": list(REFERENCE),
               "tolerance_db": args.tolerance_db, "fewest_matching": choice, "rows": [asdict(row) for row in rows]}
-    write_json(args.out, result)
+    write_record(args.out, result, args.device)
     print(f"wrote {args.out} and {plot(rows, figure_path)}")
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), run_benchmark, argv)
+main = benchmark_main(build_parser, run_benchmark)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python -m experiments.bench.unet                                # ours, eager, 5 rounds
     python -m experiments.bench.unet --channels-last --compile      # ours, with the speed options
-    python -m experiments.bench.unet --channels-last --deeplay-python /tmp/deeplay-venv/bin/python \\
+    python -m experiments.bench.unet --channels-last --deeplay-python ../deeplay-venv/bin/python \\
         --out bench_unet.json                                       # + deeplay in the same rounds (docs/benchmarks.md)
     python -m experiments.bench.unet --sweep --deeplay-python ...   # every option of ours
 
@@ -50,11 +50,12 @@ from torch import nn
 # module also runs in a deeplay venv with the repository on PYTHONPATH.
 from ddpm.settings import Range, UsageError, at_least, range_parser
 from experiments.bench.flops import COUNTED, count_flops
+from experiments.bench.record import benchmark_main, write_record
 from experiments.bench.machine import Machine, Peak, load_average, machine_peak, read_machine
 from experiments.bench.stats import ratios, round_order, spread, verdict
-from experiments.command import CommandParser, run_command
+from experiments.command import CommandParser
 from experiments.runtime import DEVICES, pick_device
-from experiments.integrity import check_outputs, json_text, write_json
+from experiments.integrity import check_outputs, json_text
 from unet import UNetConfig
 from unet.speed import optimize_for_speed
 
@@ -409,22 +410,19 @@ def run_benchmark(args: argparse.Namespace) -> dict | None:
                        for _, variant in pairs if variant != reference]
         for row in comparisons:
             print("\n".join(format_comparison(row)))
-    # The flags are long and already summarised in the peak's derivation.
-    machine_row = {key: value for key, value in asdict(machine).items() if key != "flags"}
     report = {
-        "machine": machine_row, "peak": asdict(peak), "load_average": {"before": load_before, "after": load_after},
+        "peak": asdict(peak), "load_average": {"before": load_before, "after": load_after},
         "settings": {"device": args.device, "batch_size": args.batch_size, "image_size": args.image_size,
                      "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds},
         "flops_counted": COUNTED, "variants": rows, "comparisons": comparisons,
     }
     if args.out:
-        write_json(args.out, report)
+        write_record(args.out, report, device)
         print(f"wrote {args.out}")
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser(), run_benchmark, argv)
+main = benchmark_main(build_parser, run_benchmark)
 
 
 if __name__ == "__main__":

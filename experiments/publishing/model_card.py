@@ -17,7 +17,7 @@ from experiments.data.task import DataGrid
 from experiments.evaluation.report import ROW_BICUBIC_FIT, paired_gains
 from experiments.evaluation.stats import t_quantile_975
 from experiments.inference.loading import load_for_inference
-from experiments.integrity import strict_json
+from experiments.integrity import portable_path, strict_json
 from unet import describe_network
 
 # The checkpoint's own name in a pretrained folder, and its card.
@@ -153,5 +153,7 @@ per-image standard deviation (sd); gain = fitted PSNR of the model minus that of
 
 def card_json(checkpoint: Checkpoint, evaluations: dict[str, dict]) -> dict:
     """The card's numbers as JSON (strict: NaN and inf become null with a note)."""
+    portable = {name: {**evaluation, "checkpoint": portable_path(evaluation["checkpoint"])}
+                for name, evaluation in evaluations.items()}
     return strict_json({"source": checkpoint.source.to_json(), "grid": checkpoint.grid, "config": checkpoint.config,
-                        "evaluations": evaluations})
+                        "evaluations": portable})

@@ -14,7 +14,7 @@ Two presets:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from ddpm.settings import UsageError, bounded, check_ranges
 from experiments.config import preset

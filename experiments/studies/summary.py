@@ -16,7 +16,7 @@ from pathlib import Path
 
 from experiments import figures
 from experiments.integrity import write_json
-from experiments.records import HIGHER_IS_BETTER, METRIC_LABELS, METRIC_NAMES
+from experiments.records import HIGHER_IS_BETTER, METRIC_LABELS
 from experiments.studies.config import StudyConfig
 from experiments.studies.runner import MEAN, SINGLE, plan
 from experiments.evaluation.stats import Interval, mean_interval, paired_difference
