@@ -11,12 +11,13 @@ import statistics
 from pathlib import Path
 
 from experiments.checkpoint import Checkpoint
-from experiments.config import RunConfig
+from experiments.config import RunConfig, SamplingConfig
 from experiments.data.biosr_sim import read_manifest
 from experiments.data.task import DataGrid
 from experiments.evaluation.report import ROW_BICUBIC_FIT, paired_gains
 from experiments.evaluation.stats import t_quantile_975
 from experiments.inference.loading import load_for_inference
+from experiments.inference.sampling import prediction_sampling
 from experiments.integrity import portable_path, strict_json
 from unet import describe_network
 
@@ -65,6 +66,16 @@ def level_rows(evaluation: dict) -> list[str]:
         rows.append(f"| {level} | {images} | {cells[0]} | {cells[1]} | {gain_cell} | {cells[2]} | {cells[3]} | "
                     f"{model['psnr']:.2f} | {bicubic['psnr']:.2f} |")
     return rows
+
+
+def prediction_note(recorded: SamplingConfig) -> str:
+    """What the card's numbers were sampled with beside what prediction samples with, when they differ."""
+    used = prediction_sampling(recorded)
+    if used.sampler == "regression":
+        return "Prediction and export run the same one network evaluation."
+    return (f"Each heading names the sampler its numbers were measured with; `make predict`, `make export` and the "
+            f"napari widget sample with {used.sampler} on {used.sampling_steps} network evaluations unless told "
+            "otherwise (`--sampler`, `--sampling-steps`; `docs/sampling.md` compares the two on these cells).")
 
 
 def metrics_section(name: str, evaluation: dict) -> str:
@@ -137,6 +148,7 @@ the target that minimises its squared error, as CARE does: scale-invariant) and 
 batch, as the paper reports). Means over the test images with their 95 % intervals (t, over images) and the
 per-image standard deviation (sd); gain = fitted PSNR of the model minus that of the bicubic input
 (`{ROW_BICUBIC_FIT}`), image by image (paired), with its interval and per-image sd. Measured by `python -m experiments.evaluate` (the evaluation folders named below).
+{prediction_note(config.sampling)}
 
 {sections}
 ## Limits
