@@ -9,7 +9,7 @@ from torch import nn
 
 from ddpm import Diffusion
 from ddpm.settings import UsageError
-from experiments.config import RunConfig
+from experiments.config.schema import RunConfig
 from unet import build_network
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from ddpm.settings import UsageError
 from experiments.command import CommandParser, run_command
-from experiments.config import RunConfig
+from experiments.config.schema import RunConfig
+from experiments.data.dataset import read_pairs
 from experiments.evaluation.loop import bicubic_baseline
 from experiments.evaluation.report import read_named_evaluations
 from experiments.integrity import atomic_path, check_outputs, portable_path, write_json
@@ -64,7 +65,7 @@ def read_evaluations(entries: list[str]) -> dict[str, dict]:
 def curve_baselines(run: Path, levels: list[str]) -> dict[str, float]:
     """The bicubic input's fitted PSNR on the test images the run evaluated while training."""
     config = RunConfig.load(run / "config.json")
-    return {level: bicubic_baseline(config.data.dataset("test", level=level), config.eval.max_test_images)["psnr_fit"]
+    return {level: bicubic_baseline(read_pairs(config.data, "test", level=level), config.eval.max_test_images)["psnr_fit"]
             for level in levels}
 
 

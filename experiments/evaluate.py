@@ -28,8 +28,9 @@ from ddpm import SAMPLERS, VARIANCES
 from ddpm.settings import UsageError, field_range, range_parser
 from experiments import figures
 from experiments.command import CommandParser, run_command
-from experiments.config import DataConfig, EvalConfig
-from experiments.data import list_test_levels
+from experiments.config.schema import DataConfig, EvalConfig
+from experiments.data.dataset import read_pairs
+from experiments.data.layout import list_test_levels
 from experiments.data.layout import check_levels, resolve_root
 from experiments.data.task import read_grid
 from experiments.evaluation.loop import bicubic_scores, evaluate
@@ -116,13 +117,13 @@ def run(args: argparse.Namespace) -> None:
     check_output_folder(out, [predictor.checkpoint, root])
     check_outputs(outputs, [predictor.checkpoint], args.overwrite)
     for level in levels:  # the sampler runs on whole images; headers only, before anything is cached
-        shape = data.dataset("test", level=level, cache=False).image_shape
+        shape = read_pairs(data, "test", level=level, cache=False).image_shape
         if any(side % predictor.size_multiple for side in shape):
             raise UsageError(
                 f"{root} {level}: images of {shape} px are not a multiple of {predictor.size_multiple} (this "
                 "network's size_multiple); crop them, or super-resolve them with experiments.predict, which pads"
             )
-    datasets = {level: data.dataset("test", level=level) for level in levels}
+    datasets = {level: read_pairs(data, "test", level=level) for level in levels}
     out.mkdir(parents=True, exist_ok=True)
     precision = resolve_precision(config.train.precision, predictor.device)
 

@@ -63,7 +63,7 @@ from ddpm.ddim import DEFAULT_DDIM_STEPS
 from ddpm.settings import SEEDS, UsageError, UserError, check_value, range_parser
 from experiments import figures
 from experiments.command import INTERRUPTED_NOTE, CommandParser, run_command
-from experiments.config import SamplingConfig
+from experiments.config.schema import SamplingConfig
 from experiments.data.images import REDUCTIONS, Reduce
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.evaluation import check, quality_figures

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from experiments.data import PairedImageDataset
+from experiments.data.dataset import PairedImageDataset
 from experiments.data.tif_io import InputError, find_inputs, read_frames
 
 SIZE = 8

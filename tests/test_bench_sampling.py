@@ -18,7 +18,7 @@ from experiments.bench.sampling import (
     time_chain,
     training_images_per_s,
 )
-from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
+from experiments.config.schema import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.build import build_diffusion, build_model
 from training_helpers import make_tiny_data
 from unet import UNetConfig

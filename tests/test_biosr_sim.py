@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from experiments.data import PairedImageDataset, list_test_levels
+from experiments.data.dataset import PairedImageDataset
+
+from experiments.data.layout import list_test_levels
 from experiments.data.biosr_sim import (
     CELL_DIR,
     CELL_SPLIT,

@@ -15,7 +15,7 @@ import pytest
 import tifffile
 import torch
 
-from experiments.config import DataConfig, EvalConfig, SamplingConfig
+from experiments.config.schema import DataConfig, EvalConfig, SamplingConfig
 from experiments.data.tif_io import read_metadata
 from experiments.inference.predictor import Prediction, Predictor
 from experiments.predict import main

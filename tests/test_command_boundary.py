@@ -18,7 +18,7 @@ import tifffile
 import torch
 
 from experiments.build import build_model
-from experiments.config import DataConfig, DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
+from experiments.config.schema import DataConfig, DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.data.synthetic import SyntheticConfig, generate
 from experiments.data.tif_io import read_frames, read_metadata
 from experiments.checkpoint import IMAGE_SIZE_KEY

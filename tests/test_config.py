@@ -4,7 +4,11 @@ import argparse
 
 import pytest
 
-from experiments.config import PRESETS, RunConfig, add_config_arguments, check_consistency, config_from_args, preset
+from experiments.config.command_line import add_config_arguments, config_from_args
+
+from experiments.config.presets import PRESETS, preset
+
+from experiments.config.schema import RunConfig, check_consistency
 from unet import UNet
 
 
@@ -122,7 +126,7 @@ def test_every_numeric_field_is_range_checked_when_the_config_is_built(argv, mes
 def test_every_numeric_field_has_a_declared_range():
     from dataclasses import fields
 
-    from experiments.config import DataConfig, DiffusionConfig, EvalConfig, SamplingConfig, TrainConfig
+    from experiments.config.schema import DataConfig, DiffusionConfig, EvalConfig, SamplingConfig, TrainConfig
     from unet import ResNetConfig, UNetConfig
 
     for section in (DiffusionConfig, DataConfig, TrainConfig, EvalConfig, SamplingConfig, UNetConfig, ResNetConfig):
@@ -142,7 +146,7 @@ def test_every_numeric_field_has_a_declared_range():
     ],
 )
 def test_a_corrupt_config_file_is_named_with_what_to_do(tmp_path, text, message):
-    from experiments.config import ConfigFileError
+    from experiments.config.schema import ConfigFileError
 
     path = tmp_path / "config.json"
     path.write_text(text)
@@ -157,7 +161,7 @@ def test_choice_lists_are_imported_from_where_they_live():
 
     from ddpm.diffusion import LossKind
     from ddpm.schedule import ScheduleKind
-    from experiments.config import DataConfig, DiffusionConfig, EvalConfig, TrainConfig
+    from experiments.config.schema import DataConfig, DiffusionConfig, EvalConfig, TrainConfig
     from experiments.data.normalization import Normalization
     from experiments.records import HIGHER_IS_BETTER, METRIC_NAMES, MetricName
     from experiments.runtime import Precision
@@ -171,7 +175,8 @@ def test_choice_lists_are_imported_from_where_they_live():
 
 
 def test_the_paper_row_is_chosen_by_the_config_field_not_by_the_run_name():
-    from experiments.config import TUTORIAL_L1, TUTORIAL_MSE, EvalConfig, RunConfig
+    from experiments.config.presets import TUTORIAL_L1, TUTORIAL_MSE
+    from experiments.config.schema import EvalConfig, RunConfig
     from experiments.evaluation.report import paper_row_label
     from experiments.records import EpochRecord
     from experiments.training.run_folder import final_rows

@@ -1,4 +1,4 @@
-"""The README's "Use your own architecture" section, run as written: any nn.Module trains and samples,
+"""docs/architecture.md's "Use your own architecture" section, run as written: any nn.Module trains and samples,
 and a network registered in ``unet/`` trains, evaluates and predicts through the three commands.
 
 The diffusion core never imports ``unet``: a model is anything called as ``model(x, t_encoding)`` with
@@ -22,7 +22,7 @@ from torch import nn
 
 from ddpm import Diffusion, SimpleSampler
 from experiments.checkpoint import read_checkpoint
-from experiments.config import DEMO
+from experiments.config.presets import DEMO
 from experiments.inference.loading import load_for_inference
 from training_helpers import IMAGE_SIZE, make_tiny_data
 from unet import ResNet
@@ -30,7 +30,7 @@ from unet import ResNet
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# ---- README example starts ----
+# ---- docs/architecture.md example starts ----
 class TinyDenoiser(nn.Module):
     """Predicts the noise of x_t from [condition, x_t] ([B, 2, H, W]) and the time encoding [B, D]."""
 
@@ -58,7 +58,7 @@ def train_and_sample(low_res, high_res, diffusion: Diffusion, steps: int, seed: 
         optimizer.step()
     images = SimpleSampler()(diffusion, model, condition=low_res, generator=generator, progress=False)
     return model, images
-# ---- README example ends ----
+# ---- docs/architecture.md example ends ----
 
 
 def _pair(seed: int = 0):
@@ -91,21 +91,21 @@ def test_custom_module_trains_and_samples_with_the_diffusion_core():
 
 
 # ------------------------------------------------------------------ the fork recipe
-def _readme_section() -> str:
-    text = (ROOT / "README.md").read_text()
+def _docs_section() -> str:
+    text = (ROOT / "docs" / "architecture.md").read_text()
     start = text.index("## Use your own architecture")
     return text[start:text.index("\n## ", start + 1)]
 
 
-def test_readme_quotes_the_fork_file_and_its_import_line_as_they_are():
-    section = _readme_section()
+def test_the_docs_quote_the_fork_file_and_its_import_line_as_they_are():
+    section = _docs_section()
     fork_code = next(block for block in re.findall(r"```python\n(.*?)```", section, re.S) if "@register_network" in block)
     assert fork_code in (ROOT / "unet" / "resnet.py").read_text()
     import_line = re.search(r"`(from unet\.resnet import [^`]+)`", section).group(1)
     assert import_line in (ROOT / "unet" / "__init__.py").read_text().splitlines()
 
 
-# Appended to the README's commands (later flags win): tiny data, network and schedule, seconds on a CPU.
+# Appended to the documented commands (later flags win): tiny data, network and schedule, seconds on a CPU.
 TINY = {
     "train": "--crop none --train.epochs 1 --train.batch_size 4 --steps 10 --sampling-steps 3 --eval.batch_size 2 "
              "--max-test-images 2 --validation-images 2 --figure-images 1 --every 1 --device cpu "
@@ -115,15 +115,15 @@ TINY = {
 }
 
 
-def _run_readme_command(line: str) -> int:
+def _run_documented_command(line: str) -> int:
     """``python -m experiments.X ARGS`` in-process: ``experiments.X.main(ARGS + TINY[X])``."""
     program, *args = shlex.split(line)[2:]
     return importlib.import_module(program).main(args + TINY[program.split(".")[1]].split())
 
 
 @pytest.mark.slow
-def test_the_readme_fork_trains_evaluates_and_predicts_through_the_commands(tmp_path, monkeypatch, capsys):
-    commands = re.findall(r"^python -m experiments\.\w+ .*$", _readme_section(), re.M)
+def test_the_documented_fork_trains_evaluates_and_predicts_through_the_commands(tmp_path, monkeypatch, capsys):
+    commands = re.findall(r"^python -m experiments\.\w+ .*$", _docs_section(), re.M)
     assert [shlex.split(c)[2] for c in commands] == ["experiments.train", "experiments.evaluate", "experiments.predict"]
     monkeypatch.chdir(tmp_path)
     make_tiny_data(tmp_path / DEMO.data.root)  # where the demo preset reads
@@ -131,14 +131,14 @@ def test_the_readme_fork_trains_evaluates_and_predicts_through_the_commands(tmp_
     tifffile.imwrite(tmp_path / "my_cells" / "cell.tif", np.random.default_rng(0).random((IMAGE_SIZE, 21), dtype=np.float32))
 
     for line in commands:
-        assert _run_readme_command(line) == 0, capsys.readouterr().err
+        assert _run_documented_command(line) == 0, capsys.readouterr().err
 
     config = json.loads((tmp_path / "runs" / "resnet" / "config.json").read_text())
     assert config["network"] == {"kind": "resnet", "in_channels": 2, "out_channels": 1, "width": 8, "blocks": 2,
                                  "time_encoding_dim": 8}
     predictor = load_for_inference(tmp_path / "runs" / "resnet" / "best.pt", "cpu")
     assert isinstance(predictor.model, ResNet)
-    # The README's --network.width 32 was overridden by the appended 8: 2 blocks of two 3x3 convs and a
+    # The documented --network.width 32 was overridden by the appended 8: 2 blocks of two 3x3 convs and a
     # time projection, plus the input and output convolutions (weights and biases).
     width, blocks, time = 8, 2, 8
     expected = (2 * 9 * width + width) + blocks * (2 * (width * 9 * width + width) + time * width + width) + (width * 9 + 1)

@@ -9,7 +9,13 @@ import tifffile
 import torch
 from torch.utils.data import DataLoader
 
-from experiments.data import DatasetError, PairedImageDataset, dihedral, list_test_levels, make_loader, read_image
+from experiments.data.augment import dihedral
+
+from experiments.data.dataset import PairedImageDataset, make_loader
+
+from experiments.data.images import read_image
+
+from experiments.data.layout import DatasetError, list_test_levels
 from experiments.data import cache as cache_module
 from experiments.data.augment import dihedral_choices
 

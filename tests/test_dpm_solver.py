@@ -18,7 +18,7 @@ from torch import nn
 from ddpm import DDIMSampler, Diffusion, DPMSolverSampler, ddim_coefficients, ddim_step, ddim_timesteps, multistep_rows
 from ddpm.dpm_solver import CLEAN
 from ddpm.hashed_noise import hashed_normal
-from experiments.config import RunConfig, SamplingConfig
+from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.inference.predictor import Predictor
 from experiments.inference.sampling import Sampling
 from experiments.inference.tiling import TileLayout

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.config import PRESETS
+from experiments.config.presets import PRESETS
 from experiments.training.ema import EMA
 from experiments.runtime import autocast, resolve_precision
 

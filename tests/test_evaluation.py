@@ -9,7 +9,7 @@ from torch import nn
 
 from ddpm import SAMPLERS, DDIMSampler, Diffusion, register_sampler
 from ddpm.settings import UsageError
-from experiments.config import SamplingConfig
+from experiments.config.schema import SamplingConfig
 from experiments.inference.sampling import Sampling, mean_and_spread
 
 

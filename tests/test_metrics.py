@@ -238,7 +238,7 @@ def test_a_constant_prediction_fits_to_the_target_mean():
 
 
 def test_the_bicubic_baseline_goes_through_the_same_fit(tmp_path):
-    from experiments.data import PairedImageDataset
+    from experiments.data.dataset import PairedImageDataset
     from experiments.data.synthetic import SyntheticConfig, generate
     from experiments.evaluation.loop import bicubic_baseline
 

@@ -18,8 +18,10 @@ from ddpm import DDIMSampler
 from ddpm.hashed_noise import hashed_normal
 from ddpm.settings import UsageError
 from experiments import predict
-from experiments.config import NATIVE, DataConfig
-from experiments.data import DatasetError, PairedImageDataset
+from experiments.config.presets import NATIVE
+from experiments.config.schema import DataConfig
+from experiments.data.dataset import PairedImageDataset, read_pairs
+from experiments.data.layout import DatasetError
 from experiments.data.augment import dihedral
 from experiments.data.biosr_sim import RealStructureConfig, generate as generate_real, read_manifest
 from experiments.data.biosr_sim import dihedral as turn
@@ -117,9 +119,9 @@ def test_a_run_and_a_data_set_of_different_tasks_are_refused_naming_the_flag(tmp
     tutorial = tmp_path / "tutorial"
     generate(tutorial, train=4, validate=2, test_per_level=2, seed=3, config=SyntheticConfig(size=IMAGE_SIZE))
     with pytest.raises(DatasetError, match="--data.task native"):
-        DataConfig(root=str(native)).dataset("train")
+        read_pairs(DataConfig(root=str(native)), "train")
     with pytest.raises(DatasetError, match="--data.task tutorial"):
-        DataConfig(root=str(tutorial), task="native").dataset("train")
+        read_pairs(DataConfig(root=str(tutorial), task="native"), "train")
     # A data set that states nothing (BioSR's download): its shapes decide, and the message names the task.
     (native / GRID_FILE).unlink()
     with pytest.raises(DatasetError, match=r"2x \(a data set for --data.task native\)"):

@@ -10,7 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.config import DEMO, RunConfig, add_config_arguments, config_from_args
+from experiments.config.command_line import add_config_arguments, config_from_args
+
+from experiments.config.presets import DEMO
+
+from experiments.config.schema import RunConfig
 from experiments.build import build_model
 from unet import Denoiser, NetworkConfig, ResNet, ResNetConfig, UNet, UNetConfig, register_network
 

@@ -13,7 +13,7 @@ import tifffile
 import torch
 
 from experiments.checkpoint import file_digest
-from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
+from experiments.config.schema import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.inference.loading import InferenceError, load_for_inference
 from experiments.inference.predictor import frame_generator
 from ddpm.settings import UsageError

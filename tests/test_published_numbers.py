@@ -333,7 +333,7 @@ def signed(value: float, digits: int = 1) -> str:
 def test_the_study_reading_says_what_the_study_record_says():
     """Each number of docs/study.md's reading of the study, rebuilt from docs/study/study.json and the paper's
     table: a claim whose number moved fails here."""
-    from experiments.config import DEMO
+    from experiments.config.presets import DEMO
     from experiments.evaluation.report import PAPER_RESULTS
 
     results = json.loads((REPO / "docs" / "study" / "study.json").read_text())
@@ -390,7 +390,7 @@ def test_the_study_reading_says_what_the_study_record_says():
 def test_the_readme_model_facts_are_the_shipped_models():
     """Parameter counts of the presets' networks, the native model's training time and the files' sizes."""
     from experiments.build import build_model
-    from experiments.config import DEMO, NATIVE
+    from experiments.config.presets import DEMO, NATIVE
 
     for config, documents in ((NATIVE, ("README.md", "docs/training.md")),
                               (DEMO, ("docs/training.md", "docs/study.md", "docs/data.md"))):

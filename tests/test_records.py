@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.config import DEMO, RunConfig, SamplingConfig
+from experiments.config.presets import DEMO
+
+from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.records import (
     CSV_FILE,
     JSON_FILE,

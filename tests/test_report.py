@@ -128,7 +128,7 @@ def test_the_run_report_shows_every_evaluated_level(tmp_path, capsys):
     """Issue 10: the demo evaluates level_01 and level_09; report.md showed only the first."""
     import torch
 
-    from experiments.config import DEMO
+    from experiments.config.presets import DEMO
     from experiments.records import EpochRecord
     from experiments.training.run_folder import RunFolder
 

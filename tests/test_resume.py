@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ddpm.settings import UserError
-from experiments.config import ConfigFileError, RunConfig
+from experiments.config.schema import ConfigFileError, RunConfig
 from experiments.checkpoint import read_checkpoint
 from experiments.training.trainer import Trainer, TrainingDiverged
 from training_helpers import make_tiny_data, tiny_config

@@ -11,7 +11,7 @@ import pytest
 from ddpm.settings import UsageError
 
 from experiments import train
-from experiments.config import config_from_args
+from experiments.config.command_line import config_from_args
 from experiments.data.synthetic import SyntheticConfig, generate
 from experiments.studies import runner
 from experiments.studies.config import Arm, StudyConfig

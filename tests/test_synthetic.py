@@ -8,7 +8,9 @@ import pytest
 import tifffile
 import torch
 
-from experiments.data import PairedImageDataset, list_test_levels
+from experiments.data.dataset import PairedImageDataset
+
+from experiments.data.layout import list_test_levels
 from experiments.data.synthetic import (
     TEST_LEVELS,
     SyntheticConfig,

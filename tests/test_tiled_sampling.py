@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddpm import Diffusion
-from experiments.config import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
+from experiments.config.schema import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.inference.predictor import Predictor
 from experiments.inference.sampling import Sampling, mean_and_spread
 from experiments.inference.tiling import TileLayout, tile_positions, tiled_network

@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 from experiments.checkpoint import read_checkpoint
-from experiments.config import RunConfig
+from experiments.config.schema import RunConfig
 from experiments.data.synthetic import SyntheticConfig, generate
 from experiments.records import read_records
 from experiments.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.config import DataConfig, DiffusionConfig, EvalConfig, RunConfig, TrainConfig
+from experiments.config.schema import DataConfig, DiffusionConfig, EvalConfig, RunConfig, TrainConfig
 from experiments.data.synthetic import SyntheticConfig, generate
 from experiments.training.trainer import Trainer
 from unet import UNetConfig

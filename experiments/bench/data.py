@@ -25,7 +25,7 @@ from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import spread
 from experiments.command import CommandParser
 
-from experiments.data import PairedImageDataset, make_loader
+from experiments.data.dataset import PairedImageDataset, make_loader
 from experiments.data.synthetic import generate
 
 

@@ -45,7 +45,8 @@ import torch
 
 from ddpm.settings import Range, at_least, range_parser
 from experiments import predict as predict_command
-from experiments.config import DEMO, RunConfig, SamplingConfig
+from experiments.config.presets import DEMO
+from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.data.normalization import to_model_range
 from experiments.data.widefield import LEVELS
 from experiments.evaluation.metrics import affine_fit, batch_metrics, image_metrics

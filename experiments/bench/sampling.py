@@ -39,8 +39,9 @@ from ddpm import DDIMSampler, Diffusion, Sampler, SimpleSampler, run_chain
 from ddpm.samplers import initial_noise
 from ddpm.settings import SEEDS, UsageError, at_least, field_range, range_parser
 from experiments.bench.unet import images_per_s, synchronize
-from experiments.config import TUTORIAL_MSE, RunConfig, SamplingConfig
-from experiments.data import PairedImageDataset
+from experiments.config.presets import TUTORIAL_MSE
+from experiments.config.schema import RunConfig, SamplingConfig
+from experiments.data.dataset import PairedImageDataset, read_pairs
 from experiments.evaluation.loop import bicubic_baseline, evaluate
 from experiments.inference.loading import load_for_inference
 from experiments.runtime import DEVICES, pick_device, seed_everything
@@ -323,7 +324,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     tutorial = checkpoint is None
     dataset = None
     if not tutorial and (args.images > 0 or args.image_size is None):
-        dataset = config.data.dataset("test", level=args.level, root=args.data or config.data.root)
+        dataset = read_pairs(config.data, "test", level=args.level, root=args.data or config.data.root)
     size = args.image_size or (TUTORIAL_IMAGE_SIZE if tutorial else None)
     image_shape = (size, size) if size else tuple(dataset.image_shape)
     train_shape = (config.data.crop, config.data.crop) if config.data.crop else image_shape

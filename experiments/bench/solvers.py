@@ -30,7 +30,8 @@ from ddpm.samplers import initial_noise
 from ddpm.settings import UsageError, at_least
 from experiments.bench.record import benchmark_main, write_record
 from experiments.command import CommandParser
-from experiments.config import SamplingConfig
+from experiments.config.schema import SamplingConfig
+from experiments.data.dataset import read_pairs
 from experiments.evaluation.check import square_frc
 from experiments.evaluation.metrics import affine_fit, batch_metrics, image_metrics
 from experiments.evaluation.report import parse_named
@@ -82,7 +83,7 @@ def median_frc(first: torch.Tensor, second: torch.Tensor) -> float | None:
 
 def score_level(name: str, predictor: Predictor, level: str, args: argparse.Namespace) -> list[QualityRow]:
     """Every sampler x evaluation count on the first ``--images`` test images of ``level``."""
-    dataset = predictor.config.data.dataset("test", level)
+    dataset = read_pairs(predictor.config.data, "test", level)
     count = min(args.images, len(dataset))
     wf, gt = dataset.get_batch(range(count))
     wf = wf.to(predictor.device)

@@ -4,6 +4,7 @@ import hashlib
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from experiments.data.cache import CACHE_DIRNAME, ensure_cache
 from experiments.data.images import REDUCTIONS, Reduce, read_image, tif_shape
 from experiments.data.layout import DatasetError, PairedFiles, Split, pair_files, resolve_root, split_dirs
 from experiments.data.normalization import NORMALIZATIONS, Normalization
-from experiments.data.task import INPUT_SCALE, enlarge, read_grid
+from experiments.data.task import INPUT_SCALE, Task, data_grid, enlarge, input_scale, read_grid
 
 Index = int | Sequence[int] | np.ndarray | torch.Tensor
 
@@ -214,3 +215,22 @@ def make_loader(
         num_workers=num_workers,
         **loader_options,
     )
+
+
+class DataSource(Protocol):
+    """Where a run's pairs are and how it reads them: what :func:`read_pairs` needs of a run's data section
+    (``experiments.config.schema.DataConfig``)."""
+
+    root: str
+    task: Task
+    normalization: Normalization
+
+
+def read_pairs(data: DataSource, split: Split, level: str = "level_09", root: str | Path | None = None,
+               **options) -> PairedImageDataset:
+    """``split`` of ``root`` (default: ``data.root``) read as the run of ``data`` reads its pairs: its
+    normalisation and task. A data set that states another task is refused, naming the flag to change."""
+    root = data.root if root is None else root
+    data_grid(root, data.task)
+    return PairedImageDataset(root, split, level=level, normalization=data.normalization,
+                              scale=input_scale(data.task), **options)

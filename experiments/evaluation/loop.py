@@ -10,8 +10,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ddpm import Diffusion
-from experiments.config import EvalConfig, SamplingConfig
-from experiments.data import PairedImageDataset
+from experiments.config.schema import EvalConfig, SamplingConfig
+from experiments.data.dataset import PairedImageDataset
 from experiments.evaluation.metrics import MetricAccumulator
 from experiments.inference.sampling import Sampling, mean_and_spread
 from experiments.runtime import Distributed, gather_objects

@@ -30,7 +30,8 @@ import torch
 from torch import Tensor
 
 from ddpm.settings import UsageError
-from experiments.config import DataConfig, EvalConfig, SamplingConfig
+from experiments.config.schema import DataConfig, EvalConfig, SamplingConfig
+from experiments.data.dataset import read_pairs
 from experiments.data.layout import DatasetError
 from experiments.evaluation.check import redegradation, square_frc
 from experiments.evaluation.loop import evaluate
@@ -125,7 +126,7 @@ def validation_scale(predictor: Predictor, data: DataConfig, sampling: SamplingC
     """The calibration scale fitted on the validation split of ``data`` (its first
     ``schedule.max_test_images``, sampled as the test levels are), or None when it has none."""
     try:
-        dataset = data.dataset("validate")
+        dataset = read_pairs(data, "validate")
     except (DatasetError, FileNotFoundError):
         return None
     seen = QualityAccumulator(calibration_only=True)

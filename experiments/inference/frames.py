@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from experiments.config import SamplingConfig
+from experiments.config.schema import SamplingConfig
 from experiments.data.images import float_range_problem
 from experiments.data.normalization import Normalization, from_model_range, min_max_to_model_range
 from experiments.data.tif_io import InputImage, to_model_frames

@@ -5,7 +5,7 @@
     mean, std = prediction.mean, prediction.std                                        # std None for one sample
 
 The checkpoint carries everything needed: the network weights (its ``"ema"`` averaged weights when
-present, else ``"model"``), and the run's :class:`~experiments.config.RunConfig` with the network shape,
+present, else ``"model"``), and the run's :class:`~experiments.config.schema.RunConfig` with the network shape,
 the noise schedule, the pixel normalisation of the training data and the sampling settings it was
 evaluated with.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ddpm.settings import UserError
 from experiments.build import build_diffusion, build_model
-from experiments.config import RunConfig
+from experiments.config.schema import RunConfig
 from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
 from experiments.runtime import pick_device
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid

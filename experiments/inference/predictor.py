@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ddpm import Diffusion
 from ddpm.hashed_noise import hashed_normal
-from experiments.config import RunConfig, SamplingConfig
+from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid, enlarge
 from experiments.inference.sampling import Sampling, mean_and_spread
 from experiments.inference.tiling import TileLayout, pad_to_tile, tiled_network

@@ -1,4 +1,4 @@
-"""Drawing samples: the sampler of a :class:`~experiments.config.SamplingConfig`, built once, run on a batch.
+"""Drawing samples: the sampler of a :class:`~experiments.config.schema.SamplingConfig`, built once, run on a batch.
 
     sampling = Sampling(config.sampling, diffusion)           # the sampler and its chain, once
     images = sampling.draw(model, widefield, generator)       # [samples, B, 1, H, W]
@@ -18,7 +18,7 @@ import torch
 from ddpm import Diffusion
 from ddpm.samplers import initial_noise
 from ddpm.settings import UsageError, check_value, field_range
-from experiments.config import SAMPLER_FLAGS, SamplingConfig
+from experiments.config.schema import SAMPLER_FLAGS, SamplingConfig
 
 # The noise predictor a sampler calls: the network, or the network behind tiling or a stop check.
 Network = Callable[..., torch.Tensor]
@@ -38,7 +38,7 @@ def prediction_sampling(recorded: SamplingConfig) -> SamplingConfig:
 def sampling_from_flags(base: SamplingConfig, diffusion_steps: int, **given) -> SamplingConfig:
     """``base`` (a checkpoint's settings) with the command-line options ``given`` that are not None
     (``sampler``, ``variance``, ``sampling_steps``, ``eta``, ``samples``), resolved against T =
-    ``diffusion_steps`` (:meth:`~experiments.config.SamplingConfig.resolved`).
+    ``diffusion_steps`` (:meth:`~experiments.config.schema.SamplingConfig.resolved`).
 
     Raises :class:`~ddpm.settings.UsageError` naming the flag: a value out of its range, an option the
     chosen sampler does not take, or a diffusion sampler for a regression baseline (or the reverse).

@@ -25,7 +25,7 @@ import torch
 from ddpm import SAMPLERS
 from ddpm.settings import SEEDS, UserError
 from experiments.command import one_line
-from experiments.config import SamplingConfig
+from experiments.config.schema import SamplingConfig
 from experiments.data.images import SUPPORTED_DTYPES, FrameInfo
 from experiments.data.normalization import unit_divisor
 from experiments.data.ome_tiff import valid_pixel_size

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from experiments.checkpoint import Checkpoint
-from experiments.config import RunConfig, SamplingConfig
+from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.data.biosr_sim import read_manifest
 from experiments.data.task import DataGrid
 from experiments.evaluation.report import ROW_BICUBIC_FIT, paired_gains

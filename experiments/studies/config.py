@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from ddpm.settings import UsageError, bounded, check_ranges
-from experiments.config import preset
+from experiments.config.presets import preset
 
 
 @dataclass(frozen=True)

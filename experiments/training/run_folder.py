@@ -11,7 +11,7 @@ import torch
 
 from ddpm import Diffusion
 from experiments import figures
-from experiments.config import RunConfig
+from experiments.config.schema import RunConfig
 from experiments.evaluation.loop import Evaluation
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 from experiments.records import EpochRecord, Scores, evaluated, last_scores, write_records

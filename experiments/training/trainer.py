@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from ddpm.settings import UsageError, UserError
 from experiments.build import build_diffusion, build_model
-from experiments.config import RunConfig, check_consistency
-from experiments.data import DatasetError
+from experiments.config.schema import RunConfig, check_consistency
+from experiments.data.dataset import read_pairs
+from experiments.data.layout import DatasetError
 from experiments.data.layout import check_levels
 from experiments.data.task import data_grid
 from experiments.evaluation.loop import Evaluation, EvaluationStopped, bicubic_baseline, evaluate
@@ -170,7 +171,7 @@ class Trainer:
         data, seed = self.config.data, self.config.train.seed
         check_levels(data.root, self.config.eval.levels)  # before the first split is read and cached
         self.grid = data_grid(data.root, data.task)
-        self.train_set = data.dataset("train", augment=data.augment, seed=seed)
+        self.train_set = read_pairs(data, "train", augment=data.augment, seed=seed)
         self.train_size = len(self.train_set) if data.max_train_pairs is None else min(data.max_train_pairs, len(self.train_set))
         size_multiple = self.config.network.size_multiple
         if data.crop is not None and (data.crop > min(self.train_set.image_shape) or data.crop % size_multiple):
@@ -180,14 +181,14 @@ class Trainer:
                 "for whole images"
             )
         self.test_sets = {
-            level: data.dataset("test", level=level) for level in self.config.eval.levels
+            level: read_pairs(data, "test", level=level) for level in self.config.eval.levels
         }
         # What every result is read against: the bicubic input's scores on the images this run evaluates.
         self.baselines: dict[str, Scores] = {
             level: bicubic_baseline(dataset, self.config.eval.max_test_images) for level, dataset in self.test_sets.items()
         } if self.place.is_main and self.config.train.conditional else {}
         try:
-            self.validation_set = data.dataset("validate")
+            self.validation_set = read_pairs(data, "validate")
         except DatasetError as error:
             self.validation_set = None
             if self.place.is_main:

@@ -1,20 +1,14 @@
-"""Typed run configuration: one dataclass per component, named presets, command-line overrides.
+"""The run configuration's schema: one frozen dataclass per section, each value checked once where it is
+built, and the whole run (:class:`RunConfig`) to and from ``config.json``.
 
-Presets are the tutorial's two runs (``mse`` and ``l1``) and a CPU-sized ``demo`` on the real-structure
-set (windows of real BioSR SIM cells degraded to widefield, ``make real-data``). Every field can be
-overridden on the command line as ``--section.field VALUE`` (for example ``--train.epochs 5``) or,
-where the field name is unique across sections, as ``--field VALUE`` (``--epochs 5``). Tuples take
-comma-separated values (``--channels 16,32,64``), optionals take ``none``.
-The network is chosen by name, ``--network.kind`` (see ``unet.registry``), and the flags of its fields
-are read for that kind: ``--network.kind resnet --network.width 32``.
+Presets are in :mod:`experiments.config.presets`, the command-line flags in
+:mod:`experiments.config.command_line`, and what older files hold is read by
+:mod:`experiments.config.migration`.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -22,17 +16,15 @@ from typing import Any, Literal, get_args
 from ddpm.diffusion import LossKind, LossWeighting, Variance
 from ddpm.samplers import SAMPLERS, Sampler, SamplerName, make_sampler, sampler_options
 from ddpm.schedule import ScheduleKind
-from ddpm.settings import (
-    SEEDS, UsageError, UserError, bounded, check_choice, check_ranges, text_parser, type_name, within,
-)
-from experiments.data.dataset import PairedImageDataset
-from experiments.data.layout import DatasetError, Split, check_level_name
+from ddpm.settings import SEEDS, UsageError, UserError, bounded, check_choice, check_ranges, within
+from experiments.config.migration import upgrade
+from experiments.data.layout import DatasetError, check_level_name
 from experiments.data.normalization import Normalization
-from experiments.data.task import TASKS, Task, data_grid, input_scale
+from experiments.data.task import TASKS, Task, input_scale
 from experiments.integrity import write_json
 from experiments.records import MetricName, PaperKey
 from experiments.runtime import Device, Precision
-from unet import NetworkConfig, UNetConfig, network_config_type, network_kind, network_kinds
+from unet import NetworkConfig, UNetConfig, network_config_type, network_kind
 
 
 @dataclass(frozen=True)
@@ -81,14 +73,6 @@ class DataConfig:
         """The output's side over the input's (:func:`experiments.data.task.input_scale`)."""
         return input_scale(self.task)
 
-    def dataset(self, split: Split, level: str = "level_09", root: str | Path | None = None,
-                **options) -> PairedImageDataset:
-        """``split`` of ``root`` (default: :attr:`root`) read as this run reads its data: its normalisation
-        and task. A data set that states another task is refused, naming the flag to change."""
-        root = self.root if root is None else root
-        data_grid(root, self.task)
-        return PairedImageDataset(root, split, level=level, normalization=self.normalization, scale=self.scale,
-                                  **options)
 
 
 Objective = Literal["diffusion", "regression"]
@@ -246,8 +230,8 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         if not isinstance(data, dict):
             raise UsageError(f"expected a JSON object of config sections, got {type(data).__name__}")
-        known, sections = {f.name for f in fields(cls)}, _section_types()
-        data = _with_sampling_section(data)
+        known, sections = {f.name for f in fields(cls)}, section_types()
+        data = upgrade(data)
         unknown = set(data) - known
         if unknown:
             raise UsageError(f"unknown config entries {sorted(unknown)}; expected some of {sorted(known)}")
@@ -278,7 +262,7 @@ class ConfigFileError(UserError):
     """A ``config.json`` cannot be read or does not describe a valid run; the message names the file."""
 
 
-def _section_types() -> dict[str, type]:
+def section_types() -> dict[str, type]:
     return {
         "diffusion": DiffusionConfig,
         "data": DataConfig,
@@ -288,26 +272,9 @@ def _section_types() -> dict[str, type]:
     }
 
 
-def _with_sampling_section(data: dict[str, Any]) -> dict[str, Any]:
-    """Configs written before sampling had its own section kept its fields in ``eval``: move them."""
-    evaluation = data.get("eval")
-    if "sampling" in data or not isinstance(evaluation, dict):
-        return data
-    names = {f.name for f in fields(SamplingConfig)}
-    moved = {key: value for key, value in evaluation.items() if key in names}
-    if not moved:
-        return data
-    kept = {key: value for key, value in evaluation.items() if key not in names}
-    return {**data, "eval": kept, "sampling": moved}
-
-
-# Run folders written before networks had names hold a U-Net's fields and no "kind".
-LEGACY_KIND = network_kind(UNetConfig())
-
-
 def _build_network(values: dict[str, Any]) -> NetworkConfig:
     values = dict(values)
-    return _build_section(network_config_type(values.pop("kind", LEGACY_KIND)), values)
+    return _build_section(network_config_type(values.pop("kind")), values)
 
 
 def _build_section(section_type: type, values: dict[str, Any]):
@@ -318,65 +285,6 @@ def _build_section(section_type: type, values: dict[str, Any]):
     if unknown:
         raise UsageError(f"unknown {section_type.__name__} fields {sorted(unknown)}; expected some of {sorted(known)}")
     return section_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-# ----------------------------------------------------------------------------- presets
-TUTORIAL_MSE = RunConfig(name="mse", eval=EvalConfig(paper_comparison="mse"))
-TUTORIAL_L1 = RunConfig(name="l1", train=TrainConfig(loss="l1"), eval=EvalConfig(paper_comparison="l1"))
-
-# Laptop scale, on the real-structure set (`make real-data`; `--data.root data/synthetic` trains on the
-# look-alike of `make synthetic-data`): a narrower network, 200 diffusion steps, L1 (the tutorial's
-# better run) at a higher learning rate, training on 64 x 64 windows with EMA weights, and evaluation
-# by 10-step DDIM (the step count that scored best on the held-out cells, docs/benchmarks.md), 8 epochs.
-DEMO = RunConfig(
-    name="demo",
-    diffusion=DiffusionConfig(steps=200, beta_start=1e-4, beta_end=0.1),
-    network=UNetConfig(channels=(16, 32, 64), base_channels=(64, 64), time_encoding_dim=64),
-    data=DataConfig(root="data/biosr-sim", crop=64),
-    train=TrainConfig(epochs=8, batch_size=16, lr=1e-3, loss="l1", ema_decay=0.995),
-    # Both ends of the noise range: level_01 (barely visible) and level_09 (clean).
-    eval=EvalConfig(levels=("level_01", "level_09"), batch_size=32, max_test_images=32, validation_images=16, every=4),
-    sampling=SamplingConfig(sampler="ddim", sampling_steps=10),
-)
-
-# The tutorial's L1 run with what issue-tested speed-ups offer: EMA weights, bf16 and TF32 on a GPU,
-# and evaluation by deterministic DDIM with 50 steps instead of 2,000 ancestral ones.
-L1_FAST = replace(
-    TUTORIAL_L1,
-    name="l1-fast",
-    train=replace(TUTORIAL_L1.train, ema_decay=0.999, precision="auto", tf32=True),
-    # No paper row: the paper sampled with all 2,000 steps.
-    eval=replace(TUTORIAL_L1.eval, paper_comparison=None),
-    sampling=SamplingConfig(sampler="ddim", sampling_steps=50),
-)
-
-# The regression baseline beside the demo (CARE-style): the demo's network and data, trained by L1 to map
-# the input straight to the target, sampled by one network evaluation.
-REGRESSION = replace(
-    DEMO, name="regression", train=replace(DEMO.train, objective="regression"), sampling=SamplingConfig(sampler="regression")
-)
-
-# BioSR's own task on the real-structure set (`make real-data` writes data/biosr-sim-native): the demo's
-# recipe on 128 x 128 SIM-grid targets of 64 x 64 camera-grid inputs, with a network 4x as wide in its
-# bottleneck and twice as wide elsewhere (952,705 parameters), trained for 60 epochs: the model of
-# pretrained/native (about 1 h on 2 CPU cores).
-NATIVE = replace(
-    DEMO, name="native", data=replace(DEMO.data, root="data/biosr-sim-native", task="native"),
-    network=replace(DEMO.network, channels=(32, 64, 128), base_channels=(128, 128)),
-    train=replace(DEMO.train, epochs=60),
-    eval=replace(DEMO.eval, every=10),
-)
-
-PRESETS: dict[str, RunConfig] = {
-    "mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "l1-fast": L1_FAST, "demo": DEMO, "regression": REGRESSION,
-    "native": NATIVE,
-}  # fmt: skip
-
-
-def preset(name: str) -> RunConfig:
-    if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return PRESETS[name]
 
 
 def check_consistency(config: RunConfig) -> None:
@@ -395,108 +303,3 @@ def check_consistency(config: RunConfig) -> None:
         config.sampling.resolved(config.diffusion.steps)
     except UsageError as error:
         raise UsageError(f"{error}, or --diffusion.steps") from None
-
-
-# ------------------------------------------------------------------- command line
-def _section_fields() -> list[tuple[str, dataclasses.Field, Any]]:
-    entries = []
-    for section, section_type in _section_types().items():
-        hints = typing.get_type_hints(section_type)
-        entries.extend((section, f, hints[f.name]) for f in fields(section_type))
-    return entries
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--preset``, ``--name``, ``--out-dir`` and one flag per configuration field."""
-    parser.add_argument("--preset", default="mse", help=f"starting configuration: {', '.join(sorted(PRESETS))}")
-    parser.add_argument("--name", help="run name (default: the preset's)")
-    parser.add_argument("--out-dir", help="folder that holds run folders (default: runs)")
-    entries = _section_fields()
-    counts: dict[str, int] = {}
-    for name in [f.name for _, f, _ in entries] + list(_network_field_types()):
-        counts[name] = counts.get(name, 0) + 1
-    group = parser.add_argument_group("configuration overrides")
-    for section, f, annotation in entries:
-        flags = [f"--{section}.{f.name}"]
-        if counts[f.name] == 1 and f.name not in ("name", "preset"):
-            flags.append(f"--{f.name.replace('_', '-')}")
-        group.add_argument(
-            *flags,
-            dest=f"cfg__{section}__{f.name}",  # read back by config_overrides
-            type=text_parser(annotation, flags[0]),
-            # Absent unless given, so that "none" can set an optional field to None.
-            default=argparse.SUPPRESS,
-            metavar=f.name.upper(),
-            help=f"({type_name(annotation)})",
-        )
-    _add_network_arguments(group, counts)
-
-
-def _network_field_types() -> dict[str, dict[str, Any]]:
-    """{field: {kind: annotation}} over every registered network."""
-    types_by_field: dict[str, dict[str, Any]] = {}
-    for kind in network_kinds():
-        config_type = network_config_type(kind)
-        hints = typing.get_type_hints(config_type)
-        for f in fields(config_type):
-            types_by_field.setdefault(f.name, {})[kind] = hints[f.name]
-    return types_by_field
-
-
-def _add_network_arguments(group, counts: dict[str, int]) -> None:
-    """``--network.kind`` and one flag per field of any registered network, read as text: which type a
-    value must have depends on the kind, known only once all flags are parsed (``_network_from_texts``)."""
-    group.add_argument(
-        "--network.kind", dest="cfg__network__kind", choices=network_kinds(), default=argparse.SUPPRESS,
-        help="the registered network to train (default: the preset's); the --network.* flags below are its fields",
-    )
-    for name, by_kind in _network_field_types().items():
-        flags = [f"--network.{name}"] + ([f"--{name.replace('_', '-')}"] if counts[name] == 1 else [])
-        kinds: dict[str, list[str]] = {}
-        for kind, annotation in by_kind.items():
-            kinds.setdefault(type_name(annotation), []).append(kind)
-        group.add_argument(
-            *flags, dest=f"cfg__network__{name}", default=argparse.SUPPRESS, metavar=name.upper(),
-            help="(" + "; ".join(f"{type_name} for {', '.join(names)}" for type_name, names in kinds.items()) + ")",
-        )
-
-
-def _network_from_texts(network: NetworkConfig, given: dict[str, str]) -> NetworkConfig:
-    """``network``, or the defaults of ``given["kind"]`` when it names another kind, with the other given
-    fields (command-line text) parsed for that kind; a field the kind lacks is refused, naming its fields."""
-    given = dict(given)
-    kind = given.pop("kind", network_kind(network))
-    config_type = network_config_type(kind)
-    hints, names = typing.get_type_hints(config_type), [f.name for f in fields(config_type)]
-    unknown = [name for name in given if name not in names]
-    if unknown:
-        raise UsageError(
-            f"--network.kind {kind} has no field {', '.join(unknown)}; its fields are {', '.join(names)}"
-        )
-    try:
-        values = {name: text_parser(hints[name], f"--network.{name}")(text) for name, text in given.items()}
-    except argparse.ArgumentTypeError as error:
-        raise UsageError(f"{error} (network kind {kind})") from error
-    return replace(network if type(network) is config_type else config_type(), **values)
-
-
-def config_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """The configuration flags given on the command line: ``{section: {field: value}}``, the network's
-    kind and fields under ``"network"`` (as text, read for the kind by :func:`config_from_args`)."""
-    overrides: dict[str, dict[str, Any]] = {}
-    for key, value in vars(args).items():
-        if key.startswith("cfg__"):
-            _, section, name = key.split("__", 2)
-            overrides.setdefault(section, {})[name] = value
-    return overrides
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The preset named by ``args.preset`` with every given override applied."""
-    config = preset(args.preset)
-    overrides = config_overrides(args)
-    network = overrides.pop("network", {})
-    sections = {name: replace(getattr(config, name), **values) for name, values in overrides.items()}
-    sections["network"] = _network_from_texts(config.network, network)
-    top = {k: v for k, v in (("name", args.name), ("out_dir", args.out_dir)) if v is not None}
-    return replace(config, **sections, **top)
