@@ -30,7 +30,7 @@ For each input ``<stem>.tif`` the output folder receives:
 * ``<stem>_sr_std.tif`` (``--std``, needs ``--samples`` > 1): the per-pixel standard deviation of those
   samples, in the same units: where it is high the model is unsure.
 * ``<stem>_sr_preview.png``: input and output side by side (first frames of a stack).
-* with ``--check`` (:mod:`experiments.evaluation.check`): ``<stem>_sr_consistency.tif``, the re-degradation
+* with ``--check`` (:mod:`experiments.trust.check`): ``<stem>_sr_consistency.tif``, the re-degradation
   consistency map per frame (on the native input's grid, its pixel size), ``<stem>_sr_check.png`` (input,
   output, std, consistency map), the numbers (RSE, RSP, alpha, beta, sigma, sample-to-sample FRC
   resolution) under ``"check"`` in the output's metadata, and one entry per frame in ``check.json``.
@@ -66,7 +66,7 @@ from experiments.command import INTERRUPTED_NOTE, CommandParser, run_command
 from experiments.config.schema import SamplingConfig
 from experiments.data.images import REDUCTIONS, Reduce
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
-from experiments.evaluation import check, quality_figures
+from experiments.trust import check, figures as trust_figures
 from experiments.inference.loading import load_for_inference
 from experiments.inference.output_files import (EXTENSIONS, OUTPUT_FORMATS, FrameOutput, OutputFormat,
                                                  finished_everywhere, open_output)
@@ -107,7 +107,7 @@ class PredictOptions:
     progress: bool = True
     pixel_size_um: float | None = None  # of the input file; None: read from its metadata
     hashed_noise: bool = False  # x_T from ddpm.hashed_noise, as the exported package
-    check: bool = False  # experiments.evaluation.check: consistency map, sample-to-sample FRC, check.json
+    check: bool = False  # experiments.trust.check: consistency map, sample-to-sample FRC, check.json
     overwrite: bool = False  # replace outputs that exist already (inputs are never replaced)
     output_format: OutputFormat | None = None  # None: like each input (a TIF gives TIFs, an OME-Zarr stores)
     resume: bool = False  # keep the finished frames of outputs written with the same settings
@@ -368,7 +368,7 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     if options.check:
         maps = np.stack([files["consistency"].read(index) for index in shown])
         native_shown = np.stack([scaled.native(index) for index in shown]) * 2 - 1
-        quality_figures.plot_check(native_shown, means_shown, std_shown, maps, outputs.check_figure,
+        trust_figures.plot_check(native_shown, means_shown, std_shown, maps, outputs.check_figure,
                                    f"{path.name}: can this output be trusted?", max_images=SHOWN_FRAMES)
         return check.summary_entries(path, outputs.mean, [mean_file.check_entry(index) for index in range(count)])
     return []

@@ -13,9 +13,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from experiments.evaluation import check
-from experiments.evaluation.quality import consistency, fourier_ring_correlation, redegrade
-from experiments.evaluation.quality_figures import plot_frc
+from experiments.trust import check
+from experiments.trust.measures import consistency, fourier_ring_correlation, redegrade
+from experiments.trust.figures import plot_frc
 from experiments.evaluation.quality_report import QualityAccumulator, quality_table
 from experiments.integrity import NOTE_SUFFIX
 from strategies import seeds

@@ -1,5 +1,6 @@
-"""The package layout: `ddpm/` and `unet/` never import `experiments/`, inference never reaches evaluation
-(directly or through another module), the data layer never imports the networks, no module imports itself
+"""The package layout: `ddpm/` and `unet/` never import `experiments/`, the product (inference, trust,
+prediction, export, napari) never reaches evaluation, training or the studies (directly or through another
+module), the data layer never imports the networks, no module imports itself
 back, and the rooms (`ddpm`, `unet`, each sub-package and each top-level module of `experiments`) import one
 another in one direction only.
 
@@ -13,6 +14,8 @@ import ast
 import re
 import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ddpm", "unet", "experiments")
@@ -125,12 +128,21 @@ def test_the_room_graph_sees_a_planted_circle_of_rooms():
     assert find_cycle(room_graph(graph)) is not None
 
 
-def test_inference_never_reaches_evaluation():
-    # Evaluation samples through inference (experiments.inference.sampling); inference reaching evaluation, even
-    # through a third room (figures, say), would make the product depend on the research code.
+# The product a user runs (prediction, export, the napari plugin, the trust measures they use) and the research
+# package (evaluation against targets, studies, training) meet only where the research uses the product.
+PRODUCT = ("experiments.inference", "experiments.trust", "experiments.napari_plugin", "experiments.predict",
+           "experiments.export")
+
+
+@pytest.mark.parametrize("product", PRODUCT)
+def test_the_product_never_reaches_evaluation(product):
+    # Evaluation samples through inference (experiments.inference.sampling) and scores with the trust measures;
+    # the product reaching evaluation, even through a third room (figures, say), would make it depend on the
+    # research code.
     graph = import_graph()
-    reached = {module: sorted(target for target in reach(graph, module) if room(target) == "experiments.evaluation")
-               for module in graph if room(module) == "experiments.inference"}
+    reached = {module: sorted(target for target in reach(graph, module)
+                              if room(target) in ("experiments.evaluation", "experiments.training", "experiments.studies"))
+               for module in graph if room(module) == product}
     assert {module: targets for module, targets in reached.items() if targets} == {}
 
 

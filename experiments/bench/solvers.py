@@ -8,7 +8,7 @@ sampled ``--samples`` times with each sampler on each count of ``--evaluations``
 the *same* starts x_T (the samplers are deterministic), so the comparison is paired. Scored against the
 SIM target: fitted PSNR and SSIM (CARE's protocol, :func:`experiments.evaluation.metrics.affine_fit`) of
 one sample and of the mean of all samples, the tutorial protocol's PSNR of one sample, and the
-sample-to-sample FRC (:func:`experiments.evaluation.check.square_frc` of samples 0 and 1, median over
+sample-to-sample FRC (:func:`experiments.trust.check.square_frc` of samples 0 and 1, median over
 images, in output pixels). Written as JSON with a figure beside it (``.png``); the summary line names,
 per checkpoint, the fewest DPM-Solver++ evaluations whose one-sample fitted PSNR and SSIM at every level are
 within ``--tolerance-db`` and 0.01 of the reference, today's 10-step DDIM.
@@ -32,7 +32,7 @@ from experiments.bench.record import benchmark_main, write_record
 from experiments.command import CommandParser
 from experiments.config.schema import SamplingConfig
 from experiments.data.dataset import read_pairs
-from experiments.evaluation.check import square_frc
+from experiments.trust.check import square_frc
 from experiments.evaluation.metrics import affine_fit, batch_metrics, image_metrics
 from experiments.evaluation.report import parse_named
 from experiments.inference.loading import load_for_inference

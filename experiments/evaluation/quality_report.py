@@ -3,7 +3,7 @@
 Per image, on [-1, 1] images:
 
 * ``rse``, ``rsp``: re-degradation consistency of the output (mean of the samples) with its widefield
-  input (:func:`experiments.evaluation.check.redegradation`, SQUIRREL). The bicubic input against itself is
+  input (:func:`experiments.trust.check.redegradation`, SQUIRREL). The bicubic input against itself is
   consistent by construction, so it has no such row.
 * ``frc_px``: FRC resolution (1/7 threshold, pixels) of the output against the target, and of the
   bicubic input against the target: what the model resolves that the input did not.
@@ -14,7 +14,7 @@ Resolutions are the median over images; an image whose curve never falls below 1
 (2 px), the finest a grid can show. An image on which a measure is undefined (a constant frame has no
 RSP, nor an FRC) is left out of that measure's average, and ``<measure>_left_out`` counts it; a measure
 undefined on every image is None with a note. With two or more samples, :func:`calibration_report` adds the
-calibration of the std map (:func:`experiments.evaluation.quality.calibration`): the scale factor is fitted on the
+calibration of the std map (:func:`experiments.trust.measures.calibration`): the scale factor is fitted on the
 validation split (never on a test level) and the curve is given raw and with it applied.
 """
 
@@ -33,10 +33,10 @@ from ddpm.settings import UsageError
 from experiments.config.schema import DataConfig, EvalConfig, SamplingConfig
 from experiments.data.dataset import read_pairs
 from experiments.data.layout import DatasetError
-from experiments.evaluation.check import redegradation, square_frc
+from experiments.trust.check import redegradation, square_frc
 from experiments.evaluation.loop import evaluate
-from experiments.evaluation.quality import Calibration, calibration, fit_calibration_scale
-from experiments.evaluation.quality_figures import plot_calibration
+from experiments.trust.measures import Calibration, calibration, fit_calibration_scale
+from experiments.trust.figures import plot_calibration
 from experiments.inference.predictor import Predictor
 from experiments.integrity import NOTE_SUFFIX
 
@@ -114,7 +114,7 @@ class QualityAccumulator:
         return torch.cat(self.means), torch.cat(self.stds), torch.cat(self.targets)
 
     def fit_scale(self) -> float:
-        """:func:`~experiments.evaluation.quality.fit_calibration_scale` on what was seen: call it on validation only."""
+        """:func:`~experiments.trust.measures.fit_calibration_scale` on what was seen: call it on validation only."""
         return fit_calibration_scale(*self.stacked(), self.samples)
 
     def calibration(self, scale: float = 1.0) -> Calibration:

@@ -6,7 +6,7 @@
 
 The one route from an input to its results, shared by ``experiments.predict`` (which writes each frame as it
 comes) and the napari widget (which shows them as layers); both check the results with
-:func:`experiments.evaluation.check.check_result` (evaluation sits above inference). Frame i draws its noise
+:func:`experiments.trust.check.check_result` (the trust measures sit above inference). Frame i draws its noise
 from its own stream of the seed (:func:`~experiments.inference.predictor.frame_generator`), so any subset of
 frames, in any order, gives the frames one run over all of them gives.
 """
@@ -28,7 +28,7 @@ from experiments.data.tif_io import InputImage, to_model_frames
 from experiments.inference.predictor import Predictor, frame_generator
 from experiments.inference.tiling import TileLayout
 
-PAIR = 2  # independent samples kept for the check: the FRC of experiments.evaluation.check compares two
+PAIR = 2  # independent samples kept for the check: the FRC of experiments.trust.check compares two
 
 
 def upsample_frames(frames: np.ndarray) -> np.ndarray:

@@ -159,7 +159,7 @@ class Predictor:
                 gets the value of (y, x) whatever the padding, as the exported package does, instead of
                 drawing x_T from the generator; the package's output is then reproduced exactly.
             keep: return the first ``keep`` chains themselves too (the independent pair of
-                :mod:`experiments.evaluation.check`); chains beyond ``sampling.samples`` are drawn after the
+                :mod:`experiments.trust.check`); chains beyond ``sampling.samples`` are drawn after the
                 samples and not averaged.
             on_tiles: called as ``on_tiles(done, total)`` after every network call, with the tiles sampled so
                 far and in all (a GUI's progress, or its cancel: an exception raised there stops sampling

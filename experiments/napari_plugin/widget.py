@@ -5,7 +5,7 @@ folder, or a Model Zoo ``.zip`` from ``experiments.export``) and an image layer 
 axis before y, x is a stack of frames), then Run. The work runs in a worker thread (the viewer stays live)
 with a progress bar; Cancel stops it within one network call and adds nothing. The results come back as layers on the input's physical
 grid: the output (the mean of the samples), its per-pixel std (several samples) and, with Check, the
-re-degradation consistency map (:mod:`experiments.evaluation.check`), whose numbers go in the output
+re-degradation consistency map (:mod:`experiments.trust.check`), whose numbers go in the output
 layer's metadata. Nothing is written to disk; save the layers from napari (File > Save Selected Layers).
 
 The route is prediction's own (:func:`experiments.inference.frames.super_resolve`): the same seed and
@@ -31,7 +31,7 @@ from experiments.data.normalization import unit_divisor
 from experiments.data.ome_tiff import valid_pixel_size
 from experiments.data.ome_zarr import UNITS_UM, stack_position
 from experiments.data.tif_io import InputImage
-from experiments.evaluation import check
+from experiments.trust import check
 from experiments.inference.frames import ScaledInput, super_resolve
 from experiments.inference.loading import load_for_inference
 from experiments.inference.package import load_package, postprocess, preprocess, run_package

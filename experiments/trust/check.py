@@ -1,10 +1,10 @@
 """What ``python -m experiments.predict --check`` measures for each frame: can this output be trusted?
 
-* Re-degradation consistency (SQUIRREL, :func:`experiments.evaluation.quality.consistency`): the output blurred
+* Re-degradation consistency (SQUIRREL, :func:`experiments.trust.measures.consistency`): the output blurred
   back to widefield resolution and fitted to the input; its absolute error map lights up where the
   output holds structure that the input does not explain. Fitted against the *native* input (before
   ``--upsample``: the map is on the input's own grid, the size ratio 2 handled by the fit).
-* Sample-to-sample FRC (:func:`experiments.evaluation.quality.fourier_ring_correlation`): two independent
+* Sample-to-sample FRC (:func:`experiments.trust.measures.fourier_ring_correlation`): two independent
   samples of the same input (prediction's first two; with one sample, one more chain drawn after it from
   the same seeded generator) are compared ring by ring; below the resolution where they stop agreeing the
   model guesses.
@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from experiments.inference.frames import FrameResult
-from experiments.evaluation.quality import (
+from experiments.trust.measures import (
     FRC,
     KERNEL_RADIUS_SIGMAS,
     MIN_FIT_SIDE,
@@ -68,7 +68,7 @@ def fit_border(widefield_shape: tuple[int, int], factor: int, sigma_max: float) 
 
 
 def redegradation(output: Tensor, widefield: Tensor) -> Consistency:
-    """:func:`~experiments.evaluation.quality.consistency` of ``output`` [H, W] with ``widefield`` [H / f, W / f]
+    """:func:`~experiments.trust.measures.consistency` of ``output`` [H, W] with ``widefield`` [H / f, W / f]
     (f = 1 or 2) over :func:`sigma_range` (searched to :data:`SIGMA_TOLERANCE`), with the border of
     :func:`fit_border`."""
     factor = max(output.shape[-1] // widefield.shape[-1], 1)

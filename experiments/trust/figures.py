@@ -1,4 +1,4 @@
-"""Figures of the trust measures of :mod:`experiments.evaluation.quality`: the check of a prediction (input, output,
+"""Figures of the trust measures of :mod:`experiments.trust.measures`: the check of a prediction (input, output,
 std, consistency map), the calibration curve and the FRC curve, as PNG files.
 
 Built like :mod:`experiments.figures` (Agg canvas, no pyplot, one PNG per call, path returned). Input
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.figures import ImageStack, new_figure, plot_image_grid, save_figure
-from experiments.evaluation.quality import FRC, Calibration
+from experiments.trust.measures import FRC, Calibration
 
 
 def plot_check(
@@ -28,7 +28,7 @@ def plot_check(
 
     ``inputs``, ``outputs``: ``[N, 1, H, W]`` (or ``[N, H, W]``) in [-1, 1], the input possibly on a
     coarser grid; ``std``: ``[N, 1, H, W]`` (None for a single sample); ``consistency_maps``: the
-    :attr:`~experiments.evaluation.quality.Consistency.error_map` of each image, ``[N, 1, h, w]``. Where the map is
+    :attr:`~experiments.trust.measures.Consistency.error_map` of each image, ``[N, 1, h, w]``. Where the map is
     bright the output does not re-degrade to the input: structure there has no support in the data.
     """
     maps = {"Std": std} if std is not None else {}

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.evaluation.quality import (
+from experiments.trust.measures import (
     apodisation,
     calibration,
     consistency,
@@ -19,7 +19,7 @@ from experiments.evaluation.quality import (
     predicted_error_std,
     redegrade,
 )
-from experiments.evaluation.quality_figures import plot_calibration, plot_check, plot_frc
+from experiments.trust.figures import plot_calibration, plot_check, plot_frc
 from test_figures import read_png
 
 
