@@ -313,3 +313,24 @@ def test_quoted_flags_belong_to_a_documented_command(command: Command):
     assert not missing, (
         f"{command.doc}:{command.line}: `{command.text}`: {', '.join(missing)} is a flag of no documented command"
         + (f" (--help failed for {', '.join(failed)})" if failed else ""))
+
+
+def test_every_test_the_docs_name_exists():
+    """docs/architecture.md says which test holds which number: each `file::test` it names (and each
+    `::test` after one, in the same file) is a test of that file."""
+    import ast
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    named, current = [], None
+    for file, test, after in re.findall(r"`(?:tests/)?(test_\w+\.py)(?:::(test_\w+))?|`::(test_\w+)", text):
+        test = test or after
+        current = file or current
+        if test:
+            named.append((current, test))
+    assert len(named) > 40
+    missing = []
+    for file, test in named:
+        tree = ast.parse((ROOT / "tests" / file).read_text())
+        if test not in {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}:
+            missing.append(f"{file}::{test}")
+    assert missing == []
