@@ -26,6 +26,7 @@ from typing import Literal, Sequence, get_args
 import torch
 
 from .diffusion import Diffusion
+from .schedule import log_alpha_bar
 from .settings import check_choice
 
 Spacing = Literal["uniform", "quadratic"]
@@ -120,11 +121,10 @@ def ddim_coefficients(diffusion: Diffusion, timesteps: Sequence[int], eta: float
     steps = list(timesteps)
     if steps != check_timesteps(steps, diffusion.steps):
         raise ValueError(f"DDIM timesteps must be in descending (sampling) order, got {steps}")
-    beta = diffusion.tables.beta.detach().to("cpu", torch.float64)
-    log_alpha_bar = torch.cumsum(torch.log1p(-beta), dim=0)
-    log_now = log_alpha_bar[steps]
+    log_ab = log_alpha_bar(diffusion.tables.beta.detach().cpu())
+    log_now = log_ab[steps]
     # alpha_bar_{-1} = 1, i.e. log 0, after the last step.
-    log_prev = torch.cat([log_alpha_bar[steps[1:]], log_now.new_zeros(1)])
+    log_prev = torch.cat([log_ab[steps[1:]], log_now.new_zeros(1)])
     one_minus_now = -torch.expm1(log_now)
     one_minus_prev = -torch.expm1(log_prev)
     one_minus_ratio = -torch.expm1(log_now - log_prev)

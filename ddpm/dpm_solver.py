@@ -37,6 +37,7 @@ import torch
 from .ddim import SPACINGS, Spacing, ddim_timesteps
 from .diffusion import Diffusion
 from .samplers import Sampler, StepFn, register_sampler
+from .schedule import log_alpha_bar
 from .settings import check_choice
 
 # Network evaluations when none are given: the quality study's choice (docs/sampling.md).
@@ -71,13 +72,12 @@ def multistep_rows(diffusion: Diffusion, timesteps: Sequence[int], targets: Sequ
     steps, ends = list(timesteps), list(targets)
     if len(steps) != len(ends) or any(end >= step for step, end in zip(steps, ends)):
         raise ValueError(f"each target must lie below its step: steps {steps}, targets {ends}")
-    beta = diffusion.tables.beta.detach().to("cpu", torch.float64)
-    log_alpha_bar = torch.cumsum(torch.log1p(-beta), dim=0)
+    log_ab = log_alpha_bar(diffusion.tables.beta.detach().cpu())
 
     def log_alpha_sigma(t: int) -> tuple[float, float]:
         """(log alpha_t, log sigma_t), from log alpha_bar_t without cancellation."""
-        log_ab = float(log_alpha_bar[t])
-        return 0.5 * log_ab, 0.5 * math.log(-math.expm1(log_ab))
+        value = float(log_ab[t])
+        return 0.5 * value, 0.5 * math.log(-math.expm1(value))
 
     rows, previous_h = [], None
     for step, end in zip(steps, ends):

@@ -54,6 +54,15 @@ def make_betas(kind: ScheduleKind, steps: int, beta_start: float, beta_end: floa
     raise ValueError(f"unknown noise schedule {kind!r}; choose one of {SCHEDULES}")
 
 
+def log_alpha_bar(beta: torch.Tensor) -> torch.Tensor:
+    """``log alpha_bar_t = sum_{s <= t} log(1 - beta_s)`` of betas [T], in float64 on ``beta``'s device.
+
+    Summing logs keeps ``1 - alpha_bar`` (``-expm1`` of it) to full relative precision: with beta_0 = 1e-6,
+    ``1 - cumprod(alpha)`` would lose ten digits and bias the posterior coefficients by 1e-10. The tables and
+    the DDIM and DPM-Solver++ coefficients all start from it."""
+    return torch.cumsum(torch.log1p(-beta.to(torch.float64)), dim=0)
+
+
 @dataclass(frozen=True)
 class ScheduleTables:
     """Every per-step coefficient the diffusion needs, each a tensor [T].
@@ -86,11 +95,9 @@ class ScheduleTables:
         """Derive all tables from betas [T] (computed in float64 whatever ``beta``'s dtype)."""
         beta = beta.to(torch.float64)
         alpha = 1.0 - beta
-        # Summing logs keeps 1 - alpha_bar to full relative precision: with beta_0 = 1e-6,
-        # 1 - cumprod(alpha) would lose ten digits and bias the posterior coefficients by 1e-10.
-        log_alpha_bar = torch.cumsum(torch.log1p(-beta), dim=0)
-        alpha_bar = log_alpha_bar.exp()
-        one_minus_alpha_bar = -torch.expm1(log_alpha_bar)
+        log_ab = log_alpha_bar(beta)
+        alpha_bar = log_ab.exp()
+        one_minus_alpha_bar = -torch.expm1(log_ab)
         alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])
         one_minus_alpha_bar_prev = torch.cat([alpha_bar.new_zeros(1), one_minus_alpha_bar[:-1]])
         beta_tilde = one_minus_alpha_bar_prev / one_minus_alpha_bar * beta
