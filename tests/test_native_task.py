@@ -341,3 +341,19 @@ def test_the_exported_native_package_takes_the_camera_image(native_run, tmp_path
         scripted = module(torch.from_numpy(preprocess(test_in))).numpy()[0, 0] * 0.5 + 0.5
     np.testing.assert_allclose(scripted, test_out[0, 0], rtol=0, atol=1e-6)
     np.testing.assert_allclose(tifffile.imread(tmp_path / "pred" / "in_sr.tif"), scripted, rtol=0, atol=1e-4)
+
+
+def test_the_one_enlarger_clips_as_asked():
+    """None: torch's bicubic itself; "frame": each image within its own [min, max]; "unit": within [0, 1]."""
+    rng = np.random.default_rng(2)
+    images = torch.from_numpy(rng.random((3, 1, 6, 5), dtype=np.float32) * np.array([0.5, 1.0, 3.0], dtype=np.float32)
+                              [:, None, None, None] - 0.2)
+    plain = F.interpolate(images, size=(12, 10), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(enlarge(images, 2), plain, rtol=0, atol=0)
+    framed = enlarge(images, 2, clip="frame")
+    for image, source, raw in zip(framed, images, plain):
+        np.testing.assert_array_equal(image.numpy(), np.clip(raw.numpy(), source.min().item(), source.max().item()))
+    assert bool((plain < images.amin()).any() or (plain > images.amax()).any())  # there is something to clip
+    np.testing.assert_array_equal(enlarge(images, 2, clip="unit").numpy(), np.clip(plain.numpy(), 0, 1))
+    with pytest.raises(ValueError, match="clip"):
+        enlarge(images, 2, clip="range")

@@ -13,7 +13,7 @@
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, Optional, get_args
 
 import torch
 import torch.nn.functional as F
@@ -33,16 +33,30 @@ def input_scale(task: Task) -> int:
     return INPUT_SCALE[task]
 
 
-def enlarge(images: torch.Tensor, scale: int) -> torch.Tensor:
-    """Bicubic enlargement of [B, C, h, w] to [B, C, scale h, scale w] (``scale`` 1: ``images`` itself).
+def enlarge(images: torch.Tensor, scale: int, clip: Optional[str] = None) -> torch.Tensor:
+    """Bicubic enlargement of [B, C, h, w] to [B, C, scale h, scale w] (``scale`` 1: ``images`` itself): the one
+    enlarger of the project. Bicubic interpolation overshoots at bright edges; ``clip`` says what to do:
 
-    Not clamped: the map is linear, so it commutes with the linear normalisations of the data and gives
-    the same condition whichever is applied first; it also commutes with the 8 dihedral transforms.
+    * None (a native-task model's condition): nothing. The map stays linear, so it commutes with the linear
+      normalisations of the data and gives the same condition whichever is applied first; it also commutes
+      with the 8 dihedral transforms.
+    * ``"frame"`` (a user's image under ``predict --upsample``): each image clipped to its own [min, max],
+      so the enlargement adds no value the image never held.
+    * ``"unit"`` (simulated widefield inputs, as BioSR's were made): clipped to [0, 1], the data's range.
     """
     if scale == 1:
         return images
     # A float factor, so that TorchScript compiles this function inside the exported sampler.
-    return F.interpolate(images, scale_factor=float(scale), mode="bicubic", align_corners=False)
+    enlarged = F.interpolate(images, scale_factor=float(scale), mode="bicubic", align_corners=False)
+    if clip is None:
+        return enlarged
+    if clip == "frame":
+        low = images.amin(dim=(1, 2, 3), keepdim=True)
+        high = images.amax(dim=(1, 2, 3), keepdim=True)
+        return torch.maximum(torch.minimum(enlarged, high), low)
+    if clip == "unit":
+        return enlarged.clamp(0, 1)
+    raise ValueError("enlarge: clip must be None, 'frame' or 'unit'")
 
 
 # A generated data set states its task and its input grid here, so that training can check the task and

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ddpm.settings import UsageError, bounded, check_ranges
-from experiments.data.task import Task
+from experiments.data.task import Task, enlarge
 
 # Full width at half maximum of a Gaussian in units of its sigma: 2 sqrt(2 ln 2).
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -186,8 +186,12 @@ def downscale(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def upsample(wf_low: torch.Tensor, size: int) -> torch.Tensor:
-    """Bicubic upsampling [B, s, s] -> [B, size, size], clipped to [0, 1] (like the BioSR inputs)."""
-    return F.interpolate(wf_low[:, None], size=(size, size), mode="bicubic", align_corners=False)[:, 0].clamp(0, 1)
+    """[B, s, s] -> [B, size, size] (size a multiple of s) by :func:`~experiments.data.task.enlarge`, clipped
+    to [0, 1] (``clip="unit"``), as the BioSR inputs were made."""
+    scale, rest = divmod(size, wf_low.shape[-1])
+    if rest:
+        raise ValueError(f"upsample: {size} px is not a multiple of the input's {wf_low.shape[-1]} px")
+    return enlarge(wf_low[:, None], scale, clip="unit")[:, 0]
 
 
 def target_images(sim: np.ndarray, task: Task = "tutorial") -> np.ndarray:

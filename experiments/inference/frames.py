@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from experiments.config.schema import SamplingConfig
 from experiments.data.images import float_range_problem
 from experiments.data.normalization import Normalization, from_model_range, min_max_to_model_range
+from experiments.data.task import enlarge
 from experiments.data.tif_io import InputImage, to_model_frames
 from experiments.inference.predictor import Predictor, frame_generator
 from experiments.inference.tiling import TileLayout
@@ -32,16 +32,10 @@ PAIR = 2  # independent samples kept for the check: the FRC of experiments.trust
 
 
 def upsample_frames(frames: np.ndarray) -> np.ndarray:
-    """Bicubic x2 of frames [N, H, W] -> [N, 2H, 2W] (float32, source units), as the BioSR inputs were made.
-
-    Each result is clipped to its frame's own [min, max], so the overshoot of bicubic interpolation at
-    bright edges adds no values the image never held (BioSR clips to [0, 1], the range of its data).
-    """
+    """Frames [N, H, W] -> [N, 2H, 2W] (float32, source units) by :func:`~experiments.data.task.enlarge`,
+    each clipped to its own [min, max] (``clip="frame"``): what ``--upsample`` does to a user's image."""
     tensor = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None]
-    enlarged = F.interpolate(tensor, scale_factor=2, mode="bicubic", align_corners=False)[:, 0]
-    low = tensor.amin(dim=(1, 2, 3))[:, None, None]
-    high = tensor.amax(dim=(1, 2, 3))[:, None, None]
-    return torch.maximum(torch.minimum(enlarged, high), low).numpy()
+    return enlarge(tensor, 2, clip="frame")[:, 0].numpy()
 
 
 class ScaledInput:
