@@ -212,7 +212,8 @@ def test_a_layer_far_from_the_training_pixel_size_is_super_resolved_with_a_warni
     viewer.layers["cell"].scale = (0.2, 0.2)  # 200 nm pixels against the training inputs' 62.6 nm
     run_and_wait(qtbot, widget)
     text = widget.status.text()
-    assert text.startswith("Done") and "Warning: the layer has 200.0 nm pixels" in text and "62.6 nm" in text, text
+    assert text.startswith("Done") and "Warning: layer 'cell' has 200.0 nm pixels (its scale)" in text and "62.6 nm" in text, text
+    assert "--pixel-size" not in text and "the layer's scale" in text  # the widget's terms, not the command's
 
 
 def test_a_package_without_the_stepping_parts_runs_whole(tmp_path):

@@ -52,7 +52,7 @@ def test_two_processes_write_what_one_process_writes(inputs, tmp_path):
 
 def test_rank_r_of_w_writes_files_r_r_plus_w_and_no_others(inputs, tmp_path, monkeypatch):
     """The share itself, in one process: rank 1 of 2 (its gather of the checks stubbed) writes files 1 and 3."""
-    from experiments import predict
+    from experiments.inference import prediction as predict
     from experiments.inference.loading import load_for_inference
     from experiments.runtime import Distributed
 
@@ -62,5 +62,5 @@ def test_rank_r_of_w_writes_files_r_r_plus_w_and_no_others(inputs, tmp_path, mon
     options = predict.PredictOptions(sampling=predictor.config.sampling, tile=32, overlap=8, preview=False,
                                      progress=False)
     files = sorted(inputs.iterdir())
-    predict.predict(predictor, files, tmp_path / "out", options, Distributed(rank=1, world_size=2))
+    predict.predict(predictor, files, tmp_path / "out", options, warn=print, place=Distributed(rank=1, world_size=2))
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["cell_1_sr.tif", "cell_3_sr.tif"]

@@ -13,7 +13,6 @@ frames, in any order, gives the frames one run over all of them gives.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -100,19 +99,21 @@ def super_resolve(
     frames: Sequence[int],
     sampling: SamplingConfig,
     seed: int,
+    *,
     layout: TileLayout | None = None,
     hashed_noise: bool = False,
     keep_pair: bool = False,
     progress: bool = False,
     desc: str | None = None,
     on_tiles: Callable[[int, int], None] | None = None,
+    warn: Callable[[str], None] = lambda message: None,
 ) -> Iterator[tuple[int, FrameResult]]:
     """Yield ``(index, FrameResult)`` for each of ``frames`` of ``scaled``, as each is sampled.
 
     ``hashed_noise`` starts every chain from the seed's position-hashed noise, as an exported package does;
     ``keep_pair`` also returns two independent samples, the first two (a chain drawn after them for one
-    sample), for the check's FRC. A float input far from [0, 1] gets one warning on stderr. ``progress``, ``desc`` and ``on_tiles``: as
-    :meth:`~experiments.inference.predictor.Predictor.sample_frames`.
+    sample), for the check's FRC. A float input far from [0, 1] is told to ``warn`` once. ``progress``,
+    ``desc`` and ``on_tiles``: as :meth:`~experiments.inference.predictor.Predictor.sample_frames`.
     """
     warned = False
 
@@ -121,7 +122,7 @@ def super_resolve(
         for index in frames:
             problem = None if warned else scaled.range_problem(index)
             if problem:  # the user has this model and may still want its output: warn, once per input
-                print(f"warning: {problem}; rescale the file to [0, 1] for meaningful output", file=sys.stderr)
+                warn(f"warning: {problem}; rescale the file to [0, 1] for meaningful output")
                 warned = True
             yield index, torch.from_numpy(scaled.model(index))
 

@@ -34,6 +34,7 @@ from experiments.data.tif_io import InputImage
 from experiments.trust import check
 from experiments.inference.frames import ScaledInput, super_resolve
 from experiments.inference.loading import load_for_inference
+from experiments.inference.prediction import PredictOptions, pixel_size_warning, provenance
 from experiments.inference.package import load_package, postprocess, preprocess, run_package
 from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags
 from experiments.napari_plugin.image_files import file_pixel_size
@@ -128,26 +129,21 @@ def _stacked(frames: list[np.ndarray], request: Request) -> np.ndarray:
     return np.stack(frames).reshape(*request.data.shape[:-2], *frames[0].shape)
 
 
-def input_warnings(predictor, scaled: ScaledInput) -> list[str]:
-    """What prediction would warn about this input: a pixel size far from the training inputs' (or none
-    known), float values far from [0, 1] (the first frame's)."""
-    size, expected = scaled.source.info.pixel_size_um, predictor.input_pixel_um() * 1000
-    found = []
-    if size is None:
-        found.append(f"the layer states no pixel size; this model was trained on {expected:.1f} nm pixels")
-    elif not predictor.suits_pixel_size(size):
-        found.append(f"the layer has {size * 1000:.1f} nm pixels, but this model was trained on {expected:.1f} nm "
-                     "pixels: it learned structures at another scale, so the output may be wrong")
+def input_warnings(request: Request, predictor, scaled: ScaledInput) -> list[str]:
+    """What prediction would warn about this input (:func:`~experiments.inference.prediction.pixel_size_warning`,
+    in the widget's terms): a pixel size far from the training inputs' (or none known), float values far from
+    [0, 1] (the first frame's)."""
+    found = [pixel_size_warning(f"layer {request.name!r}", scaled.source.info.pixel_size_um, "its scale", False,
+                                predictor, stating="the layer's scale")]
     problem = scaled.range_problem(0)
-    if problem:
-        found.append(f"{problem}; rescale the layer to [0, 1] for meaningful output")
-    return found
+    found.append(f"warning: {problem}; rescale the layer to [0, 1] for meaningful output" if problem else None)
+    return [text for text in found if text]
 
 
 def _layers(request: Request, means: list, stds: list, maps: list, entries: list, factor: int,
             settings: dict) -> Result:
     grid = output_grid(request, factor)
-    metadata = {"model": str(request.model), "source_layer": request.name, **settings}
+    metadata = {"model": str(request.model), **settings}
     if entries:
         metadata["check"] = entries
     result = Result([(_stacked(means, request), {"name": f"{request.name} SR", "metadata": metadata, **grid})])
@@ -177,13 +173,16 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
         means.append(frame.mean)
         stds += [frame.std] if frame.std is not None else []
         if request.check:
-            trust = check.check_result(frame, scaled.native(index), None if size is None else size / predictor.scale)
+            trust = check.check_result(frame.mean, frame.pair, scaled.native(index),
+                                       None if size is None else size / predictor.scale)
             maps.append(trust.consistency.error_map.float().numpy())
             entries.append(trust.summary())
-    settings = {"checkpoint_sha256": predictor.digest, "seed": request.seed, "sampler": sampling.sampler,
-                "sampling_steps": sampling.network_evaluations(steps), "samples": sampling.samples}
-    result = _layers(request, means, stds, maps, entries, predictor.scale, settings)
-    result.warnings += input_warnings(predictor, scaled)
+    info = source.info
+    layer = {"source_layer": request.name, "source_dtype": info.dtype, "source_shape": list(info.stored_shape),
+             "frames": len(scaled)}
+    record = provenance(predictor, layer, PredictOptions(sampling=sampling, seed=request.seed))
+    result = _layers(request, means, stds, maps, entries, predictor.scale, record)
+    result.warnings += input_warnings(request, predictor, scaled)
     return result
 
 
@@ -203,7 +202,7 @@ def run_zip(request: Request, on_tiles) -> Result:
             widefield = torch.from_numpy(postprocess(preprocess(frame[None]))[0])  # the package's scaling, in [0, 1]
             maps.append(check.redegradation(torch.from_numpy(output), widefield).error_map.float().numpy())
     factor = means[0].shape[-1] // request.data.shape[-1]
-    return _layers(request, means, [], maps, [], factor, {"package": request.model.name})
+    return _layers(request, means, [], maps, [], factor, {"source_layer": request.name, "package": request.model.name})
 
 
 def run_request(request: Request, on_tiles=lambda done, total: None) -> Result:
@@ -353,7 +352,7 @@ class SuperResolveWidget(QWidget):
         for data, options in result.layers:
             self.viewer.add_image(data, **options)
         added = ", ".join(options["name"] for _, options in result.layers)
-        self.status.setText(" ".join([f"Done: added {added}.", *(f"Warning: {text}." for text in result.warnings)]))
+        self.status.setText(" ".join([f"Done: added {added}.", *(text[0].upper() + text[1:] + "." for text in result.warnings)]))
 
     def _failed(self, error: Exception) -> None:
         if isinstance(error, Cancelled):

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from experiments.inference.frames import FrameResult
 from experiments.trust.measures import (
     FRC,
     KERNEL_RADIUS_SIGMAS,
@@ -126,13 +125,14 @@ def check_frame(output: Tensor, widefield: Tensor, first: Tensor, second: Tensor
     return FrameCheck(redegradation(output, widefield), square_frc(first, second, pixel_size_nm))
 
 
-def check_result(result: FrameResult, widefield: np.ndarray, pixel_size_um: float | None) -> FrameCheck:
-    """:func:`check_frame` of a frame :func:`experiments.inference.frames.super_resolve` returned with its
-    pair, against ``widefield`` [h, w] (the input on its own grid, in [0, 1]); ``pixel_size_um``: the
-    output's, for the FRC in nm (None: pixels only)."""
+def check_result(mean: np.ndarray, pair: Tensor, widefield: np.ndarray, pixel_size_um: float | None) -> FrameCheck:
+    """:func:`check_frame` of a frame's ``mean`` [H, W] (in [0, 1]) and its ``pair`` of independent samples
+    [2, H, W] (what :func:`experiments.inference.frames.super_resolve` returns with ``keep_pair``), against
+    ``widefield`` [h, w] (the input on its own grid, in [0, 1]); ``pixel_size_um``: the output's, for the FRC
+    in nm (None: pixels only)."""
     pixel_size_nm = None if pixel_size_um is None else 1000.0 * pixel_size_um
-    first, second = result.pair
-    return check_frame(torch.from_numpy(result.mean), torch.from_numpy(widefield), first, second, pixel_size_nm)
+    first, second = pair
+    return check_frame(torch.from_numpy(mean), torch.from_numpy(widefield), first, second, pixel_size_nm)
 
 
 def summary_entries(source: Path, output: Path, summaries: list[dict]) -> list[dict]:
