@@ -56,6 +56,17 @@ class MultistepRow:
     c: float
 
 
+def multistep_update(x: torch.Tensor, x0: torch.Tensor, previous: torch.Tensor, a: float, b: float,
+                     c: float) -> torch.Tensor:
+    """One step of a linear multistep chain, ``a x + b x0 + c x0_previous`` (:class:`MultistepRow`; ``c = 0``: a
+    first-order step, ``previous`` unused). The eager sampler and the exported TorchScript sampler both step
+    with it."""
+    x = a * x + b * x0
+    if c != 0.0:
+        x = x + c * previous
+    return x
+
+
 def multistep_rows(diffusion: Diffusion, timesteps: Sequence[int], targets: Sequence[int], order: int = 2) -> list[MultistepRow]:
     """The step coefficients of a chain evaluated at ``timesteps`` whose step ``i`` lands on ``targets[i]``.
 
@@ -146,9 +157,7 @@ class DPMSolverSampler(Sampler):
             if self.clamp:
                 x0 = x0.clamp(-1.0, 1.0)
             row = rows[t]
-            x = row.a * x_t + row.b * x0
-            if row.c:
-                x = x + row.c * previous[0]
+            x = multistep_update(x_t, x0, previous[0] if previous else x0, row.a, row.b, row.c)
             previous[:] = [x0]
             return x
 

@@ -46,7 +46,8 @@ from experiments.inference.loading import load_for_inference
 from experiments.inference.package import WEIGHTS_NAME, postprocess, preprocess
 from experiments.inference.predictor import Predictor
 from experiments.inference.sampling import PREDICTION_SAMPLING
-from experiments.inference.scripted_sampler import EXPORT_SAMPLERS, ExportSampler, script_sampler, solver_steps
+from experiments.inference.scripted_sampler import (EXPORT_SAMPLERS, ExportSampler, save_scripted, script_sampler,
+                                                    solver_steps)
 from experiments.integrity import check_outputs
 from experiments.records import read_records
 from unet import describe_network
@@ -331,7 +332,7 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
     """Files, then the spec 0.5 description of them, then the zip (``spec``, ``save``: bioimageio.spec's)."""
     pixel_size = options.pixel_size_um
     weights = work / WEIGHTS_NAME
-    module.save(str(weights))
+    save_scripted(module, weights)
     np.save(work / "test_input.npy", image)
     np.save(work / "test_output.npy", output)
     cover = write_cover(image[0, 0], output[0, 0], work / "cover.png")

@@ -11,7 +11,6 @@ stop between network calls. Nothing but torch is needed.
 
 from __future__ import annotations
 
-import io
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 from experiments.data.normalization import from_model_range, min_max_to_model_range
 from experiments.inference.loading import InferenceError
+from experiments.inference.scripted_sampler import load_scripted
 
 WEIGHTS_NAME = "sampler.pt"  # the TorchScript weights' name inside a package (experiments.export writes it)
 
@@ -49,7 +49,7 @@ def load_package(path: str | Path) -> torch.jit.ScriptModule:
         raise InferenceError(f"{path}: a zip without {WEIGHTS_NAME}: not a package of this project; give the .zip "
                              "that experiments.export wrote, or a checkpoint (.pt)") from error
     try:
-        return torch.jit.load(io.BytesIO(weights), map_location="cpu").eval()
+        return load_scripted(weights)
     except RuntimeError as error:
         raise InferenceError(f"{path}: its weights {WEIGHTS_NAME} cannot be loaded ({error}); export it again") from error
 

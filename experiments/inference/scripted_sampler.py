@@ -11,28 +11,36 @@ the seed fixed at export and each pixel's position), never from a random state. 
 deterministic, so nothing else is random.
 
 Both exported samplers are linear multistep chains: each step is ``x = a x + b x0 + c x0_previous``
-with the clamped data prediction x0 of Eq. 7 / 27, and :func:`ddpm.dpm_solver.multistep_rows` gives
-``(a, b, c)``: DPM-Solver++(2M) (:class:`ddpm.DPMSolverSampler`), or its first order along DDIM's
-chain, which is deterministic DDIM (Song et al. Eq. 12, eta = 0; tested equal to
-:class:`ddpm.DDIMSampler`). The loop is written again here because the samplers take a
-:class:`ddpm.Diffusion`, which TorchScript cannot compile; the numbers come from the same place (the
-rows as Python floats, the x0 tables and time encodings the Diffusion's own float32 entries), so the
-module reproduces the eager sampler from ``x_T = hashed_normal(...)`` to rounding.
+(:func:`ddpm.dpm_solver.multistep_update`, the eager sampler's own step) with the clamped data prediction
+x0 of Eq. 7 / 27, and :func:`ddpm.dpm_solver.multistep_rows` gives ``(a, b, c)``: DPM-Solver++(2M)
+(:class:`ddpm.DPMSolverSampler`), or its first order along DDIM's chain, which is deterministic DDIM (Song
+et al. Eq. 12, eta = 0; tested equal to :class:`ddpm.DDIMSampler`). Only the loop over the steps is
+written here, because the samplers take a :class:`ddpm.Diffusion`, which TorchScript cannot compile; the
+numbers come from the same place (the rows as Python floats, the x0 tables and time encodings the
+Diffusion's own float32 entries), and the tiles are cut and blended by prediction's own functions
+(:mod:`experiments.inference.tiling`), so the module reproduces the eager sampler from ``x_T =
+hashed_normal(...)`` to rounding.
+
+This is the one module that calls TorchScript (:func:`script_sampler`, :func:`save_scripted`,
+:func:`load_scripted`): moving the package's weights to another format touches this file only.
 """
 
 from __future__ import annotations
 
-from typing import List, Literal, Tuple, get_args
+import io
+from pathlib import Path
+from typing import List, Literal, NamedTuple, Tuple, get_args
 
 import torch
 from torch import nn
 
 from ddpm import DDIMSampler, Diffusion, DPMSolverSampler
 from ddpm.diffusion import REGRESSION_STEP
-from ddpm.dpm_solver import CLEAN, multistep_rows
+from ddpm.dpm_solver import CLEAN, multistep_rows, multistep_update
 from ddpm.hashed_noise import hashed_normal
 from experiments.data.task import enlarge
-from experiments.inference.tiling import TileLayout, axis_windows, pad_to_tile, tile_positions
+from experiments.inference.tiling import (TileLayout, add_tiles, axis_windows, cut_tiles, pad_to_tile, tile_jobs,
+                                          tile_positions)
 
 ExportSampler = Literal["dpmpp2m", "ddim"]
 EXPORT_SAMPLERS: tuple[str, ...] = get_args(ExportSampler)
@@ -66,35 +74,46 @@ class TiledNetwork(nn.Module):
         tile = self.tile
         rows, cols = tile_positions(x.size(2), tile, self.overlap), tile_positions(x.size(3), tile, self.overlap)
         row_windows, col_windows = axis_windows(rows, tile), axis_windows(cols, tile)
-        jobs: List[Tuple[int, int, int]] = []
-        for b in range(x.size(0)):
-            for i in range(len(rows)):
-                for j in range(len(cols)):
-                    jobs.append((b, i, j))
+        jobs = tile_jobs(x.size(0), len(rows), len(cols))
         total = torch.zeros([x.size(0), 1, x.size(2), x.size(3)], dtype=x.dtype, device=x.device)
         weights = torch.zeros([x.size(2), x.size(3)], dtype=x.dtype, device=x.device)
         for first in range(0, len(jobs), self.batch_size):
             chunk = jobs[first : first + self.batch_size]
-            tiles = [x[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] for b, i, j in chunk]
-            output = self.network(torch.stack(tiles), encoding)
-            for k in range(len(chunk)):
-                b, i, j = chunk[k]
-                window = torch.outer(row_windows[i], col_windows[j]).to(device=x.device, dtype=x.dtype)
-                total[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window * output[k]
-                if b == 0:  # every image of the batch has the same layout: its weights once
-                    weights[rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window
+            output = self.network(cut_tiles(x, chunk, rows, cols, tile), encoding)
+            add_tiles(total, weights, output, chunk, rows, cols, row_windows, col_windows, tile)
         return total / weights
 
 
-def _checked_input(widefield: torch.Tensor, scale: int, tile: int) -> Tuple[torch.Tensor, int, int, int, int]:
+class PaddedInput(NamedTuple):
+    """The widefield on the output's grid, padded to at least one tile, and where the frame lies in it."""
+
+    padded: torch.Tensor
+    height: int
+    width: int
+    top: int
+    left: int
+
+
+class ChainStart(NamedTuple):
+    """What a chain starts from: the padded condition, x_T, the previous x0 (zeros) and where the frame lies."""
+
+    padded: torch.Tensor
+    x: torch.Tensor
+    previous: torch.Tensor
+    height: int
+    width: int
+    top: int
+    left: int
+
+
+def _checked_input(widefield: torch.Tensor, scale: int, tile: int) -> PaddedInput:
     """The widefield enlarged onto the output's grid and padded to at least one tile
-    (:func:`~experiments.inference.tiling.pad_to_tile`, as prediction pads), with the size and offset of
-    the frame in it: ``(padded, height, width, top, left)``."""
+    (:func:`~experiments.inference.tiling.pad_to_tile`, as prediction pads)."""
     if widefield.dim() != 4 or widefield.size(1) != 1:
         raise ValueError(f"expected a widefield image of shape [B, 1, H, W], got {widefield.shape}")
     widefield = enlarge(widefield, scale)
     padded, top, left = pad_to_tile(widefield, tile)
-    return padded, widefield.size(2), widefield.size(3), top, left
+    return PaddedInput(padded, widefield.size(2), widefield.size(3), top, left)
 
 
 class ScriptedSolver(nn.Module):
@@ -150,15 +169,14 @@ class ScriptedSolver(nn.Module):
         return len(self.timesteps)
 
     @torch.jit.export
-    def start(self, widefield: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, int, int]:
-        """The padded condition, x_T, the previous x0 (zeros) and where the frame lies in them:
-        ``(padded, x, previous, height, width, top, left)``."""
+    def start(self, widefield: torch.Tensor) -> ChainStart:
+        """The padded condition, x_T, the previous x0 (zeros) and where the frame lies in them."""
         padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
         # One noise field for every image of the batch (that of prediction's first sample): an image's output is
         # the one it gets alone, wherever it sits in the batch.
         x = hashed_normal([1, 1, padded.size(2), padded.size(3)], self.seed, padded.device, -top, -left)
         x = x.expand(padded.size(0), 1, padded.size(2), padded.size(3)).contiguous()
-        return padded, x, torch.zeros_like(x), height, width, top, left
+        return ChainStart(padded, x, torch.zeros_like(x), height, width, top, left)
 
     @torch.jit.export
     def step(self, i: int, padded: torch.Tensor, x: torch.Tensor,
@@ -166,10 +184,7 @@ class ScriptedSolver(nn.Module):
         """Step ``i`` of the chain, one network call: the new x and this step's x0."""
         noise = self.network(torch.cat([padded, x], dim=1), self.time_encodings[i][None])
         x0 = (self.x0_coef_xt[i] * x - self.x0_coef_noise[i] * noise).clamp(-1.0, 1.0)  # Eq. 7 / 27, clamped
-        x = self.state_coef[i] * x + self.x0_coef[i] * x0
-        if self.previous_coef[i] != 0.0:
-            x = x + self.previous_coef[i] * previous
-        return x, x0
+        return multistep_update(x, x0, previous, self.state_coef[i], self.x0_coef[i], self.previous_coef[i]), x0
 
 
 class ScriptedRegression(nn.Module):
@@ -195,10 +210,10 @@ class ScriptedRegression(nn.Module):
         return 1
 
     @torch.jit.export
-    def start(self, widefield: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int, int, int]:
+    def start(self, widefield: torch.Tensor) -> ChainStart:
         padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
         zeros = torch.zeros_like(padded)
-        return padded, zeros, zeros, height, width, top, left
+        return ChainStart(padded, zeros, zeros, height, width, top, left)
 
     @torch.jit.export
     def step(self, i: int, padded: torch.Tensor, x: torch.Tensor,
@@ -216,3 +231,15 @@ def script_sampler(
     module = ScriptedRegression(network, diffusion, layout, scale) if regression else ScriptedSolver(
         network, diffusion, sampler, sampling_steps, seed, layout, scale)
     return torch.jit.script(module.cpu())
+
+
+def save_scripted(module: torch.jit.ScriptModule, path: str | Path) -> Path:
+    """Write a module of :func:`script_sampler` (a package's weights file)."""
+    module.save(str(path))
+    return Path(path)
+
+
+def load_scripted(data: bytes) -> torch.jit.ScriptModule:
+    """A module :func:`save_scripted` wrote, from its bytes, on the CPU, in eval mode (RuntimeError when it
+    cannot be read)."""
+    return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()

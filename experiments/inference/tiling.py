@@ -118,6 +118,36 @@ def _pad_axis(images: torch.Tensor, dim: int, target: int) -> Tuple[torch.Tensor
     return F.pad(images, pads, mode=mode), before
 
 
+def tile_jobs(batch: int, rows: int, cols: int) -> List[Tuple[int, int, int]]:
+    """Every (image, row, column) of a tiled batch, image by image, row by row: the order tiles go through the
+    network in calls of ``batch_size`` (eager and scripted alike)."""
+    jobs: List[Tuple[int, int, int]] = []
+    for b in range(batch):
+        for i in range(rows):
+            for j in range(cols):
+                jobs.append((b, i, j))
+    return jobs
+
+
+def cut_tiles(image: torch.Tensor, chunk: List[Tuple[int, int, int]], rows: List[int], cols: List[int],
+              tile: int) -> torch.Tensor:
+    """The tiles ``chunk`` names, cut from ``image`` [B, C, H, W]: [len(chunk), C, tile, tile]."""
+    return torch.stack([image[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] for b, i, j in chunk])
+
+
+def add_tiles(total: torch.Tensor, weights: torch.Tensor, output: torch.Tensor, chunk: List[Tuple[int, int, int]],
+              rows: List[int], cols: List[int], row_windows: List[torch.Tensor], col_windows: List[torch.Tensor],
+              tile: int) -> None:
+    """Add each output tile [len(chunk), C, tile, tile], weighted by its window, into ``total`` [B, C, H, W], and
+    the windows into ``weights`` [H, W] once per position (every image of a batch has the same layout)."""
+    for k in range(len(chunk)):
+        b, i, j = chunk[k]
+        window = torch.outer(row_windows[i], col_windows[j]).to(device=total.device, dtype=total.dtype)
+        total[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window * output[k]
+        if b == 0:
+            weights[rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window
+
+
 def _check_tile_output(output: torch.Tensor, count: int, tile: int) -> None:
     if output.ndim != 4 or output.shape[0] != count or output.shape[2:] != (tile, tile):
         raise ValueError(
@@ -205,25 +235,20 @@ def blend_tiles(
     rows = tile_positions(image.shape[2], tile, layout.overlap)
     cols = tile_positions(image.shape[3], tile, layout.overlap)
     row_windows, col_windows = axis_windows(rows, tile), axis_windows(cols, tile)
-    jobs = [(b, i, j) for b in range(image.shape[0]) for i in range(len(rows)) for j in range(len(cols))]
+    jobs = tile_jobs(image.shape[0], len(rows), len(cols))
 
     total = weights = None  # allocated once the first output tells C_out and dtype
     for first in range(0, len(jobs), layout.batch_size):
         chunk = jobs[first : first + layout.batch_size]
-        tiles = torch.stack([image[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] for b, i, j in chunk])
-        output = fn(tiles)
+        output = fn(cut_tiles(image, chunk, rows, cols, tile))
         _check_tile_output(output, len(chunk), tile)
         if total is None:
             dtype = torch.promote_types(output.dtype, torch.float32)
             shape = (image.shape[0], output.shape[1], *image.shape[2:])
             total = torch.zeros(shape, dtype=dtype, device=image.device)
             weights = torch.zeros(image.shape[2:], dtype=dtype, device=image.device)
-        output = output.to(device=image.device, dtype=total.dtype)
-        for (b, i, j), result in zip(chunk, output, strict=True):
-            window = torch.outer(row_windows[i], col_windows[j]).to(device=image.device, dtype=total.dtype)
-            total[b, :, rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window * result
-            if b == 0:  # every image in the batch has the same layout; count its weights once
-                weights[rows[i] : rows[i] + tile, cols[j] : cols[j] + tile] += window
+        add_tiles(total, weights, output.to(device=image.device, dtype=total.dtype), chunk, rows, cols, row_windows,
+                  col_windows, tile)
         if on_tiles is not None:
             on_tiles(len(chunk))
     return total / weights
