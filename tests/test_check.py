@@ -74,12 +74,12 @@ def test_an_invented_blob_lights_up_the_consistency_map_where_it_was_invented(ch
     rows, columns = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     blob += torch.exp(-((rows - 20) ** 2 + (columns - 28) ** 2) / (2 * 1.5**2))
 
-    def hallucinating(self, frames, count, sampling, generator_of, *args, keep=0, **kwargs):
+    def hallucinating(self, frames, count, request, generator_of):
         # The input itself (fully explained by it) plus a bright blob it does not hold, for every sample.
         for index, image in frames:
             output = image[None] + 1.5 * blob
-            yield index, Prediction(output, torch.zeros_like(output) if sampling.samples > 1 else None,
-                                    output.expand(keep, *output.shape))
+            yield index, Prediction(output, torch.zeros_like(output) if request.sampling.samples > 1 else None,
+                                    output.expand(request.keep, *output.shape))
 
     monkeypatch.setattr(Predictor, "sample_frames", hallucinating)
     args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", "--check", *FAST]
@@ -109,11 +109,11 @@ def test_degenerate_frames_get_noted_measures_in_strict_json(checkpoint, tmp_pat
     source = tmp_path / "stack.tif"
     tifffile.imwrite(source, stack, photometric="minisblack")
     # Every sample is the input itself: a constant frame stays constant, so its FRC is undefined too.
-    def identity(self, frames, count, sampling, generator_of, *args, keep=0, **kwargs):
+    def identity(self, frames, count, request, generator_of):
         for index, image in frames:
             output = image[None]
-            yield index, Prediction(output, torch.zeros_like(output) if sampling.samples > 1 else None,
-                                    output.expand(keep, *output.shape))
+            yield index, Prediction(output, torch.zeros_like(output) if request.sampling.samples > 1 else None,
+                                    output.expand(request.keep, *output.shape))
 
     monkeypatch.setattr(Predictor, "sample_frames", identity)
     args = ["--checkpoint", checkpoint, "--input", source, "--output", tmp_path / "out", "--check", *FAST]

@@ -19,7 +19,7 @@ from ddpm import DDIMSampler, Diffusion, DPMSolverSampler, ddim_coefficients, dd
 from ddpm.dpm_solver import CLEAN
 from ddpm.hashed_noise import hashed_normal
 from experiments.config.schema import RunConfig, SamplingConfig
-from experiments.inference.predictor import Predictor
+from experiments.inference.predictor import FrameRequest, Predictor
 from experiments.inference.sampling import Sampling
 from experiments.inference.tiling import TileLayout
 from unet import UNetConfig
@@ -188,7 +188,7 @@ def test_tiled_prediction_with_the_hashed_start_is_the_one_pass_chain_from_the_s
         torch.device("cpu"))
     condition = torch.rand(1, 1, 40, 52, generator=torch.Generator().manual_seed(2)) * 2 - 1
     sampling = SamplingConfig(sampler="dpmpp2m", sampling_steps=4, samples=2)
-    tiled = predictor.sample(condition, sampling, torch.Generator(), TileLayout(16, 6, 5), hashed_noise_seed=7)
+    tiled = predictor.sample(condition, FrameRequest(sampling, TileLayout(16, 6, 5), hashed_noise_seed=7), torch.Generator())
     x_T = hashed_normal([2, 1, 40, 52], 7, torch.device("cpu"))
     whole = Sampling(sampling, diffusion).draw(Pixelwise().eval(), condition, x_T=x_T)
     torch.testing.assert_close(tiled.mean, whole.mean(0), atol=1e-5, rtol=0)
@@ -212,14 +212,14 @@ def test_pooled_samples_equal_sequential_chains_of_each_sample(sampler):
     condition = torch.rand(1, 1, 40, 36, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1
     sampling = SamplingConfig(sampler=sampler, sampling_steps=3, samples=3)
     layout = TileLayout(16, 4, 16)
-    pooled = predictor.sample(condition, sampling, torch.Generator().manual_seed(1), layout, keep=5)
+    pooled = predictor.sample(condition, FrameRequest(sampling, layout, keep=5), torch.Generator().manual_seed(1))
     generator = torch.Generator().manual_seed(1)
     single = SamplingConfig(sampler=sampler, sampling_steps=3, samples=1)
-    sequential = torch.stack([predictor.sample(condition, single, generator, layout).mean for _ in range(5)])
+    sequential = torch.stack([predictor.sample(condition, FrameRequest(single, layout), generator).mean for _ in range(5)])
     torch.testing.assert_close(pooled.mean, sequential[:3].mean(0), atol=1e-9, rtol=0)
     torch.testing.assert_close(pooled.std, sequential[:3].std(0, unbiased=False), atol=1e-9, rtol=0)
     torch.testing.assert_close(pooled.kept, sequential, atol=1e-9, rtol=0)
-    assert predictor.sample(condition, sampling, torch.Generator(), layout, keep=2).kept.shape[0] == 2
+    assert predictor.sample(condition, FrameRequest(sampling, layout, keep=2), torch.Generator()).kept.shape[0] == 2
     assert sequential.std(0).mean() > 0.05  # five different samples
 
 

@@ -15,7 +15,7 @@ import torch
 from experiments.checkpoint import file_digest
 from experiments.config.schema import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
 from experiments.inference.loading import InferenceError, load_for_inference
-from experiments.inference.predictor import frame_generator
+from experiments.inference.predictor import FrameRequest, frame_generator
 from ddpm.settings import UsageError
 from experiments.inference.sampling import PREDICTION_SAMPLING, Sampling, prediction_sampling, sampling_from_flags
 from experiments.inference.tiling import TileLayout
@@ -98,7 +98,7 @@ def test_output_is_the_sampled_mean_mapped_to_unit_range(capsys, checkpoint, inp
     model_in = torch.from_numpy((stack / 65535.0 - 0.5) / 0.5).float()[:, None]
     sampling = prediction_sampling(predictor.config.sampling)
     # Each frame draws from its own stream of the seed (frame_generator), whatever came before it.
-    parts = [predictor.sample(model_in[index : index + 1], sampling, frame_generator(0, index), TileLayout(32, 8))
+    parts = [predictor.sample(model_in[index : index + 1], FrameRequest(sampling, TileLayout(32, 8)), frame_generator(0, index))
              for index in range(len(model_in))]
     mean = torch.cat([part.mean for part in parts])
     assert parts[0].std is None
@@ -128,8 +128,8 @@ def test_each_frame_draws_noise_of_its_own_that_no_other_frame_changes(capsys, c
     sampling = prediction_sampling(predictor.config.sampling)
 
     def outputs(frames):
-        return {index: result.mean for index, result in super_resolve(predictor, scaled, frames, sampling, seed=4,
-                                                                      layout=TileLayout(32, 8))}
+        return {index: result.mean for index, result in super_resolve(predictor, scaled, frames,
+                                                                      FrameRequest(sampling, TileLayout(32, 8)), seed=4)}
 
     alone, reversed_order = outputs([2]), outputs([2, 1, 0])
     np.testing.assert_array_equal(alone[2], written[2])

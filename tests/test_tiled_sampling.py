@@ -11,7 +11,7 @@ from torch import nn
 
 from ddpm import Diffusion
 from experiments.config.schema import DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
-from experiments.inference.predictor import Predictor
+from experiments.inference.predictor import FrameRequest, Predictor
 from experiments.inference.sampling import Sampling, mean_and_spread
 from experiments.inference.tiling import TileLayout, tile_positions, tiled_network
 from experiments.build import build_diffusion, build_model
@@ -61,7 +61,7 @@ def test_tiled_sampling_equals_one_pass_sampling_for_a_pixelwise_network(samplin
     model = LocalDenoiser(kernel=1)
     condition = torch.rand(2, 1, 40, 56) * 2 - 1
     predictor = predictor_for(model, diffusion)
-    tiled = predictor.sample(condition, sampling, torch.Generator().manual_seed(3), TileLayout(16, 6, 5))
+    tiled = predictor.sample(condition, FrameRequest(sampling, TileLayout(16, 6, 5)), torch.Generator().manual_seed(3))
     tiled_mean, tiled_std = tiled.mean, tiled.std
     generator = torch.Generator().manual_seed(3)  # frames are sampled one after another from one generator
     one_pass = [sample(model, diffusion, frame[None], sampling, generator) for frame in condition]
@@ -78,7 +78,7 @@ def test_deterministic_ddim_tiled_matches_one_pass_when_the_receptive_field_fits
     model = LocalDenoiser(kernel=3)
     condition = torch.rand(1, 1, 64, 72) * 2 - 1
     sampling = SamplingConfig(sampler="ddim", sampling_steps=5, eta=0.0)
-    tiled = predictor_for(model, diffusion).sample(condition, sampling, torch.Generator().manual_seed(0), TileLayout(32, 16)).mean
+    tiled = predictor_for(model, diffusion).sample(condition, FrameRequest(sampling, TileLayout(32, 16)), torch.Generator().manual_seed(0)).mean
     one_pass, _ = sample(model, diffusion, condition, sampling, torch.Generator().manual_seed(0))
     assert (tiled - one_pass).abs().max() < 0.01
     assert (tiled - one_pass).abs().mean() < 1e-3
@@ -112,7 +112,7 @@ def texture_energies(size: int = 300, tile: int = 32, overlap: int = 8) -> dict[
     model, diffusion = build_model(config, torch.device("cpu")).eval(), build_diffusion(config, torch.device("cpu"))
     predictor = Predictor(model, diffusion, config, Path("none.pt"), "", "model", torch.device("cpu"))
     condition = torch.rand(1, 1, size, size) * 2 - 1
-    tiled = predictor.sample(condition, config.sampling, torch.Generator().manual_seed(0), TileLayout(tile, overlap, 64)).mean
+    tiled = predictor.sample(condition, FrameRequest(config.sampling, TileLayout(tile, overlap, 64)), torch.Generator().manual_seed(0)).mean
     one_pass, _ = sample(model, diffusion, condition, config.sampling, torch.Generator().manual_seed(0))
     bands = overlap_mask(size, tile, overlap)
     everywhere = torch.ones_like(bands)
@@ -153,7 +153,7 @@ def test_batched_tiles_give_the_tile_by_tile_unbatched_prediction(sampling):
     whole chain must agree to 1e-5 (5 x 4 tiles, batches of 16 against one tile per call)."""
     predictor = tiny_unet_predictor(torch.float64, channels_last=False)
     condition = torch.rand(1, 1, 100, 80, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1
-    runs = [predictor.sample(condition, sampling, torch.Generator().manual_seed(0), TileLayout(32, 8, batch))
+    runs = [predictor.sample(condition, FrameRequest(sampling, TileLayout(32, 8, batch)), torch.Generator().manual_seed(0))
             for batch in (16, 1)]
     (batched, batched_std), (unbatched, unbatched_std) = ((run.mean, run.std) for run in runs)
     assert (batched.abs() < 0.99).float().mean() > 0.2  # a real image, not the sampler's clamp at +-1
@@ -187,8 +187,8 @@ def test_the_progress_bar_counts_every_tile_of_every_step_and_frame(capsys):
     predictor = tiny_unet_predictor(torch.float32, channels_last=False)
     frames = torch.rand(2, 1, 100, 80, generator=torch.Generator().manual_seed(3)) * 2 - 1
     sampling = SamplingConfig(sampler="ddim", sampling_steps=3, eta=0.0, samples=2)
-    predictor.sample(frames, sampling, torch.Generator().manual_seed(0), TileLayout(32, 8, 5), progress=True,
-                     desc="cells.tif")
+    predictor.sample(frames, FrameRequest(sampling, TileLayout(32, 8, 5), progress=True, desc="cells.tif"),
+                     torch.Generator().manual_seed(0))
     rows, columns = math.ceil((100 - 32) / 24) + 1, math.ceil((80 - 32) / 24) + 1
     total = 2 * 3 * rows * columns * 2
     printed = capsys.readouterr().err

@@ -52,7 +52,7 @@ from experiments.data.widefield import LEVELS
 from experiments.evaluation.metrics import affine_fit, batch_metrics, image_metrics
 from experiments.data.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
 from experiments.inference.loading import load_for_inference
-from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
+from experiments.inference.predictor import LEGACY_IMAGE_SIDE, FrameRequest, Predictor
 from experiments.inference.sampling import PREDICTION_SAMPLING
 from experiments.inference.tiling import TileLayout
 from experiments.bench.record import benchmark_main, commit_of, write_record
@@ -138,8 +138,9 @@ def model_image(unit: np.ndarray) -> torch.Tensor:
 def tiled_difference(predictor: Predictor, frame: np.ndarray, args: argparse.Namespace, tile: int) -> float:
     """Largest |batched - unbatched| of the same prediction (same seed, noise field and settings), model range."""
     outputs = [
-        predictor.sample(model_image(frame), ddim_sampling(predictor, args), torch.Generator(predictor.device).manual_seed(0),
-                         predictor.layout(tile, args.overlap, batch), progress=True, desc=f"batch {batch}").mean
+        predictor.sample(model_image(frame), FrameRequest(ddim_sampling(predictor, args), predictor.layout(tile, args.overlap, batch),
+                                                          progress=True, desc=f"batch {batch}"),
+                         torch.Generator(predictor.device).manual_seed(0)).mean
         for batch in (args.batch_size, 1)
     ]
     return float((outputs[0] - outputs[1]).abs().max())
@@ -163,8 +164,8 @@ def layout_quality(predictor: Predictor, args: argparse.Namespace) -> list[dict]
             if not 0 <= overlap < tile:
                 continue
             layout = predictor.layout(tile, overlap, args.batch_size)
-            output = predictor.sample(model_image(frame), sampling, torch.Generator(predictor.device).manual_seed(0),
-                                      layout).mean.clamp(-1, 1)
+            output = predictor.sample(model_image(frame), FrameRequest(sampling, layout),
+                                      torch.Generator(predictor.device).manual_seed(0)).mean.clamp(-1, 1)
             count = layout.count(args.quality_size, args.quality_size)
             scores = batch_metrics(output, target_model)
             rows.append({"tile": tile, "overlap": overlap, "redundancy": count * tile * tile / args.quality_size**2,
@@ -253,9 +254,9 @@ def pooled_against_sequential(predictor: Predictor, args: argparse.Namespace) ->
             generator = torch.Generator(predictor.device).manual_seed(0)
             start = time.perf_counter()
             if name == "pooled":
-                means[name] = predictor.sample(frame, pooled_config, generator, layout).mean
+                means[name] = predictor.sample(frame, FrameRequest(pooled_config, layout), generator).mean
             else:
-                means[name] = torch.stack([predictor.sample(frame, single, generator, layout).mean
+                means[name] = torch.stack([predictor.sample(frame, FrameRequest(single, layout), generator).mean
                                            for _ in range(args.pool_samples)]).mean(0)
             seconds[name].append(time.perf_counter() - start)
     speedups = ratios(seconds["sequential"], seconds["pooled"])

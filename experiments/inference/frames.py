@@ -1,7 +1,8 @@
 """An input's frames super-resolved one at a time: scaled as the training inputs were, sampled, checked.
 
     scaled = ScaledInput(read_input("cells.ome.zarr"), "tutorial")
-    for index, result in super_resolve(predictor, scaled, range(len(scaled)), sampling, seed=0, keep_pair=True):
+    request = FrameRequest(sampling, keep=PAIR)
+    for index, result in super_resolve(predictor, scaled, range(len(scaled)), request, seed=0):
         result.mean, result.std, result.pair      # [H, W] in [0, 1]; two independent samples for the check
 
 The one route from an input to its results, shared by ``experiments.predict`` (which writes each frame as it
@@ -19,13 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from experiments.config.schema import SamplingConfig
 from experiments.data.images import float_range_problem
 from experiments.data.normalization import Normalization, from_model_range, min_max_to_model_range
 from experiments.data.task import enlarge
 from experiments.data.tif_io import InputImage, to_model_frames
-from experiments.inference.predictor import Predictor, frame_generator
-from experiments.inference.tiling import TileLayout
+from experiments.inference.predictor import FrameRequest, Predictor, frame_generator
 
 PAIR = 2  # independent samples kept for the check: the FRC of experiments.trust.check compares two
 
@@ -97,23 +96,16 @@ def super_resolve(
     predictor: Predictor,
     scaled: ScaledInput,
     frames: Sequence[int],
-    sampling: SamplingConfig,
+    request: FrameRequest,
     seed: int,
     *,
-    layout: TileLayout | None = None,
-    hashed_noise: bool = False,
-    keep_pair: bool = False,
-    progress: bool = False,
-    desc: str | None = None,
-    on_tiles: Callable[[int, int], None] | None = None,
     warn: Callable[[str], None] = lambda message: None,
 ) -> Iterator[tuple[int, FrameResult]]:
-    """Yield ``(index, FrameResult)`` for each of ``frames`` of ``scaled``, as each is sampled.
+    """Yield ``(index, FrameResult)`` for each of ``frames`` of ``scaled``, sampled as ``request`` says
+    (:class:`~experiments.inference.predictor.FrameRequest`), frame ``i`` from its own stream of ``seed``.
 
-    ``hashed_noise`` starts every chain from the seed's position-hashed noise, as an exported package does;
-    ``keep_pair`` also returns two independent samples, the first two (a chain drawn after them for one
-    sample), for the check's FRC. A float input far from [0, 1] is told to ``warn`` once. ``progress``,
-    ``desc`` and ``on_tiles``: as :meth:`~experiments.inference.predictor.Predictor.sample_frames`.
+    A ``request.keep`` of :data:`PAIR` also returns two independent samples, the first two (a chain drawn after
+    them for one sample), for the check's FRC. A float input far from [0, 1] is told to ``warn`` once.
     """
     warned = False
 
@@ -126,12 +118,9 @@ def super_resolve(
                 warned = True
             yield index, torch.from_numpy(scaled.model(index))
 
-    sampled = predictor.sample_frames(
-        pending(), len(frames), sampling, lambda index: frame_generator(seed, index, predictor.device), layout,
-        progress=progress, desc=desc, hashed_noise_seed=seed if hashed_noise else None,
-        keep=PAIR if keep_pair else 0, on_tiles=on_tiles,
-    )
+    sampled = predictor.sample_frames(pending(), len(frames), request,
+                                      lambda index: frame_generator(seed, index, predictor.device))
     for index, part in sampled:
         mean = from_model_range(part.mean[0, 0].numpy())
         std = None if part.std is None else part.std[0, 0].numpy() * np.float32(0.5)  # (v + 1) / 2 halves spreads
-        yield index, FrameResult(mean, std, part.kept[:, 0, 0] if keep_pair else None)
+        yield index, FrameResult(mean, std, part.kept[:, 0, 0] if request.keep else None)

@@ -1,7 +1,7 @@
 """A trained checkpoint made ready to super-resolve images of any size: a :class:`~experiments.inference.predictor.Predictor`.
 
     predictor = load_for_inference("runs/demo-20260101-120000/best.pt")
-    prediction = predictor.sample(widefield, predictor.config.sampling, generator)   # [-1, 1] in and out
+    prediction = predictor.sample(widefield, FrameRequest(predictor.config.sampling), generator)   # [-1, 1] in and out
     mean, std = prediction.mean, prediction.std                                        # std None for one sample
 
 The checkpoint carries everything needed: the network weights (its ``"ema"`` averaged weights when

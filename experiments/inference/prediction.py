@@ -26,9 +26,9 @@ from experiments.data.images import Reduce
 from experiments.data.ome_tiff import PIXEL_SIZES_UM
 from experiments.data.ome_zarr import is_zarr_path
 from experiments.data.tif_io import FrameInfo, InputImage, output_path_for, read_input
-from experiments.inference.frames import ScaledInput, super_resolve
+from experiments.inference.frames import PAIR, ScaledInput, super_resolve
 from experiments.inference.output_files import EXTENSIONS, FrameOutput, OutputFormat, finished_everywhere, open_output
-from experiments.inference.predictor import Predictor, default_overlap
+from experiments.inference.predictor import FrameRequest, Predictor, default_overlap
 from experiments.inference.scripted_sampler import EXPORT_SAMPLERS
 from experiments.inference.tiling import TileLayout
 from experiments.integrity import check_output_folder, check_outputs
@@ -306,9 +306,11 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     if done and options.progress:
         warn(f"{path}: {len(done)} of {count} frames already written; sampling the other {len(todo)}")
 
-    frames = super_resolve(predictor, scaled, todo, options.sampling, options.seed, layout=layout_of(options, predictor),
-                           hashed_noise=options.hashed_noise, keep_pair=options.check, progress=options.progress,
-                           desc=path.name, on_tiles=on_tiles, warn=warn)
+    request = FrameRequest(options.sampling, layout_of(options, predictor),
+                           hashed_noise_seed=options.seed if options.hashed_noise else None,
+                           keep=PAIR if options.check else 0, progress=options.progress, desc=path.name,
+                           on_tiles=on_tiles)
+    frames = super_resolve(predictor, scaled, todo, request, options.seed, warn=warn)
     for index, result in frames:
         entry = None
         if options.check:

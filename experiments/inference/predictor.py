@@ -1,7 +1,7 @@
 """A trained network ready to super-resolve images of any size: frame by frame, the network tile by tile.
 
     predictor = load_for_inference("runs/demo-20260101-120000/best.pt")     # experiments.inference.loading
-    prediction = predictor.sample(widefield, predictor.config.sampling, generator)   # [-1, 1] in and out
+    prediction = predictor.sample(widefield, FrameRequest(predictor.config.sampling), generator)   # [-1, 1] in and out
     mean, std = prediction.mean, prediction.std                                        # std None for one sample
 """
 
@@ -36,6 +36,32 @@ PIXEL_SIZE_TOLERANCE = 1.25
 def default_overlap(tile: int) -> int:
     """:data:`DEFAULT_OVERLAP`, at most a quarter of ``tile``."""
     return min(DEFAULT_OVERLAP, tile // 4)
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """How the frames of an input are sampled, the one record down the sampling path (:meth:`Predictor.sample`,
+    :meth:`Predictor.sample_frames`, :func:`experiments.inference.frames.super_resolve`).
+
+    ``sampling``: sampler, variance, sampling steps, eta and number of samples. ``layout``: tile side,
+    overlap and tiles per network call (None: :meth:`Predictor.layout`). ``hashed_noise_seed``: when given,
+    each frame's chains start from :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel
+    (y, x) of the frame gets the value of (y, x) whatever the padding, as the exported package does, instead
+    of drawing x_T from the generator; the package's output is then reproduced exactly. ``keep``: return the
+    first ``keep`` chains themselves too (the independent pair of :mod:`experiments.trust.check`); chains
+    beyond ``sampling.samples`` are drawn after the samples and not averaged. ``progress``, ``desc``: a
+    progress bar over the tiles of every step of every frame (with its ETA), labelled ``desc``. ``on_tiles``:
+    called as ``on_tiles(done, total)`` after every network call, with the tiles sampled so far and in all (a
+    GUI's progress, or its cancel: an exception raised there stops sampling within one network call).
+    """
+
+    sampling: SamplingConfig
+    layout: TileLayout | None = None
+    hashed_noise_seed: int | None = None
+    keep: int = 0
+    progress: bool = False
+    desc: str | None = None
+    on_tiles: Callable[[int, int], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,13 +125,8 @@ class Predictor:
     def sample(
         self,
         images: torch.Tensor,
-        sampling: SamplingConfig,
+        request: FrameRequest,
         generator: torch.Generator,
-        layout: TileLayout | None = None,
-        progress: bool = False,
-        desc: str | None = None,
-        hashed_noise_seed: int | None = None,
-        keep: int = 0,
     ) -> Prediction:
         """Sample super-resolved images for widefield inputs of any size: :meth:`sample_frames` of every
         frame of ``images`` [N, 1, h, w], all drawing from the one ``generator`` in turn, gathered.
@@ -113,8 +134,7 @@ class Predictor:
         Returns:
             A :class:`Prediction` on the CPU, at H, W = :attr:`scale` x h, w.
         """
-        parts = [part for _, part in self.sample_frames(enumerate(images), len(images), sampling, lambda _: generator,
-                                                        layout, progress, desc, hashed_noise_seed, keep)]
+        parts = [part for _, part in self.sample_frames(enumerate(images), len(images), request, lambda _: generator)]
         std = None if parts[0].std is None else torch.cat([part.std for part in parts])
         return Prediction(torch.cat([part.mean for part in parts]), std, torch.cat([part.kept for part in parts], dim=1))
 
@@ -122,14 +142,8 @@ class Predictor:
         self,
         frames: Iterable[tuple[int, torch.Tensor]],
         count: int,
-        sampling: SamplingConfig,
+        request: FrameRequest,
         generator_of: Callable[[int], torch.Generator],
-        layout: TileLayout | None = None,
-        progress: bool = False,
-        desc: str | None = None,
-        hashed_noise_seed: int | None = None,
-        keep: int = 0,
-        on_tiles: Callable[[int, int], None] | None = None,
     ) -> Iterator[tuple[int, Prediction]]:
         """Sample each frame as it comes, yielding ``(index, its Prediction)`` so a caller can write it at once.
 
@@ -145,36 +159,24 @@ class Predictor:
             frames: ``(index, image [1, h, w])`` pairs, in the model range [-1, 1] (normalised as the training
                 inputs were), on the input grid the model was trained on; read lazily, one at a time.
             count: how many ``frames`` there are (for the progress bar).
-            sampling: sampler, variance, sampling steps, eta and number of samples.
+            request: how to sample them (:class:`FrameRequest`).
             generator_of: frame index -> the generator (on ``self.device``) its noise is drawn from: the only
                 source of sampling noise, so fixed seeds give fixed output. Each frame draws the starts of its
                 chains in turn (:meth:`Sampling.draw`), so the first ``sampling.samples`` chains do not
                 depend on ``keep``; a generator of its own per frame (:func:`frame_generator`) makes a
                 frame's output independent of the frames sampled before it.
-            layout: tile side, overlap and tiles per network call (default: :meth:`layout`).
-            progress, desc: a progress bar over the tiles of every step of every frame (with its ETA),
-                labelled ``desc``.
-            hashed_noise_seed: when given, each frame's chains start from
-                :func:`ddpm.hashed_noise.hashed_normal` of this seed, placed so that pixel (y, x) of the frame
-                gets the value of (y, x) whatever the padding, as the exported package does, instead of
-                drawing x_T from the generator; the package's output is then reproduced exactly.
-            keep: return the first ``keep`` chains themselves too (the independent pair of
-                :mod:`experiments.trust.check`); chains beyond ``sampling.samples`` are drawn after the
-                samples and not averaged.
-            on_tiles: called as ``on_tiles(done, total)`` after every network call, with the tiles sampled so
-                far and in all (a GUI's progress, or its cancel: an exception raised there stops sampling
-                within one network call).
 
         Yields:
             ``(index, Prediction)`` of one frame, on the CPU, at H, W = :attr:`scale` x h, w.
         """
-        layout = self.layout() if layout is None else layout
+        sampling, keep, on_tiles = request.sampling, request.keep, request.on_tiles
+        layout = self.layout() if request.layout is None else request.layout
         layout.check_size_multiple(self.size_multiple)
         chains = max(sampling.samples, keep)
         drawer = Sampling(replace(sampling, samples=chains), self.diffusion)
         steps = len(drawer.chain)
         sampled = 0  # tiles through the network so far
-        with tqdm(total=None, desc=desc, unit="tile", disable=not progress) as bar:
+        with tqdm(total=None, desc=request.desc, unit="tile", disable=not request.progress) as bar:
             for done, (index, image) in enumerate(frames):
                 image = enlarge(image[None], self.scale)
                 height, width = image.shape[2:]
@@ -193,8 +195,8 @@ class Predictor:
                         on_tiles(sampled, total)
 
                 x_T = None
-                if hashed_noise_seed is not None:
-                    x_T = hashed_normal([chains, 1, *padded.shape[2:]], hashed_noise_seed, self.device,
+                if request.hashed_noise_seed is not None:
+                    x_T = hashed_normal([chains, 1, *padded.shape[2:]], request.hashed_noise_seed, self.device,
                                         offset_y=-top, offset_x=-left)
                 network = tiled_network(self.model, layout, on_tiles=counted)
                 draws = drawer.draw(network, padded.to(self.device), generator_of(index), x_T=x_T)

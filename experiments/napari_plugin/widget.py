@@ -32,7 +32,8 @@ from experiments.data.ome_tiff import valid_pixel_size
 from experiments.data.ome_zarr import UNITS_UM, stack_position
 from experiments.data.tif_io import InputImage
 from experiments.trust import check
-from experiments.inference.frames import ScaledInput, super_resolve
+from experiments.inference.frames import PAIR, ScaledInput, super_resolve
+from experiments.inference.predictor import FrameRequest
 from experiments.inference.loading import load_for_inference
 from experiments.inference.prediction import PredictOptions, pixel_size_warning, provenance
 from experiments.inference.package import load_package, postprocess, preprocess, run_package
@@ -168,8 +169,8 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
     size = source.info.pixel_size_um
     scaled = ScaledInput(source, predictor.config.data.normalization)
     means, stds, maps, entries = [], [], [], []
-    for index, frame in super_resolve(predictor, scaled, range(len(scaled)), sampling, request.seed,
-                                      keep_pair=request.check, on_tiles=on_tiles):
+    frames = FrameRequest(sampling, keep=PAIR if request.check else 0, on_tiles=on_tiles)
+    for index, frame in super_resolve(predictor, scaled, range(len(scaled)), frames, request.seed):
         means.append(frame.mean)
         stds += [frame.std] if frame.std is not None else []
         if request.check:
