@@ -20,7 +20,7 @@ from pathlib import Path
 from ddpm.settings import UsageError
 from experiments.command import CommandParser, run_command
 from experiments.config.schema import RunConfig
-from experiments.data.dataset import read_pairs
+from experiments.pairs.dataset import read_pairs
 from experiments.evaluation.loop import bicubic_baseline
 from experiments.evaluation.report import read_named_evaluations
 from experiments.integrity import atomic_path, check_outputs, portable_path, write_json

@@ -29,7 +29,7 @@ from ddpm.settings import UsageError, field_range, range_parser
 from experiments import figures
 from experiments.command import CommandParser, run_command
 from experiments.config.schema import DataConfig, EvalConfig
-from experiments.data.dataset import read_pairs
+from experiments.pairs.dataset import read_pairs
 from experiments.data.layout import list_test_levels
 from experiments.data.layout import check_levels, resolve_root
 from experiments.data.task import read_grid

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ddpm.settings import SEEDS, field_range, range_parser
 from experiments.command import CommandParser, run_command
-from experiments.data.ome_tiff import PIXEL_SIZES_UM
+from experiments.image_io.ome_tiff import PIXEL_SIZES_UM
 from experiments.inference.bioimage_export import (
     DEFAULT_EXPORT_SAMPLER, DEFAULT_SAMPLING_STEPS, EXPORT_SAMPLERS, TEST_SIDE, ExportOptions, build_package, test_package,
 )

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from experiments.command import CommandParser, run_command
-from experiments.data.biosr_download import BIOSR_URL, fetch
+from experiments.pairs.biosr_download import BIOSR_URL, fetch
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 (:func:`check_outputs`), files replaced atomically, arrays checked for NaN and inf, JSON kept strict.
 
 Shared by the checkpoints (:mod:`experiments.checkpoint`), the prediction TIFs
-(:mod:`experiments.data.tif_io`), the data cache (:mod:`experiments.data.cache`) and every JSON file
+(:mod:`experiments.image_io.tif_io`), the data cache (:mod:`experiments.pairs.cache`) and every JSON file
 the project writes (:func:`write_json`).
 """
 

@@ -5,7 +5,7 @@
     python -m experiments.predict ... --sampler ddim --sampling-steps 50
     python -m experiments.predict ... --input big.ome.zarr --resume       # continue an interrupted run
 
-Inputs are TIF files, OME-Zarr stores (:mod:`experiments.data.ome_zarr`) or folders of them (not
+Inputs are TIF files, OME-Zarr stores (:mod:`experiments.image_io.ome_zarr`) or folders of them (not
 recursive); a stack (time, z, ...) is processed frame by frame, each frame sampled from its own stream of
 the seed (:func:`~experiments.inference.predictor.frame_generator`). uint8, uint16 and float images are scaled exactly as the training data were (the checkpoint's
 ``data.normalization``). Any 2-D size works: each frame is sampled as one image with one noise field, the
@@ -36,11 +36,11 @@ For each input ``<stem>.tif`` the output folder receives:
   resolution) under ``"check"`` in the output's metadata, and one entry per frame in ``check.json``.
 
 An OME-Zarr input gives OME-Zarr outputs (``<stem>_sr.ome.zarr``, ``_sr_std``, ``_sr_consistency``; ``--format``
-chooses either for any input), each frame written as it finishes (:mod:`experiments.inference.output_files`),
+chooses either for any input), each frame written as it finishes (:mod:`experiments.image_io.output_files`),
 so an interrupted run keeps its finished frames; ``--resume`` skips them, and the inputs whose TIFs are done.
 
 Each TIF carries JSON metadata (checkpoint path and SHA-256, seed, sampler settings, source file, frame
-count, software version); read it with :func:`experiments.data.tif_io.read_metadata`. The same seed, checkpoint,
+count, software version); read it with :func:`experiments.image_io.tif_io.read_metadata`. The same seed, checkpoint,
 settings and device give the same output. No input is ever overwritten, an existing output only with
 ``--overwrite``, and every error names the file and the reason.
 """
@@ -55,11 +55,11 @@ from ddpm import SAMPLERS, VARIANCES
 from ddpm.ddim import DEFAULT_DDIM_STEPS
 from ddpm.settings import SEEDS, range_parser
 from experiments.command import INTERRUPTED_NOTE, CommandParser, run_command
-from experiments.data.images import REDUCTIONS
-from experiments.data.ome_tiff import PIXEL_SIZES_UM
-from experiments.data.tif_io import find_inputs
+from experiments.image_io.images import REDUCTIONS
+from experiments.image_io.ome_tiff import PIXEL_SIZES_UM
+from experiments.image_io.tif_io import find_inputs
 from experiments.inference.loading import load_for_inference
-from experiments.inference.output_files import OUTPUT_FORMATS
+from experiments.image_io.output_files import OUTPUT_FORMATS
 from experiments.inference.prediction import PredictOptions, predict, sampling_settings
 from experiments.inference.predictor import DEFAULT_OVERLAP
 from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags

@@ -21,7 +21,7 @@ import tifffile
 from ddpm.settings import UsageError
 from experiments.checkpoint import inference_only, write_checkpoint
 from experiments.command import CommandParser, run_command
-from experiments.data.biosr_sim import CELL_SPLIT, example_widefield
+from experiments.microscope.biosr_sim import CELL_SPLIT, example_widefield
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM
 from experiments.evaluation.report import read_named_evaluations
 from experiments.integrity import atomic_path, check_output_folder, check_outputs, write_json
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
             tifffile.imwrite(temporary, image, ome=True, metadata={
                 "axes": "YX", "PhysicalSizeX": size, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": size,
                 "PhysicalSizeYUnit": "µm", "Description": f"widefield of held-out BioSR {EXAMPLE_CELL}, level_0"
-                f"{EXAMPLE_LEVEL}, made from its SIM image by experiments/data/widefield.py (BioSR, CC BY 4.0)"})
+                f"{EXAMPLE_LEVEL}, made from its SIM image by experiments/microscope/widefield.py (BioSR, CC BY 4.0)"})
         print(f"wrote {args.example} ({image.shape[0]} x {image.shape[1]} px of {size * 1000:.1f} nm)")
 
 

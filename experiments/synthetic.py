@@ -4,8 +4,8 @@
                                                            --size 128 --seed 0]
     python -m experiments.synthetic --structures biosr-sim --out data/biosr-sim
 
-The data and the physics: :mod:`experiments.data.synthetic` (drawn filaments) and
-:mod:`experiments.data.biosr_sim` (real SIM cells degraded to widefield).
+The data and the physics: :mod:`experiments.microscope.synthetic` (drawn filaments) and
+:mod:`experiments.microscope.biosr_sim` (real SIM cells degraded to widefield).
 """
 
 import argparse
@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ddpm.settings import field_range, range_parser
 from experiments.command import CommandParser, run_command
-from experiments.data import biosr_sim
-from experiments.data.synthetic import STRUCTURES, SyntheticConfig, generate, save_preview
+from experiments.microscope import biosr_sim
+from experiments.microscope.synthetic import STRUCTURES, SyntheticConfig, generate, save_preview
 from experiments.data.task import TASKS
-from experiments.data.writer import DataSetSize
+from experiments.microscope.writer import DataSetSize
 from experiments.integrity import check_output_folder, check_outputs
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from experiments.data.dataset import PairedImageDataset
-from experiments.data.tif_io import InputError, find_inputs, read_frames
+from experiments.pairs.dataset import PairedImageDataset
+from experiments.image_io.tif_io import InputError, find_inputs, read_frames
 
 SIZE = 8
 BAD_NAME = "001.tif"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from experiments.data.dataset import PairedImageDataset
+from experiments.pairs.dataset import PairedImageDataset
 
 from experiments.data.layout import list_test_levels
-from experiments.data.biosr_sim import (
+from experiments.microscope.biosr_sim import (
     CELL_DIR,
     CELL_SPLIT,
     RealStructureConfig,

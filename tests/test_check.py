@@ -16,7 +16,7 @@ import tifffile
 import torch
 
 from experiments.config.schema import DataConfig, EvalConfig, SamplingConfig
-from experiments.data.tif_io import read_metadata
+from experiments.image_io.tif_io import read_metadata
 from experiments.inference.predictor import Prediction, Predictor
 from experiments.predict import main
 from test_predict import FAST, TINY, save_checkpoint

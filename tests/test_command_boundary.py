@@ -19,8 +19,8 @@ import torch
 
 from experiments.build import build_model
 from experiments.config.schema import DataConfig, DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
-from experiments.data.synthetic import SyntheticConfig, generate
-from experiments.data.tif_io import read_frames, read_metadata
+from experiments.microscope.synthetic import SyntheticConfig, generate
+from experiments.image_io.tif_io import read_frames, read_metadata
 from experiments.checkpoint import IMAGE_SIZE_KEY
 from unet import UNetConfig
 

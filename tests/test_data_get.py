@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from experiments.data.biosr_download import fetch
+from experiments.pairs.biosr_download import fetch
 from experiments.get_data import main
 
 

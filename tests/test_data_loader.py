@@ -9,15 +9,15 @@ import tifffile
 import torch
 from torch.utils.data import DataLoader
 
-from experiments.data.augment import dihedral
+from experiments.pairs.augment import dihedral
 
-from experiments.data.dataset import PairedImageDataset, make_loader
+from experiments.pairs.dataset import PairedImageDataset, make_loader
 
-from experiments.data.images import read_image
+from experiments.image_io.images import read_image
 
 from experiments.data.layout import DatasetError, list_test_levels
-from experiments.data import cache as cache_module
-from experiments.data.augment import dihedral_choices
+from experiments.pairs import cache as cache_module
+from experiments.pairs.augment import dihedral_choices
 
 SIZE = 8
 

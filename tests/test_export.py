@@ -12,7 +12,7 @@ import torch
 
 from ddpm import SAMPLERS
 from ddpm.hashed_noise import hashed_normal, mix32
-from experiments.data.images import read_tif
+from experiments.image_io.images import read_tif
 from experiments.inference.loading import load_for_inference
 from experiments.predict import main as predict_main
 from experiments.inference.scripted_sampler import script_sampler

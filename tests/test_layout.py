@@ -186,8 +186,18 @@ def test_nothing_but_the_napari_plugin_imports_it():
     assert users == set()
 
 
-def test_the_data_layer_never_imports_the_networks():
-    assert _offenders("experiments.data", "unet") == {}
+@pytest.mark.parametrize("room_name", ["experiments.data", "experiments.pairs", "experiments.image_io",
+                                       "experiments.microscope"])
+def test_the_data_rooms_never_import_the_networks(room_name):
+    assert _offenders(room_name, "unet") == {}
+
+
+def test_the_data_rooms_stack_in_one_order():
+    # data (layout, normalisation, tasks) <- image_io (users' files) <- pairs (training); data <- microscope.
+    rooms = room_graph()
+    assert rooms["experiments.data"] <= {"ddpm", "experiments.integrity"}
+    assert "experiments.pairs" not in rooms["experiments.image_io"] | rooms["experiments.microscope"]
+    assert "experiments.microscope" not in rooms["experiments.image_io"] | rooms["experiments.pairs"]
 
 
 def test_the_room_rule_finder_sees_a_planted_import(monkeypatch):

@@ -238,8 +238,8 @@ def test_a_constant_prediction_fits_to_the_target_mean():
 
 
 def test_the_bicubic_baseline_goes_through_the_same_fit(tmp_path):
-    from experiments.data.dataset import PairedImageDataset
-    from experiments.data.synthetic import SyntheticConfig, generate
+    from experiments.pairs.dataset import PairedImageDataset
+    from experiments.microscope.synthetic import SyntheticConfig, generate
     from experiments.evaluation.loop import bicubic_baseline
 
     generate(tmp_path, train=2, validate=0, test_per_level=3, seed=2, config=SyntheticConfig(size=32))

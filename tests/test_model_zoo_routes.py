@@ -14,7 +14,7 @@ import tifffile
 import torch
 
 from experiments import predict
-from experiments.data.images import read_frames
+from experiments.image_io.images import read_frames
 
 pytest.importorskip("bioimageio.core", reason="the optional extra is not installed: pip install -e '.[export]'")
 

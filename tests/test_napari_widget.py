@@ -14,7 +14,7 @@ import tifffile
 import torch
 from qtpy.QtCore import Qt
 
-from experiments.data.images import read_frames
+from experiments.image_io.images import read_frames
 from experiments.inference.loading import load_for_inference
 from experiments.inference.package import WEIGHTS_NAME, run_package
 from experiments.inference.scripted_sampler import script_sampler

@@ -20,16 +20,16 @@ from ddpm.settings import UsageError
 from experiments import predict
 from experiments.config.presets import NATIVE
 from experiments.config.schema import DataConfig
-from experiments.data.dataset import PairedImageDataset, read_pairs
+from experiments.pairs.dataset import PairedImageDataset, read_pairs
 from experiments.data.layout import DatasetError
-from experiments.data.augment import dihedral
-from experiments.data.biosr_sim import RealStructureConfig, generate as generate_real, read_manifest
-from experiments.data.biosr_sim import dihedral as turn
-from experiments.data.images import read_tif
+from experiments.pairs.augment import dihedral
+from experiments.microscope.biosr_sim import RealStructureConfig, generate as generate_real, read_manifest
+from experiments.microscope.biosr_sim import dihedral as turn
+from experiments.image_io.images import read_tif
 from experiments.data.normalization import min_max_to_model_range
-from experiments.data.synthetic import SyntheticConfig, generate
+from experiments.microscope.synthetic import SyntheticConfig, generate
 from experiments.data.task import GRID_FILE, DataGrid, data_grid, enlarge, read_grid
-from experiments.data.widefield import bin_pixels, min_max_scale, widefield_blur
+from experiments.microscope.widefield import bin_pixels, min_max_scale, widefield_blur
 from experiments.inference.loading import load_for_inference
 from experiments.checkpoint import GRID_KEY
 from experiments.training.trainer import Trainer

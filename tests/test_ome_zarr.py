@@ -14,8 +14,8 @@ from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 from ome_zarr.writer import write_image
 
-from experiments.data.ome_zarr import METADATA_KEY, open_image
-from experiments.data.tif_io import InputError, find_inputs
+from experiments.image_io.ome_zarr import METADATA_KEY, open_image
+from experiments.image_io.tif_io import InputError, find_inputs
 from experiments.inference.predictor import Predictor
 from tests.test_predict import FAST, run_cli, save_checkpoint
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.data.tif_io import output_path_for
+from experiments.image_io.tif_io import output_path_for
 from experiments.integrity import OverwriteError, check_output_folder, check_outputs
 
 

@@ -21,7 +21,7 @@ from experiments.inference.sampling import PREDICTION_SAMPLING, Sampling, predic
 from experiments.inference.tiling import TileLayout
 from experiments.inference.frames import upsample_frames
 from experiments.predict import main
-from experiments.data.tif_io import read_metadata
+from experiments.image_io.tif_io import read_metadata
 from experiments.build import build_model
 from unet import UNetConfig
 
@@ -110,7 +110,7 @@ def test_each_frame_draws_noise_of_its_own_that_no_other_frame_changes(capsys, c
     """Identical frames of a stack get different samples (a stream each), and a frame's output is the same
     whichever frames are sampled with it and in which order (what --resume relies on): both by the outputs
     themselves, not by rebuilding the streams."""
-    from experiments.data.tif_io import read_input
+    from experiments.image_io.tif_io import read_input
     from experiments.inference.frames import ScaledInput, super_resolve
 
     frame = RNG.random((32, 32), dtype=np.float32)

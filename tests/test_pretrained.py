@@ -13,7 +13,7 @@ import tifffile
 import torch
 
 from experiments import evaluate, predict, publish
-from experiments.data.images import read_tif
+from experiments.image_io.images import read_tif
 from experiments.publishing.model_card import CARD_FILE, MODEL_FILE
 from experiments.inference.bioimage_export import EXAMPLE_INPUT
 from experiments.inference.loading import load_for_inference

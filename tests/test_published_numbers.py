@@ -519,7 +519,7 @@ def test_a_shipped_model_card_is_what_publish_writes_from_its_records(name, monk
     (title, summary, limits and machine, which publish takes from its flags, read back from the card): a card
     edited by hand, or records replaced without it, fails here."""
     from experiments.checkpoint import read_checkpoint
-    from experiments.data.biosr_sim import CELL_SPLIT
+    from experiments.microscope.biosr_sim import CELL_SPLIT
     from experiments.publishing.model_card import model_card
 
     monkeypatch.chdir(REPO)
@@ -540,7 +540,7 @@ def test_a_shipped_model_card_is_what_publish_writes_from_its_records(name, monk
     cells = {split: ", ".join(cell.removeprefix("Cell_") for cell in sorted(CELL_SPLIT[split]))
              for split in ("train", "validate", "test")}
     assert (f"windows of real BioSR SIM cells {cells['train']} degraded to widefield by the physical model of "
-            f"`experiments/data/widefield.py`; validation cell(s) {cells['validate']}; test cells {cells['test']}, "
+            f"`experiments/microscope/widefield.py`; validation cell(s) {cells['validate']}; test cells {cells['test']}, "
             "held out whole") in card
 
 

@@ -16,7 +16,7 @@ from ddpm.settings import UsageError
 from experiments import evaluate, predict
 from experiments.config.presets import REGRESSION
 from experiments.config.schema import SamplingConfig, check_consistency
-from experiments.data.tif_io import read_metadata
+from experiments.image_io.tif_io import read_metadata
 from experiments.training.trainer import Trainer
 from training_helpers import make_tiny_data, tiny_config
 

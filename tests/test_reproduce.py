@@ -23,7 +23,7 @@ import pytest
 from experiments.config.presets import preset
 
 from experiments.config.schema import RunConfig
-from experiments.data.synthetic import SyntheticConfig, generate
+from experiments.microscope.synthetic import SyntheticConfig, generate
 from experiments.evaluation.report import PAPER_RESULTS, ROW_RUN, paper_row_label
 from experiments.records import METRIC_NAMES
 

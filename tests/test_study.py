@@ -12,7 +12,7 @@ from ddpm.settings import UsageError
 
 from experiments import train
 from experiments.config.command_line import config_from_args
-from experiments.data.synthetic import SyntheticConfig, generate
+from experiments.microscope.synthetic import SyntheticConfig, generate
 from experiments.studies import runner
 from experiments.studies.config import Arm, StudyConfig
 from experiments.evaluation.stats import mean_interval, paired_difference, t_quantile_975

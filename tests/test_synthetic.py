@@ -8,10 +8,10 @@ import pytest
 import tifffile
 import torch
 
-from experiments.data.dataset import PairedImageDataset
+from experiments.pairs.dataset import PairedImageDataset
 
 from experiments.data.layout import list_test_levels
-from experiments.data.synthetic import (
+from experiments.microscope.synthetic import (
     TEST_LEVELS,
     SyntheticConfig,
     cross_section,

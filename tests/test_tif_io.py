@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from experiments.data.images import read_image
-from experiments.data.tif_io import (
+from experiments.image_io.images import read_image
+from experiments.image_io.tif_io import (
     InputError,
     find_inputs,
     output_path_for,
@@ -231,7 +231,7 @@ def test_output_path_keeps_the_stem_and_adds_the_suffix():
 
 def test_the_same_frames_and_metadata_give_the_same_bytes_and_other_content_another_uuid(tmp_path):
     """The OME UUID comes from the content, not the clock: a fixed-seed prediction is bitwise reproducible."""
-    from experiments.data.tif_io import write_frames
+    from experiments.image_io.tif_io import write_frames
 
     frames = np.random.default_rng(0).random((2, 8, 8), dtype=np.float32)
     write_frames(tmp_path / "a.tif", frames, {"seed": 1}, 0.03)

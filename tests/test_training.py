@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 
 from experiments.checkpoint import read_checkpoint
 from experiments.config.schema import RunConfig
-from experiments.data.synthetic import SyntheticConfig, generate
+from experiments.microscope.synthetic import SyntheticConfig, generate
 from experiments.records import read_records
 from experiments.training.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 from training_helpers import IMAGE_SIZE, ddp_worker, make_tiny_data, model_state, tiny_config

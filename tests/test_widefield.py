@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from experiments.data.widefield import (
+from experiments.microscope.widefield import (
     WidefieldModel,
     bin_pixels,
     camera_image,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from experiments.config.schema import DataConfig, DiffusionConfig, EvalConfig, RunConfig, TrainConfig
-from experiments.data.synthetic import SyntheticConfig, generate
+from experiments.microscope.synthetic import SyntheticConfig, generate
 from experiments.training.trainer import Trainer
 from unet import UNetConfig
 

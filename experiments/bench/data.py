@@ -2,7 +2,7 @@
 
     python -m experiments.bench.data [--root DATA] [--split train] [--batch-size 64]
 
-Without --root, a synthetic data set (``experiments.data.synthetic``) is generated in a temporary folder.
+Without --root, a synthetic data set (``experiments.microscope.synthetic``) is generated in a temporary folder.
 The cache is timed through torch DataLoaders, steady state (after one warm-up epoch, with persistent
 workers), for num_workers 0 and 2 and for both batched paths: ``make_loader`` (a BatchSampler hands
 the dataset whole index lists) and a plain ``DataLoader(batch_size=...)`` (``__getitems__``, then
@@ -25,8 +25,8 @@ from experiments.bench.machine import load_average, read_machine
 from experiments.bench.stats import spread
 from experiments.command import CommandParser
 
-from experiments.data.dataset import PairedImageDataset, make_loader
-from experiments.data.synthetic import generate
+from experiments.pairs.dataset import PairedImageDataset, make_loader
+from experiments.microscope.synthetic import generate
 
 
 def direct_read_rate(root: Path, split: str, pairs: int) -> float:

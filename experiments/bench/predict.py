@@ -5,7 +5,7 @@
     python -m experiments.bench.predict --checkpoint runs/demo-real/best.pt --rounds 0 --quality
 
 The input is a real-structure widefield frame (a mosaic of windows of the held-out test cells 003 and
-052, degraded at ``--level`` by :mod:`experiments.data.widefield`), written as a float32 TIF. Without
+052, degraded at ``--level`` by :mod:`experiments.microscope.widefield`), written as a float32 TIF. Without
 ``--checkpoint`` a demo-preset network with seeded random weights is saved as the checkpoint: the time
 does not depend on the weights. Each round times, in this order and alternating with the next round's:
 
@@ -48,9 +48,9 @@ from experiments import predict as predict_command
 from experiments.config.presets import DEMO
 from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.data.normalization import to_model_range
-from experiments.data.widefield import LEVELS
+from experiments.microscope.widefield import LEVELS
 from experiments.evaluation.metrics import affine_fit, batch_metrics, image_metrics
-from experiments.data.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
+from experiments.microscope.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import LEGACY_IMAGE_SIDE, FrameRequest, Predictor
 from experiments.inference.sampling import PREDICTION_SAMPLING
@@ -72,7 +72,7 @@ def real_structure_pair(side: int, level: int = 9, seed: int = 0) -> tuple[np.nd
     """A ``side x side`` widefield input and its SIM target, float32 in [0, 1]: mosaics of real-structure windows.
 
     The windows come from the held-out test cells (``CELL_SPLIT["test"]``), degraded at ``level`` as the
-    test set is (:func:`experiments.data.biosr_sim.render_pairs`), each scaled to [0, 1] on its own.
+    test set is (:func:`experiments.microscope.biosr_sim.render_pairs`), each scaled to [0, 1] on its own.
     """
     config = RealStructureConfig(size=MOSAIC_WINDOW)
     cells = [prepare_cell(name, sim, config.model) for name, sim in load_cells(CELL_SPLIT["test"]).items()]

@@ -41,7 +41,7 @@ from ddpm.settings import SEEDS, UsageError, at_least, field_range, range_parser
 from experiments.bench.unet import images_per_s, synchronize
 from experiments.config.presets import TUTORIAL_MSE
 from experiments.config.schema import RunConfig, SamplingConfig
-from experiments.data.dataset import PairedImageDataset, read_pairs
+from experiments.pairs.dataset import PairedImageDataset, read_pairs
 from experiments.evaluation.loop import bicubic_baseline, evaluate
 from experiments.inference.loading import load_for_inference
 from experiments.runtime import DEVICES, pick_device, seed_everything

@@ -31,7 +31,7 @@ from ddpm.settings import UsageError, at_least
 from experiments.bench.record import benchmark_main, write_record
 from experiments.command import CommandParser
 from experiments.config.schema import SamplingConfig
-from experiments.data.dataset import read_pairs
+from experiments.pairs.dataset import read_pairs
 from experiments.trust.check import square_frc
 from experiments.evaluation.metrics import affine_fit, batch_metrics, image_metrics
 from experiments.evaluation.report import parse_named

@@ -1,11 +1,4 @@
-"""Reading and making images. Paired microscopy data in the BioSR layout (``layout``: strict pairing and
-checks; ``dataset``: the pairs a run reads, ``read_pairs``, its cache and loader), normalisation, the one TIF
-reader (``images``), prediction TIFs (``tif_io``, OME-TIFF metadata in ``ome_tiff``), OME-Zarr
-(``ome_zarr``), the generated data sets (``synthetic``, ``biosr_sim``, ``widefield``, ``writer``) and the
-BioSR download (``biosr_download``). Import the module you need: the package itself imports nothing, so
-that reading a setting does not load the training data's loader.
-
-    from experiments.data.dataset import PairedImageDataset, make_loader
-    train = PairedImageDataset("biosr_dataset", "train")
-    for wf, gt in make_loader(train, batch_size=64): ...   # [64, 1, 128, 128] each, in [-1, 1]
-"""
+"""What every room agrees on about data: the BioSR folder layout and its checks (``layout``), the pixel-value
+normalisation (``normalization``), the two tasks and their grids (``task``), and the nine real BioSR SIM cells
+(``real/``, CC BY 4.0). The training pairs are in :mod:`experiments.pairs`, users' image files in
+:mod:`experiments.image_io`, the simulated microscope in :mod:`experiments.microscope`."""

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ddpm import Diffusion
 from experiments.config.schema import EvalConfig, SamplingConfig
-from experiments.data.dataset import PairedImageDataset
+from experiments.pairs.dataset import PairedImageDataset
 from experiments.evaluation.metrics import MetricAccumulator
 from experiments.inference.sampling import Sampling, mean_and_spread
 from experiments.runtime import Distributed, gather_objects

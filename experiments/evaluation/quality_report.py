@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ddpm.settings import UsageError
 from experiments.config.schema import DataConfig, EvalConfig, SamplingConfig
-from experiments.data.dataset import read_pairs
+from experiments.pairs.dataset import read_pairs
 from experiments.data.layout import DatasetError
 from experiments.trust.check import redegradation, square_frc
 from experiments.evaluation.loop import evaluate

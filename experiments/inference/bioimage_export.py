@@ -38,10 +38,10 @@ import torch
 
 from ddpm.settings import SEEDS, UserError, bounded, check_choice, check_ranges, within
 from experiments import figures
-from experiments.data.images import read_frames
+from experiments.image_io.images import read_frames
 from experiments.data.layout import TIF_SUFFIXES
 from experiments.data.normalization import SCALE_RANGE_EPS
-from experiments.data.ome_tiff import PIXEL_SIZES_UM
+from experiments.image_io.ome_tiff import PIXEL_SIZES_UM
 from experiments.inference.loading import load_for_inference
 from experiments.inference.package import WEIGHTS_NAME, postprocess, preprocess
 from experiments.inference.predictor import Predictor

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from experiments.data.images import float_range_problem
+from experiments.image_io.images import float_range_problem
 from experiments.data.normalization import Normalization, from_model_range, min_max_to_model_range
 from experiments.data.task import enlarge
-from experiments.data.tif_io import InputImage, to_model_frames
+from experiments.image_io.tif_io import InputImage, to_model_frames
 from experiments.inference.predictor import FrameRequest, Predictor, frame_generator
 
 PAIR = 2  # independent samples kept for the check: the FRC of experiments.trust.check compares two

@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 from ddpm.settings import SEEDS, UsageError, UserError, check_value
 from experiments import figures
 from experiments.config.schema import SamplingConfig
-from experiments.data.images import Reduce
-from experiments.data.ome_tiff import PIXEL_SIZES_UM
-from experiments.data.ome_zarr import is_zarr_path
-from experiments.data.tif_io import FrameInfo, InputImage, output_path_for, read_input
+from experiments.image_io.images import Reduce
+from experiments.image_io.ome_tiff import PIXEL_SIZES_UM
+from experiments.image_io.ome_zarr import is_zarr_path
+from experiments.image_io.tif_io import FrameInfo, InputImage, output_path_for, read_input
 from experiments.inference.frames import PAIR, ScaledInput, super_resolve
-from experiments.inference.output_files import EXTENSIONS, FrameOutput, OutputFormat, finished_everywhere, open_output
+from experiments.image_io.output_files import EXTENSIONS, FrameOutput, OutputFormat, finished_everywhere, open_output
 from experiments.inference.predictor import FrameRequest, Predictor, default_overlap
 from experiments.inference.scripted_sampler import EXPORT_SAMPLERS
 from experiments.inference.tiling import TileLayout

@@ -1,7 +1,7 @@
 """Images in and out of napari through the project's own readers and writer, at their physical scale.
 
-File > Open reads an OME-Zarr image (:mod:`experiments.data.ome_zarr`: NGFF 0.4 / 0.5, lazily) or a TIF
-(:func:`experiments.data.images.read_frames`, as ``experiments.predict`` reads it, with the pixel size of its
+File > Open reads an OME-Zarr image (:mod:`experiments.image_io.ome_zarr`: NGFF 0.4 / 0.5, lazily) or a TIF
+(:func:`experiments.image_io.images.read_frames`, as ``experiments.predict`` reads it, with the pixel size of its
 OME, ImageJ or resolution tags, which napari's own TIF reader leaves out); File > Save Selected Layers writes
 an image layer as an NGFF 0.4 store of one chunk per frame, with its pixel size, as ``experiments.predict``
 does. Also a layer's file's pixel size for the widget (:func:`file_pixel_size`)."""
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ddpm.settings import UserError
-from experiments.data.images import plane_layout, read_frames, read_tif
+from experiments.image_io.images import plane_layout, read_frames, read_tif
 from experiments.data.layout import TIF_SUFFIXES
-from experiments.data.ome_zarr import UNITS_UM, FrameStore, StackAxis, is_zarr_path, open_image
+from experiments.image_io.ome_zarr import UNITS_UM, FrameStore, StackAxis, is_zarr_path, open_image
 
 # The NGFF names of a layer's axes before y, x: by napari's axis labels when they name them, else by count.
 STACK_NAMES = {("z",): ("z",), ("t",): ("t",), ("t", "z"): ("t", "z"), 0: (), 1: ("t",), 2: ("t", "z")}

@@ -19,7 +19,7 @@ from pathlib import Path
 import napari
 from qtpy.QtWidgets import QApplication
 
-from experiments.data.images import read_frames
+from experiments.image_io.images import read_frames
 from experiments.napari_plugin.widget import SuperResolveWidget
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,11 +26,11 @@ from ddpm import SAMPLERS
 from ddpm.settings import SEEDS, UserError
 from experiments.command import one_line
 from experiments.config.schema import SamplingConfig
-from experiments.data.images import SUPPORTED_DTYPES, FrameInfo
+from experiments.image_io.images import SUPPORTED_DTYPES, FrameInfo
 from experiments.data.normalization import unit_divisor
-from experiments.data.ome_tiff import valid_pixel_size
-from experiments.data.ome_zarr import UNITS_UM, stack_position
-from experiments.data.tif_io import InputImage
+from experiments.image_io.ome_tiff import valid_pixel_size
+from experiments.image_io.ome_zarr import UNITS_UM, stack_position
+from experiments.image_io.tif_io import InputImage
 from experiments.trust import check
 from experiments.inference.frames import PAIR, ScaledInput, super_resolve
 from experiments.inference.predictor import FrameRequest

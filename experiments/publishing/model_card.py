@@ -12,7 +12,7 @@ from pathlib import Path
 
 from experiments.checkpoint import Checkpoint
 from experiments.config.schema import RunConfig, SamplingConfig
-from experiments.data.biosr_sim import read_manifest
+from experiments.microscope.biosr_sim import read_manifest
 from experiments.data.task import DataGrid
 from experiments.evaluation.report import ROW_BICUBIC_FIT, paired_gains
 from experiments.evaluation.stats import t_quantile_975
@@ -97,7 +97,7 @@ def data_description(root: str) -> str:
     cells = {split: sorted({row["cell"].removeprefix("Cell_") for row in rows if row["split"] == split})
              for split in ("train", "validate", "test")}
     return (f"`{root}` (`make real-data`): windows of real BioSR SIM cells {', '.join(cells['train'])} degraded to "
-            f"widefield by the physical model of `experiments/data/widefield.py`; validation cell(s) "
+            f"widefield by the physical model of `experiments/microscope/widefield.py`; validation cell(s) "
             f"{', '.join(cells['validate'])}; test cells {', '.join(cells['test'])}, held out whole")
 
 

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ddpm.settings import UsageError, UserError
 from experiments.build import build_diffusion, build_model
 from experiments.config.schema import RunConfig, check_consistency
-from experiments.data.dataset import read_pairs
+from experiments.pairs.dataset import read_pairs
 from experiments.data.layout import DatasetError
 from experiments.data.layout import check_levels
 from experiments.data.task import data_grid

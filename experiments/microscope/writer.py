@@ -1,6 +1,6 @@
 """Writing a generated data set in the BioSR layout: names, per-image seeds, folders.
 
-Shared by the procedural look-alike and the real-structure set (``experiments.data.synthetic``).
+Shared by the procedural look-alike and the real-structure set (``experiments.microscope.synthetic``).
 """
 
 import shutil
@@ -13,7 +13,7 @@ import tifffile
 
 from ddpm.settings import SEEDS, bounded, check_ranges, within
 from experiments.data.task import GRID_FILE
-from experiments.data.widefield import LEVELS
+from experiments.microscope.widefield import LEVELS
 
 TEST_LEVELS = tuple(f"level_{i:02d}" for i in range(1, LEVELS + 1))
 SPLIT_IDS = {"train": 0, "validate": 1, "test": 2}

@@ -8,9 +8,9 @@
     write_frames(out, result, {"seed": 0, "checkpoint_sha256": "..."})
 
 Every error names the file or folder and says what to do. Files are read and scaled by
-:mod:`experiments.data.images` and folders listed by :func:`experiments.data.layout.list_tifs`, the
+:mod:`experiments.image_io.images` and folders listed by :func:`experiments.data.layout.list_tifs`, the
 same code the data loader uses, so a user's TIF is checked and normalised exactly as the training data were.
-OME-Zarr images are read by :mod:`experiments.data.ome_zarr`, which checks them alike.
+OME-Zarr images are read by :mod:`experiments.image_io.ome_zarr`, which checks them alike.
 """
 
 import hashlib
@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-# Reading lives in experiments.data.images, shared with the data loader; re-exported for users of this module.
-from experiments.data.images import FrameInfo, InputError, Reduce, plane_layout, read_frames, read_tif, to_model_frames
+# Reading lives in experiments.image_io.images, shared with the data loader; re-exported for users of this module.
+from experiments.image_io.images import FrameInfo, InputError, Reduce, plane_layout, read_frames, read_tif, to_model_frames
 from experiments.data.layout import TIF_SUFFIXES, list_tifs
-from experiments.data.ome_zarr import OME_ZARR_SUFFIX, StackAxis, is_zarr_path, open_image, stack_axes_of_tif
+from experiments.image_io.ome_zarr import OME_ZARR_SUFFIX, StackAxis, is_zarr_path, open_image, stack_axes_of_tif
 
 __all__ = [
     "FrameInfo",
@@ -40,7 +40,7 @@ __all__ = [
     "to_model_frames",
     "write_frames",
 ]
-from experiments.data.ome_tiff import ome_description, ome_metadata
+from experiments.image_io.ome_tiff import ome_description, ome_metadata
 from experiments.integrity import ZARR_SUFFIX, atomic_path, json_text
 
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
@@ -93,7 +93,7 @@ def write_frames(path: str | Path, frames: np.ndarray, metadata: dict, pixel_siz
 
     ``metadata`` (JSON-serialisable, key "shape" reserved by tifffile) is stored as JSON in the OME
     ``Image/Description``; read it back with :func:`read_metadata`. ``pixel_size_um`` becomes OME's
-    PhysicalSizeX / Y in µm (:mod:`experiments.data.ome_tiff`); None leaves them out. The file is written to a
+    PhysicalSizeX / Y in µm (:mod:`experiments.image_io.ome_tiff`); None leaves them out. The file is written to a
     temporary name in the same folder and renamed into place, so a crash never leaves a half-written
     ``path``. Missing parent folders are created.
     """
@@ -150,7 +150,7 @@ class InputImage:
 
 
 def read_input(path: str | Path, reduce: Reduce = None, pixels: bool = True) -> InputImage | None:
-    """The TIF or OME-Zarr image at ``path`` (:func:`read_frames`, :func:`experiments.data.ome_zarr.open_image`).
+    """The TIF or OME-Zarr image at ``path`` (:func:`read_frames`, :func:`experiments.image_io.ome_zarr.open_image`).
     With ``pixels=False`` only the header is checked (every error a bad file can give before its pixels are
     read) and None returned."""
     path = Path(path)

@@ -18,7 +18,7 @@ their split in turn (window i to cell i mod n). A window is near-empty, and draw
 than ``min_foreground_fraction`` of its pixels exceed ``foreground_threshold`` times its cell's
 99.9th percentile: background outside the cell, which teaches nothing. The target is the window
 on a grid of ``size`` (the tutorial's task downscales it 2x, the native task keeps the SIM's grid); the
-input is the window degraded by :mod:`experiments.data.widefield` onto the camera grid, at a
+input is the window degraded by :mod:`experiments.microscope.widefield` onto the camera grid, at a
 photon budget relative to the whole cell's brightness, so that a dim region stays dim (and noisy) as it
 would under the microscope. ``windows.csv`` beside the images records every window's cell, position,
 turn, flip and level.
@@ -35,7 +35,7 @@ import tifffile
 
 from ddpm.settings import UsageError
 from experiments.data.layout import DatasetError
-from experiments.data.widefield import (
+from experiments.microscope.widefield import (
     LEVELS,
     WidefieldModel,
     bin_pixels,
@@ -44,11 +44,11 @@ from experiments.data.widefield import (
     target_images,
     widefield_blur,
 )
-from experiments.data.writer import SPLIT_PREFIX, DataSetSize, TEST_LEVELS, clear_output, file_name, image_rng, write_images
+from experiments.microscope.writer import SPLIT_PREFIX, DataSetSize, TEST_LEVELS, clear_output, file_name, image_rng, write_images
 from experiments.data.normalization import to_unit_range
 from experiments.data.task import TASKS, DataGrid, Task, write_grid
 
-CELL_DIR = Path(__file__).parent / "real"
+CELL_DIR = Path(__file__).parents[1] / "data" / "real"  # shipped with the data room (pyproject package-data)
 CELL_SPLIT: dict[str, tuple[str, ...]] = {
     "train": ("Cell_002", "Cell_011", "Cell_012", "Cell_014", "Cell_053", "Cell_054"),
     "validate": ("Cell_013",),

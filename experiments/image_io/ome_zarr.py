@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.data.images import SUPPORTED_DTYPES, FrameInfo, InputError, Reduce, collapse
+from experiments.image_io.images import SUPPORTED_DTYPES, FrameInfo, InputError, Reduce, collapse
 from experiments.data.normalization import unit_divisor
-from experiments.data.ome_tiff import valid_pixel_size
+from experiments.image_io.ome_tiff import valid_pixel_size
 from experiments.integrity import TEMPORARY_SUFFIX, ZARR_SUFFIX, count_non_finite, strict_json
 
 OME_ZARR_SUFFIX = f".ome{ZARR_SUFFIX}"  # what the outputs are named, as OME-Zarr images usually are

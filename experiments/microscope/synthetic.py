@@ -2,7 +2,7 @@
 ``python -m experiments.synthetic``).
 
 The ``biosr-sim`` structures cut windows from nine real BioSR SIM cells and degrade them by a
-physical widefield model (:mod:`experiments.data.biosr_sim`, :mod:`experiments.data.widefield`). The
+physical widefield model (:mod:`experiments.microscope.biosr_sim`, :mod:`experiments.microscope.widefield`). The
 default, ``filaments``, is the procedural look-alike this module draws:
 
 Each field holds a few to a few dozen long, gently curving filaments (random walks whose curvature
@@ -32,10 +32,10 @@ import tifffile
 import torch
 
 from ddpm.settings import UsageError, bounded, check_ranges
-from experiments.data import biosr_sim
+from experiments.microscope import biosr_sim
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, TASKS, DataGrid, Task, write_grid
-from experiments.data.widefield import add_noise, downscale, gaussian_blur_fft, upsample
-from experiments.data.writer import TEST_LEVELS, DataSetSize, clear_output, file_name, image_rng, write_images
+from experiments.microscope.widefield import add_noise, downscale, gaussian_blur_fft, upsample
+from experiments.microscope.writer import TEST_LEVELS, DataSetSize, clear_output, file_name, image_rng, write_images
 
 # What the fields are made of: drawn filaments (this module) or windows of real BioSR SIM cells.
 Structures = Literal["filaments", "biosr-sim"]

@@ -7,7 +7,7 @@ each frame finishes; both resumable.
     output.close()
 
 A TIF is written once, atomically, when :meth:`close` is called after the last frame: an interrupted run
-leaves none. A store (:class:`experiments.data.ome_zarr.FrameStore`) gets each frame's chunk at once, so
+leaves none. A store (:class:`experiments.image_io.ome_zarr.FrameStore`) gets each frame's chunk at once, so
 an interrupted run keeps its finished frames. Resumed (``resume=True``), an existing output written with
 the same settings (its metadata, ``metadata`` but for the per-frame ``"check"`` entries) gives back its
 finished frames and their check entries: all of a TIF's, the written ones of a store's. One written with
@@ -23,8 +23,8 @@ from typing import Literal, get_args
 import numpy as np
 
 from ddpm.settings import UserError
-from experiments.data.ome_zarr import OME_ZARR_SUFFIX, FrameStore, StackAxis
-from experiments.data.tif_io import read_frames, read_metadata, write_frames
+from experiments.image_io.ome_zarr import OME_ZARR_SUFFIX, FrameStore, StackAxis
+from experiments.image_io.tif_io import read_frames, read_metadata, write_frames
 
 OutputFormat = Literal["tif", "ome-zarr"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)

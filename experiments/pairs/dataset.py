@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ddpm.settings import UsageError
-from experiments.data.augment import dihedral_batch, dihedral_choices
-from experiments.data.cache import CACHE_DIRNAME, ensure_cache
-from experiments.data.images import REDUCTIONS, Reduce, read_image, tif_shape
+from experiments.pairs.augment import dihedral_batch, dihedral_choices
+from experiments.pairs.cache import CACHE_DIRNAME, ensure_cache
+from experiments.image_io.images import REDUCTIONS, Reduce, read_image, tif_shape
 from experiments.data.layout import DatasetError, PairedFiles, Split, pair_files, resolve_root, split_dirs
 from experiments.data.normalization import NORMALIZATIONS, Normalization
 from experiments.data.task import INPUT_SCALE, Task, data_grid, enlarge, input_scale, read_grid
@@ -78,7 +78,7 @@ class PairedImageDataset(Dataset):
 
     Raises:
         DatasetError: missing or empty folder, unpaired file names, shape mismatch. Its subclass
-            :class:`~experiments.data.images.InputError`, naming the file: a file that cannot be read
+            :class:`~experiments.image_io.images.InputError`, naming the file: a file that cannot be read
             (truncated, empty, not a TIF, unsupported pixel type), NaN / inf values or values that overflow
             when scaled, float values far outside [0, 1] under the tutorial scaling, stack or colour images
             without ``reduce`` (with cache=False the value checks happen on read). Hidden files (``._x.tif``)

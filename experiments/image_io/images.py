@@ -4,7 +4,7 @@
     model_in = to_model_frames(frames, info, "tutorial")      # [-1, 1], each frame on its own, checked
     image = read_image("training_wf/001.tif")                 # one training image [H, W] in [-1, 1]
 
-The data loader, its cache builder and prediction (:mod:`experiments.data.tif_io`) all open files through
+The data loader, its cache builder and prediction (:mod:`experiments.image_io.tif_io`) all open files through
 :func:`read_tif`, so every failure (a truncated, empty or non-TIF file, an unsupported pixel type,
 NaN / inf, values that overflow when scaled) is an :class:`InputError` that names the file and says
 what to do.
@@ -26,7 +26,7 @@ import tifffile
 from ddpm.settings import UsageError
 from experiments.data.layout import DatasetError
 from experiments.data.normalization import Normalization, normalize, unit_divisor
-from experiments.data.ome_tiff import pixel_size_um, valid_pixel_size
+from experiments.image_io.ome_tiff import pixel_size_um, valid_pixel_size
 from experiments.integrity import count_non_finite
 
 Reduce = Literal[None, "first", "mean", "max"]
@@ -52,8 +52,8 @@ class StoredTif:
     dtype: np.dtype
     description: str  # the first page's ImageDescription ("" when absent); OME-XML when is_ome
     is_ome: bool
-    pixel_size_um: float | None  # from OME, ImageJ or resolution tags (experiments.data.ome_tiff); None if unknown
-    pixel_size_note: str | None  # why a stated size was refused (experiments.data.ome_tiff.valid_pixel_size)
+    pixel_size_um: float | None  # from OME, ImageJ or resolution tags (experiments.image_io.ome_tiff); None if unknown
+    pixel_size_note: str | None  # why a stated size was refused (experiments.image_io.ome_tiff.valid_pixel_size)
     pixels: np.ndarray | None
 
 
