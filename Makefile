@@ -44,14 +44,14 @@ data:
 
 # The synthetic look-alike in the same layout (about half a minute).
 synthetic-data: install
-	@test -d $(SYNTHETIC_DIR)/test_gt || $(PY) -m experiments.synthetic --out $(SYNTHETIC_DIR)
+	@test -d $(SYNTHETIC_DIR)/test_gt || $(PY) -m experiments.make_data --out $(SYNTHETIC_DIR)
 
 # Windows of the nine real BioSR SIM cells shipped in experiments/data/real, degraded to widefield by
 # a physical model (about a minute); validation and test cells are held out whole. Two layouts: the
 # tutorial's task (REAL_DIR) and the native task, camera grid in, SIM grid out (REAL_NATIVE_DIR).
 real-data: install
-	@test -d $(REAL_DIR)/test_gt || $(PY) -m experiments.synthetic --structures biosr-sim --out $(REAL_DIR)
-	@test -d $(REAL_NATIVE_DIR)/test_gt || $(PY) -m experiments.synthetic --structures biosr-sim --task native --out $(REAL_NATIVE_DIR)
+	@test -d $(REAL_DIR)/test_gt || $(PY) -m experiments.make_data --structures biosr-sim --out $(REAL_DIR)
+	@test -d $(REAL_NATIVE_DIR)/test_gt || $(PY) -m experiments.make_data --structures biosr-sim --task native --out $(REAL_NATIVE_DIR)
 
 # Launcher: one process, or torchrun with DDP over $(GPUS) GPUs.
 ifeq ($(GPUS),1)

@@ -3,7 +3,7 @@
 Scores the configured sampler's output (MAE, NRMSE, SSIM, MS-SSIM, PSNR) against the targets of each
 level, beside the bicubic input, and writes ``evaluation.json``, ``evaluation.md`` and a sample grid per
 level into ``--out`` (default: an ``evaluation`` folder beside the checkpoint). Each level also gets the
-trust measures of :mod:`experiments.evaluation.quality_report` (RSE / RSP against the input, FRC resolution against
+trust measures of :mod:`experiments.evaluation.trust_report` (RSE / RSP against the input, FRC resolution against
 the target and, with ``--samples`` 2 or more, between samples, and the std map's calibration, its scale
 fitted on the validation split, with a ``calibration_<level>.png`` figure).
 
@@ -34,7 +34,7 @@ from experiments.data.layout import list_test_levels
 from experiments.data.layout import check_levels, resolve_root
 from experiments.data.task import read_grid
 from experiments.evaluation.loop import bicubic_scores, evaluate
-from experiments.evaluation.quality_report import QualityAccumulator, append_section, calibration_report, validation_scale
+from experiments.evaluation.trust_report import TrustAccumulator, append_section, calibration_report, validation_scale
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 from experiments.inference.loading import load_for_inference
 from experiments.inference.sampling import sampling_from_flags
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> None:
     with autocast(predictor.device, precision):  # the std map's calibration: fitted on validation, never test
         scale = validation_scale(predictor, data, sampling, schedule, not args.no_progress) if sampling.samples > 1 else None
     for level, dataset in datasets.items():
-        quality = QualityAccumulator()
+        quality = TrustAccumulator()
         with autocast(predictor.device, precision):
             result = evaluate(predictor.model, predictor.diffusion, dataset, sampling, schedule, schedule.max_test_images,
                               progress=not args.no_progress, description=f"test {level}", observe=quality.update)

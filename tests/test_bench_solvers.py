@@ -9,7 +9,7 @@ import pytest
 from experiments.bench import solvers
 from experiments.bench.solvers import QualityRow, fewest_matching
 from experiments.config.schema import DataConfig
-from experiments.synthetic import main as synthetic_main
+from experiments.make_data import main as synthetic_main
 from test_predict import TINY, save_checkpoint
 
 

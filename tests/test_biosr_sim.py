@@ -136,7 +136,7 @@ def test_a_cell_without_usable_windows_is_named_with_what_to_change(tmp_path, cr
 
 @pytest.mark.slow
 def test_command_line_cuts_the_shipped_cells_and_writes_a_preview(tmp_path):
-    from experiments.synthetic import main
+    from experiments.make_data import main
 
     main(["--structures", "biosr-sim", "--out", str(tmp_path), "--train", "4", "--validate", "2",
           "--test-per-level", "2", "--size", "64"])

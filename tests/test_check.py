@@ -163,19 +163,19 @@ def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_
     calibration scale is the binned least squares of Levi et al. written out in numpy, on the validation
     split's samples and targets, never the test level's."""
     from experiments import evaluate as command
-    from experiments.evaluation import quality_report
+    from experiments.evaluation import trust_report
     from test_published_numbers import fitted_by_hand
 
     seen, validation = [], []  # (samples [S, B, 1, H, W], targets [B, 1, H, W]) of every batch, as drawn
 
-    class Recording(quality_report.QualityAccumulator):
+    class Recording(trust_report.TrustAccumulator):
         def update(self, inputs, samples, targets):
             (validation if self.calibration_only else seen).append((samples.double().numpy(),
                                                                      targets.double().numpy()))
             super().update(inputs, samples, targets)
 
-    monkeypatch.setattr(command, "QualityAccumulator", Recording)
-    monkeypatch.setattr(quality_report, "QualityAccumulator", Recording)
+    monkeypatch.setattr(command, "TrustAccumulator", Recording)
+    monkeypatch.setattr(trust_report, "TrustAccumulator", Recording)
     # eta 1: DDIM draws fresh noise at every step, so the samples (and so their mean and one of them) differ
     assert command.main(["--checkpoint", str(evaluation_run), "--samples", "3", "--eta", "1", "--device", "cpu",
                          "--no-progress", "--out", str(tmp_path)]) == 0

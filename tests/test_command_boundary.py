@@ -160,13 +160,13 @@ CASES = [
     ("export", EXPORT + ["--sampler", "ddpm"], "--sampler"),
     ("export", EXPORT + ["--test-image", "{w}/cells/constant.tif"], "constant"),
     ("export", EXPORT + ["--test-image", "{w}/cells/rgb.tif"], "rgb.tif"),
-    ("synthetic", SYNTHETIC + ["--size", "0"], "--size: must be >= 4"),
-    ("synthetic", SYNTHETIC + ["--size", "15"], "--size must be even"),
-    ("synthetic", SYNTHETIC + ["--seed", "-1"], "--seed: must be >= 0"),
-    ("synthetic", SYNTHETIC + ["--train", "-1"], "--train: must be >= 1"),
-    ("synthetic", SYNTHETIC + ["--test-per-level", "0"], "--test-per-level: must be >= 1"),
-    ("synthetic", SYNTHETIC + ["--out", NOTES], "is a file"),
-    ("synthetic", SYNTHETIC + ["--out", DATA], "pass --overwrite"),
+    ("make_data", SYNTHETIC + ["--size", "0"], "--size: must be >= 4"),
+    ("make_data", SYNTHETIC + ["--size", "15"], "--size must be even"),
+    ("make_data", SYNTHETIC + ["--seed", "-1"], "--seed: must be >= 0"),
+    ("make_data", SYNTHETIC + ["--train", "-1"], "--train: must be >= 1"),
+    ("make_data", SYNTHETIC + ["--test-per-level", "0"], "--test-per-level: must be >= 1"),
+    ("make_data", SYNTHETIC + ["--out", NOTES], "is a file"),
+    ("make_data", SYNTHETIC + ["--out", DATA], "pass --overwrite"),
     ("get_data", ["--dest", NOTES], "is a file"),
     ("bench.predict", ["--checkpoint", NOTES, "--size", "64", "--rounds", "1"], "not a readable checkpoint"),
     ("bench.sampling", ["--checkpoint", NOTES, "--device", "cpu"], "not a readable checkpoint"),
@@ -201,14 +201,14 @@ def test_debug_shows_the_traceback_instead(world, capsys):
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
-    from experiments import synthetic
+    from experiments import make_data
 
     def broken(args):
         raise KeyError("a bug, not a user's mistake")
 
-    monkeypatch.setattr(synthetic, "run", broken)
+    monkeypatch.setattr(make_data, "run", broken)
     with pytest.raises(KeyError):
-        synthetic.main(["--out", "unused"])
+        make_data.main(["--out", "unused"])
 
 
 def ome_with_pixel_size(path: Path, value: str) -> Path:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from experiments.trust import check
 from experiments.trust.measures import consistency, fourier_ring_correlation, redegrade
 from experiments.trust.figures import plot_frc
-from experiments.evaluation.quality_report import QualityAccumulator, quality_table
+from experiments.evaluation.trust_report import TrustAccumulator, quality_table
 from experiments.integrity import NOTE_SUFFIX
 from strategies import seeds
 from test_figures import read_png
@@ -261,7 +261,7 @@ def batch(constant: list[bool]):
 
 def test_the_averages_leave_out_undefined_images_and_count_them():
     inputs, samples, targets = batch([False, True, False])
-    seen = QualityAccumulator()
+    seen = TrustAccumulator()
     seen.update(inputs, samples, targets)
     metrics = seen.metrics()
     strict_loads(json.dumps(metrics, allow_nan=False))
@@ -275,7 +275,7 @@ def test_the_averages_leave_out_undefined_images_and_count_them():
 
 
 def test_a_measure_undefined_on_every_image_is_none_with_a_note_and_n_a_in_the_table():
-    seen = QualityAccumulator()
+    seen = TrustAccumulator()
     seen.update(*batch([True, True]))
     model = seen.metrics()["model"]
     assert model["rsp"] is None and model["rsp_left_out"] == 2 and "every one of the 2" in model[f"rsp{NOTE_SUFFIX}"]

@@ -19,7 +19,7 @@ from experiments.microscope.synthetic import (
     generate,
     render_pairs,
 )
-from experiments.synthetic import main
+from experiments.make_data import main
 
 SMALL = SyntheticConfig(size=32)
 

@@ -74,7 +74,7 @@ def evaluate(
     ``should_stop`` is asked before every sampling step; when it answers True the evaluation is
     abandoned with :class:`EvaluationStopped` (single process only: ranks would not stop together).
     ``observe(inputs, samples, targets)``, when given, sees every batch the rank samples, with all its
-    samples [S, B, 1, H, W] on the CPU (e.g. :class:`experiments.evaluation.quality_report.QualityAccumulator`).
+    samples [S, B, 1, H, W] on the CPU (e.g. :class:`experiments.evaluation.trust_report.TrustAccumulator`).
     """
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     starts = list(range(0, count, schedule.batch_size))

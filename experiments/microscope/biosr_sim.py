@@ -1,6 +1,6 @@
 """Real-structure pairs: windows of nine real BioSR SIM cells, degraded to widefield by physics.
 
-    python -m experiments.synthetic --structures biosr-sim --out data/biosr-sim
+    python -m experiments.make_data --structures biosr-sim --out data/biosr-sim
 
 The nine cells (``experiments/data/real``, BioSR, CC BY 4.0) are split whole, never window by window,
 so that validation and test measure cells the model has never seen (``CELL_SPLIT``):

@@ -1,5 +1,5 @@
 """Generated BioSR-like microtubule data, in exactly its folder layout (the library of
-``python -m experiments.synthetic``).
+``python -m experiments.make_data``).
 
 The ``biosr-sim`` structures cut windows from nine real BioSR SIM cells and degrade them by a
 physical widefield model (:mod:`experiments.microscope.biosr_sim`, :mod:`experiments.microscope.widefield`). The

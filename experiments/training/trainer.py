@@ -48,7 +48,7 @@ from experiments.checkpoint import (
 from experiments.training.ema import EMA
 from experiments.training.resume import reconcile
 from experiments.training.run_folder import CONFIG_FILE, RunFolder
-from experiments.training.sampling_order import EpochBatches
+from experiments.training.batch_order import EpochBatches
 from unet import optimize_for_speed
 
 # Steps between host reads of the training loss: each read waits for the GPU to catch up.

@@ -12,7 +12,7 @@
 Images are the frames in [0, 1] units (the input normalised like the training data, the output mapped
 by ``(v + 1) / 2``), so the map and RSE are in those units; alpha, beta and sigma (output pixels) are
 the fitted re-degradation. :func:`redegradation` and :func:`square_frc` are also used by
-:mod:`experiments.evaluation.quality_report`.
+:mod:`experiments.evaluation.trust_report`.
 
 A degenerate frame (constant, a few pixels high, NaN) never stops the check: a measure it cannot define
 is None in :data:`SUMMARY_NAME`, with a sibling ``"<measure>_note"`` saying why (the convention of

@@ -1,8 +1,8 @@
 """Generated BioSR-like microtubule data, in exactly its folder layout.
 
-    python -m experiments.synthetic --out data/synthetic [--train 4096 --validate 256 --test-per-level 150
+    python -m experiments.make_data --out data/synthetic [--train 4096 --validate 256 --test-per-level 150
                                                            --size 128 --seed 0]
-    python -m experiments.synthetic --structures biosr-sim --out data/biosr-sim
+    python -m experiments.make_data --structures biosr-sim --out data/biosr-sim
 
 The data and the physics: :mod:`experiments.microscope.synthetic` (drawn filaments) and
 :mod:`experiments.microscope.biosr_sim` (real SIM cells degraded to widefield).
@@ -27,7 +27,7 @@ def _count(name: str, flag: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = CommandParser(prog="python -m experiments.synthetic", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m experiments.make_data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write the BioSR layout into")
     parser.add_argument("--structures", choices=STRUCTURES, default="filaments",
                         help="drawn filaments (default) or windows of the nine real BioSR SIM cells (biosr-sim)")

@@ -63,7 +63,7 @@ def _summarised(key: str, values: list[float | None], average: Callable[[list[fl
 
 
 @dataclass
-class QualityAccumulator:
+class TrustAccumulator:
     """Collects the measures of every batch of one split; pass :meth:`update` as ``observe`` to
     :func:`experiments.evaluation.evaluate`. The per-image lists hold None where the measure is undefined."""
 
@@ -129,13 +129,13 @@ def validation_scale(predictor: Predictor, data: DataConfig, sampling: SamplingC
         dataset = read_pairs(data, "validate")
     except (DatasetError, FileNotFoundError):
         return None
-    seen = QualityAccumulator(calibration_only=True)
+    seen = TrustAccumulator(calibration_only=True)
     evaluate(predictor.model, predictor.diffusion, dataset, sampling, schedule, schedule.max_test_images,
              progress=progress, description="validate (calibration scale)", observe=seen.update)
     return seen.fit_scale()
 
 
-def calibration_report(test: QualityAccumulator, scale: float | None, figure: Path) -> dict[str, float | None]:
+def calibration_report(test: TrustAccumulator, scale: float | None, figure: Path) -> dict[str, float | None]:
     """ECE and ENCE of the raw std map on ``test``, and with the validation ``scale`` (None: no
     validation split, no calibrated curve); draws both curves into ``figure``."""
     raw = test.calibration()
@@ -174,7 +174,7 @@ def append_section(report: Path, levels: dict[str, dict], scale: float | None) -
 
 
 def quality_table(levels: dict[str, dict[str, dict[str, float]]]) -> str:
-    """A Markdown table of :meth:`QualityAccumulator.metrics` per level (rows "level: model" and
+    """A Markdown table of :meth:`TrustAccumulator.metrics` per level (rows "level: model" and
     "level: bicubic input"); a value not measured shows as "–", one undefined on every image as "n/a",
     and images left out of an average are counted beside it."""
     lines = ["| | " + " | ".join(QUALITY_COLUMNS.values()) + " |", "|---" * (len(QUALITY_COLUMNS) + 1) + "|"]
