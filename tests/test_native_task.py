@@ -125,7 +125,7 @@ def test_a_run_and_a_data_set_of_different_tasks_are_refused_naming_the_flag(tmp
     # A data set that states nothing (BioSR's download): its shapes decide, and the message names the task.
     (native / GRID_FILE).unlink()
     with pytest.raises(DatasetError, match=r"2x \(a data set for --data.task native\)"):
-        PairedImageDataset(native, "train", scale=1, cache=False)
+        PairedImageDataset(native, "train", enlargement=1, cache=False)
     assert data_grid(native, "native") == DataGrid("native", 0.0626)
     with pytest.raises(UsageError, match="task"):
         DataConfig(task="sim")
@@ -138,7 +138,7 @@ def test_the_checkpoint_records_the_task_and_the_training_inputs_pixel(native_ru
     assert payload[GRID_KEY] == {"task": "native", "input_pixel_um": 0.0626, "output_pixel_um": 0.0313}
     assert payload["config"]["data"]["task"] == "native" and payload["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
     predictor = load_for_inference(run_dir / "last.pt", "cpu")
-    assert predictor.scale == 2 and predictor.grid == DataGrid("native", 0.0626)
+    assert predictor.enlargement == 2 and predictor.grid == DataGrid("native", 0.0626)
 
 
 def test_resume_refuses_another_task(native_run, tmp_path, capsys):
@@ -267,7 +267,7 @@ def test_evaluate_upsample_scores_a_tutorial_model_on_camera_images_enlarged_by_
 
 
 def test_the_native_preset_trains_on_the_native_layout():
-    assert NATIVE.data.task == "native" and NATIVE.data.root == "data/biosr-sim-native" and NATIVE.data.scale == 2
+    assert NATIVE.data.task == "native" and NATIVE.data.root == "data/biosr-sim-native" and NATIVE.data.enlargement == 2
 
 
 def test_the_exported_module_enlarges_the_camera_image_as_prediction_does(native_run, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from ddpm.settings import SEEDS, UsageError, UserError, bounded, check_choice, c
 from experiments.config.migration import upgrade
 from experiments.data.layout import DatasetError, check_level_name
 from experiments.data.normalization import Normalization
-from experiments.data.task import TASKS, Task, input_scale
+from experiments.data.task import TASKS, Task, task_enlargement
 from experiments.integrity import write_json
 from experiments.records import MetricName, PaperKey
 from experiments.runtime import Device, Precision
@@ -69,9 +69,9 @@ class DataConfig:
         check_choice("--data.task", self.task, TASKS)
 
     @property
-    def scale(self) -> int:
-        """The output's side over the input's (:func:`experiments.data.task.input_scale`)."""
-        return input_scale(self.task)
+    def enlargement(self) -> int:
+        """The output's side over the input's (:func:`experiments.data.task.task_enlargement`)."""
+        return task_enlargement(self.task)
 
 
 

@@ -25,16 +25,16 @@ Task = Literal["tutorial", "native"]
 TASKS: tuple[str, ...] = get_args(Task)
 
 # Output pixels per input pixel along each axis.
-INPUT_SCALE: dict[str, int] = {"tutorial": 1, "native": 2}
+ENLARGEMENT: dict[str, int] = {"tutorial": 1, "native": 2}
 
 
-def input_scale(task: Task) -> int:
+def task_enlargement(task: Task) -> int:
     """How many times finer the output's grid is than the input's, along each axis."""
-    return INPUT_SCALE[task]
+    return ENLARGEMENT[task]
 
 
-def enlarge(images: torch.Tensor, scale: int, clip: Optional[str] = None) -> torch.Tensor:
-    """Bicubic enlargement of [B, C, h, w] to [B, C, scale h, scale w] (``scale`` 1: ``images`` itself): the one
+def enlarge(images: torch.Tensor, factor: int, clip: Optional[str] = None) -> torch.Tensor:
+    """Bicubic enlargement of [B, C, h, w] to [B, C, factor h, factor w] (``factor`` 1: ``images`` itself): the one
     enlarger of the project. Bicubic interpolation overshoots at bright edges; ``clip`` says what to do:
 
     * None (a native-task model's condition): nothing. The map stays linear, so it commutes with the linear
@@ -44,10 +44,10 @@ def enlarge(images: torch.Tensor, scale: int, clip: Optional[str] = None) -> tor
       so the enlargement adds no value the image never held.
     * ``"unit"`` (simulated widefield inputs, as BioSR's were made): clipped to [0, 1], the data's range.
     """
-    if scale == 1:
+    if factor == 1:
         return images
     # A float factor, so that TorchScript compiles this function inside the exported sampler.
-    enlarged = F.interpolate(images, scale_factor=float(scale), mode="bicubic", align_corners=False)
+    enlarged = F.interpolate(images, scale_factor=float(factor), mode="bicubic", align_corners=False)
     if clip is None:
         return enlarged
     if clip == "frame":
@@ -67,18 +67,18 @@ BIOSR_CAMERA_PIXEL_UM = 0.0626
 
 @dataclass(frozen=True)
 class DataGrid:
-    """A data set's task and the physical pixel of its inputs (um); the targets' is ``scale`` times finer."""
+    """A data set's task and the physical pixel of its inputs (um); the targets' is ``enlargement`` times finer."""
 
     task: Task
     input_pixel_um: float
 
     @property
-    def scale(self) -> int:
-        return input_scale(self.task)
+    def enlargement(self) -> int:
+        return task_enlargement(self.task)
 
     @property
     def output_pixel_um(self) -> float:
-        return self.input_pixel_um / self.scale
+        return self.input_pixel_um / self.enlargement
 
     def to_json(self) -> dict:
         return {"task": self.task, "input_pixel_um": self.input_pixel_um, "output_pixel_um": self.output_pixel_um}

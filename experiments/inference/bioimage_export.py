@@ -141,11 +141,11 @@ def test_input(predictor: Predictor, options: ExportOptions) -> tuple[np.ndarray
     """
     path = options.test_image or find_test_image(predictor)
     if path is None:
-        side = max(MIN_INPUT_SIDE, predictor.tile // predictor.scale)
+        side = max(MIN_INPUT_SIDE, predictor.tile // predictor.enlargement)
         return synthetic_widefield(side)[None, None], "a deterministic synthetic image (no data found)", None
     frames, info = read_frames(path)
     image = frames[0]
-    side = min(max(options.test_side // predictor.scale, 1), *image.shape)
+    side = min(max(options.test_side // predictor.enlargement, 1), *image.shape)
     if side < MIN_INPUT_SIDE:
         raise ExportError(
             f"{path}: image {image.shape} gives a {side}-pixel test crop, but the package declares inputs of at "
@@ -213,12 +213,12 @@ def input_paragraph(predictor: Predictor, options: ExportOptions) -> str:
     sizes = (f"any size from {MIN_INPUT_SIDE} px works: the model runs its network on overlapping tiles of "
              f"{layout.tile} px ({layout.overlap} px shared) and blends them itself, so give it the whole image "
              "(do not tile it in the tool)")
-    if predictor.scale == 1:
+    if predictor.enlargement == 1:
         return ("- Input: one widefield image (axes b, c = 1, y, x), **already on the output's pixel grid**: the bicubic x2\n"
                 "  upsampled widefield, like the tutorial's BioSR inputs. The model does not enlarge the image; " + sizes + ".")
     return (f"- Input: one widefield image (axes b, c = 1, y, x) **on the camera's grid**, as recorded (the training inputs\n"
-            f"  had {predictor.grid.input_pixel_um * 1000:.1f} nm pixels). The model enlarges it {predictor.scale}x "
-            f"(bicubic) onto the SIM grid and returns an image of {predictor.scale}x the side; " + sizes + ".")
+            f"  had {predictor.grid.input_pixel_um * 1000:.1f} nm pixels). The model enlarges it {predictor.enlargement}x "
+            f"(bicubic) onto the SIM grid and returns an image of {predictor.enlargement}x the side; " + sizes + ".")
 
 
 def documentation(predictor: Predictor, options: ExportOptions, source: str, metrics: dict | None) -> str:
@@ -241,7 +241,7 @@ sampler, {weights_summary(predictor, options)}, around the network:
 {input_paragraph(predictor, options)}
 - Pre-processing: each image's min -> 0 and max -> 1 (`scale_range`, percentiles 0 / 100), then `2 v - 1`.
 - Output: the super-resolved image in [0, 1] (`(v + 1) / 2` of the model's [-1, 1]).
-- Pixel size: {"%.6g µm in, %.6g µm out" % (options.pixel_size_um, options.pixel_size_um / predictor.scale) if options.pixel_size_um else "not recorded"}.
+- Pixel size: {"%.6g µm in, %.6g µm out" % (options.pixel_size_um, options.pixel_size_um / predictor.enlargement) if options.pixel_size_um else "not recorded"}.
 
 ## Noise and determinism
 {determinism(predictor, options)}
@@ -303,7 +303,7 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite
     check_outputs([out], [predictor.checkpoint] + ([test_image] if test_image else []), overwrite)
     image, source, file_pixel_size = test_input(predictor, replace(options, test_image=test_image))
     module = script_sampler(predictor.model, predictor.diffusion, options.sampler, options.sampling_steps, options.seed,
-                            predictor.layout(), regression=is_regression(predictor), scale=predictor.scale)
+                            predictor.layout(), regression=is_regression(predictor), enlargement=predictor.enlargement)
     # The training inputs' pixel when neither the flag nor the test image states one: the model expects it.
     pixel_size = next(size for size in (options.pixel_size_um, file_pixel_size, predictor.grid.input_pixel_um)
                       if size is not None)
@@ -346,7 +346,7 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
     inputs = spec.InputTensorDescr(
         id=input_id,
         description=("widefield image on the output's pixel grid (bicubic x2 upsampled), any intensity range"
-                     if predictor.scale == 1 else "widefield image on the camera's grid, any intensity range"),
+                     if predictor.enlargement == 1 else "widefield image on the camera's grid, any intensity range"),
         axes=[
             spec.BatchAxis(),
             spec.ChannelAxis(channel_names=[spec.Identifier("widefield")]),
@@ -371,7 +371,7 @@ def _write_package(spec, save, work: Path, module, image, output, predictor: Pre
             # No halo: the module tiles and blends itself (TiledNetwork); a halo would make the tools pad
             # the image, which moves the tiles and the position-hashed noise.
             *(spec.SpaceOutputAxis(id=axis, size=spec.SizeReference(tensor_id=input_id, axis_id=axis),
-                                   scale=in_scale / predictor.scale, **physical)
+                                   scale=in_scale / predictor.enlargement, **physical)
               for axis in (y, x)),
         ],
         test_tensor=spec.FileDescr(source=work / "test_output.npy"),

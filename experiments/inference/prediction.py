@@ -123,16 +123,16 @@ def check_options(options: PredictOptions, predictor: Predictor) -> None:
     if options.hashed_noise and (options.sampling.sampler not in EXPORT_SAMPLERS or options.sampling.build().draws_noise):
         raise UsageError("--hashed-noise reproduces an exported package, whose samplers are deterministic: add "
                          f"--sampler {' or '.join(EXPORT_SAMPLERS)} (with --eta 0)")
-    if options.upsample and predictor.scale != 1:
+    if options.upsample and predictor.enlargement != 1:
         raise UsageError(
             f"--upsample is for tutorial-task models; {predictor.checkpoint.name} is a native-task model, which "
-            f"enlarges camera-grid inputs {predictor.scale}x itself: drop --upsample and pass the camera image"
+            f"enlarges camera-grid inputs {predictor.enlargement}x itself: drop --upsample and pass the camera image"
         )
 
 
-def enlargement(options: PredictOptions, predictor: Predictor) -> int:
+def output_enlargement(options: PredictOptions, predictor: Predictor) -> int:
     """The output's side over the input file's: the model's task, times 2 with ``--upsample``."""
-    return predictor.scale * (2 if options.upsample else 1)
+    return predictor.enlargement * (2 if options.upsample else 1)
 
 
 def pixel_size_warning(name: str, size_um: float | None, source: str, upsample: bool, predictor: Predictor,
@@ -257,12 +257,12 @@ def writing(path: Path) -> Iterator[None]:
 
 
 def open_outputs(outputs: OutputPaths, source: InputImage, metadata: dict, options: PredictOptions,
-                 scale: int, pixel_size: float | None, input_size: float | None) -> dict[str, FrameOutput]:
+                 enlargement: int, pixel_size: float | None, input_size: float | None) -> dict[str, FrameOutput]:
     """The result files of one input, each a TIF or an OME-Zarr store (by its path), opened to resume
     with ``--resume``: the mean, the std (``--std``) and the consistency maps (``--check``, on the input's grid)."""
     count, (height, width) = len(source.frames), source.plane
-    wanted = {"mean": (outputs.mean, scale, pixel_size, "mean of samples"),
-              "std": (outputs.std, scale, pixel_size, "standard deviation of samples"),
+    wanted = {"mean": (outputs.mean, enlargement, pixel_size, "mean of samples"),
+              "std": (outputs.std, enlargement, pixel_size, "standard deviation of samples"),
               "consistency": (outputs.consistency, 1, input_size, "re-degradation consistency |error|")}
     opened = {}
     for name, (path, factor, size, content) in wanted.items():
@@ -293,11 +293,11 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
         pixel_size_warning(str(path), input_size, source_note, options.upsample, predictor)
     if warning:
         warn(warning)
-    scale = enlargement(options, predictor)
-    pixel_size = None if input_size is None else input_size / scale
+    enlargement = output_enlargement(options, predictor)
+    pixel_size = None if input_size is None else input_size / enlargement
     record = provenance(predictor, file_source(info, count), options, info.colour_reduced)
     files = open_outputs(outputs, source, record, options,
-                         scale, pixel_size, input_size)
+                         enlargement, pixel_size, input_size)
     mean_file = files["mean"]
     done = finished_everywhere(list(files.values()))
     if options.check:  # a frame whose check entry was not stored before an interruption is done again

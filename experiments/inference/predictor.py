@@ -95,9 +95,9 @@ class Predictor:
     grid: DataGrid = DataGrid("tutorial", BIOSR_CAMERA_PIXEL_UM)
 
     @property
-    def scale(self) -> int:
+    def enlargement(self) -> int:
         """The output's side over the input's: 2 for a native-task model, which enlarges its inputs itself."""
-        return self.config.data.scale
+        return self.config.data.enlargement
 
     @property
     def size_multiple(self) -> int:
@@ -132,7 +132,7 @@ class Predictor:
         frame of ``images`` [N, 1, h, w], all drawing from the one ``generator`` in turn, gathered.
 
         Returns:
-            A :class:`Prediction` on the CPU, at H, W = :attr:`scale` x h, w.
+            A :class:`Prediction` on the CPU, at H, W = :attr:`enlargement` x h, w.
         """
         parts = [part for _, part in self.sample_frames(enumerate(images), len(images), request, lambda _: generator)]
         std = None if parts[0].std is None else torch.cat([part.std for part in parts])
@@ -147,7 +147,7 @@ class Predictor:
     ) -> Iterator[tuple[int, Prediction]]:
         """Sample each frame as it comes, yielding ``(index, its Prediction)`` so a caller can write it at once.
 
-        A native-task model's inputs are first enlarged onto the output's grid (:attr:`scale`,
+        A native-task model's inputs are first enlarged onto the output's grid (:attr:`enlargement`,
         :func:`experiments.data.task.enlarge`), as its training inputs were. Each frame is sampled as one
         image (:func:`experiments.inference.tiling.tiled_network`): one noise field per frame and sample,
         the network run on overlapping tiles at every step and its noise predictions blended, so the result
@@ -167,7 +167,7 @@ class Predictor:
                 frame's output independent of the frames sampled before it.
 
         Yields:
-            ``(index, Prediction)`` of one frame, on the CPU, at H, W = :attr:`scale` x h, w.
+            ``(index, Prediction)`` of one frame, on the CPU, at H, W = :attr:`enlargement` x h, w.
         """
         sampling, keep, on_tiles = request.sampling, request.keep, request.on_tiles
         layout = self.layout() if request.layout is None else request.layout
@@ -178,7 +178,7 @@ class Predictor:
         sampled = 0  # tiles through the network so far
         with tqdm(total=None, desc=request.desc, unit="tile", disable=not request.progress) as bar:
             for done, (index, image) in enumerate(frames):
-                image = enlarge(image[None], self.scale)
+                image = enlarge(image[None], self.enlargement)
                 height, width = image.shape[2:]
                 padded, top, left = pad_to_tile(image, layout.tile)
                 tiles_per_step = layout.count(*padded.shape[2:]) * chains

@@ -106,12 +106,12 @@ class ChainStart(NamedTuple):
     left: int
 
 
-def _checked_input(widefield: torch.Tensor, scale: int, tile: int) -> PaddedInput:
+def _checked_input(widefield: torch.Tensor, enlargement: int, tile: int) -> PaddedInput:
     """The widefield enlarged onto the output's grid and padded to at least one tile
     (:func:`~experiments.inference.tiling.pad_to_tile`, as prediction pads)."""
     if widefield.dim() != 4 or widefield.size(1) != 1:
         raise ValueError(f"expected a widefield image of shape [B, 1, H, W], got {widefield.shape}")
-    widefield = enlarge(widefield, scale)
+    widefield = enlarge(widefield, enlargement)
     padded, top, left = pad_to_tile(widefield, tile)
     return PaddedInput(padded, widefield.size(2), widefield.size(3), top, left)
 
@@ -128,7 +128,7 @@ class ScriptedSolver(nn.Module):
         sampling_steps: network evaluations per image, fixed in the module.
         seed: seed of x_T (:func:`ddpm.hashed_noise.hashed_normal`), fixed in the module.
         layout: the tiles the network runs on (:class:`TiledNetwork`), as ``experiments.predict``'s.
-        scale: a native-task model's 2: the input is first enlarged onto the output's grid
+        enlargement: a native-task model's 2: the input is first enlarged onto the output's grid
             (:func:`experiments.data.task.enlarge`), as in training.
 
     As :meth:`experiments.inference.predictor.Predictor.sample` with ``hashed_noise_seed`` (its first sample): a
@@ -137,9 +137,9 @@ class ScriptedSolver(nn.Module):
     """
 
     def __init__(self, network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int,
-                 layout: TileLayout, scale: int = 1) -> None:
+                 layout: TileLayout, enlargement: int = 1) -> None:
         super().__init__()
-        self.scale = scale
+        self.enlargement = enlargement
         self.network = TiledNetwork(network, layout)
         self.tile = layout.tile
         chain, rows = solver_steps(diffusion, sampler, sampling_steps)
@@ -156,7 +156,7 @@ class ScriptedSolver(nn.Module):
         self.seed = seed
 
     def forward(self, widefield: torch.Tensor) -> torch.Tensor:
-        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, H, W] in [-1, 1], H, W = scale x h, w."""
+        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, H, W] in [-1, 1], H, W = enlargement x h, w."""
         padded, x, previous, height, width, top, left = self.start(widefield)
         for i in range(self.count()):
             x, previous = self.step(i, padded, x, previous)
@@ -171,7 +171,7 @@ class ScriptedSolver(nn.Module):
     @torch.jit.export
     def start(self, widefield: torch.Tensor) -> ChainStart:
         """The padded condition, x_T, the previous x0 (zeros) and where the frame lies in them."""
-        padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
+        padded, height, width, top, left = _checked_input(widefield, self.enlargement, self.tile)
         # One noise field for every image of the batch (that of prediction's first sample): an image's output is
         # the one it gets alone, wherever it sits in the batch.
         x = hashed_normal([1, 1, padded.size(2), padded.size(3)], self.seed, padded.device, -top, -left)
@@ -191,15 +191,15 @@ class ScriptedRegression(nn.Module):
     """The regression baseline's one evaluation (:class:`ddpm.samplers.RegressionSampler`): the network
     sees ``cat([widefield, 0])`` and the encoding of :data:`ddpm.diffusion.REGRESSION_STEP`, on tiles."""
 
-    def __init__(self, network: nn.Module, diffusion: Diffusion, layout: TileLayout, scale: int = 1) -> None:
+    def __init__(self, network: nn.Module, diffusion: Diffusion, layout: TileLayout, enlargement: int = 1) -> None:
         super().__init__()
-        self.scale = scale
+        self.enlargement = enlargement
         self.network = TiledNetwork(network, layout)
         self.tile = layout.tile
         self.register_buffer("time_encoding", diffusion.time_encodings[diffusion.steps + REGRESSION_STEP].float().cpu())
 
     def forward(self, widefield: torch.Tensor) -> torch.Tensor:
-        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, scale h, scale w]."""
+        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, enlargement h, enlargement w]."""
         padded, x, previous, height, width, top, left = self.start(widefield)
         x, previous = self.step(0, padded, x, previous)
         return x[:, :, top : top + height, left : left + width]
@@ -211,7 +211,7 @@ class ScriptedRegression(nn.Module):
 
     @torch.jit.export
     def start(self, widefield: torch.Tensor) -> ChainStart:
-        padded, height, width, top, left = _checked_input(widefield, self.scale, self.tile)
+        padded, height, width, top, left = _checked_input(widefield, self.enlargement, self.tile)
         zeros = torch.zeros_like(padded)
         return ChainStart(padded, zeros, zeros, height, width, top, left)
 
@@ -224,12 +224,12 @@ class ScriptedRegression(nn.Module):
 
 def script_sampler(
     network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int, layout: TileLayout,
-    regression: bool = False, scale: int = 1,
+    regression: bool = False, enlargement: int = 1,
 ) -> torch.jit.ScriptModule:
     """:class:`ScriptedSolver` (or, for a regression baseline, :class:`ScriptedRegression`) compiled with
     ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
-    module = ScriptedRegression(network, diffusion, layout, scale) if regression else ScriptedSolver(
-        network, diffusion, sampler, sampling_steps, seed, layout, scale)
+    module = ScriptedRegression(network, diffusion, layout, enlargement) if regression else ScriptedSolver(
+        network, diffusion, sampler, sampling_steps, seed, layout, enlargement)
     return torch.jit.script(module.cpu())
 
 

@@ -158,14 +158,14 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
         stds += [frame.std] if frame.std is not None else []
         if request.check:
             trust = check.check_result(frame.mean, frame.pair, scaled.native(index),
-                                       None if size is None else size / predictor.scale)
+                                       None if size is None else size / predictor.enlargement)
             maps.append(trust.consistency.error_map.float().numpy())
             entries.append(trust.summary())
     info = source.info
     layer = {"source_layer": request.name, "source_dtype": info.dtype, "source_shape": list(info.stored_shape),
              "frames": len(scaled)}
     record = provenance(predictor, layer, PredictOptions(sampling=sampling, seed=request.seed))
-    result = _layers(request, means, stds, maps, entries, predictor.scale, record)
+    result = _layers(request, means, stds, maps, entries, predictor.enlargement, record)
     result.warnings += input_warnings(request, predictor, scaled)
     return result
 

@@ -16,23 +16,23 @@ from experiments.pairs.cache import CACHE_DIRNAME, ensure_cache
 from experiments.image_io.images import REDUCTIONS, Reduce, read_image, tif_shape
 from experiments.data.layout import DatasetError, PairedFiles, Split, pair_files, resolve_root, split_dirs
 from experiments.data.normalization import NORMALIZATIONS, Normalization
-from experiments.data.task import INPUT_SCALE, Task, data_grid, enlarge, input_scale, read_grid
+from experiments.data.task import ENLARGEMENT, Task, data_grid, enlarge, task_enlargement, read_grid
 
 Index = int | Sequence[int] | np.ndarray | torch.Tensor
 
 
-def check_shapes(files: PairedFiles, reduce: Reduce, scale: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The common [H, W] of the inputs and of the targets, read from TIF headers; each target is ``scale``
+def check_shapes(files: PairedFiles, reduce: Reduce, enlargement: int = 1) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The common [H, W] of the inputs and of the targets, read from TIF headers; each target is ``enlargement``
     times its input along each axis (:mod:`experiments.data.task`). An error names the first mismatching file."""
     expected = None
     for name, wf_path, gt_path in zip(files.names, files.wf_paths, files.gt_paths):
         wf_shape, gt_shape = tif_shape(wf_path, reduce), tif_shape(gt_path, reduce)
-        if gt_shape != tuple(scale * side for side in wf_shape):
+        if gt_shape != tuple(enlargement * side for side in wf_shape):
             ratio = gt_shape[0] / max(wf_shape[0], 1)
-            tasks = [task for task, factor in INPUT_SCALE.items() if factor == ratio]
+            tasks = [task for task, factor in ENLARGEMENT.items() if factor == ratio]
             raise DatasetError(
                 f"shape mismatch for {name}: input {wf_shape} in {files.wf_dir}, target {gt_shape} in {files.gt_dir}; "
-                f"targets must be {scale}x their inputs' side, these are {ratio:g}x"
+                f"targets must be {enlargement}x their inputs' side, these are {ratio:g}x"
                 + (f" (a data set for --data.task {tasks[0]})" if tasks else "")
             )
         if expected is None:
@@ -56,7 +56,7 @@ class PairedImageDataset(Dataset):
     """Pairs (wf, gt) of one split: wf is the widefield input (the condition), gt the SIM target.
 
     Each item is a tuple of float32 tensors [1, H, W] in [-1, 1] (tutorial normalisation; percentile
-    normalisation may exceed it); for ``scale`` 2 (the native task) the inputs on disk are half the
+    normalisation may exceed it); for ``enlargement`` 2 (the native task) the inputs on disk are half the
     targets' side and are enlarged onto the targets' grid on read (:func:`experiments.data.task.enlarge`).
     Indexing with a list of indices returns the batch ([B, 1, H, W], [B, 1, H, W]) in one read;
     :func:`make_loader` uses that.
@@ -73,7 +73,7 @@ class PairedImageDataset(Dataset):
         cache: True for a cache in <root>/.cache, a folder path for a cache there, False to read TIFs
             on every access (slow, for checks and one-off use).
         seed: seed of the augmentation choices.
-        scale: the targets' side over the inputs' (:data:`experiments.data.task.INPUT_SCALE` of the task);
+        enlargement: the targets' side over the inputs' (:data:`experiments.data.task.ENLARGEMENT` of the task);
             None: the task the data set states (its ``dataset.json``), else the tutorial's (1).
 
     Raises:
@@ -96,19 +96,19 @@ class PairedImageDataset(Dataset):
         augment: bool = False,
         cache: bool | str | Path = True,
         seed: int = 0,
-        scale: int | None = None,
+        enlargement: int | None = None,
     ):
         if normalization not in NORMALIZATIONS:
             raise UsageError(f"unknown normalization {normalization!r}; choose one of {NORMALIZATIONS}")
         if reduce not in REDUCTIONS:
             raise UsageError(f"unknown reduce {reduce!r}; choose one of {REDUCTIONS}")
         self.root = resolve_root(root)
-        if scale is None:
+        if enlargement is None:
             grid = read_grid(self.root)
-            scale = 1 if grid is None else grid.scale
+            enlargement = 1 if grid is None else grid.enlargement
         self.split, self.level = split, level
         self.files = pair_files(*split_dirs(self.root, split, level))
-        self.augment, self.seed, self.epoch, self.scale = augment, seed, 0, scale
+        self.augment, self.seed, self.epoch, self.enlargement = augment, seed, 0, enlargement
         self._arrays = None  # memory maps, opened lazily so that each DataLoader worker opens its own
         self._read = partial(
             read_image, normalization=normalization, percentiles=tuple(percentiles), reduce=reduce
@@ -120,18 +120,18 @@ class PairedImageDataset(Dataset):
         # image_shape: the targets' [H, W], which the network sees.
         if cache is False:
             self.cache_paths = None
-            self.image_shape = check_shapes(self.files, reduce, scale)[1]
+            self.image_shape = check_shapes(self.files, reduce, enlargement)[1]
         else:
             cache_dir = self.root / CACHE_DIRNAME if cache is True else Path(cache)
             self.cache_paths = tuple(
                 ensure_cache(cache_dir, _cache_tag(folder, self.root), paths, settings,
-                             lambda side=side: check_shapes(self.files, reduce, scale)[side], self._read)
+                             lambda side=side: check_shapes(self.files, reduce, enlargement)[side], self._read)
                 for side, (folder, paths) in enumerate(((self.files.wf_dir, self.files.wf_paths),
                                                         (self.files.gt_dir, self.files.gt_paths)))
             )
             wf_shape, self.image_shape = (tuple(array.shape[1:]) for array in self._cached())
-            if self.image_shape != tuple(scale * side for side in wf_shape):
-                check_shapes(self.files, reduce, scale)  # raises, naming the first mismatching file
+            if self.image_shape != tuple(enlargement * side for side in wf_shape):
+                check_shapes(self.files, reduce, enlargement)  # raises, naming the first mismatching file
         if augment and self.image_shape[0] != self.image_shape[1]:
             raise DatasetError(
                 f"augment=True needs square images (rotations), but {self.files.wf_dir} holds "
@@ -177,7 +177,7 @@ class PairedImageDataset(Dataset):
         if self.augment:
             choices = dihedral_choices(indices, self.seed, self.epoch)
             wf, gt = dihedral_batch(wf, choices), dihedral_batch(gt, choices)
-        return enlarge(wf.unsqueeze(1), self.scale), gt.unsqueeze(1)
+        return enlarge(wf.unsqueeze(1), self.enlargement), gt.unsqueeze(1)
 
     def __getitem__(self, index: Index) -> tuple[torch.Tensor, torch.Tensor]:
         """One pair ([1, H, W], [1, H, W]) for an integer, a batch ([B, 1, H, W], ...) for a sequence."""
@@ -233,4 +233,4 @@ def read_pairs(data: DataSource, split: Split, level: str = "level_09", root: st
     root = data.root if root is None else root
     data_grid(root, data.task)
     return PairedImageDataset(root, split, level=level, normalization=data.normalization,
-                              scale=input_scale(data.task), **options)
+                              enlargement=task_enlargement(data.task), **options)
