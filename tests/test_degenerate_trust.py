@@ -50,7 +50,7 @@ def assert_well_defined(frame: check.FrameCheck, widefield_shape: tuple[int, int
         elif f"{key}{NOTE_SUFFIX}" not in entry:  # the defined None: the samples agree up to Nyquist
             frc = frame.frc
             assert key in FRC_THRESHOLDS and frc.note is None, key
-            assert key != "frc_resolution_nm" or frc.pixel_size_nm is not None
+            assert key != "frc_resolution_nm" or frc.pixel_size_um is not None
             threshold = getattr(frc, FRC_THRESHOLDS[key])
             assert bool((frc.correlation[1:] >= threshold[1:]).all()), key
     assert all(isinstance(entry[key], str) and entry[key] for key in entry if key.endswith(NOTE_SUFFIX))
@@ -77,14 +77,14 @@ CONTENT = st.one_of(st.none(), st.floats(-1.0, 1.0, width=32))  # None: random; 
 
 
 @given(SIDES, SIDES, st.sampled_from([1, 2]), CONTENT, CONTENT, CONTENT, st.booleans(),
-       st.sampled_from([None, 40.0]), seeds)
+       st.sampled_from([None, 0.04]), seeds)
 def test_every_measure_is_finite_or_noted_on_any_frame(height, width, factor, output_value, input_value,
-                                                       sample_value, same_samples, pixel_size_nm, seed):
+                                                       sample_value, same_samples, pixel_size_um, seed):
     output = image((factor * height, factor * width), seed, output_value)
     widefield = image((height, width), seed + 1, input_value)
     first = image(output.shape, seed + 2, sample_value)
     second = first.clone() if same_samples else image(output.shape, seed + 3)
-    assert_well_defined(check.check_frame(output, widefield, first, second, pixel_size_nm), (height, width))
+    assert_well_defined(check.check_frame(output, widefield, first, second, pixel_size_um), (height, width))
 
 
 # --- Constant frames -------------------------------------------------------------------------------
@@ -120,7 +120,7 @@ def test_a_constant_frame_among_others_gets_noted_measures_and_the_others_number
     widefields = torch.nn.functional.avg_pool2d(outputs[:, None], 2)[:, 0]
     firsts, seconds = outputs + 0.1 * torch.rand(2, 3, 32, 32, generator=generator(5))
     firsts[1], seconds[1] = 0.5, 0.5  # the constant frame's samples are constant too
-    checks = [check.check_frame(*frame, 40.0) for frame in zip(outputs, widefields, firsts, seconds)]
+    checks = [check.check_frame(*frame, 0.04) for frame in zip(outputs, widefields, firsts, seconds)]
     entries = [assert_well_defined(frame, (16, 16)) for frame in checks]
     for index in (0, 2):
         assert all(entries[index][key] is not None for key in FIT_KEYS)
@@ -184,7 +184,7 @@ def test_a_frame_holding_nan_is_not_fitted():
 
 def test_identical_samples_agree_up_to_nyquist_without_a_note():
     sample = image((32, 32), 17)
-    frc = fourier_ring_correlation(sample, sample, pixel_size_nm=40.0)
+    frc = fourier_ring_correlation(sample, sample, pixel_size_um=0.04)
     assert frc.note is None and frc.one_seventh_crossing is None and frc.half_bit_crossing is None
     entry = check.FrameCheck(check.redegradation(sample, image((16, 16), 18)), frc).summary()
     assert all(entry[key] is None and f"{key}{NOTE_SUFFIX}" not in entry for key in FRC_THRESHOLDS)
@@ -193,7 +193,7 @@ def test_identical_samples_agree_up_to_nyquist_without_a_note():
 @pytest.mark.parametrize("first_value, second_value", [(0.5, 0.5), (0.2, 0.9), (0.5, None), (0.0, 0.0)])
 def test_constant_samples_have_an_undefined_frc(tmp_path, first_value, second_value):
     first, second = image((32, 32), 19, first_value), image((32, 32), 20, second_value)
-    frc = fourier_ring_correlation(first, second, pixel_size_nm=40.0)
+    frc = fourier_ring_correlation(first, second, pixel_size_um=0.04)
     assert "constant" in frc.note and frc.resolution_px is None and frc.half_bit_resolution_px is None
     assert bool((frc.correlation == 0).all())
     entry = check.FrameCheck(check.redegradation(first, image((16, 16), 21)), frc).summary()
@@ -224,7 +224,7 @@ def normal_frame():
 
 def test_a_normal_frame_gets_the_numbers_it_got_before_the_degenerate_cases_were_handled():
     output, widefield, first, second = normal_frame()
-    entry = check.check_frame(output, widefield, first, second, 40.0).summary()
+    entry = check.check_frame(output, widefield, first, second, 0.04).summary()
     before = {  # check_frame(...).summary() of this frame before the change
         "rse": 0.0066091158219962354, "rsp": 0.9907733193891937, "alpha": 1.0230177981970483,
         "beta": -0.03725791709959625, "sigma_px": 0.4467844093694795, "border_px": 4,

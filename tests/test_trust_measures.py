@@ -71,7 +71,7 @@ def test_frc_resolution_of_a_blurred_field_matches_the_analytic_cutoff():
     noise_std = math.sqrt(noise_variance)
     first = field + noise_std * torch.randn(size, size, generator=generator(6), dtype=torch.float64)
     second = field + noise_std * torch.randn(size, size, generator=generator(7), dtype=torch.float64)
-    frc = fourier_ring_correlation(first, second, pixel_size_nm=30.0, window="none")  # periodic field: no window
+    frc = fourier_ring_correlation(first, second, pixel_size_um=0.03, window="none")  # periodic field: no window
     assert frc.one_seventh_crossing == pytest.approx(expected_ring, abs=1.0)
     assert frc.resolution_px == pytest.approx(size / frc.one_seventh_crossing)
     assert frc.resolution_nm == pytest.approx(30.0 * frc.resolution_px)
@@ -242,7 +242,7 @@ def test_calibration_and_frc_figures_are_written(tmp_path):
     first, second = torch.rand(2, 64, 64, generator=generator(21))
     pair = fourier_ring_correlation(first + second, first - second)
     read_png(plot_frc({"noise": pair, "self": fourier_ring_correlation(first, first)}, tmp_path / "frc.png"))
-    with_nm = fourier_ring_correlation(first, first + 0.1 * second, pixel_size_nm=31.3)
+    with_nm = fourier_ring_correlation(first, first + 0.1 * second, pixel_size_um=0.0313)
     read_png(plot_frc({"nm": with_nm}, tmp_path / "frc_nm.png"))
 
 

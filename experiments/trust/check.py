@@ -84,9 +84,9 @@ def central_square(image: Tensor) -> Tensor:
     return image[..., top : top + side, left : left + side]
 
 
-def square_frc(first: Tensor, second: Tensor, pixel_size_nm: float | None) -> FRC:
+def square_frc(first: Tensor, second: Tensor, pixel_size_um: float | None) -> FRC:
     """FRC of the central squares of ``first`` and ``second`` [H, W] (pixel size in nm or None)."""
-    return fourier_ring_correlation(central_square(first), central_square(second), pixel_size_nm)
+    return fourier_ring_correlation(central_square(first), central_square(second), pixel_size_um)
 
 
 @dataclass(frozen=True)
@@ -113,16 +113,16 @@ class FrameCheck:
         if "error_map" in fit.notes:
             entry[f"error_map{NOTE_SUFFIX}"] = fit.notes["error_map"]
         put("frc_resolution_px", frc.resolution_px, frc.note)
-        put("frc_resolution_nm", frc.resolution_nm, frc.note or (NO_PIXEL_SIZE if frc.pixel_size_nm is None else None))
+        put("frc_resolution_nm", frc.resolution_nm, frc.note or (NO_PIXEL_SIZE if frc.pixel_size_um is None else None))
         put("frc_half_bit_px", frc.half_bit_resolution_px, frc.note)
         return entry
 
 
-def check_frame(output: Tensor, widefield: Tensor, first: Tensor, second: Tensor, pixel_size_nm: float | None) -> FrameCheck:
+def check_frame(output: Tensor, widefield: Tensor, first: Tensor, second: Tensor, pixel_size_um: float | None) -> FrameCheck:
     """Check one frame: ``output`` [H, W] against ``widefield`` [H / f, W / f], and the samples
     ``first``, ``second`` [H, W] against each other. All in one intensity scale (any: alpha and beta
     absorb it)."""
-    return FrameCheck(redegradation(output, widefield), square_frc(first, second, pixel_size_nm))
+    return FrameCheck(redegradation(output, widefield), square_frc(first, second, pixel_size_um))
 
 
 def check_result(mean: np.ndarray, pair: Tensor, widefield: np.ndarray, pixel_size_um: float | None) -> FrameCheck:
@@ -130,9 +130,8 @@ def check_result(mean: np.ndarray, pair: Tensor, widefield: np.ndarray, pixel_si
     [2, H, W] (what :func:`experiments.inference.frames.super_resolve` returns with ``keep_pair``), against
     ``widefield`` [h, w] (the input on its own grid, in [0, 1]); ``pixel_size_um``: the output's, for the FRC
     in nm (None: pixels only)."""
-    pixel_size_nm = None if pixel_size_um is None else 1000.0 * pixel_size_um
     first, second = pair
-    return check_frame(torch.from_numpy(mean), torch.from_numpy(widefield), first, second, pixel_size_nm)
+    return check_frame(torch.from_numpy(mean), torch.from_numpy(widefield), first, second, pixel_size_um)
 
 
 def summary_entries(source: Path, output: Path, summaries: list[dict]) -> list[dict]:

@@ -72,11 +72,11 @@ def plot_frc(curves: Mapping[str, FRC], path: str | Path) -> Path:
     gives the resolution at 1/7, or why the FRC is undefined."""
     if not curves:
         raise ValueError("plot_frc needs at least one FRC curve")
-    in_nm = all(curve.pixel_size_nm is not None for curve in curves.values())
+    in_nm = all(curve.pixel_size_um is not None for curve in curves.values())
     figure = new_figure(5.5, 3.8)
     axes = figure.subplots()
     for index, (name, curve) in enumerate(curves.items()):
-        frequency = np.arange(len(curve.correlation)) / (curve.size * (curve.pixel_size_nm if in_nm else 1.0))
+        frequency = np.arange(len(curve.correlation)) / (curve.size * (1000.0 * curve.pixel_size_um if in_nm else 1.0))
         resolution = curve.resolution_nm if in_nm else curve.resolution_px
         if curve.note is not None:
             label = f"{name} (undefined: {curve.note})"

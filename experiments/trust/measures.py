@@ -295,15 +295,19 @@ class FRC:
     half_bit: Tensor
     pixels: Tensor
     size: int
-    pixel_size_nm: float | None
+    pixel_size_um: float | None
     one_seventh_crossing: float | None
     half_bit_crossing: float | None
     note: str | None = None
 
-    def _resolution(self, crossing: float | None, scale: float | None) -> float | None:
-        if crossing is None or scale is None:
+    def _resolution(self, crossing: float | None, length: float | None) -> float | None:
+        """The period of ``crossing`` in units of ``length`` per pixel."""
+        if crossing is None or length is None:
             return None
-        return self.size / crossing * scale
+        return self.size / crossing * length
+
+    def _nm_per_pixel(self) -> float | None:
+        return None if self.pixel_size_um is None else 1000.0 * self.pixel_size_um
 
     @property
     def resolution_px(self) -> float | None:
@@ -313,7 +317,7 @@ class FRC:
     @property
     def resolution_nm(self) -> float | None:
         """Resolution at the 1/7 threshold, in nm (None without a pixel size)."""
-        return self._resolution(self.one_seventh_crossing, self.pixel_size_nm)
+        return self._resolution(self.one_seventh_crossing, self._nm_per_pixel())
 
     @property
     def half_bit_resolution_px(self) -> float | None:
@@ -321,7 +325,7 @@ class FRC:
 
     @property
     def half_bit_resolution_nm(self) -> float | None:
-        return self._resolution(self.half_bit_crossing, self.pixel_size_nm)
+        return self._resolution(self.half_bit_crossing, self._nm_per_pixel())
 
 
 def apodisation(size: int, window: Window, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -381,7 +385,7 @@ def _frc_problem(first: Tensor, second: Tensor) -> str | None:
 
 
 def fourier_ring_correlation(
-    first: Tensor, second: Tensor, pixel_size_nm: float | None = None, window: Window = "tukey"
+    first: Tensor, second: Tensor, pixel_size_um: float | None = None, window: Window = "tukey"
 ) -> FRC:
     """Fourier ring correlation of two images of the same square field (Banterle et al., J. Struct.
     Biol. 183, 363-367, 2013; Nieuwenhuizen et al., Nature Methods 10, 557-562, 2013):
@@ -401,8 +405,8 @@ def fourier_ring_correlation(
             f"FRC needs two square images of one size; got {tuple(first.shape)} and {tuple(second.shape)}: "
             "crop both to the same square"
         )
-    if pixel_size_nm is not None and not pixel_size_nm > 0:
-        raise ValueError(f"pixel_size_nm must be positive; got {pixel_size_nm}")
+    if pixel_size_um is not None and not pixel_size_um > 0:
+        raise ValueError(f"pixel_size_um must be positive; got {pixel_size_um}")
     size = first.shape[0]
     frequencies = torch.fft.fftfreq(size, d=1.0 / size, dtype=torch.float64, device=first.device)
     rings = torch.sqrt(frequencies[:, None] ** 2 + frequencies[None, :] ** 2).round().long().flatten()
@@ -419,14 +423,14 @@ def fourier_ring_correlation(
     half_bit = half_bit_threshold(pixels)
     note = _frc_problem(first, second)
     if note is not None:
-        return FRC(torch.zeros_like(one_seventh), one_seventh, half_bit, pixels, size, pixel_size_nm, None, None, note)
+        return FRC(torch.zeros_like(one_seventh), one_seventh, half_bit, pixels, size, pixel_size_um, None, None, note)
     weights = apodisation(size, window).to(first.device)
     spectrum_1, spectrum_2 = torch.fft.fft2(first * weights), torch.fft.fft2(second * weights)
     cross = ring_sum((spectrum_1 * spectrum_2.conj()).real)
     power = ring_sum(spectrum_1.abs() ** 2) * ring_sum(spectrum_2.abs() ** 2)
     correlation = torch.where(power > 0, cross / power.sqrt(), torch.zeros_like(cross)).cpu()
     return FRC(
-        correlation, one_seventh, half_bit, pixels, size, pixel_size_nm,
+        correlation, one_seventh, half_bit, pixels, size, pixel_size_um,
         _first_crossing(correlation, one_seventh), _first_crossing(correlation, half_bit),
     )  # fmt: skip
 
