@@ -334,3 +334,21 @@ def test_every_test_the_docs_name_exists():
         if test not in {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}:
             missing.append(f"{file}::{test}")
     assert missing == []
+
+
+def _anchors(path: Path) -> set[str]:
+    """The anchors GitHub makes of a Markdown file's headings: lower case, punctuation dropped, spaces to '-'."""
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", path.read_text(), re.M)}
+
+
+def test_every_link_between_the_docs_reaches_its_file_and_heading():
+    broken = []
+    for doc in DOCS + sorted((ROOT / "pretrained").glob("*/MODEL_CARD.md")):
+        for target, anchor in re.findall(r"\]\(([^)#\s:]*)(?:#([\w\-]+))?\)", doc.read_text()):
+            path = (doc.parent / target) if target else doc
+            if not path.exists():
+                broken.append(f"{doc.relative_to(ROOT)}: {target} does not exist")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
+                broken.append(f"{doc.relative_to(ROOT)}: {target}#{anchor} names no heading")
+    assert broken == []
