@@ -228,3 +228,16 @@ def test_a_package_without_the_stepping_parts_runs_whole(tmp_path):
     output = run_package(torch.jit.script(Whole()), frame, lambda done, total: calls.append((done, total)))
     np.testing.assert_allclose(output, 1 - (frame - frame.min()) / (frame.max() - frame.min()), atol=1e-6)
     assert calls == [(1, 1)]
+
+
+def test_a_layer_far_from_the_training_range_is_told_as_prediction_tells_it(checkpoint):
+    """Float values far from [0, 1] in any frame (here the second) give prediction's own warning, beside the
+    pixel-size one (no pixel size known here), through the Qt-free part of the widget."""
+    from experiments.napari_plugin.layer_run import Request, run_request
+
+    frames = np.stack([np.full((32, 32), 0.5, np.float32), np.linspace(0, 40, 32 * 32, dtype=np.float32).reshape(32, 32)])
+    result = run_request(Request(model=checkpoint, name="hot", data=frames, scale=(1.0, 1.0, 1.0),
+                                 translate=(0.0, 0.0, 0.0), units=("pixel", "pixel", "pixel"), sampler="ddim", steps=2))
+    assert len(result.warnings) == 2, result.warnings
+    assert result.warnings[0].startswith("note: layer 'hot' states no pixel size")
+    assert result.warnings[1].startswith("warning: ") and "rescale the image to [0, 1]" in result.warnings[1]

@@ -114,7 +114,7 @@ def super_resolve(
         for index in frames:
             problem = None if warned else scaled.range_problem(index)
             if problem:  # the user has this model and may still want its output: warn, once per input
-                warn(f"warning: {problem}; rescale the file to [0, 1] for meaningful output")
+                warn(f"warning: {problem}; rescale the image to [0, 1] for meaningful output")
                 warned = True
             yield index, torch.from_numpy(scaled.model(index))
 

@@ -113,15 +113,12 @@ def _stacked(frames: list[np.ndarray], request: Request) -> np.ndarray:
     return np.stack(frames).reshape(*request.data.shape[:-2], *frames[0].shape)
 
 
-def input_warnings(request: Request, predictor, scaled: ScaledInput) -> list[str]:
-    """What prediction would warn about this input (:func:`~experiments.inference.prediction.pixel_size_warning`,
-    in the widget's terms): a pixel size far from the training inputs' (or none known), float values far from
-    [0, 1] (the first frame's)."""
-    found = [pixel_size_warning(f"layer {request.name!r}", scaled.source.info.pixel_size_um, "its scale", False,
-                                predictor, stating="the layer's scale")]
-    problem = scaled.range_problem(0)
-    found.append(f"warning: {problem}; rescale the layer to [0, 1] for meaningful output" if problem else None)
-    return [text for text in found if text]
+def pixel_size_note(request: Request, predictor, size_um: float | None) -> list[str]:
+    """What prediction would say of this layer's pixel size (:func:`~experiments.inference.prediction.pixel_size_warning`,
+    in the widget's terms): far from the training inputs', or unknown; nothing when it matches."""
+    found = pixel_size_warning(f"layer {request.name!r}", size_um, "its scale", False, predictor,
+                               stating="the layer's scale")
+    return [found] if found else []
 
 
 def _layers(request: Request, means: list, stds: list, maps: list, entries: list, factor: int,
@@ -151,9 +148,11 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
     source = layer_input(request)
     size = source.info.pixel_size_um
     scaled = ScaledInput(source, predictor.config.data.normalization)
-    means, stds, maps, entries = [], [], [], []
+    means, stds, maps, entries, warnings = [], [], [], [], pixel_size_note(request, predictor, size)
     frames = FrameRequest(sampling, keep=PAIR if request.check else 0, on_tiles=on_tiles)
-    for index, frame in super_resolve(predictor, scaled, range(len(scaled)), frames, request.seed):
+    # float values far from [0, 1] are told as prediction tells them (super_resolve's warn)
+    for index, frame in super_resolve(predictor, scaled, range(len(scaled)), frames, request.seed,
+                                      warn=warnings.append):
         means.append(frame.mean)
         stds += [frame.std] if frame.std is not None else []
         if request.check:
@@ -166,7 +165,7 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
              "frames": len(scaled)}
     record = provenance(predictor, layer, PredictOptions(sampling=sampling, seed=request.seed))
     result = _layers(request, means, stds, maps, entries, predictor.enlargement, record)
-    result.warnings += input_warnings(request, predictor, scaled)
+    result.warnings += warnings
     return result
 
 
