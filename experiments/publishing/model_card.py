@@ -13,7 +13,6 @@ from pathlib import Path
 from experiments.checkpoint import Checkpoint
 from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.microscope.biosr_sim import read_manifest
-from experiments.data.task import DataGrid
 from experiments.evaluation.report import ROW_BICUBIC_FIT, paired_gains
 from experiments.evaluation.stats import t_quantile_975
 from experiments.inference.loading import load_for_inference
@@ -105,9 +104,9 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
                model_path: Path, size_bytes: int, trained_on: str | None = None) -> str:
     """The Markdown model card of an inference-only checkpoint and its evaluations (name -> evaluation.json)."""
     config = RunConfig.from_dict(checkpoint.config)
-    grid = DataGrid.from_json(checkpoint.grid) if checkpoint.grid is not None else DataGrid(config.data.task, 0.0626)
-    source = checkpoint.source.to_json()
+    source = checkpoint.source
     predictor = load_for_inference(model_path, "cpu")
+    grid = predictor.grid  # the checkpoint's, or the legacy default, as prediction reads it
     parameters = sum(p.numel() for p in predictor.model.parameters())
     train, data = config.train, config.data
     objective = ("regression (one evaluation, the baseline)" if train.objective == "regression" else
@@ -124,8 +123,8 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
 
 {summary}
 
-`{model_path.name}`: {size_bytes / 1e6:.1f} MB, {predictor.weights} weights of run `{source['run']}` (epoch
-{source['epoch']}), sha256 {predictor.digest}. Use it as any checkpoint:
+`{model_path.name}`: {size_bytes / 1e6:.1f} MB, {predictor.weights} weights of run `{source.run}` (epoch
+{source.epoch}), sha256 {predictor.digest}. Use it as any checkpoint:
 
     make predict CHECKPOINT={model_path.as_posix()} INPUT=cells/
     python -m experiments.predict --checkpoint {model_path.as_posix()} --input cells/ --output results --samples 8 --std --check
@@ -140,7 +139,7 @@ off the training inputs' gets a warning.
 - Data: {data_description(data.root)}.
 - Network: {describe_network(config.network)}; {parameters:,} parameters.
 - Objective: {objective}; loss {train.loss}{', min-SNR weighting' if train.loss_weighting == 'min_snr' else ''}.
-- Budget: {train.epochs} epochs of {'all' if data.max_train_pairs is None else data.max_train_pairs} training pairs on {f'{data.crop} x {data.crop}' if data.crop else 'whole'} windows, batch {train.batch_size}, AdamW lr {train.lr:g}, EMA {train.ema_decay}, seed {train.seed}; {source['training_seconds'] / 60:.0f} min of training{f' on {trained_on}' if trained_on else ''} (the epochs' own times; evaluations not counted).
+- Budget: {train.epochs} epochs of {'all' if data.max_train_pairs is None else data.max_train_pairs} training pairs on {f'{data.crop} x {data.crop}' if data.crop else 'whole'} windows, batch {train.batch_size}, AdamW lr {train.lr:g}, EMA {train.ema_decay}, seed {train.seed}; {source.training_seconds / 60:.0f} min of training{f' on {trained_on}' if trained_on else ''} (the epochs' own times; evaluations not counted).
 
 ## Metrics on the held-out cells
 Both protocols of `docs/study.md`: **fitted** (each output and the bicubic input mapped by the affine fit to
