@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from ddpm.settings import UserError
-from experiments.integrity import atomic_path, count_non_finite, temporaries_of
+from experiments.integrity.atomic import atomic_path, temporaries_of
+from experiments.integrity.finite import count_non_finite
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -160,7 +161,7 @@ def remove_stale_temporaries(path: str | Path) -> None:
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to ``path`` through :func:`experiments.integrity.atomic_path` (flushed to disk).
+    """``torch.save`` to ``path`` through :func:`experiments.integrity.atomic.atomic_path` (flushed to disk).
 
     A crash at any moment leaves either the old checkpoint or the new one, never a torn file. A payload
     with a non-finite floating-point tensor is refused (:class:`NonFiniteCheckpoint`) and the old file kept.

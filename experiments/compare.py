@@ -23,7 +23,9 @@ from experiments.config.schema import RunConfig
 from experiments.pairs.dataset import read_pairs
 from experiments.evaluation.loop import bicubic_baseline
 from experiments.evaluation.report import read_named_evaluations
-from experiments.integrity import atomic_path, check_outputs, portable_path, write_json
+from experiments.integrity.atomic import atomic_path
+from experiments.integrity.json_files import portable_path, write_json
+from experiments.integrity.outputs import check_outputs
 from experiments.studies.comparison import level_table, plot_curves, plot_levels, read_curve
 
 

@@ -38,7 +38,8 @@ from experiments.evaluation.trust_report import TrustAccumulator, append_section
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 from experiments.inference.loading import load_for_inference
 from experiments.inference.sampling import sampling_from_flags
-from experiments.integrity import check_output_folder, check_outputs, portable_path, write_json
+from experiments.integrity.json_files import portable_path, write_json
+from experiments.integrity.outputs import check_output_folder, check_outputs
 from experiments.runtime import DEVICES, autocast, resolve_precision
 
 

@@ -19,7 +19,7 @@ from experiments.microscope import biosr_sim
 from experiments.microscope.synthetic import STRUCTURES, SyntheticConfig, generate, save_preview
 from experiments.data.task import TASKS
 from experiments.microscope.writer import DataSetSize
-from experiments.integrity import check_output_folder, check_outputs
+from experiments.integrity.outputs import check_output_folder, check_outputs
 
 
 def _count(name: str, flag: str):

@@ -24,7 +24,9 @@ from experiments.command import CommandParser, run_command
 from experiments.microscope.biosr_sim import CELL_SPLIT, example_widefield
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM
 from experiments.evaluation.report import read_named_evaluations
-from experiments.integrity import atomic_path, check_output_folder, check_outputs, write_json
+from experiments.integrity.atomic import atomic_path
+from experiments.integrity.json_files import write_json
+from experiments.integrity.outputs import check_output_folder, check_outputs
 from experiments.publishing.model_card import CARD_FILE, MODEL_FILE, card_json, model_card
 
 EXAMPLE_CELL, EXAMPLE_SIDE, EXAMPLE_LEVEL = CELL_SPLIT["test"][0], 512, 9  # 512 SIM px = 16 um, 256 camera px

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping, get_args
 
-from experiments.integrity import atomic_path, write_json
+from experiments.integrity.atomic import atomic_path
+
+from experiments.integrity.json_files import write_json
 
 MetricName = Literal["mae", "nrmse", "ssim", "ms_ssim", "psnr"]
 METRIC_NAMES: tuple[str, ...] = get_args(MetricName)

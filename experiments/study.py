@@ -20,7 +20,8 @@ import torch
 
 from experiments.bench.machine import read_machine
 from experiments.command import CommandParser, run_command
-from experiments.integrity import check_output_folder, write_json
+from experiments.integrity.json_files import write_json
+from experiments.integrity.outputs import check_output_folder
 from experiments.runtime import DEVICES, pick_device
 from experiments.studies.config import STUDIES
 from experiments.studies.runner import read_timings, run_study

@@ -14,7 +14,7 @@ from pathlib import Path
 from ddpm.settings import UsageError
 from experiments.command import INTERRUPTED, CommandParser, run_command
 from experiments.config.command_line import add_config_arguments, config_from_args, config_overrides
-from experiments.integrity import check_output_folder
+from experiments.integrity.outputs import check_output_folder
 from experiments.training.run_folder import new_run_dir
 from experiments.training.trainer import Trainer, TrainingInterrupted
 

@@ -239,7 +239,7 @@ def test_a_pixel_size_read_from_a_file_meets_the_range_a_typed_one_meets(world, 
 
 
 def test_what_the_project_writes_is_strict_json(tmp_path):
-    from experiments.integrity import json_text, write_json
+    from experiments.integrity.json_files import json_text, write_json
 
     path = write_json(tmp_path / "m.json", {"psnr": float("nan"), "rows": [{"ssim": float("inf")}], "n": 3})
 

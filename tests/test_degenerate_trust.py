@@ -17,7 +17,7 @@ from experiments.trust import check
 from experiments.trust.measures import consistency, fourier_ring_correlation, redegrade
 from experiments.trust.figures import plot_frc
 from experiments.evaluation.trust_report import TrustAccumulator, quality_table
-from experiments.integrity import NOTE_SUFFIX
+from experiments.integrity.json_files import NOTE_SUFFIX
 from strategies import seeds
 from test_figures import read_png
 

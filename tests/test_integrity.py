@@ -1,10 +1,12 @@
-"""The one atomic writer and the one NaN / inf counter of experiments.integrity."""
+"""The one atomic writer (experiments.integrity.atomic) and the one NaN / inf counter (.finite)."""
 
 import numpy as np
 import pytest
 import torch
 
-from experiments.integrity import atomic_path, count_non_finite, temporaries_of
+from experiments.integrity.atomic import atomic_path, temporaries_of
+
+from experiments.integrity.finite import count_non_finite
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -1,4 +1,4 @@
-"""The one output guard (experiments.integrity.check_outputs / check_output_folder): inputs are never
+"""The one output guard (experiments.integrity.outputs.check_outputs / check_output_folder): inputs are never
 outputs, existing files are replaced only when asked, two outputs never share a file."""
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from experiments.image_io.tif_io import output_path_for
-from experiments.integrity import OverwriteError, check_output_folder, check_outputs
+from experiments.integrity.outputs import OverwriteError, check_output_folder, check_outputs
 
 
 def touch(path: Path, text: str = "x") -> Path:

@@ -45,7 +45,7 @@ from experiments.bench.stats import round_order, spread
 from experiments.build import build_diffusion, build_model
 from experiments.command import CommandParser
 from experiments.config.presets import TUTORIAL_MSE
-from experiments.integrity import check_outputs
+from experiments.integrity.outputs import check_outputs
 from experiments.runtime import autocast, init_distributed, rank_device, set_tf32
 from unet import UNetConfig, optimize_for_speed
 

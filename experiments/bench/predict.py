@@ -61,7 +61,7 @@ from experiments.bench.stats import ratios, round_order, spread, verdict
 from experiments.build import build_model
 from experiments.checkpoint import Checkpoint, write_checkpoint
 from experiments.command import CommandParser
-from experiments.integrity import check_outputs
+from experiments.integrity.outputs import check_outputs
 from experiments.runtime import seed_everything
 
 # Windows of this many output pixels: the largest even size a 1004 px BioSR cell holds (2 x 496 <= 1004).

@@ -3,7 +3,7 @@
 ``write_record(path, figures, device)`` writes the figures with the commit they measured (``git rev-parse
 HEAD`` of the checkout, ``+`` when its tracked files had uncommitted changes; None outside a git checkout),
 the machine (:class:`~experiments.bench.machine.Machine`) and the paths in them relative to the working
-directory (:func:`~experiments.integrity.portable_path`): a committed record holds no path of the machine
+directory (:func:`~experiments.integrity.json_files.portable_path`): a committed record holds no path of the machine
 that wrote it. ``benchmark_main(build_parser, run)`` is each benchmark's ``main``.
 """
 
@@ -19,7 +19,7 @@ import torch
 
 from experiments.bench.machine import read_machine
 from experiments.command import run_command
-from experiments.integrity import portable_path, write_json
+from experiments.integrity.json_files import portable_path, write_json
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 

@@ -48,7 +48,7 @@ from experiments.runtime import DEVICES, pick_device, seed_everything
 from experiments.build import build_diffusion, build_model
 from experiments.bench.record import benchmark_main, write_record
 from experiments.command import CommandParser
-from experiments.integrity import check_outputs
+from experiments.integrity.outputs import check_outputs
 
 Network = Literal["checkpoint", "tutorial"]
 NETWORKS: tuple[Network, ...] = ("checkpoint", "tutorial")

@@ -39,7 +39,7 @@ from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import Predictor
 from experiments.inference.sampling import Sampling
 from experiments.inference.tiling import tiled_network
-from experiments.integrity import check_outputs
+from experiments.integrity.outputs import check_outputs
 from experiments.runtime import seed_everything
 
 SAMPLERS = ("ddim", "dpmpp2m")

@@ -55,7 +55,8 @@ from experiments.bench.machine import Machine, Peak, load_average, machine_peak,
 from experiments.bench.stats import ratios, round_order, spread, verdict
 from experiments.command import CommandParser
 from experiments.runtime import DEVICES, pick_device
-from experiments.integrity import check_outputs, json_text
+from experiments.integrity.json_files import json_text
+from experiments.integrity.outputs import check_outputs
 from unet import UNetConfig
 from unet.speed import optimize_for_speed
 

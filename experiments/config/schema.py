@@ -21,7 +21,7 @@ from experiments.config.migration import upgrade
 from experiments.data.layout import DatasetError, check_level_name
 from experiments.data.normalization import Normalization
 from experiments.data.task import TASKS, Task, task_enlargement
-from experiments.integrity import write_json
+from experiments.integrity.json_files import write_json
 from experiments.records import MetricName, PaperKey
 from experiments.runtime import Device, Precision
 from unet import NetworkConfig, UNetConfig, network_config_type, network_kind

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments.data.layout import DatasetError, resolve_root
-from experiments.integrity import write_json
+from experiments.integrity.json_files import write_json
 
 Task = Literal["tutorial", "native"]
 TASKS: tuple[str, ...] = get_args(Task)

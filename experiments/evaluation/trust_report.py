@@ -38,7 +38,7 @@ from experiments.evaluation.loop import evaluate
 from experiments.trust.measures import Calibration, calibration, fit_calibration_scale
 from experiments.trust.figures import plot_calibration
 from experiments.inference.predictor import Predictor
-from experiments.integrity import NOTE_SUFFIX
+from experiments.integrity.json_files import NOTE_SUFFIX
 
 NYQUIST_PX = 2.0
 LEFT_OUT_SUFFIX = "_left_out"

@@ -27,7 +27,7 @@ from ddpm.settings import UsageError
 from experiments.data.layout import DatasetError
 from experiments.data.normalization import Normalization, normalize, unit_divisor
 from experiments.image_io.ome_tiff import pixel_size_um, valid_pixel_size
-from experiments.integrity import count_non_finite
+from experiments.integrity.finite import count_non_finite
 
 Reduce = Literal[None, "first", "mean", "max"]
 REDUCTIONS: tuple = get_args(Reduce)

@@ -31,7 +31,10 @@ import numpy as np
 from experiments.image_io.images import SUPPORTED_DTYPES, FrameInfo, InputError, Reduce, collapse
 from experiments.data.normalization import unit_divisor
 from experiments.image_io.ome_tiff import valid_pixel_size
-from experiments.integrity import TEMPORARY_SUFFIX, ZARR_SUFFIX, count_non_finite, strict_json
+from experiments.integrity.atomic import TEMPORARY_SUFFIX
+from experiments.integrity.finite import count_non_finite
+from experiments.integrity.json_files import strict_json
+from experiments.integrity.outputs import ZARR_SUFFIX
 
 OME_ZARR_SUFFIX = f".ome{ZARR_SUFFIX}"  # what the outputs are named, as OME-Zarr images usually are
 NGFF_VERSION = "0.4"  # what is written; 0.4 and 0.5 are read

@@ -41,7 +41,9 @@ __all__ = [
     "write_frames",
 ]
 from experiments.image_io.ome_tiff import ome_description, ome_metadata
-from experiments.integrity import ZARR_SUFFIX, atomic_path, json_text
+from experiments.integrity.atomic import atomic_path
+from experiments.integrity.json_files import json_text
+from experiments.integrity.outputs import ZARR_SUFFIX
 
 _RESERVED_KEYS = ("shape",)  # tifffile reads a JSON description with "shape" as its own layout
 

@@ -48,7 +48,7 @@ from experiments.inference.predictor import Predictor
 from experiments.inference.sampling import PREDICTION_SAMPLING
 from experiments.inference.scripted_sampler import (EXPORT_SAMPLERS, ExportSampler, save_scripted, script_sampler,
                                                     solver_steps)
-from experiments.integrity import check_outputs
+from experiments.integrity.outputs import check_outputs
 from experiments.records import read_records
 from unet import describe_network
 
@@ -284,7 +284,7 @@ MIT, as the code that trained it.
 def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite: bool = False) -> Path:
     """Write the zip at ``out``; returns it. Needs ``bioimageio.spec`` (the ``[export]`` extra).
 
-    ``out`` is checked first (:func:`~experiments.integrity.check_outputs`): never the checkpoint or the
+    ``out`` is checked first (:func:`~experiments.integrity.outputs.check_outputs`): never the checkpoint or the
     test image, an existing file only with ``overwrite``; the test image is read before the network is
     scripted. A description that bioimageio.spec refuses is an :class:`ExportError` naming the field."""
     try:

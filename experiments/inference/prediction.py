@@ -31,7 +31,7 @@ from experiments.image_io.output_files import EXTENSIONS, FrameOutput, OutputFor
 from experiments.inference.predictor import FrameRequest, Predictor, default_overlap
 from experiments.inference.scripted_sampler import EXPORT_SAMPLERS
 from experiments.inference.tiling import TileLayout
-from experiments.integrity import check_output_folder, check_outputs
+from experiments.integrity.outputs import check_output_folder, check_outputs
 from experiments.runtime import Distributed, gather_objects
 from experiments.trust import check, figures as trust_figures
 

@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from experiments.data.layout import DatasetError
-from experiments.integrity import atomic_path
+from experiments.integrity.atomic import atomic_path
 
 CACHE_DIRNAME = ".cache"
 FORMAT_VERSION = 1

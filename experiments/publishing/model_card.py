@@ -17,7 +17,7 @@ from experiments.evaluation.report import ROW_BICUBIC_FIT, paired_gains
 from experiments.evaluation.stats import t_quantile_975
 from experiments.inference.loading import load_for_inference
 from experiments.inference.sampling import prediction_sampling
-from experiments.integrity import portable_path, strict_json
+from experiments.integrity.json_files import portable_path, strict_json
 from unet import describe_network
 
 # The checkpoint's own name in a pretrained folder, and its card.

@@ -18,7 +18,7 @@ from pathlib import Path
 from ddpm.settings import UserError
 from experiments.checkpoint import LAST
 from experiments.config.presets import preset
-from experiments.integrity import write_json
+from experiments.integrity.json_files import write_json
 from experiments.records import read_records
 from experiments.studies.config import Arm, StudyConfig
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from experiments import figures
-from experiments.integrity import write_json
+from experiments.integrity.json_files import write_json
 from experiments.records import HIGHER_IS_BETTER, METRIC_LABELS
 from experiments.studies.config import StudyConfig
 from experiments.studies.runner import MEAN, SINGLE, plan

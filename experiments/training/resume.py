@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from ddpm.settings import UsageError
 from experiments.config.schema import ConfigFileError, RunConfig
-from experiments.integrity import write_json
+from experiments.integrity.json_files import write_json
 from experiments.checkpoint import LAST, Checkpoint, read_checkpoint
 from experiments.training.run_folder import CONFIG_FILE
 

@@ -16,7 +16,7 @@ the fitted re-degradation. :func:`redegradation` and :func:`square_frc` are also
 
 A degenerate frame (constant, a few pixels high, NaN) never stops the check: a measure it cannot define
 is None in :data:`SUMMARY_NAME`, with a sibling ``"<measure>_note"`` saying why (the convention of
-:func:`experiments.integrity.strict_json`), and a frame too small to fit gets a consistency map of zeros,
+:func:`experiments.integrity.json_files.strict_json`), and a frame too small to fit gets a consistency map of zeros,
 noted as ``"error_map_note"``. An FRC resolution that is None *without* a note is a defined answer: the
 two samples agree up to Nyquist. The file is strict JSON, replaced atomically.
 """
@@ -39,7 +39,7 @@ from experiments.trust.measures import (
     consistency,
     fourier_ring_correlation,
 )
-from experiments.integrity import NOTE_SUFFIX, write_json
+from experiments.integrity.json_files import NOTE_SUFFIX, write_json
 
 SIGMA_RANGE = (0.0, 5.0)  # output pixels searched for the widefield blur (BioSR's PSF is ~2-3 px)
 # A coarser sigma search than quality.consistency's default (fewer blur evaluations), the same RSE to
@@ -143,5 +143,5 @@ def summary_entries(source: Path, output: Path, summaries: list[dict]) -> list[d
 
 def write_summary(path: Path, entries: list[dict]) -> Path:
     """Write :data:`SUMMARY_NAME`: ``{"frames": [entry, ...]}``, one entry per input frame, as strict
-    JSON replaced atomically (:func:`experiments.integrity.write_json`)."""
+    JSON replaced atomically (:func:`experiments.integrity.json_files.write_json`)."""
     return write_json(path, {"frames": entries})
