@@ -32,7 +32,6 @@ import tifffile
 import torch
 
 from ddpm.settings import UsageError, bounded, check_ranges
-from experiments.microscope import biosr_sim
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, TASKS, DataGrid, Task, write_grid
 from experiments.microscope.widefield import add_noise, downscale, gaussian_blur_fft, upsample
 from experiments.microscope.writer import TEST_LEVELS, DataSetSize, clear_output, file_name, image_rng, write_images
