@@ -32,12 +32,14 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from experiments.microscope.optics import FWHM_PER_SIGMA, GaussianOTF, apply_transfer
+
 Window = Literal["tukey", "hann", "none"]
 WINDOWS: tuple[str, ...] = get_args(Window)
 TUKEY_TAPER = 0.25  # fraction of each side that the Tukey window tapers: the centre 50 % stays untouched
 ONE_SEVENTH = 1.0 / 7.0
 HALF_BIT_SNR = (math.sqrt(2.0) - 1.0) / 2.0  # van Heel & Schatz (2005): per half of the data, 1/2 bit in all
-KERNEL_RADIUS_SIGMAS = 4.0  # the Gaussian RSF is cut at 4 sigma: it misses 6e-5 of its mass per axis
+KERNEL_RADIUS_SIGMAS = 4.0  # the mirrored border of the Gaussian RSF: 6e-5 of its mass per axis lies beyond
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 # Values whose spread is at most this fraction of their largest magnitude count as constant: float64
 # rounding in the blur leaves ~1e-14, the finest step of a float32 image is ~6e-8.
@@ -101,32 +103,6 @@ class Consistency:
 CONSISTENCY_MEASURES = ("rse", "rsp", "alpha", "beta", "sigma")
 
 
-def gaussian_kernel(sigma: float, dtype: torch.dtype = torch.float64) -> Tensor:
-    """The normalised, sampled Gaussian of std ``sigma`` pixels (the resolution-scaling function of Culley
-    et al. 2018), cut at 4 sigma: ``2 r + 1`` taps, ``r = ceil(4 sigma)``. ``sigma = 0`` is one tap of 1."""
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0 pixels; got {sigma}")
-    radius = math.ceil(KERNEL_RADIUS_SIGMAS * sigma)
-    offsets = torch.arange(-radius, radius + 1, dtype=dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2) if radius > 0 else torch.ones(1, dtype=dtype)
-    return kernel / kernel.sum()
-
-
-def _blur_axis(image: Tensor, kernel: Tensor, axis: int) -> Tensor:
-    """``image`` [H, W] convolved along ``axis`` with ``kernel`` (odd length), reflect-padded (source pixel
-    -j for j < 0, mirrored likewise at the far end), as a sum of shifted copies: exact in the image's dtype
-    and linear in the number of taps, where a dense matrix product costs a whole side per pixel."""
-    radius, size = (len(kernel) - 1) // 2, image.shape[axis]
-    if radius >= size:
-        raise ValueError(f"a blur of {radius} px radius needs images wider than {radius} px; got {size} px")
-    padding = (radius, radius, 0, 0) if axis == 1 else (0, 0, radius, radius)
-    padded = torch.nn.functional.pad(image[None], padding, mode="reflect")[0] if radius else image
-    blurred = torch.zeros_like(image)
-    for tap, weight in enumerate(kernel.tolist()):
-        blurred.add_(padded.narrow(axis, tap, size), alpha=weight)
-    return blurred
-
-
 def _grid_factor(sr: Tensor, widefield: Tensor) -> int:
     """The integer ratio of the output's size to the input's (1 when both are on one grid)."""
     (height, width), (low_height, low_width) = sr.shape, widefield.shape
@@ -140,12 +116,16 @@ def _grid_factor(sr: Tensor, widefield: Tensor) -> int:
 
 
 def redegrade(sr: Tensor, sigma: float, factor: int) -> Tensor:
-    """The output blurred by the Gaussian RSF of width ``sigma`` (output pixels, :func:`gaussian_kernel`,
-    reflect padding), then averaged over ``factor x factor`` blocks onto the input's grid (a camera pixel
-    integrates the light over its area). ``sr``: ``[H, W]`` with H, W multiples of ``factor``; returns
-    ``[H / factor, W / factor]``."""
-    kernel = gaussian_kernel(sigma, sr.dtype).to(sr.device)
-    blurred = _blur_axis(_blur_axis(sr, kernel, 0), kernel, 1)
+    """The output taken back to the input's resolution by the microscope's forward model
+    (:func:`experiments.microscope.optics.apply_transfer`, the blur that simulates the training inputs): a
+    Gaussian PSF of width ``sigma`` output pixels (the resolution-scaling function of Culley et al. 2018),
+    mirrored by its 4-sigma reach at the edges, then averaged over ``factor x factor`` blocks onto the
+    input's grid (a camera pixel integrates the light over its area). ``sr``: ``[H, W]`` with H, W multiples
+    of ``factor``; returns ``[H / factor, W / factor]``."""
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0 pixels; got {sigma}")
+    # Lengths in pixels: a pixel of 1 nm makes the PSF's FWHM in nm its width in pixels.
+    blurred = apply_transfer(sr, GaussianOTF(sigma * FWHM_PER_SIGMA), 1e-3, math.ceil(KERNEL_RADIUS_SIGMAS * sigma))
     height, width = sr.shape
     return blurred.reshape(height // factor, factor, width // factor, factor).mean((1, 3))
 
