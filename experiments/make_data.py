@@ -2,7 +2,8 @@
 
     python -m experiments.make_data --out data/synthetic [--train 4096 --validate 256 --test-per-level 150
                                                            --size 128 --seed 0]
-    python -m experiments.make_data --structures biosr-sim --out data/biosr-sim
+    python -m experiments.make_data --structures biosr-sim --out data/biosr-sim [--degradation randomized]
+                                    [--psf my_beads.tif]
 
 The data and the physics: :mod:`experiments.microscope.synthetic` (drawn filaments) and
 :mod:`experiments.microscope.biosr_sim` (real SIM cells degraded to widefield).
@@ -11,11 +12,14 @@ The data and the physics: :mod:`experiments.microscope.synthetic` (drawn filamen
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from ddpm.settings import field_range, range_parser
+from ddpm.settings import UsageError, field_range, range_parser
 from experiments.command import CommandParser, run_command
 from experiments.microscope import biosr_sim
+from experiments.microscope.degradation import DEGRADATIONS, degradation_preset
+from experiments.microscope.optics import otf_from_file
 from experiments.microscope.synthetic import STRUCTURES, SyntheticConfig, generate, save_preview
 from experiments.data.task import TASKS
 from experiments.microscope.writer import DataSetSize
@@ -42,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=range_parser(int, field_range(SyntheticConfig, "size"), "--size"), default=128,
                         help="target side in px, even (default 128)")
     parser.add_argument("--seed", type=_count("seed", "--seed"), default=0)
+    parser.add_argument("--degradation", choices=DEGRADATIONS, default="fixed",
+                        help="biosr-sim only: the widefield degradation's ranges (experiments.microscope.degradation): "
+                             "fixed (a 215 nm Gaussian PSF, flat 5 %% background; default), measured (BioSR's measured "
+                             "OTF) or randomized (drawn per window around it: PSF width, structured background, "
+                             "photons, read noise)")
+    parser.add_argument("--psf", type=Path,
+                        help="biosr-sim only: your microscope's widefield PSF in place of the preset's, as a radial "
+                             "OTF (.mrc) or a bead image (.tif stating its pixel size in its ImageJ or OME metadata)")
     parser.add_argument("--figure", type=Path, help="preview figure path (default OUT/synthetic_preview.png)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing data set in --out")
     return parser
@@ -50,8 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> None:
     counts = DataSetSize(args.train, args.validate, args.test_per_level, args.seed)
     # Both configurations are built (and so checked) before anything is written.
-    make = biosr_sim.RealStructureConfig if args.structures == "biosr-sim" else SyntheticConfig
-    config = make(size=args.size, task=args.task)
+    if args.structures == "biosr-sim":
+        degradation = degradation_preset(args.degradation)
+        if args.psf is not None:
+            otf_from_file(args.psf)  # read (and so checked) before anything is written
+            degradation = replace(degradation, optics=str(args.psf))
+        config = biosr_sim.RealStructureConfig(size=args.size, task=args.task, degradation=degradation)
+    elif args.degradation != "fixed" or args.psf is not None:
+        raise UsageError("--degradation and --psf degrade real SIM cells: add --structures biosr-sim")
+    else:
+        config = SyntheticConfig(size=args.size, task=args.task)
     figure = args.figure or args.out / "synthetic_preview.png"
     check_output_folder(args.out)
     check_outputs([figure], overwrite=args.overwrite)

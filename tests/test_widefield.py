@@ -18,9 +18,9 @@ FWHM_PER_SIGMA = 2 * math.sqrt(2 * math.log(2))
 
 
 def test_flat_field_records_its_photon_budget_within_poisson_error():
-    model = WidefieldModel(background_fraction=0.05)
+    model = WidefieldModel()
     photons, pixels = 300.0, 256 * 256
-    recorded = expose(np.ones((256, 256)), 1.0, photons, np.random.default_rng(0), model) * photons
+    recorded = expose(np.ones((256, 256)), 1.0, photons, np.random.default_rng(0), 0.05, model.read_noise(1.6)) * photons
     expected_mean = photons * (1 + 0.05)  # signal plus background, in photoelectrons
     # Poisson: variance = mean; plus the read noise of 9 frames summed: 9 x 1.6^2 e-^2.
     expected_variance = expected_mean + 9 * 1.6**2
@@ -68,10 +68,11 @@ def test_higher_level_higher_signal_to_noise():
     model = WidefieldModel()
     camera = camera_image(sim, model)
     reference = float(np.quantile(camera, 0.999))
-    clean = input_images(camera / reference + model.background_fraction)[0]
+    clean = input_images(camera / reference + 0.05)[0]
 
     def snr(level: int) -> float:
-        recorded = expose(camera, reference, model.level_photons(level), np.random.default_rng(level), model)
+        recorded = expose(camera, reference, model.level_photons(level), np.random.default_rng(level), 0.05,
+                          model.read_noise(1.6))
         noisy = input_images(recorded)[0]
         r = np.corrcoef(noisy.ravel(), clean.ravel())[0, 1]  # scale-free: min-max scales each differently
         return r**2 / (1 - r**2)
@@ -96,7 +97,7 @@ def test_min_max_scaling_spans_exactly_zero_to_one():
 
 
 @pytest.mark.parametrize("field, value", [("numerical_aperture", 0.0), ("sim_to_widefield_fwhm", 1.0),
-                                          ("photons", (100.0, 10.0)), ("background_fraction", -0.1)])
+                                          ("photons", (100.0, 10.0)), ("frames_averaged", 0)])
 def test_model_refuses_unphysical_values(field, value):
     with pytest.raises(ValueError, match=field):
         WidefieldModel(**{field: value})

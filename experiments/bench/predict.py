@@ -75,7 +75,7 @@ def real_structure_pair(side: int, level: int = 9, seed: int = 0) -> tuple[np.nd
     test set is (:func:`experiments.microscope.biosr_sim.render_pairs`), each scaled to [0, 1] on its own.
     """
     config = RealStructureConfig(size=MOSAIC_WINDOW)
-    cells = [prepare_cell(name, sim, config.model) for name, sim in load_cells(CELL_SPLIT["test"]).items()]
+    cells = [prepare_cell(name, sim, config) for name, sim in load_cells(CELL_SPLIT["test"]).items()]
     per_side = math.ceil(side / MOSAIC_WINDOW)
     targets, inputs, _, _ = render_pairs("test", range(per_side**2), seed, cells, config, levels=[level])
 

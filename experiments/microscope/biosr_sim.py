@@ -25,9 +25,10 @@ turn, flip and level.
 """
 
 import csv
+import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,18 @@ import tifffile
 
 from ddpm.settings import UsageError
 from experiments.data.layout import DatasetError
+from experiments.microscope.degradation import (
+    FIXED,
+    MEASURED,
+    Degradation,
+    Draw,
+    draw,
+    preset_name,
+    gaussian_blur,
+    illumination_field,
+    margin_px,
+)
+from experiments.microscope.optics import BIOSR_488_OTF, OTF, otf_from_file, read_mrc_otf
 from experiments.microscope.widefield import (
     LEVELS,
     WidefieldModel,
@@ -47,6 +60,7 @@ from experiments.microscope.widefield import (
 from experiments.microscope.writer import SPLIT_PREFIX, DataSetSize, TEST_LEVELS, clear_output, file_name, image_rng, write_images
 from experiments.data.normalization import to_unit_range
 from experiments.data.task import TASKS, DataGrid, Task, write_grid
+from experiments.integrity.json_files import write_json
 
 CELL_DIR = Path(__file__).parents[1] / "data" / "real"  # shipped with the data room (pyproject package-data)
 CELL_SPLIT: dict[str, tuple[str, ...]] = {
@@ -55,12 +69,13 @@ CELL_SPLIT: dict[str, tuple[str, ...]] = {
     "test": ("Cell_003", "Cell_052"),
 }
 MANIFEST = "windows.csv"
+DEGRADATION_FILE = "degradation.json"  # the ranges the set's degradation was drawn from, and their preset
 MANIFEST_FIELDS = ("split", "file", "cell", "y", "x", "quarter_turns", "flipped", "level")
 
 
 @dataclass(frozen=True)
 class RealStructureConfig:
-    """Task, window geometry, the near-empty criterion and the widefield model."""
+    """Task, window geometry, the near-empty criterion, the widefield model and the degradation's ranges."""
 
     size: int = 128  # target side in px; windows are 2 * size SIM pixels (tutorial: 256 -> 128) or size (native)
     task: Task = "tutorial"
@@ -68,6 +83,7 @@ class RealStructureConfig:
     min_foreground_fraction: float = 0.05  # of the window's pixels above the threshold
     max_draws: int = 200  # positions tried per window before giving up on a cell
     model: WidefieldModel = field(default_factory=WidefieldModel)
+    degradation: Degradation = FIXED
 
     def __post_init__(self) -> None:
         if self.size < 4 or self.size % 2:
@@ -83,6 +99,22 @@ class RealStructureConfig:
     def window(self) -> int:
         return 2 * self.size if self.task == "tutorial" else self.size
 
+    @property
+    def optics(self) -> OTF:
+        """The widefield OTF the degradation is drawn around (:data:`experiments.microscope.degradation.GAUSSIAN`,
+        ``MEASURED`` or a file)."""
+        source = self.degradation.optics
+        if source == "gaussian":
+            return self.model.optics
+        return read_mrc_otf(BIOSR_488_OTF) if source == MEASURED else otf_from_file(source)
+
+    @property
+    def margin(self) -> int:
+        """SIM pixels of surroundings a window needs for the widest drawn blur (extra blur or haze)."""
+        pixel_um, ranges = self.model.sim_pixel_nm / 1000, self.degradation
+        haze = margin_px(1000 * ranges.haze_fwhm_um[1], pixel_um) if ranges.structured_share[1] > 0 else 0
+        return max(margin_px(ranges.extra_blur_fwhm_nm[1], pixel_um), haze)
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -90,7 +122,8 @@ class Cell:
 
     name: str
     sim: np.ndarray  # [H, W] float32 in [0, 1]
-    blurred: np.ndarray  # [H, W] float32: widefield_blur of sim, still on the SIM grid
+    blurred: np.ndarray  # [H + 2 margin, W + 2 margin] float32: widefield_blur of sim, mirrored by margin
+    margin: int  # the surroundings each window's own blurs need
     sim_reference: float  # reference percentile of sim (the near-empty criterion)
     camera_reference: float  # reference percentile of the binned blurred image (the photon budget)
 
@@ -115,13 +148,17 @@ def load_cells(names: tuple[str, ...], folder: Path = CELL_DIR) -> dict[str, np.
     return cells
 
 
-def prepare_cell(name: str, sim: np.ndarray, model: WidefieldModel) -> Cell:
-    """Blur ``sim`` [H, W] once and measure its brightness scales on the SIM and the camera grid."""
-    blurred = widefield_blur(sim[None], model)[0]
+def prepare_cell(name: str, sim: np.ndarray, config: RealStructureConfig, optics: OTF | None = None) -> Cell:
+    """Blur ``sim`` [H, W] once by ``optics`` (default the config's) and measure its brightness scales on the
+    SIM and the camera grid."""
+    model = config.model
+    blurred = widefield_blur(sim[None], model, optics or config.optics)[0]
     b = model.camera_binning
     camera = bin_pixels(blurred[: blurred.shape[0] // b * b, : blurred.shape[1] // b * b], b)
     q = model.reference_percentile / 100
-    cell = Cell(name, sim, blurred, float(np.quantile(sim, q)), float(np.quantile(camera, q)))
+    margin = config.margin
+    padded = np.pad(blurred, margin, mode="reflect") if margin else blurred
+    cell = Cell(name, sim, padded, margin, float(np.quantile(sim, q)), float(np.quantile(camera, q)))
     if not cell.camera_reference > 0:
         raise DatasetError(f"{name} holds no light (its {model.reference_percentile}th percentile is 0): leave it out")
     return cell
@@ -159,6 +196,40 @@ def crop(image: np.ndarray, window: Window, side: int) -> np.ndarray:
     return dihedral(image[window.y : window.y + side, window.x : window.x + side], window.quarter_turns, window.flipped)
 
 
+def crop_blurred(cell: Cell, window: Window, side: int, margin: int) -> np.ndarray:
+    """The window of the cell's widefield blur with ``margin`` px of its surroundings on each side."""
+    y, x = window.y + cell.margin - margin, window.x + cell.margin - margin
+    return crop(cell.blurred[y:, x:], Window(cell.name, 0, 0, window.quarter_turns, window.flipped), side + 2 * margin)
+
+
+def camera_window(cell: Cell, window: Window, degradation: Draw, rng: np.random.Generator,
+                  config: RealStructureConfig) -> tuple[np.ndarray, float]:
+    """The noise-free camera image [s, s] of ``window`` under one drawn degradation, in the cell's camera
+    units, and its flat background (a fraction of the cell's bright structures): the window's own blur
+    broadened by the drawn extra blur, plus out-of-focus structure (another window of the cell under
+    the drawn defocus blur, its mean the structured share of the background), times the uneven
+    illumination. ``rng`` draws the out-of-focus window."""
+    model, side = config.model, config.window
+    pixel_um, b = model.sim_pixel_nm / 1000, model.camera_binning
+    margin = margin_px(degradation.extra_blur_fwhm_nm, pixel_um)
+    focus = gaussian_blur(crop_blurred(cell, window, side, margin), degradation.extra_blur_fwhm_nm, pixel_um, margin)
+    camera = bin_pixels(focus, b)
+    structured = degradation.background * degradation.structured_share
+    if structured > 0:
+        height, width = cell.sim.shape
+        elsewhere = Window(cell.name, int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1)),
+                           int(rng.integers(4)), bool(rng.integers(2)))
+        haze_nm = 1000 * degradation.haze_fwhm_um
+        margin = margin_px(haze_nm, pixel_um)
+        haze = bin_pixels(gaussian_blur(crop_blurred(cell, elsewhere, side, margin), haze_nm, pixel_um, margin), b)
+        mean = float(haze.mean())
+        camera = camera + (haze * (structured * cell.camera_reference / mean) if mean > 0 else 0.0)
+    if degradation.illumination > 0:
+        camera = camera * illumination_field(camera.shape[-1], degradation.illumination, degradation.illumination_wave)
+    flat = degradation.background - (structured if structured > 0 and mean > 0 else 0.0)
+    return camera.astype(np.float32), flat
+
+
 def render_pairs(
     split: str, indices: range, seed: int, cells: list[Cell], config: RealStructureConfig,
     levels: list[int] | None = None,
@@ -167,25 +238,30 @@ def render_pairs(
     the tutorial's task, S / 2 (the camera grid) for the native one.
 
     Image i of ``split`` comes from ``cells[i % len(cells)]`` and draws everything from its own child
-    seeds, so the output does not depend on how the indices are batched. Without ``levels`` each pair
-    draws its level uniformly from 1..9.
+    seeds, so the output does not depend on how the indices are batched: its window, its level, its
+    degradation (:func:`~experiments.microscope.degradation.draw`, one for all levels of a test field) and
+    its noise. Without ``levels`` each pair draws its level uniformly from 1..9, or its photon budget from
+    the degradation's range when it has one.
     """
     model, side = config.model, config.window
     rngs = [image_rng(seed, split, i) for i in indices]
     owners = [cells[i % len(cells)] for i in indices]
     windows = [draw_window(cell, rng, config) for cell, rng in zip(owners, rngs)]
     targets = target_images(np.stack([crop(cell.sim, w, side) for cell, w in zip(owners, windows)]), config.task)
-    camera = bin_pixels(np.stack([crop(cell.blurred, w, side) for cell, w in zip(owners, windows)]),
-                        model.camera_binning)
+    degradation_rngs = [image_rng(seed, split, i, LEVELS + 1) for i in indices]
+    draws = [draw(config.degradation, rng) for rng in degradation_rngs]
+    cameras = [camera_window(cell, w, d, rng, config)
+               for cell, w, d, rng in zip(owners, windows, draws, degradation_rngs)]
 
     def inputs(photons: list[float], noise_rngs: list[np.random.Generator]) -> np.ndarray:
-        recorded = [expose(c, cell.camera_reference, p, r, model)
-                    for c, cell, p, r in zip(camera, owners, photons, noise_rngs)]
+        recorded = [expose(camera, cell.camera_reference, p, r, flat, model.read_noise(d.read_noise_per_frame))
+                    for (camera, flat), cell, d, p, r in zip(cameras, owners, draws, photons, noise_rngs)]
         return input_images(np.stack(recorded), config.task)
 
     if levels is None:
         drawn = np.array([int(rng.integers(1, LEVELS + 1)) for rng in rngs])
-        noisy = inputs([model.level_photons(level) for level in drawn], [image_rng(seed, split, i, 0) for i in indices])
+        photons = [model.level_photons(level) if d.photons is None else d.photons for level, d in zip(drawn, draws)]
+        noisy = inputs(photons, [image_rng(seed, split, i, 0) for i in indices])
         return targets, noisy, drawn, windows
     stacked = np.stack([
         inputs([model.level_photons(level)] * len(indices), [image_rng(seed, split, i, level) for i in indices])
@@ -225,10 +301,11 @@ def generate(
     check_split(cell_split)
     DataSetSize(train, validate, test_per_level, seed)
     out = Path(out)
-    clear_output(out, overwrite, extra=(MANIFEST,))
+    clear_output(out, overwrite, extra=(MANIFEST, DEGRADATION_FILE))
     names = tuple(name for split in ("train", "validate", "test") for name in cell_split[split])
     images = cell_images if cell_images is not None else load_cells(names)
-    cells = {name: prepare_cell(name, np.asarray(images[name], dtype=np.float32), config.model) for name in names}
+    optics = config.optics
+    cells = {name: prepare_cell(name, np.asarray(images[name], dtype=np.float32), config, optics) for name in names}
     rows = []
     with ThreadPoolExecutor(4) as pool:
         for split, count in (("train", train), ("validate", validate), ("test", test_per_level)):
@@ -249,10 +326,17 @@ def generate(
                 rows += [(split, file_name(split, i), w.cell, w.y, w.x, w.quarter_turns, int(w.flipped), level)
                          for i, w, level in zip(indices, windows, levels)]
     write_grid(out, DataGrid(config.task, config.model.camera_pixel_nm / 1000))
+    write_json(out / DEGRADATION_FILE, {"preset": preset_name(config.degradation), **asdict(config.degradation)})
     with open(out / MANIFEST, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(MANIFEST_FIELDS)
         writer.writerows(rows)
+
+
+def read_degradation(root: Path) -> dict | None:
+    """The ``degradation.json`` of a real-structure set (None for a set made before it was written)."""
+    path = Path(root) / DEGRADATION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def read_manifest(root: Path) -> list[dict[str, str]]:
@@ -263,12 +347,22 @@ def read_manifest(root: Path) -> list[dict[str, str]]:
 
 def describe(config: RealStructureConfig = RealStructureConfig()) -> str:
     """One paragraph with the physical parameters, for the command line."""
-    m = config.model
-    return (f"widefield FWHM {m.widefield_fwhm_nm:.0f} nm (lambda {m.emission_wavelength_nm:.0f} nm, "
-            f"NA {m.numerical_aperture}), SIM FWHM {m.sim_fwhm_nm:.0f} nm, relative blur sigma "
-            f"{m.blur_sigma_px * m.sim_pixel_nm:.0f} nm; camera pixel {m.camera_pixel_nm:.1f} nm; "
-            f"{m.photons[0]:.0f} to {m.photons[1]:.0f} photoelectrons (level_01..09), background "
-            f"{m.background_fraction:.0%}, read noise {m.read_noise:.1f} e- ({m.frames_averaged} frames); "
+    m, d = config.model, config.degradation
+
+    def span(values: tuple[float, float] | None, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
+        low, high = (scale * v for v in values)
+        return f"{low:.{digits}f}{unit}" if low == high else f"{low:.{digits}f} to {high:.{digits}f}{unit}"
+
+    optics = {"gaussian": f"a Gaussian PSF of {m.widefield_fwhm_nm:.0f} nm FWHM (lambda {m.emission_wavelength_nm:.0f} "
+                          f"nm, NA {m.numerical_aperture})", MEASURED: f"BioSR's measured OTF ({BIOSR_488_OTF.name})"}
+    photons = (f"{m.photons[0]:.0f} to {m.photons[1]:.0f} photoelectrons by level (level_01..09)" if d.photons is None
+               else f"{span(d.photons)} photoelectrons (test split: by level, {m.photons[0]:.0f} to {m.photons[1]:.0f})")
+    return (f"widefield: {optics.get(d.optics, d.optics)}, broadened by {span(d.extra_blur_fwhm_nm, ' nm')} of extra "
+            f"blur; SIM FWHM {m.sim_to_widefield_fwhm:g} x the widefield's; camera pixel {m.camera_pixel_nm:.1f} nm; "
+            f"{photons}; background {span(d.background, ' %', 100)} of the bright structures, "
+            f"{span(d.structured_share, ' %', 100)} of it out-of-focus structure ({span(d.haze_fwhm_um, ' um', digits=1)} "
+            f"defocus), illumination uneven by {span(d.illumination, ' %', 100)}; read noise "
+            f"{span(d.read_noise_per_frame, ' e-', digits=1)} per frame ({m.frames_averaged} frames); "
             f"windows of {config.window} px = {config.window * m.sim_pixel_nm / 1000:.1f} um; {config.task} task: "
             f"input on the {m.camera_pixel_nm:.1f} nm camera grid, target on the "
             f"{m.camera_pixel_nm if config.task == 'tutorial' else m.sim_pixel_nm:.1f} nm grid")
@@ -277,12 +371,15 @@ def describe(config: RealStructureConfig = RealStructureConfig()) -> str:
 def example_widefield(cell: str, side: int, level: int, seed: int = 0,
                       config: RealStructureConfig = RealStructureConfig(task="native")) -> np.ndarray:
     """One camera-grid widefield image [side / 2, side / 2] in [0, 1] of a window of ``side`` SIM pixels of
-    the shipped ``cell`` at ``level``, made as the native task's inputs are (an example input for users)."""
+    the shipped ``cell`` at ``level``, made as the native task's inputs are (an example input for users),
+    with the low ends of the config's degradation ranges."""
     config = replace(config, size=side, task="native")
     image = load_cells((cell,))[cell]
-    prepared = prepare_cell(cell, image, config.model)
+    prepared = prepare_cell(cell, image, config)
     rng = np.random.default_rng([seed, level])
     window = draw_window(prepared, rng, config)
-    camera = bin_pixels(crop(prepared.blurred, window, config.window), config.model.camera_binning)
-    recorded = expose(camera, prepared.camera_reference, config.model.level_photons(level), rng, config.model)
+    camera = bin_pixels(crop_blurred(prepared, window, config.window, 0), config.model.camera_binning)
+    degradation = config.degradation
+    recorded = expose(camera, prepared.camera_reference, config.model.level_photons(level), rng,
+                      degradation.background[0], config.model.read_noise(degradation.read_noise_per_frame[0]))
     return input_images(recorded[None], "native")[0]

@@ -5,11 +5,13 @@ uniform illumination in sum), recorded on a camera of 62.6 nm pixels; the SIM re
 same cell has 31.3 nm pixels and about twice the resolution. Starting from a real SIM image, the
 widefield image is, in order:
 
-1. the SIM image blurred by the part of the widefield PSF the SIM image does not already carry: a
-   Gaussian of ``sigma_rel = sqrt(sigma_wf^2 - sigma_sim^2)`` (Gaussians compose by adding variances);
+1. the SIM image blurred by the part of the widefield PSF the SIM image does not already carry
+   (:mod:`experiments.microscope.optics`): by default a Gaussian of ``sigma_rel = sqrt(sigma_wf^2 -
+   sigma_sim^2)`` (Gaussians compose by adding variances), or BioSR's measured OTF, or a user's;
 2. integrated onto the camera grid: 2 x 2 SIM pixels summed into one 62.6 nm pixel;
 3. scaled to a photon budget (photoelectrons of the cell's bright structures, summed over the nine
-   frames) plus a uniform background, then Poisson photon noise and Gaussian read noise;
+   frames) plus a background, then Poisson photon noise and Gaussian read noise (the background, the
+   read noise and their ranges: :mod:`experiments.microscope.degradation`);
 4. each image scaled to [0, 1] by its own minimum and maximum; for the tutorial's task (tutorial
    summary, "Task"; :mod:`experiments.data.task`) the input is then downscaled 128 -> 64 and
    bicubic-upsampled back to 128 and the target downscaled 256 -> 128; for the native task the input
@@ -29,9 +31,8 @@ import torch.nn.functional as F
 
 from ddpm.settings import UsageError, bounded, check_ranges
 from experiments.data.task import Task, enlarge
+from experiments.microscope.optics import FWHM_PER_SIGMA, OTF, GaussianOTF, apply_transfer, border_px, relative_transfer
 
-# Full width at half maximum of a Gaussian in units of its sigma: 2 sqrt(2 ln 2).
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 LEVELS = 9  # BioSR records every cell at nine excitation powers, level_01 the dimmest
 
 
@@ -60,11 +61,6 @@ class WidefieldModel:
     sim_to_widefield_fwhm: float = bounded(0.5, 0, 1, low_open=True, high_open=True)
     # Fact: BioSR's widefield image is the average of the 9 raw SIM frames; their read noise adds up.
     frames_averaged: int = bounded(9, 1)
-    # Assumption: rms read noise of one sCMOS frame (scientific CMOS cameras: about 1-2 e-).
-    read_noise_per_frame: float = bounded(1.6, 0, low_open=True)
-    # Assumption: uniform background (autofluorescence, out-of-focus light, camera offset residue)
-    # as a fraction of the bright-structure signal; it scales with the excitation power like the signal.
-    background_fraction: float = bounded(0.05, 0)
     # Choice: photoelectrons (sum of the 9 frames) at the cell's bright structures for level_01 and
     # level_09, geometric in between: 20 leaves a filament barely above the noise, 2,000 gives a
     # clean image (a signal-to-noise ratio of about 40 at the brightest pixels).
@@ -97,10 +93,14 @@ class WidefieldModel:
         sigma_nm = math.sqrt(self.widefield_fwhm_nm**2 - self.sim_fwhm_nm**2) / FWHM_PER_SIGMA
         return sigma_nm / self.sim_pixel_nm
 
-    @property
-    def read_noise(self) -> float:
+    def read_noise(self, per_frame: float) -> float:
         """rms read noise of the sum of the averaged frames: independent per frame, so sqrt(frames) times one."""
-        return math.sqrt(self.frames_averaged) * self.read_noise_per_frame
+        return math.sqrt(self.frames_averaged) * per_frame
+
+    @property
+    def optics(self) -> GaussianOTF:
+        """The widefield PSF this model assumes: a Gaussian of :attr:`widefield_fwhm_nm`."""
+        return GaussianOTF(self.widefield_fwhm_nm)
 
     def level_photons(self, level: int) -> float:
         """Photon budget of level ``level`` (1..9), geometric from photons[0] to photons[1]."""
@@ -111,7 +111,8 @@ class WidefieldModel:
 
 
 def gaussian_blur_fft(images: np.ndarray, sigmas: tuple[float, ...]) -> list[np.ndarray]:
-    """Blur a batch [B, H, W] (float32) by Gaussians of each ``sigma`` (px), via one FFT (periodic edges).
+    """Blur a batch [B, H, W] (float32) by Gaussians of each ``sigma`` (px), via one FFT (periodic edges):
+    the drawn-filament look-alike's blur, whose fields are drawn with room for light from outside them.
 
     numpy rather than torch: its float32 inverse real FFT is several times faster on CPU.
     """
@@ -125,14 +126,16 @@ def gaussian_blur_fft(images: np.ndarray, sigmas: tuple[float, ...]) -> list[np.
     ]
 
 
-def widefield_blur(sim: np.ndarray, model: WidefieldModel) -> np.ndarray:
-    """Step 1: SIM images [B, H, W] (any scale) blurred by sigma_rel; mirrored edges, not periodic ones.
+def widefield_blur(sim: np.ndarray, model: WidefieldModel, optics: OTF | None = None) -> np.ndarray:
+    """Step 1: SIM images [B, H, W] (any scale) blurred to widefield by the part of ``optics`` (the
+    widefield OTF; default the model's Gaussian) that the SIM image does not carry
+    (:func:`~experiments.microscope.optics.relative_transfer`); mirrored edges, not periodic ones.
 
-    The blur conserves the total intensity (a unit-area kernel) up to the light mirrored in at the edges.
+    The blur conserves the total intensity (OTF(0) = 1) up to the light mirrored in at the edges.
     """
-    pad = math.ceil(4 * model.blur_sigma_px)
-    padded = np.pad(np.asarray(sim, dtype=np.float32), ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-    return gaussian_blur_fft(padded, (model.blur_sigma_px,))[0][:, pad:-pad, pad:-pad]
+    transfer = relative_transfer(optics or model.optics, model.sim_to_widefield_fwhm)
+    images = torch.from_numpy(np.ascontiguousarray(sim, dtype=np.float32))
+    return apply_transfer(images, transfer, model.sim_pixel_nm / 1000, border_px(transfer, model.sim_pixel_nm / 1000)).numpy()
 
 
 def bin_pixels(images: np.ndarray, factor: int) -> np.ndarray:
@@ -148,9 +151,9 @@ def bin_pixels(images: np.ndarray, factor: int) -> np.ndarray:
     return blocks.sum(axis=(-3, -1))
 
 
-def camera_image(sim: np.ndarray, model: WidefieldModel) -> np.ndarray:
+def camera_image(sim: np.ndarray, model: WidefieldModel, optics: OTF | None = None) -> np.ndarray:
     """Steps 1-2: the noise-free widefield image [B, H/b, W/b] of SIM images [B, H, W] (b: camera_binning)."""
-    return bin_pixels(widefield_blur(sim, model), model.camera_binning)
+    return bin_pixels(widefield_blur(sim, model, optics), model.camera_binning)
 
 
 def add_noise(relative: np.ndarray, photons: float, rng: np.random.Generator, read_noise: float) -> np.ndarray:
@@ -163,14 +166,15 @@ def add_noise(relative: np.ndarray, photons: float, rng: np.random.Generator, re
 
 
 def expose(camera: np.ndarray, reference: float, photons: float, rng: np.random.Generator,
-           model: WidefieldModel) -> np.ndarray:
+           background: float, read_noise: float) -> np.ndarray:
     """Step 3: a noise-free camera image [..., h, w] recorded with ``photons`` at intensity ``reference``.
 
-    Returns photoelectrons / ``photons`` (float32): signal ``camera / reference`` plus the background
-    ``background_fraction``, with Poisson and read noise of the sum of ``frames_averaged`` frames.
+    Returns photoelectrons / ``photons`` (float32): signal ``camera / reference`` plus the flat
+    ``background`` (a fraction of the signal at ``reference``), with Poisson noise and Gaussian
+    ``read_noise`` (e- rms, of the sum of the averaged frames: :meth:`WidefieldModel.read_noise`).
     """
-    relative = np.clip(camera / reference, 0.0, None) + model.background_fraction
-    return add_noise(relative, photons, rng, model.read_noise)
+    relative = np.clip(camera / reference, 0.0, None) + background
+    return add_noise(relative, photons, rng, read_noise)
 
 
 def min_max_scale(images: np.ndarray) -> np.ndarray:
