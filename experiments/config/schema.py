@@ -114,6 +114,8 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     log: TrainingLog = "files"
+    # Fine-tuning: start from this checkpoint's weights (experiments.training.initial_weights); None: random.
+    init: str | None = None
 
     def __post_init__(self) -> None:
         check_ranges(self, "--train.")

@@ -63,6 +63,9 @@ def enlarge(images: torch.Tensor, factor: int, clip: Optional[str] = None) -> to
 # record the pixel size a model expects (BioSR's own downloads state nothing: BIOSR_CAMERA_PIXEL_UM).
 GRID_FILE = "dataset.json"
 BIOSR_CAMERA_PIXEL_UM = 0.0626
+# An input pixel more than this factor off the training inputs' gets a warning (predict, the napari widget)
+# and a fine-tuning data set is refused (experiments.training.initial_weights).
+PIXEL_SIZE_TOLERANCE = 1.25
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,10 @@ class DataGrid:
     @property
     def output_pixel_um(self) -> float:
         return self.input_pixel_um / self.enlargement
+
+    def suits_pixel_size(self, size_um: float) -> bool:
+        """Whether an input pixel of ``size_um`` is within :data:`PIXEL_SIZE_TOLERANCE` of this grid's."""
+        return 1 / PIXEL_SIZE_TOLERANCE <= size_um / self.input_pixel_um <= PIXEL_SIZE_TOLERANCE
 
     def to_json(self) -> dict:
         return {"task": self.task, "input_pixel_um": self.input_pixel_um, "output_pixel_um": self.output_pixel_um}

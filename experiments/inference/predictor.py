@@ -29,10 +29,6 @@ DEFAULT_OVERLAP = 32  # pixels shared by neighbouring tiles (cut to a quarter of
 LEGACY_IMAGE_SIDE = 128
 
 
-# An input pixel more than this factor off the training inputs' gets a warning (predict, the napari widget).
-PIXEL_SIZE_TOLERANCE = 1.25
-
-
 def default_overlap(tile: int) -> int:
     """:data:`DEFAULT_OVERLAP`, at most a quarter of ``tile``."""
     return min(DEFAULT_OVERLAP, tile // 4)
@@ -110,8 +106,9 @@ class Predictor:
         return self.grid.input_pixel_um * (2 if upsample else 1)
 
     def suits_pixel_size(self, size_um: float, upsample: bool = False) -> bool:
-        """Whether an input of ``size_um`` pixels is within :data:`PIXEL_SIZE_TOLERANCE` of the training inputs'."""
-        return 1 / PIXEL_SIZE_TOLERANCE <= size_um / self.input_pixel_um(upsample) <= PIXEL_SIZE_TOLERANCE
+        """Whether an input of ``size_um`` pixels suits the training inputs' (:meth:`DataGrid.suits_pixel_size`;
+        an input enlarged by ``upsample`` first has half its pixel)."""
+        return self.grid.suits_pixel_size(size_um / (2 if upsample else 1))
 
     def layout(self, tile: int | None = None, overlap: int | None = None, batch_size: int = 16) -> TileLayout:
         """The tile layout of ``tile`` (default: the training image side) and ``overlap`` (default

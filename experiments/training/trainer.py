@@ -46,6 +46,7 @@ from experiments.checkpoint import (
     write_checkpoint,
 )
 from experiments.training.ema import EMA
+from experiments.training.initial_weights import load_initial_weights
 from experiments.training.resume import reconcile
 from experiments.training.run_folder import CONFIG_FILE, RunFolder
 from experiments.training.batch_order import EpochBatches
@@ -133,6 +134,8 @@ class Trainer:
         if self.device.type == "cuda":
             set_tf32(config.train.tf32)
         self.model = build_model(config, self.device)
+        if config.train.init is not None and not resume:
+            load_initial_weights(self.model, config)
         self.diffusion = build_diffusion(config, self.device)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay

@@ -1,0 +1,52 @@
+"""Fine-tuning: a run that starts from the weights of another checkpoint (``train --init CHECKPOINT``), e.g. a
+shipped model trained further on a user's own widefield / SIM pairs or on their microscope's PSF.
+
+Only what the weights mean is checked against the new run: the network (kind and every size), the
+objective, the diffusion schedule and the task must be the checkpoint's, and the data's input pixel within
+25 % of the checkpoint's (:data:`experiments.data.task.PIXEL_SIZE_TOLERANCE`); everything else (data,
+learning rate, epochs, loss) may change. The sampling weights (EMA where present) start both the trained weights
+and the new run's EMA. The run's ``config.json`` records ``train.init``; a resumed run continues from its
+own checkpoint, never from the initial one again.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ddpm.settings import UsageError
+from experiments.checkpoint import read_checkpoint
+from experiments.config.schema import RunConfig
+from experiments.data.task import GRID_FILE, DataGrid, data_grid
+
+# Sections and fields whose values give the weights their meaning.
+MUST_MATCH = (("network", None), ("diffusion", None), ("train", "objective"), ("train", "conditional"),
+              ("data", "task"))
+
+
+def load_initial_weights(model: nn.Module, config: RunConfig) -> str:
+    """Load ``config.train.init``'s sampling weights into ``model``; returns the weight set's name.
+
+    Raises :class:`UsageError` naming the checkpoint and the first field that differs from the new run's."""
+    path = config.train.init
+    checkpoint = read_checkpoint(path)
+    theirs, ours = checkpoint.config, config.to_dict()
+    for section, name in MUST_MATCH:
+        old = theirs.get(section, {}) if name is None else theirs.get(section, {}).get(name)
+        new = ours[section] if name is None else ours[section][name]
+        if name is None:
+            old = {key: value for key, value in old.items() if key in new}
+        if old != new:
+            flag = f"--{section}" if name is None else f"--{section}.{name}"
+            raise UsageError(f"--train.init {path}: its {flag[2:]} is {old}, this run's is {new}; fine-tuning keeps the "
+                             f"network, objective, schedule and task of the checkpoint (drop the {flag}* flags that "
+                             "change them, or train from scratch)")
+    if checkpoint.grid is not None:
+        theirs_grid, ours_grid = DataGrid.from_json(checkpoint.grid), data_grid(config.data.root, config.data.task)
+        if not theirs_grid.suits_pixel_size(ours_grid.input_pixel_um):
+            raise UsageError(
+                f"--train.init {path}: it was trained on inputs of {theirs_grid.input_pixel_um * 1000:.1f} nm pixels, "
+                f"{config.data.root} holds {ours_grid.input_pixel_um * 1000:.1f} nm ones (its {GRID_FILE}); resample "
+                "your images to the model's pixel, or train from scratch")
+    name, weights = checkpoint.sampling_weights()
+    model.load_state_dict(weights)
+    return name
