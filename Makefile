@@ -17,7 +17,7 @@ CHECKPOINT ?= pretrained/native/model.pt
 INPUT ?=
 OUTPUT ?= predictions
 
-.PHONY: install test test-fast demo data synthetic-data real-data reproduce-mse reproduce-l1 study study-full bench bench-gpu predict export
+.PHONY: install test test-fast demo data synthetic-data real-data reproduce-mse reproduce-l1 study study-full bench bench-robustness bench-gpu predict export
 
 install: $(STAMP)
 
@@ -99,6 +99,11 @@ bench: install
 	$(PY) -m experiments.bench.predict --rounds 5 $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 	$(PY) -m experiments.bench.predict --compare --checkpoint pretrained/tutorial-l1/model.pt --rounds 3 --trust-rounds 2 $(if $(BASELINE_CHECKOUT),--baseline-checkout $(BASELINE_CHECKOUT))
 	$(PY) -m experiments.bench.sampling --overwrite $(ARGS)
+
+# The fitted gain of the shipped native models across microscopes (docs/benchmarks.md): about 10 min per
+# model on 2 CPU cores.
+bench-robustness: install
+	$(PY) -m experiments.bench.robustness --checkpoint pretrained/native/model.pt --overwrite $(ARGS)
 
 # On a CUDA machine: the tutorial network's training step in fp32, bf16 + channels_last and compiled, the
 # epoch time of the 41,040-pair reproduction, and a two-process DDP step when two GPUs exist.
