@@ -27,7 +27,7 @@ from experiments.evaluation.report import read_named_evaluations
 from experiments.integrity.atomic import atomic_path
 from experiments.integrity.json_files import write_json
 from experiments.integrity.outputs import check_output_folder, check_outputs
-from experiments.publishing.model_card import CARD_FILE, MODEL_FILE, card_json, model_card
+from experiments.publishing.model_card import CARD_FILE, MODEL_FILE, card_json, model_card, read_robustness
 
 EXAMPLE_CELL, EXAMPLE_SIDE, EXAMPLE_LEVEL = CELL_SPLIT["test"][0], 512, 9  # 512 SIM px = 16 um, 256 camera px
 
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--summary", required=True, help="what the model is, in a sentence or two")
     parser.add_argument("--limit", action="append", default=[], help="a limit of this model (repeatable)")
     parser.add_argument("--trained-on", help="the machine the model was trained on, for the card (e.g. '2 CPU cores')")
+    parser.add_argument("--robustness", metavar="NAME=FILE",
+                        help="the model's gain across microscopes: its entry NAME in the JSON of experiments.bench.robustness")
     parser.add_argument("--example", type=Path, help="also write the example input (an .ome.tif) here")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier publication in --out")
     return parser
@@ -49,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     evaluations = read_named_evaluations(args.evaluation, "--evaluation")
+    robustness = read_robustness(args.robustness) if args.robustness else None
     if not evaluations:
         raise UsageError("a model card needs measured metrics: pass --evaluation NAME=FOLDER at least once")
     model, card, numbers = args.out / MODEL_FILE, args.out / CARD_FILE, args.out / "card.json"
@@ -59,10 +62,10 @@ def run(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     write_checkpoint(shipped, model)
     text = model_card(args.title, args.summary, shipped, evaluations, args.limit, model, model.stat().st_size,
-                      args.trained_on)
+                      args.trained_on, robustness)
     with atomic_path(card) as temporary:
         temporary.write_text(text)
-    write_json(numbers, card_json(shipped, evaluations))
+    write_json(numbers, card_json(shipped, evaluations, robustness))
     print(f"wrote {model} ({model.stat().st_size / 1e6:.1f} MB), {card} and {numbers}")
     if args.example:
         image = example_widefield(EXAMPLE_CELL, EXAMPLE_SIDE, EXAMPLE_LEVEL)

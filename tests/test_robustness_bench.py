@@ -10,6 +10,7 @@ import pytest
 
 from experiments.bench import robustness
 from experiments.bench.robustness import GOAL, NOMINAL, Condition, broadening_for, conditions, degradation_of, goal_verdict
+from experiments.microscope.degradation import FIXED
 from experiments.microscope.optics import BIOSR_488_OTF, BroadenedOTF, fwhm_nm, read_mrc_otf
 from test_figures import read_png
 
@@ -25,19 +26,22 @@ def test_each_psf_width_is_the_measured_psf_broadened_to_it(target):
 
 
 def test_the_conditions_sweep_each_axis_and_cover_the_goal_grid():
-    grid = conditions()
-    assert len(grid) == len(set(grid))
+    everything = conditions()
+    assert len(everything) == len(set(everything))
+    grid = [c for c in everything if c.optics == "measured"]
     fwhm, background, level = NOMINAL
     assert {c.fwhm_nm for c in grid if (c.background, c.level) == (background, level)} == set(robustness.FWHMS_NM)
     assert {c.background for c in grid if (c.fwhm_nm, c.level) == (fwhm, level)} == set(robustness.BACKGROUNDS)
     assert {c.level for c in grid if (c.fwhm_nm, c.background) == (fwhm, background)} == set(robustness.LEVELS)
-    goal = [c for c in grid if c.level == 9 and c.fwhm_nm <= 350 and c.background <= 0.3]
+    goal = [c for c in grid if c.optics == "measured" and c.level == 9 and c.fwhm_nm <= 350 and c.background <= 0.3]
     assert len(goal) == 3 * 4
+    assert robustness.FIXED_SIMULATION in everything and degradation_of(robustness.FIXED_SIMULATION) == FIXED
 
 
 def test_the_verdict_takes_the_least_gain_and_the_spread_over_the_goal_grid_only():
     rows = {c: {"mean": 3.0} for c in conditions()}
     rows[Condition(450.0, 0.1, 9)] = {"mean": -5.0}  # outside the goal grid: no effect
+    rows[Condition(215.0, 0.1, 9, "gaussian")] = {"mean": -5.0}  # another PSF shape: no effect
     assert goal_verdict(rows) == {"least_gain_db": 3.0, "spread_db": 0.0, "met": True}
     rows[Condition(350.0, 0.3, 9)] = {"mean": 2.4}
     verdict = goal_verdict(rows)
@@ -78,3 +82,25 @@ def test_the_figure_has_a_panel_per_axis(tmp_path):
     robustness.save_figure({"today": rows, "new": rows}, tmp_path / "f.png")
     image = read_png(tmp_path / "f.png")
     assert image.shape[1] > 2 * image.shape[0] and np.std(image) > 0
+
+
+def test_the_model_card_states_each_condition_and_the_verdict_of_the_benchmark(tmp_path):
+    from ddpm.settings import UsageError
+    from experiments.publishing.model_card import read_robustness, robustness_section
+
+    rows = [{"optics": "gaussian", "fwhm_nm": 215.0, "background": 0.1, "level": 9, "mean": 3.3312, "ci95_half_width": 0.361, "n": 64},
+            {"optics": "measured", "fwhm_nm": 350.0, "background": 0.3, "level": 9, "mean": 2.386, "ci95_half_width": 0.27, "n": 64}]
+    record = {"windows": 64, "sampling": {"sampler": "dpmpp2m", "sampling_steps": 4}, "goal": GOAL,
+              "verdicts": {"m": {"least_gain_db": 2.386, "spread_db": 0.9452, "met": False}},
+              "models": {"m": {"checkpoint": "m.pt", "conditions": rows}}, "commit": "abc"}
+    (tmp_path / "r.json").write_text(json.dumps(record))
+    entry = read_robustness(f"m={tmp_path / 'r.json'}")
+    section = robustness_section(entry)
+    assert "| Gaussian (the fixed simulation), 215 nm | 10 % | level_09 | **+3.33** ± 0.36 |" in section
+    assert "| measured, broadened to 350 nm | 30 % | level_09 | **+2.39** ± 0.27 |" in section
+    assert "least gain is +2.39 dB and the gains span 0.95 dB" in section and "not met" in section
+    assert robustness_section(None) == ""
+    with pytest.raises(UsageError, match="holds no model 'other'"):
+        read_robustness(f"other={tmp_path / 'r.json'}")
+    with pytest.raises(UsageError, match="write NAME=FILE"):
+        read_robustness(str(tmp_path / "r.json"))

@@ -6,7 +6,8 @@ Windows of the held-out BioSR cells (``CELL_SPLIT["test"]``, never seen in train
 widefield by :mod:`experiments.microscope.biosr_sim` under a grid of microscopes around BioSR's measured
 one: the measured PSF broadened to a full width at half maximum of 215 (the microscope itself) to 450 nm
 (:func:`broadening_for`), a background of 0 to 40 % of the bright structures (:data:`BACKGROUND_SHAPE`: mostly
-out-of-focus structure, not flat) and the photon budgets of BioSR's levels. Each model super-resolves every
+out-of-focus structure, not flat) and the photon budgets of BioSR's levels; and once under the fixed
+simulation itself (a Gaussian PSF of 215 nm, a flat 5 % background: :data:`FIXED_SIMULATION`). Each model super-resolves every
 window with the sampler ``make predict`` uses (one sample, seeded); the score is the **fitted gain**: PSNR
 of the output minus PSNR of the bicubic-enlarged input, each affinely fitted to the target first (as CARE
 scores), per window, with its mean and 95 % interval over the windows.
@@ -39,7 +40,8 @@ from experiments.inference.predictor import FrameRequest, Predictor
 from experiments.inference.sampling import PREDICTION_SAMPLING
 from experiments.integrity.outputs import check_outputs
 from experiments.microscope.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
-from experiments.microscope.degradation import MEASURED_OPTICS, Degradation
+from experiments.microscope.degradation import FIXED, MEASURED_OPTICS, Degradation
+from experiments.microscope.widefield import WidefieldModel
 from experiments.microscope.optics import BIOSR_488_OTF, BroadenedOTF, fwhm_nm, read_mrc_otf
 
 # The axes. The measured PSF is 215 nm wide; the best Gaussian fits to recorded BioSR widefield images are
@@ -61,10 +63,19 @@ class Condition:
     fwhm_nm: float
     background: float
     level: int
+    # "measured": BioSR's measured PSF broadened to fwhm_nm, under BACKGROUND_SHAPE; "gaussian": the fixed
+    # simulation itself (a Gaussian PSF of 215 nm, a flat background), where the models of one microscope trained.
+    optics: str = "measured"
 
     @property
     def label(self) -> str:
-        return f"{self.fwhm_nm:.0f} nm, {self.background:.0%} background, level_{self.level:02d}"
+        shape = "" if self.optics == "measured" else f"{self.optics} "
+        return f"{shape}{self.fwhm_nm:.0f} nm, {self.background:.0%} background, level_{self.level:02d}"
+
+
+# The fixed simulation (experiments.microscope.degradation.FIXED) as one more condition: a PSF sharper than
+# the measured one at the same width, without its wings.
+FIXED_SIMULATION = Condition(round(WidefieldModel().widefield_fwhm_nm), FIXED.background[0], 9, "gaussian")
 
 
 def conditions() -> list[Condition]:
@@ -75,7 +86,7 @@ def conditions() -> list[Condition]:
     grid |= {Condition(fwhm, background, lv) for lv in LEVELS}
     grid |= {Condition(f, b, GOAL["level"]) for f in FWHMS_NM if GOAL["fwhm_nm"][0] <= f <= GOAL["fwhm_nm"][1]
              for b in BACKGROUNDS if GOAL["background"][0] <= b <= GOAL["background"][1]}
-    return sorted(grid, key=lambda c: (c.level, c.fwhm_nm, c.background))
+    return sorted(grid | {FIXED_SIMULATION}, key=lambda c: (c.optics != "measured", c.level, c.fwhm_nm, c.background))
 
 
 @functools.lru_cache(maxsize=None)
@@ -92,6 +103,8 @@ def broadening_for(target_fwhm_nm: float) -> float:
 
 
 def degradation_of(condition: Condition) -> Degradation:
+    if condition.optics == "gaussian":
+        return FIXED
     extra = broadening_for(condition.fwhm_nm)
     return replace(BACKGROUND_SHAPE, optics=MEASURED_OPTICS.optics, extra_blur_fwhm_nm=(extra, extra),
                    background=(condition.background, condition.background))
@@ -124,7 +137,7 @@ def gains(predictor: Predictor, condition: Condition, windows: int, seed: int) -
 
 def goal_verdict(rows: dict[Condition, dict]) -> dict:
     """The goal grid's least mean gain and its spread (largest minus least mean), against :data:`GOAL`."""
-    cells = [row["mean"] for c, row in rows.items() if c.level == GOAL["level"]
+    cells = [row["mean"] for c, row in rows.items() if c.optics == "measured" and c.level == GOAL["level"]
              and GOAL["fwhm_nm"][0] <= c.fwhm_nm <= GOAL["fwhm_nm"][1]
              and GOAL["background"][0] <= c.background <= GOAL["background"][1]]
     least, spread = min(cells), max(cells) - min(cells)
@@ -211,8 +224,9 @@ def run(args: argparse.Namespace) -> None:
                              "illumination": BACKGROUND_SHAPE.illumination[0]},
         "goal": GOAL, "verdicts": verdicts, "figure": args.figure,
         "models": {name: {"checkpoint": path, "conditions": [
-            {"fwhm_nm": c.fwhm_nm, "extra_blur_fwhm_nm": broadening_for(c.fwhm_nm), "background": c.background,
-             "level": c.level, **row} for c, row in results[name].items()]}
+            {"optics": c.optics, "fwhm_nm": c.fwhm_nm,
+             "extra_blur_fwhm_nm": broadening_for(c.fwhm_nm) if c.optics == "measured" else 0.0,
+             "background": c.background, "level": c.level, **row} for c, row in results[name].items()]}
             for name, path in zip(names, args.checkpoint)},
     })
     print(f"wrote {args.out} and {args.figure}")

@@ -6,13 +6,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
 
+from ddpm.settings import UsageError
 from experiments.checkpoint import Checkpoint
 from experiments.config.schema import RunConfig, SamplingConfig
-from experiments.microscope.biosr_sim import read_manifest
+from experiments.microscope.biosr_sim import read_degradation, read_manifest
 from experiments.evaluation.report import ROW_BICUBIC_FIT, paired_gains
 from experiments.evaluation.stats import t_quantile_975
 from experiments.inference.loading import load_for_inference
@@ -95,14 +97,65 @@ def data_description(root: str) -> str:
         return f"`{root}` (BioSR layout)"
     cells = {split: sorted({row["cell"].removeprefix("Cell_") for row in rows if row["split"] == split})
              for split in ("train", "validate", "test")}
+    degradation = read_degradation(Path(root))
+    drawn = "" if degradation is None or degradation["preset"] == "fixed" else (
+        f", each window's degradation drawn from the `{degradation['preset'] or 'own'}` ranges of "
+        "`experiments/microscope/degradation.py`")
     return (f"`{root}` (`make real-data`): windows of real BioSR SIM cells {', '.join(cells['train'])} degraded to "
-            f"widefield by the physical model of `experiments/microscope/widefield.py`; validation cell(s) "
+            f"widefield by the physical model of `experiments/microscope/widefield.py`{drawn}; validation cell(s) "
             f"{', '.join(cells['validate'])}; test cells {', '.join(cells['test'])}, held out whole")
 
 
+def read_robustness(spec: str) -> dict:
+    """``NAME=FILE``: model ``NAME``'s entry of the JSON ``FILE`` of ``python -m experiments.bench.robustness``,
+    as the card states it (windows, sampler, goal, verdict, conditions, the commit that measured it)."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise UsageError(f"--robustness {spec!r}: write NAME=FILE (NAME: the model's name in the benchmark's JSON)")
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--robustness {path}: cannot be read as the benchmark's JSON ({error})") from error
+    models = record.get("models", {})
+    if name not in models:
+        raise UsageError(f"--robustness {path}: holds no model {name!r}; it holds {sorted(models)}")
+    return {"windows": record["windows"], "sampler": record["sampling"]["sampler"],
+            "sampling_steps": record["sampling"]["sampling_steps"], "goal": record["goal"],
+            "verdict": record["verdicts"][name], "conditions": models[name]["conditions"], "commit": record["commit"]}
+
+
+def robustness_section(robustness: dict | None) -> str:
+    """The card's table of the fitted gain across microscopes (one model's entry of
+    ``python -m experiments.bench.robustness``'s JSON: its conditions, the goal and its verdict), or nothing."""
+    if robustness is None:
+        return ""
+    shapes = {"measured": "measured, broadened to", "gaussian": "Gaussian (the fixed simulation),"}
+    rows = "\n".join(
+        f"| {shapes[row.get('optics', 'measured')]} {row['fwhm_nm']:.0f} nm | {100 * row['background']:.0f} % | "
+        f"level_{row['level']:02d} | "
+        f"**{row['mean']:+.2f}** ± {row['ci95_half_width']:.2f} |" for row in robustness["conditions"])
+    goal, verdict = robustness["goal"], robustness["verdict"]
+    return f"""## Across microscopes
+The fitted gain over bicubic (dB, mean ± 95 % interval over {robustness['windows']} held-out windows) when the
+microscope is not the one of the training data: BioSR's measured PSF broadened to each width, a background of
+mostly out-of-focus structure, BioSR's photon levels; sampled with {robustness['sampler']} on
+{robustness['sampling_steps']} evaluations. Measured by `python -m experiments.bench.robustness`
+(`docs/benchmarks.md`). Over {goal['fwhm_nm'][0]:.0f} to {goal['fwhm_nm'][1]:.0f} nm and
+{100 * goal['background'][0]:.0f} to {100 * goal['background'][1]:.0f} % background at level_{goal['level']:02d} the
+least gain is {verdict['least_gain_db']:+.2f} dB and the gains span {verdict['spread_db']:.2f} dB (goal: at least
+{goal['min_gain_db']:+.1f} dB, spanning less than {goal['max_spread_db']:.1f} dB: {'met' if verdict['met'] else 'not met'}).
+
+| PSF (FWHM) | background | photons | gain (dB) |
+|---|---|---|---|
+{rows}
+
+"""
+
+
 def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: dict[str, dict], limits: list[str],
-               model_path: Path, size_bytes: int, trained_on: str | None = None) -> str:
-    """The Markdown model card of an inference-only checkpoint and its evaluations (name -> evaluation.json)."""
+               model_path: Path, size_bytes: int, trained_on: str | None = None, robustness: dict | None = None) -> str:
+    """The Markdown model card of an inference-only checkpoint, its evaluations (name -> evaluation.json) and,
+    when measured, its gain across microscopes (:func:`robustness_section`)."""
     config = RunConfig.from_dict(checkpoint.config)
     source = checkpoint.source
     predictor = load_for_inference(model_path, "cpu")
@@ -139,7 +192,7 @@ off the training inputs' gets a warning.
 - Data: {data_description(data.root)}.
 - Network: {describe_network(config.network)}; {parameters:,} parameters.
 - Objective: {objective}; loss {train.loss}{', min-SNR weighting' if train.loss_weighting == 'min_snr' else ''}.
-- Budget: {train.epochs} epochs of {'all' if data.max_train_pairs is None else data.max_train_pairs} training pairs on {f'{data.crop} x {data.crop}' if data.crop else 'whole'} windows, batch {train.batch_size}, AdamW lr {train.lr:g}, EMA {train.ema_decay}, seed {train.seed}; {source.training_seconds / 60:.0f} min of training{f' on {trained_on}' if trained_on else ''} (the epochs' own times; evaluations not counted).
+- Budget: {f'fine-tuned from `{train.init}`: ' if train.init else ''}{train.epochs} epochs of {'all' if data.max_train_pairs is None else data.max_train_pairs} training pairs on {f'{data.crop} x {data.crop}' if data.crop else 'whole'} windows, batch {train.batch_size}, AdamW lr {train.lr:g}, EMA {train.ema_decay}, seed {train.seed}; {source.training_seconds / 60:.0f} min of training{f' on {trained_on}' if trained_on else ''} (the epochs' own times; evaluations not counted).
 
 ## Metrics on the held-out cells
 Both protocols of `docs/study.md`: **fitted** (each output and the bicubic input mapped by the affine fit to
@@ -150,7 +203,7 @@ per-image standard deviation (sd); gain = fitted PSNR of the model minus that of
 {prediction_note(config.sampling)}
 
 {sections}
-## Limits
+{robustness_section(robustness)}## Limits
 {limit_lines}
 - Trained on synthetic widefield images made from real SIM images, not on recorded widefield images: on a
   real microscope's images the noise, the PSF and the background differ, so check every output
@@ -162,9 +215,9 @@ per-image standard deviation (sd); gain = fitted PSNR of the model minus that of
 """
 
 
-def card_json(checkpoint: Checkpoint, evaluations: dict[str, dict]) -> dict:
+def card_json(checkpoint: Checkpoint, evaluations: dict[str, dict], robustness: dict | None = None) -> dict:
     """The card's numbers as JSON (strict: NaN and inf become null with a note)."""
     portable = {name: {**evaluation, "checkpoint": portable_path(evaluation["checkpoint"])}
                 for name, evaluation in evaluations.items()}
     return strict_json({"source": checkpoint.source.to_json(), "grid": checkpoint.grid, "config": checkpoint.config,
-                        "evaluations": portable})
+                        "evaluations": portable, **({"robustness": robustness} if robustness is not None else {})})
