@@ -13,20 +13,14 @@ from experiments.checkpoint import read_checkpoint
 from experiments.config.command_line import config_from_args
 from experiments.train import build_parser, main
 from experiments.training.trainer import Trainer
-from training_helpers import make_tiny_data, model_state, tiny_config
+from test_resume import data_root, ema_run  # noqa: F401 (fixtures)
+from training_helpers import model_state, tiny_config
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return make_tiny_data(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def trained(data_root, tmp_path_factory):
-    """A finished tiny run with EMA weights: the checkpoint to fine-tune."""
-    run_dir = tmp_path_factory.mktemp("first")
-    Trainer(tiny_config(data_root, epochs=1, ema_decay=0.9), run_dir, progress=False).fit()
-    return run_dir / "last.pt"
+def trained(ema_run):
+    """A finished tiny run with EMA weights (test_resume's): the checkpoint to fine-tune."""
+    return ema_run / "last.pt"
 
 
 def test_a_fine_tuning_run_starts_from_the_checkpoints_sampling_weights(data_root, trained, tmp_path):

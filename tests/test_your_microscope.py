@@ -17,7 +17,7 @@ from experiments.train import main as train
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = "pretrained/native/model.pt"
-TINY = ["--train", "8", "--validate", "2", "--test-per-level", "2", "--size", "64"]
+TINY = ["--train", "16", "--validate", "2", "--test-per-level", "2", "--size", "64"]
 SHORT = ["--epochs", "1", "--lr", "3e-4", "--no-progress", "--max-test-images", "2", "--validation-images", "2"]
 
 

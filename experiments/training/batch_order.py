@@ -6,6 +6,8 @@ from typing import Iterator
 
 import torch
 
+from ddpm.settings import UsageError
+
 
 class EpochBatches:
     """Batches of indices for one epoch, as a DataLoader ``sampler`` (with ``batch_size=None``).
@@ -34,7 +36,7 @@ class EpochBatches:
         start_batch: int = 0,
     ) -> None:
         if num_items < batch_size * world_size:
-            raise ValueError(
+            raise UsageError(
                 f"{num_items} training pairs cannot fill one batch of {batch_size} on each of "
                 f"{world_size} process(es); lower --batch-size or add data"
             )
