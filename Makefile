@@ -8,6 +8,7 @@ DATA_DIR ?= ./biosr_dataset
 SYNTHETIC_DIR ?= ./data/synthetic
 REAL_DIR ?= ./data/biosr-sim
 REAL_NATIVE_DIR ?= ./data/biosr-sim-native
+REAL_RANDOMIZED_DIR ?= ./data/biosr-sim-randomized
 GPUS ?= 1
 # Extra flags for the command, e.g. ARGS="--epochs 5".
 ARGS ?=
@@ -47,11 +48,13 @@ synthetic-data: install
 	@test -d $(SYNTHETIC_DIR)/test_gt || $(PY) -m experiments.make_data --out $(SYNTHETIC_DIR)
 
 # Windows of the nine real BioSR SIM cells shipped in experiments/data/real, degraded to widefield by
-# a physical model (about a minute); validation and test cells are held out whole. Two layouts: the
-# tutorial's task (REAL_DIR) and the native task, camera grid in, SIM grid out (REAL_NATIVE_DIR).
+# a physical model (about a minute); validation and test cells are held out whole. Three layouts: the
+# tutorial's task (REAL_DIR), the native task, camera grid in, SIM grid out (REAL_NATIVE_DIR), and the
+# native task under a degradation drawn per window around BioSR's measured optics (REAL_RANDOMIZED_DIR).
 real-data: install
 	@test -d $(REAL_DIR)/test_gt || $(PY) -m experiments.make_data --structures biosr-sim --out $(REAL_DIR)
 	@test -d $(REAL_NATIVE_DIR)/test_gt || $(PY) -m experiments.make_data --structures biosr-sim --task native --out $(REAL_NATIVE_DIR)
+	@test -d $(REAL_RANDOMIZED_DIR)/test_gt || $(PY) -m experiments.make_data --structures biosr-sim --task native --degradation randomized --out $(REAL_RANDOMIZED_DIR)
 
 # Launcher: one process, or torchrun with DDP over $(GPUS) GPUs.
 ifeq ($(GPUS),1)
