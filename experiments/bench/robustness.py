@@ -110,13 +110,13 @@ def degradation_of(condition: Condition) -> Degradation:
                    background=(condition.background, condition.background))
 
 
-def test_windows(condition: Condition, windows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Targets [N, S, S] and camera-grid inputs [N, S/2, S/2] of ``windows`` held-out windows under ``condition``
-    (the same windows and noise seeds for every condition)."""
+def held_out_windows(condition: Condition, windows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets [N, 1, S, S] and camera-grid inputs [N, 1, S/2, S/2], in [-1, 1], of ``windows`` held-out windows
+    under ``condition`` (the same windows and noise seeds for every condition)."""
     config = RealStructureConfig(size=WINDOW, task="native", degradation=degradation_of(condition))
     cells = [prepare_cell(name, sim, config) for name, sim in load_cells(CELL_SPLIT["test"]).items()]
     targets, inputs, _, _ = render_pairs("test", range(windows), seed, cells, config, levels=[condition.level])
-    return targets, inputs[0]
+    return torch.from_numpy(to_model_range(targets))[:, None], torch.from_numpy(to_model_range(inputs[0]))[:, None]
 
 
 def fitted_psnr(images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
@@ -124,11 +124,8 @@ def fitted_psnr(images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
     return image_metrics(affine_fit(images, targets), targets)["psnr"].double().numpy()
 
 
-def gains(predictor: Predictor, condition: Condition, windows: int, seed: int) -> np.ndarray:
-    """The fitted gain (dB) over bicubic of each window, for the model of ``predictor``."""
-    targets, inputs = test_windows(condition, windows, seed)
-    targets = torch.from_numpy(to_model_range(targets))[:, None]
-    inputs = torch.from_numpy(to_model_range(inputs))[:, None]
+def gains(predictor: Predictor, targets: torch.Tensor, inputs: torch.Tensor, seed: int) -> np.ndarray:
+    """The fitted gain (dB) over bicubic of each window (:func:`held_out_windows`), for the model of ``predictor``."""
     request = FrameRequest(PREDICTION_SAMPLING, layout=predictor.layout(tile=WINDOW))
     output = predictor.sample(inputs, request, torch.Generator().manual_seed(seed)).mean
     bicubic = enlarge(inputs, 2)
@@ -199,18 +196,16 @@ def run(args: argparse.Namespace) -> None:
     if len(set(names)) != len(names):
         raise UsageError(f"two checkpoints share the folder name {names}; copy one into a folder of its own")
     check_outputs([args.out, args.figure], inputs=args.checkpoint, overwrite=args.overwrite)
-    results: dict[str, dict[Condition, dict]] = {}
-    for name, checkpoint in zip(names, args.checkpoint):
-        predictor = load_for_inference(checkpoint, device="cpu")
-        rows = {}
-        for condition in conditions():
+    predictors = {name: load_for_inference(checkpoint, device="cpu") for name, checkpoint in zip(names, args.checkpoint)}
+    results: dict[str, dict[Condition, dict]] = {name: {} for name in names}
+    for condition in conditions():
+        targets, inputs = held_out_windows(condition, args.windows, args.seed)  # once for every model
+        for name, predictor in predictors.items():
             started = time.perf_counter()
-            row = mean_interval(gains(predictor, condition, args.windows, args.seed).tolist()).to_json()
-            rows[condition] = row
-            half = row["ci95_half_width"]
-            print(f"{name:>20}  {condition.label:<40} gain {row['mean']:+.2f} ± {half:.2f} dB  "
+            row = mean_interval(gains(predictor, targets, inputs, args.seed).tolist()).to_json()
+            results[name][condition] = row
+            print(f"{name:>20}  {condition.label:<40} gain {row['mean']:+.2f} ± {row['ci95_half_width']:.2f} dB  "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
-        results[name] = rows
     verdicts = {name: goal_verdict(rows) for name, rows in results.items()}
     for name, verdict in verdicts.items():
         print(f"{name}: least gain over the goal grid {verdict['least_gain_db']:+.2f} dB, spread "

@@ -38,6 +38,7 @@ from ddpm.settings import UsageError
 from experiments.data.layout import DatasetError
 from experiments.microscope.degradation import (
     FIXED,
+    GAUSSIAN,
     MEASURED,
     Degradation,
     Draw,
@@ -104,7 +105,7 @@ class RealStructureConfig:
         """The widefield OTF the degradation is drawn around (:data:`experiments.microscope.degradation.GAUSSIAN`,
         ``MEASURED`` or a file)."""
         source = self.degradation.optics
-        if source == "gaussian":
+        if source == GAUSSIAN:
             return self.model.optics
         return read_mrc_otf(BIOSR_488_OTF) if source == MEASURED else otf_from_file(source)
 
@@ -148,11 +149,11 @@ def load_cells(names: tuple[str, ...], folder: Path = CELL_DIR) -> dict[str, np.
     return cells
 
 
-def prepare_cell(name: str, sim: np.ndarray, config: RealStructureConfig, optics: OTF | None = None) -> Cell:
-    """Blur ``sim`` [H, W] once by ``optics`` (default the config's) and measure its brightness scales on the
-    SIM and the camera grid."""
+def prepare_cell(name: str, sim: np.ndarray, config: RealStructureConfig) -> Cell:
+    """Blur ``sim`` [H, W] once by the config's optics and measure its brightness scales on the SIM and the
+    camera grid."""
     model = config.model
-    blurred = widefield_blur(sim[None], model, optics or config.optics)[0]
+    blurred = widefield_blur(sim[None], model, config.optics)[0]
     b = model.camera_binning
     camera = bin_pixels(blurred[: blurred.shape[0] // b * b, : blurred.shape[1] // b * b], b)
     q = model.reference_percentile / 100
@@ -198,8 +199,8 @@ def crop(image: np.ndarray, window: Window, side: int) -> np.ndarray:
 
 def crop_blurred(cell: Cell, window: Window, side: int, margin: int) -> np.ndarray:
     """The window of the cell's widefield blur with ``margin`` px of its surroundings on each side."""
-    y, x = window.y + cell.margin - margin, window.x + cell.margin - margin
-    return crop(cell.blurred[y:, x:], Window(cell.name, 0, 0, window.quarter_turns, window.flipped), side + 2 * margin)
+    y, x, reach = window.y + cell.margin - margin, window.x + cell.margin - margin, side + 2 * margin
+    return dihedral(cell.blurred[y : y + reach, x : x + reach], window.quarter_turns, window.flipped)
 
 
 def camera_window(cell: Cell, window: Window, degradation: Draw, rng: np.random.Generator,
@@ -214,7 +215,7 @@ def camera_window(cell: Cell, window: Window, degradation: Draw, rng: np.random.
     margin = margin_px(degradation.extra_blur_fwhm_nm, pixel_um)
     focus = gaussian_blur(crop_blurred(cell, window, side, margin), degradation.extra_blur_fwhm_nm, pixel_um, margin)
     camera = bin_pixels(focus, b)
-    structured = degradation.background * degradation.structured_share
+    structured, hazy = degradation.background * degradation.structured_share, 0.0
     if structured > 0:
         height, width = cell.sim.shape
         elsewhere = Window(cell.name, int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1)),
@@ -223,11 +224,11 @@ def camera_window(cell: Cell, window: Window, degradation: Draw, rng: np.random.
         margin = margin_px(haze_nm, pixel_um)
         haze = bin_pixels(gaussian_blur(crop_blurred(cell, elsewhere, side, margin), haze_nm, pixel_um, margin), b)
         mean = float(haze.mean())
-        camera = camera + (haze * (structured * cell.camera_reference / mean) if mean > 0 else 0.0)
+        if mean > 0:  # an empty stretch of the cell adds no structure: its share stays flat
+            camera, hazy = camera + haze * (structured * cell.camera_reference / mean), structured
     if degradation.illumination > 0:
         camera = camera * illumination_field(camera.shape[-1], degradation.illumination, degradation.illumination_wave)
-    flat = degradation.background - (structured if structured > 0 and mean > 0 else 0.0)
-    return camera.astype(np.float32), flat
+    return camera.astype(np.float32), degradation.background - hazy
 
 
 def render_pairs(
@@ -304,8 +305,7 @@ def generate(
     clear_output(out, overwrite, extra=(MANIFEST, DEGRADATION_FILE))
     names = tuple(name for split in ("train", "validate", "test") for name in cell_split[split])
     images = cell_images if cell_images is not None else load_cells(names)
-    optics = config.optics
-    cells = {name: prepare_cell(name, np.asarray(images[name], dtype=np.float32), config, optics) for name in names}
+    cells = {name: prepare_cell(name, np.asarray(images[name], dtype=np.float32), config) for name in names}
     rows = []
     with ThreadPoolExecutor(4) as pool:
         for split, count in (("train", train), ("validate", validate), ("test", test_per_level)):
@@ -349,11 +349,11 @@ def describe(config: RealStructureConfig = RealStructureConfig()) -> str:
     """One paragraph with the physical parameters, for the command line."""
     m, d = config.model, config.degradation
 
-    def span(values: tuple[float, float] | None, unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
+    def span(values: tuple[float, float], unit: str = "", scale: float = 1.0, digits: int = 0) -> str:
         low, high = (scale * v for v in values)
         return f"{low:.{digits}f}{unit}" if low == high else f"{low:.{digits}f} to {high:.{digits}f}{unit}"
 
-    optics = {"gaussian": f"a Gaussian PSF of {m.widefield_fwhm_nm:.0f} nm FWHM (lambda {m.emission_wavelength_nm:.0f} "
+    optics = {GAUSSIAN: f"a Gaussian PSF of {m.widefield_fwhm_nm:.0f} nm FWHM (lambda {m.emission_wavelength_nm:.0f} "
                           f"nm, NA {m.numerical_aperture})", MEASURED: f"BioSR's measured OTF ({BIOSR_488_OTF.name})"}
     photons = (f"{m.photons[0]:.0f} to {m.photons[1]:.0f} photoelectrons by level (level_01..09)" if d.photons is None
                else f"{span(d.photons)} photoelectrons (test split: by level, {m.photons[0]:.0f} to {m.photons[1]:.0f})")

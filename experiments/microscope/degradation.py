@@ -124,8 +124,11 @@ def _uniform(rng: np.random.Generator, span: Span) -> float:
 
 
 def draw(degradation: Degradation, rng: np.random.Generator) -> Draw:
-    """One window's values, each drawn from its range (a fixed range draws nothing from ``rng``)."""
-    wave = (float(rng.uniform(2.0, 4.0)), float(rng.uniform(0, np.pi)), float(rng.uniform(0, 2 * np.pi)))
+    """One window's values, each drawn from its range (a fixed range draws nothing from ``rng``; the
+    illumination's wave only where its amplitude can be above 0)."""
+    wave = (3.0, 0.0, 0.0)
+    if degradation.illumination[1] > 0:
+        wave = (float(rng.uniform(2.0, 4.0)), float(rng.uniform(0, np.pi)), float(rng.uniform(0, 2 * np.pi)))
     photons = None
     if degradation.photons is not None:
         low, high = degradation.photons
