@@ -9,6 +9,7 @@ SYNTHETIC_DIR ?= ./data/synthetic
 REAL_DIR ?= ./data/biosr-sim
 REAL_NATIVE_DIR ?= ./data/biosr-sim-native
 REAL_RANDOMIZED_DIR ?= ./data/biosr-sim-randomized
+REAL_RANDOMIZED_TUTORIAL_DIR ?= ./data/biosr-sim-tutorial-randomized
 GPUS ?= 1
 # Extra flags for the command, e.g. ARGS="--epochs 5".
 ARGS ?=
@@ -48,13 +49,15 @@ synthetic-data: install
 	@test -d $(SYNTHETIC_DIR)/test_gt || $(PY) -m experiments.make_data --out $(SYNTHETIC_DIR)
 
 # Windows of the nine real BioSR SIM cells shipped in experiments/data/real, degraded to widefield by
-# a physical model (about a minute); validation and test cells are held out whole. Three layouts: the
-# tutorial's task (REAL_DIR), the native task, camera grid in, SIM grid out (REAL_NATIVE_DIR), and the
-# native task under a degradation drawn per window around BioSR's measured optics (REAL_RANDOMIZED_DIR).
+# a physical model (about a minute); validation and test cells are held out whole. Four sets: the
+# tutorial's task (REAL_DIR), the native task, camera grid in, SIM grid out (REAL_NATIVE_DIR), and each
+# task under a degradation drawn per window around BioSR's measured optics (REAL_RANDOMIZED_DIR,
+# REAL_RANDOMIZED_TUTORIAL_DIR).
 real-data: install
 	@test -d $(REAL_DIR)/test_gt || $(PY) -m experiments.make_data --structures biosr-sim --out $(REAL_DIR)
 	@test -d $(REAL_NATIVE_DIR)/test_gt || $(PY) -m experiments.make_data --structures biosr-sim --task native --out $(REAL_NATIVE_DIR)
 	@test -d $(REAL_RANDOMIZED_DIR)/test_gt || $(PY) -m experiments.make_data --structures biosr-sim --task native --degradation randomized --out $(REAL_RANDOMIZED_DIR)
+	@test -d $(REAL_RANDOMIZED_TUTORIAL_DIR)/test_gt || $(PY) -m experiments.make_data --structures biosr-sim --degradation randomized --out $(REAL_RANDOMIZED_TUTORIAL_DIR)
 
 # Launcher: one process, or torchrun with DDP over $(GPUS) GPUs.
 ifeq ($(GPUS),1)

@@ -48,6 +48,18 @@ def test_a_checkpoint_of_another_network_or_task_is_refused_naming_what_differs(
         Trainer(regression, tmp_path / "regression", progress=False)
 
 
+def test_a_checkpoint_an_older_version_wrote_is_read_with_the_defaults_it_meant(data_root, trained, tmp_path):
+    # checkpoints written before tasks had a name hold no data.task: they meant the tutorial's task
+    from experiments.checkpoint import write_checkpoint
+
+    older = read_checkpoint(trained)
+    data = {key: value for key, value in older.config["data"].items() if key != "task"}
+    write_checkpoint(replace(older, config={**older.config, "data": data}), tmp_path / "older.pt")
+    trainer = Trainer(tiny_config(data_root, epochs=1, init=str(tmp_path / "older.pt")), tmp_path / "run", progress=False)
+    ema = older.weights["ema"]
+    assert all(torch.equal(value, ema[name]) for name, value in model_state(trainer).items())
+
+
 def test_the_command_takes_init_and_refuses_it_beside_resume(data_root, trained):
     parser = build_parser()
     args = parser.parse_args(["--preset", "demo", "--init", str(trained)])

@@ -52,20 +52,23 @@ def test_the_verdict_takes_the_least_gain_and_the_spread_over_the_goal_grid_only
 
 def test_a_run_writes_every_condition_of_every_model_and_the_figure(tmp_path, monkeypatch, capsys):
     from experiments.bench.predict import random_weight_checkpoint
-    from experiments.config.presets import NATIVE
+    from experiments.config.presets import NATIVE, REGRESSION
 
     few = [Condition(215.0, 0.1, 9), Condition(280.0, 0.1, 9)]
     monkeypatch.setattr(robustness, "conditions", lambda: few)
     monkeypatch.setattr(robustness, "goal_verdict", lambda rows: {"least_gain_db": 0.0, "spread_db": 0.0, "met": False})
     monkeypatch.setattr(robustness, "save_figure", lambda results, path: path.write_bytes(b"png"))
-    for name in ("a", "b"):
+    for name, config in (("a", NATIVE), ("b", NATIVE), ("c", REGRESSION)):
         (tmp_path / name).mkdir()
-        random_weight_checkpoint(tmp_path / name / "model.pt", NATIVE)
+        random_weight_checkpoint(tmp_path / name / "model.pt", config)
     out = tmp_path / "r.json"
-    assert robustness.main(["--checkpoint", str(tmp_path / "a" / "model.pt"), "--checkpoint", str(tmp_path / "b" / "model.pt"),
-                            "--windows", "2", "--out", str(out), "--figure", str(tmp_path / "r.png")]) == 0
+    models = [arg for name in "abc" for arg in ("--checkpoint", str(tmp_path / name / "model.pt"))]
+    assert robustness.main([*models, "--windows", "2", "--out", str(out), "--figure", str(tmp_path / "r.png")]) == 0
     record = json.loads(out.read_text())
-    assert set(record["models"]) == {"a", "b"} and record["windows"] == 2
+    assert set(record["models"]) == {"a", "b", "c"} and record["windows"] == 2
+    # Each model on its own task's windows, with the sampler make predict gives it.
+    assert [record["models"][n]["task"] for n in "abc"] == ["native", "native", "tutorial"]
+    assert [record["models"][n]["sampling"]["sampler"] for n in "abc"] == ["dpmpp2m", "dpmpp2m", "regression"]
     for model in record["models"].values():
         assert [(row["fwhm_nm"], row["level"]) for row in model["conditions"]] == [(215.0, 9), (280.0, 9)]
         assert all(math.isfinite(row["mean"]) and row["n"] == 2 for row in model["conditions"])
@@ -90,9 +93,10 @@ def test_the_model_card_states_each_condition_and_the_verdict_of_the_benchmark(t
 
     rows = [{"optics": "gaussian", "fwhm_nm": 215.0, "background": 0.1, "level": 9, "mean": 3.3312, "ci95_half_width": 0.361, "n": 64},
             {"optics": "measured", "fwhm_nm": 350.0, "background": 0.3, "level": 9, "mean": 2.386, "ci95_half_width": 0.27, "n": 64}]
-    record = {"windows": 64, "sampling": {"sampler": "dpmpp2m", "sampling_steps": 4}, "goal": GOAL,
+    record = {"windows": 64, "goal": GOAL,
               "verdicts": {"m": {"least_gain_db": 2.386, "spread_db": 0.9452, "met": False}},
-              "models": {"m": {"checkpoint": "m.pt", "conditions": rows}}, "commit": "abc"}
+              "models": {"m": {"checkpoint": "m.pt", "task": "native", "conditions": rows,
+                               "sampling": {"sampler": "dpmpp2m", "sampling_steps": 4}}}, "commit": "abc"}
     (tmp_path / "r.json").write_text(json.dumps(record))
     entry = read_robustness(f"m={tmp_path / 'r.json'}")
     section = robustness_section(entry)
@@ -104,3 +108,15 @@ def test_the_model_card_states_each_condition_and_the_verdict_of_the_benchmark(t
         read_robustness(f"other={tmp_path / 'r.json'}")
     with pytest.raises(UsageError, match="write NAME=FILE"):
         read_robustness(str(tmp_path / "r.json"))
+
+
+@pytest.mark.parametrize("task, target_side, input_side", [("native", 128, 64), ("tutorial", 64, 64)])
+def test_the_held_out_windows_of_each_task_are_the_same_cells_on_its_grids(task, target_side, input_side):
+    targets, inputs = robustness.held_out_windows(Condition(280.0, 0.1, 9), 2, 0, task)
+    assert targets.shape == (2, 1, target_side, target_side) and inputs.shape == (2, 1, input_side, input_side)
+    assert targets.min() >= -1 and targets.max() <= 1 and inputs.min() >= -1 and inputs.max() <= 1
+    native_targets, _ = robustness.held_out_windows(Condition(280.0, 0.1, 9), 2, 0, "native")
+    # the tutorial task's target is the native one binned 2 x 2 onto the camera grid (up to the scaling of each)
+    binned = native_targets.reshape(2, 1, 64, 2, 64, 2).mean((3, 5))
+    if task == "tutorial":
+        assert np.corrcoef(binned.flatten(), targets.flatten())[0, 1] > 0.99

@@ -32,12 +32,12 @@ from ddpm.settings import UsageError
 from experiments.bench.record import benchmark_main, write_record
 from experiments.command import CommandParser
 from experiments.data.normalization import to_model_range
-from experiments.data.task import enlarge
+from experiments.data.task import Task, enlarge
 from experiments.evaluation.metrics import affine_fit, image_metrics
 from experiments.evaluation.stats import mean_interval
 from experiments.inference.loading import load_for_inference
 from experiments.inference.predictor import FrameRequest, Predictor
-from experiments.inference.sampling import PREDICTION_SAMPLING
+from experiments.inference.sampling import prediction_sampling
 from experiments.integrity.outputs import check_outputs
 from experiments.microscope.biosr_sim import CELL_SPLIT, RealStructureConfig, load_cells, prepare_cell, render_pairs
 from experiments.microscope.degradation import FIXED, MEASURED_OPTICS, Degradation
@@ -110,10 +110,13 @@ def degradation_of(condition: Condition) -> Degradation:
                    background=(condition.background, condition.background))
 
 
-def held_out_windows(condition: Condition, windows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets [N, 1, S, S] and camera-grid inputs [N, 1, S/2, S/2], in [-1, 1], of ``windows`` held-out windows
-    under ``condition`` (the same windows and noise seeds for every condition)."""
-    config = RealStructureConfig(size=WINDOW, task="native", degradation=degradation_of(condition))
+def held_out_windows(condition: Condition, windows: int, seed: int, task: Task = "native") -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets and camera-grid inputs [N, 1, h, w], in [-1, 1], of ``windows`` held-out windows under ``condition``
+    (the same windows and noise seeds for every condition): for the native task targets of S x S SIM pixels
+    and inputs of S/2 x S/2; for the tutorial task both on the camera grid, S/2 x S/2."""
+    # the same WINDOW SIM pixels of cell for either task: its target is WINDOW / 2 on the tutorial's camera grid
+    size = WINDOW // 2 if task == "tutorial" else WINDOW
+    config = RealStructureConfig(size=size, task=task, degradation=degradation_of(condition))
     cells = [prepare_cell(name, sim, config) for name, sim in load_cells(CELL_SPLIT["test"]).items()]
     targets, inputs, _, _ = render_pairs("test", range(windows), seed, cells, config, levels=[condition.level])
     return torch.from_numpy(to_model_range(targets))[:, None], torch.from_numpy(to_model_range(inputs[0]))[:, None]
@@ -126,9 +129,9 @@ def fitted_psnr(images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
 
 def gains(predictor: Predictor, targets: torch.Tensor, inputs: torch.Tensor, seed: int) -> np.ndarray:
     """The fitted gain (dB) over bicubic of each window (:func:`held_out_windows`), for the model of ``predictor``."""
-    request = FrameRequest(PREDICTION_SAMPLING, layout=predictor.layout(tile=WINDOW))
+    request = FrameRequest(prediction_sampling(predictor.config.sampling), layout=predictor.layout(tile=targets.shape[-1]))
     output = predictor.sample(inputs, request, torch.Generator().manual_seed(seed)).mean
-    bicubic = enlarge(inputs, 2)
+    bicubic = enlarge(inputs, predictor.enlargement)
     return fitted_psnr(output, targets) - fitted_psnr(bicubic, targets)
 
 
@@ -199,9 +202,12 @@ def run(args: argparse.Namespace) -> None:
     predictors = {name: load_for_inference(checkpoint, device="cpu") for name, checkpoint in zip(names, args.checkpoint)}
     results: dict[str, dict[Condition, dict]] = {name: {} for name in names}
     for condition in conditions():
-        targets, inputs = held_out_windows(condition, args.windows, args.seed)  # once for every model
+        # each task's windows once for all its models
+        windows = {task: held_out_windows(condition, args.windows, args.seed, task)
+                   for task in sorted({predictor.config.data.task for predictor in predictors.values()})}
         for name, predictor in predictors.items():
             started = time.perf_counter()
+            targets, inputs = windows[predictor.config.data.task]
             row = mean_interval(gains(predictor, targets, inputs, args.seed).tolist()).to_json()
             results[name][condition] = row
             print(f"{name:>20}  {condition.label:<40} gain {row['mean']:+.2f} ± {row['ci95_half_width']:.2f} dB  "
@@ -212,13 +218,15 @@ def run(args: argparse.Namespace) -> None:
               f"{verdict['spread_db']:.2f} dB: goal {'met' if verdict['met'] else 'not met'}")
     save_figure(results, args.figure)
     write_record(args.out, {
-        "windows": args.windows, "seed": args.seed, "sampling": {"sampler": PREDICTION_SAMPLING.sampler,
-                                                                  "sampling_steps": PREDICTION_SAMPLING.sampling_steps},
+        "windows": args.windows, "seed": args.seed,
         "background_shape": {"structured_share": BACKGROUND_SHAPE.structured_share[0],
                              "haze_fwhm_um": BACKGROUND_SHAPE.haze_fwhm_um[0],
                              "illumination": BACKGROUND_SHAPE.illumination[0]},
         "goal": GOAL, "verdicts": verdicts, "figure": args.figure,
-        "models": {name: {"checkpoint": path, "conditions": [
+        "models": {name: {"checkpoint": path, "task": predictors[name].config.data.task,
+                          "sampling": {"sampler": prediction_sampling(predictors[name].config.sampling).sampler,
+                                       "sampling_steps": prediction_sampling(predictors[name].config.sampling).sampling_steps},
+                          "conditions": [
             {"optics": c.optics, "fwhm_nm": c.fwhm_nm,
              "extra_blur_fwhm_nm": broadening_for(c.fwhm_nm) if c.optics == "measured" else 0.0,
              "background": c.background, "level": c.level, **row} for c, row in results[name].items()]}

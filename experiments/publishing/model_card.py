@@ -119,8 +119,9 @@ def read_robustness(spec: str) -> dict:
     models = record.get("models", {})
     if name not in models:
         raise UsageError(f"--robustness {path}: holds no model {name!r}; it holds {sorted(models)}")
-    return {"windows": record["windows"], "sampler": record["sampling"]["sampler"],
-            "sampling_steps": record["sampling"]["sampling_steps"], "goal": record["goal"],
+    sampling = models[name]["sampling"]
+    return {"windows": record["windows"], "sampler": sampling["sampler"],
+            "sampling_steps": sampling["sampling_steps"], "goal": record["goal"],
             "verdict": record["verdicts"][name], "conditions": models[name]["conditions"], "commit": record["commit"]}
 
 

@@ -29,12 +29,11 @@ def load_initial_weights(model: nn.Module, config: RunConfig) -> str:
     Raises :class:`UsageError` naming the checkpoint and the first field that differs from the new run's."""
     path = config.train.init
     checkpoint = read_checkpoint(path)
-    theirs, ours = checkpoint.config, config.to_dict()
+    # read as today's schema reads it: a field an older version did not write holds the default it meant
+    theirs, ours = RunConfig.from_dict(checkpoint.config).to_dict(), config.to_dict()
     for section, name in MUST_MATCH:
-        old = theirs.get(section, {}) if name is None else theirs.get(section, {}).get(name)
+        old = theirs[section] if name is None else theirs[section][name]
         new = ours[section] if name is None else ours[section][name]
-        if name is None:
-            old = {key: value for key, value in old.items() if key in new}
         if old != new:
             flag = f"--{section}" if name is None else f"--{section}.{name}"
             raise UsageError(f"--train.init {path}: its {flag[2:]} is {old}, this run's is {new}; fine-tuning keeps the "
