@@ -38,6 +38,9 @@ IMAGE_SIZE_KEY = "image_size"
 GRID_KEY = "grid"
 # Where an inference-only checkpoint came from: run, checkpoint, epoch, training seconds.
 SOURCE_KEY = "source"
+# A shipped model's std-map calibration (experiments.trust.calibration.StdCalibration as a dict), fitted on the
+# validation split by experiments.evaluate and stored by experiments.publish; others lack it.
+CALIBRATION_KEY = "calibration"
 PROGRESS_KEYS = ("optimizer", "epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "rng")
 
 
@@ -94,6 +97,7 @@ class Checkpoint:
     grid: dict[str, Any] | None = None
     progress: Progress | None = None
     source: Source | None = None
+    calibration: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(WEIGHT_KEYS)
@@ -122,8 +126,8 @@ class Checkpoint:
                 **({SOURCE_KEY: self.source.to_json()} if self.source is not None else {})}
 
     def _recorded(self) -> dict[str, Any]:
-        return {key: value for key, value in ((IMAGE_SIZE_KEY, self.image_size), (GRID_KEY, self.grid))
-                if value is not None}
+        return {key: value for key, value in ((IMAGE_SIZE_KEY, self.image_size), (GRID_KEY, self.grid),
+                                              (CALIBRATION_KEY, self.calibration)) if value is not None}
 
     @classmethod
     def from_payload(cls, payload: Any, path: str | Path) -> "Checkpoint":
@@ -138,7 +142,7 @@ class Checkpoint:
         source = payload.get(SOURCE_KEY)
         return cls(payload[CONFIG_KEY], {key: payload[key] for key in WEIGHT_KEYS if key in payload},
                    payload.get(IMAGE_SIZE_KEY), payload.get(GRID_KEY), progress,
-                   Source(**source) if source is not None else None)
+                   Source(**source) if source is not None else None, payload.get(CALIBRATION_KEY))
 
 
 def non_finite_entries(payload: Any, prefix: str = "") -> list[str]:
@@ -242,8 +246,10 @@ def inference_only(source: str | Path) -> Checkpoint:
     name, weights = checkpoint.sampling_weights()
     path = _resolve(source)
     progress = checkpoint.progress
-    return Checkpoint(
-        checkpoint.config, {name: weights}, checkpoint.image_size, checkpoint.grid,
-        source=Source(path.resolve().parent.name, path.name, progress.epoch if progress else None,
-                      sum(float(record["seconds"]) for record in (progress.history if progress else []))),
-    )
+    if progress is None and checkpoint.source is not None:  # shipped already: where it came from stays
+        origin = checkpoint.source
+    else:
+        origin = Source(path.resolve().parent.name, path.name, progress.epoch if progress else None,
+                        sum(float(record["seconds"]) for record in (progress.history if progress else [])))
+    # a calibration is the publisher's to give (experiments.publish --calibration), never carried over unseen
+    return Checkpoint(checkpoint.config, {name: weights}, checkpoint.image_size, checkpoint.grid, source=origin)

@@ -34,7 +34,7 @@ from experiments.data.layout import list_test_levels
 from experiments.data.layout import check_levels, resolve_root
 from experiments.data.task import read_grid
 from experiments.evaluation.loop import bicubic_scores, evaluate
-from experiments.evaluation.trust_report import TrustAccumulator, append_section, calibration_report, validation_scale
+from experiments.evaluation.trust_report import TrustAccumulator, append_section, calibration_report, validation_models
 from experiments.evaluation.report import comparison_rows, format_table, levels_table, write_report
 from experiments.inference.loading import load_for_inference
 from experiments.inference.sampling import sampling_from_flags
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> None:
 
     results = {}
     with autocast(predictor.device, precision):  # the std map's calibration: fitted on validation, never test
-        scale = validation_scale(predictor, data, sampling, schedule, not args.no_progress) if sampling.samples > 1 else None
+        models = validation_models(predictor, data, sampling, schedule, not args.no_progress) if sampling.samples > 1 else None
     for level, dataset in datasets.items():
         quality = TrustAccumulator()
         with autocast(predictor.device, precision):
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> None:
                           # image by image, in the same order: the paired per-image gains
                           "per_image": {"model": result.per_image, "bicubic": bicubic.per_image()}}
         if sampling.samples > 1:
-            results[level]["calibration"] = calibration_report(quality, scale, out / f"calibration_{level}.png")
+            results[level]["calibration"] = calibration_report(quality, models, out / f"calibration_{level}.png")
         figures.plot_sample_grid(result.inputs, result.outputs, result.targets, out / f"samples_{level}.png",
                                  title=f"{predictor.checkpoint.name}, test {level}")
         rows = comparison_rows(result.metrics, baseline, paper_key=config.eval.paper_comparison)
@@ -152,14 +152,14 @@ def run(args: argparse.Namespace) -> None:
     write_json(out / "evaluation.json", {
         "checkpoint": portable_path(predictor.checkpoint), "digest": predictor.digest, "weights": predictor.weights,
         "sampling": {**asdict(sampling), "seed": schedule.seed}, "data": portable_path(data.root), "task": data.task,
-        "upsample": args.upsample,
+        "upsample": args.upsample, "calibration": models,
         "levels": {level: {k: v for k, v in r.items() if k != "rows"} for level, r in results.items()}})
     summary = {"checkpoint": predictor.checkpoint, "weights": predictor.weights, "sampler": sampling.sampler,
                "sampling steps": sampling.network_evaluations(config.diffusion.steps), "samples": sampling.samples}
     tables = levels_table({level: r["rows"] for level, r in results.items()})
     write_report(out / "evaluation.md", f"Evaluation of {predictor.checkpoint}", summary, tables,
                  ["Metrics on [-1, 1] images with data range 2.0."])
-    append_section(out / "evaluation.md", results, scale)
+    append_section(out / "evaluation.md", results, models)
     print(f"\nwrote {out / 'evaluation.json'} and {out / 'evaluation.md'}")
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import tifffile
 
 from ddpm.settings import UsageError
 from experiments.checkpoint import inference_only, write_checkpoint
+from experiments.config.schema import RunConfig
 from experiments.command import CommandParser, run_command
 from experiments.microscope.biosr_sim import CELL_SPLIT, example_widefield
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM
@@ -27,7 +29,15 @@ from experiments.evaluation.report import read_named_evaluations
 from experiments.integrity.atomic import atomic_path
 from experiments.integrity.json_files import write_json
 from experiments.integrity.outputs import check_output_folder, check_outputs
-from experiments.publishing.model_card import CARD_FILE, MODEL_FILE, card_json, model_card, read_robustness
+from experiments.publishing.model_card import (
+    CARD_FILE,
+    MODEL_FILE,
+    card_json,
+    model_card,
+    read_robustness,
+    shipped_calibration,
+)
+from experiments.trust.calibration import CALIBRATION_METHODS
 
 EXAMPLE_CELL, EXAMPLE_SIDE, EXAMPLE_LEVEL = CELL_SPLIT["test"][0], 512, 9  # 512 SIM px = 16 um, 256 camera px
 
@@ -44,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trained-on", help="the machine the model was trained on, for the card (e.g. '2 CPU cores')")
     parser.add_argument("--robustness", metavar="NAME=FILE",
                         help="the model's gain across microscopes: its entry NAME in the JSON of experiments.bench.robustness")
+    parser.add_argument("--calibration", choices=CALIBRATION_METHODS,
+                        help="ship the std map's error model of this method, fitted on the validation split by the first "
+                             "--evaluation with 2 or more samples (docs/trust.md)")
     parser.add_argument("--example", type=Path, help="also write the example input (an .ome.tif) here")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier publication in --out")
     return parser
@@ -59,10 +72,15 @@ def run(args: argparse.Namespace) -> None:
     check_output_folder(args.out, [args.checkpoint])
     check_outputs(outputs, [args.checkpoint], args.overwrite)
     shipped = inference_only(args.checkpoint)
+    calibrated_by = None
+    if args.calibration:
+        steps = RunConfig.from_dict(shipped.config).diffusion.steps
+        calibrated_by, calibration = shipped_calibration(evaluations, args.calibration, steps)
+        shipped = replace(shipped, calibration=asdict(calibration))
     args.out.mkdir(parents=True, exist_ok=True)
     write_checkpoint(shipped, model)
     text = model_card(args.title, args.summary, shipped, evaluations, args.limit, model, model.stat().st_size,
-                      args.trained_on, robustness)
+                      args.trained_on, robustness, calibrated_by)
     with atomic_path(card) as temporary:
         temporary.write_text(text)
     write_json(numbers, card_json(shipped, evaluations, robustness))

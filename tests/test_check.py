@@ -11,6 +11,7 @@ from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
+import scipy.stats
 import pytest
 import tifffile
 import torch
@@ -141,20 +142,46 @@ def evaluation_run(tmp_path_factory):
     return save_checkpoint(tmp_path_factory.mktemp("evalrun") / "last.pt", config)
 
 
-def scale_by_hand(batches) -> float:
-    """s = sum n_b rmse_b rmv_b / sum n_b rmv_b^2 over 10 equal-count bins of the pixels sorted by their
-    predicted error std, std sqrt((N + 1) / (N - 1)) (the population std of N samples; the mean's error)."""
-    samples = np.concatenate([batch for batch, _ in batches], axis=1)
-    targets = np.concatenate([target for _, target in batches])
+def pooled(batches):
+    samples = np.concatenate([batch for batch, _ in batches], axis=1)[:, :, 0]
+    return samples, np.concatenate([target for _, target in batches])[:, 0]
+
+
+def curve_by_hand(batches) -> tuple[float, float]:
+    """(scale, floor): numpy's least squares of each bin's relative misfit (scale^2 v_b + floor^2) / e_b - 1,
+    rows weighted by the square root of the bin's pixels, over 10 equal-count bins of the pixels sorted by their
+    predicted error std, std sqrt((N + 1) / (N - 1)) (the population std of N samples; the mean's error);
+    v_b the bin's mean predicted variance, e_b its mean squared error."""
+    samples, targets = pooled(batches)
     n = samples.shape[0]
     predicted = (samples.std(0, ddof=0) * np.sqrt((n + 1) / (n - 1))).ravel()
     error = (samples.mean(0) - targets).ravel()
     order = np.argsort(predicted, kind="stable")
     bins = list(zip(np.array_split(predicted[order], 10), np.array_split(error[order], 10)))
-    counts = np.array([len(p) for p, _ in bins])
-    rmv = np.array([np.sqrt(np.mean(p**2)) for p, _ in bins])
-    rmse = np.array([np.sqrt(np.mean(e**2)) for _, e in bins])
-    return float((counts * rmse * rmv).sum() / (counts * rmv**2).sum())
+    root = np.sqrt([len(p) for p, _ in bins])
+    v = np.array([np.mean(p**2) for p, _ in bins])
+    e = np.array([np.mean(x**2) for _, x in bins])
+    rows = np.stack([v / e, 1 / e], axis=1) * root[:, None]
+    (scale2, floor2), *_ = np.linalg.lstsq(rows, root, rcond=None)
+    if scale2 <= 0 or floor2 < 0:
+        scale2, floor2 = (root**2 * v / e).sum() / (root**2 * (v / e) ** 2).sum(), 0.0
+    return float(np.sqrt(scale2)), float(np.sqrt(floor2))
+
+
+def interval_by_hand(batches, scale: float, floor: float) -> float:
+    """The split-conformal factor: the ceil((n + 1) 0.9)-th smallest |error| / modelled error std, over 1.645."""
+    samples, targets = pooled(batches)
+    n = samples.shape[0]
+    std = np.hypot(scale * samples.std(0, ddof=0) * np.sqrt((n + 1) / (n - 1)), floor)
+    error = np.abs(samples.mean(0) - targets)
+    ratio = np.sort(np.where(std > 0, error / np.where(std > 0, std, 1), np.where(error > 0, np.inf, 0)).ravel())
+    return float(ratio[min(len(ratio), int(np.ceil((len(ratio) + 1) * 0.9))) - 1] / scipy.stats.norm.ppf(0.95))
+
+
+def coverage_by_hand(samples, targets, scale, floor) -> float:
+    n = samples.shape[0]
+    half = scipy.stats.norm.ppf(0.95) * np.hypot(scale * samples.std(0, ddof=0) * np.sqrt((n + 1) / (n - 1)), floor)
+    return float(np.mean(np.abs(samples.mean(0) - targets) <= half))
 
 
 def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_run, tmp_path, monkeypatch):
@@ -201,7 +228,10 @@ def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_
     # FRC resolutions lie between Nyquist (2 px) and the image size (32 px: ring 1).
     assert 2.0 <= quality["bicubic"]["frc_px"] <= 32.0 and 2.0 <= quality["model"]["frc_samples_px"] <= 32.0
     calibration = level["calibration"]
-    assert calibration["scale"] == pytest.approx(scale_by_hand(validation), rel=1e-6)
+    scale, floor = curve_by_hand(validation)
+    assert (calibration["curve"]["scale"], calibration["curve"]["floor"]) == pytest.approx((scale, floor), rel=1e-6, abs=1e-9)
+    factor = interval_by_hand(validation, scale, floor)
+    assert (calibration["interval"]["scale"], calibration["interval"]["floor"]) == pytest.approx((scale * factor, floor * factor), rel=1e-6, abs=1e-9)
     # Fitted on the validation split's windows (its target files, read here), not on the test level's.
     root = Path(torch.load(evaluation_run, weights_only=True)["config"]["data"]["root"])
     files = sorted((root / "validate_gt").glob("*.tif"))
@@ -209,7 +239,13 @@ def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_
     assert len(recorded) == min(len(files), 2)
     for image, file in zip(recorded, files):
         assert np.corrcoef(image.ravel(), tifffile.imread(file).astype(np.float64).ravel())[0, 1] > 0.9999, file
-    assert np.isfinite(calibration["ece_calibrated"])
+    assert np.isfinite(calibration["curve"]["ece"]) and 0 <= calibration["raw"]["coverage90"] <= 1
+    interval = calibration["interval"]
+    assert interval["coverage90"] == pytest.approx(coverage_by_hand(samples, targets, interval["scale"], interval["floor"]))
+    posterior = level["quality"]["model"]["posterior"]
+    n = samples.shape[0]
+    ratio = [np.mean((samples[:, i] - targets[i]) ** 2) / np.mean((mean[i] - targets[i]) ** 2) for i in range(len(targets))]
+    assert posterior["dispersion"] == pytest.approx(np.mean([(r - 1) / (2 * n / (n + 1) - 1) for r in ratio]), rel=1e-6)
     assert (tmp_path / "calibration_level_09.png").read_bytes()[:4] == b"\x89PNG"
     report = (tmp_path / "evaluation.md").read_text()
     assert "Can this output be trusted?" in report and "fitted on the validation split" in report

@@ -10,16 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.trust.measures import (
-    apodisation,
-    calibration,
-    consistency,
-    fit_calibration_scale,
-    fourier_ring_correlation,
-    half_bit_threshold,
-    predicted_error_std,
-    redegrade,
-)
+from experiments.trust.calibration import ErrorModel, calibration, coverage, fit_curve, fit_interval, predicted_error_std
+from experiments.trust.measures import apodisation, consistency, fourier_ring_correlation, half_bit_threshold, redegrade
 from experiments.trust.figures import plot_calibration, plot_check, plot_frc
 from test_figures import read_png
 
@@ -189,17 +181,35 @@ def test_calibration_of_a_calibrated_sampler_has_near_zero_error():
     assert curve.ence < 0.05  # 5 % of the predicted std, on average over bins
     assert curve.ece < 0.05 * curve.predicted.mean()
     assert torch.allclose(curve.actual, curve.predicted, rtol=0.1)
-    assert fit_calibration_scale(mean, std, target, samples=32) == pytest.approx(1.0, rel=0.03)
+    model = fit_curve(mean, std, target, samples=32)
+    # no floor to speak of: it widens even the least certain bin's error bar by under 5 %
+    assert model.scale == pytest.approx(1.0, rel=0.05) and model.floor**2 < 0.1 * float(curve.predicted.min()) ** 2
+    assert coverage(mean, std, target, 32) == pytest.approx(0.9, abs=0.01)
 
 
-def test_calibration_scale_equals_the_overconfidence():
+def test_the_fitted_error_model_is_the_overconfidence_and_the_floor():
     mean, std, target = gaussian_samples(32, 3.0)
     assert calibration(mean, std, target, samples=32).ence > 0.5
-    scale = fit_calibration_scale(mean, std, target, samples=32)
-    assert scale == pytest.approx(3.0, rel=0.05)
-    # Fitted on one set, it calibrates an independent one.
+    assert fit_curve(mean, std, target, samples=32).scale == pytest.approx(3.0, rel=0.05)
+    # An error no sample shows (the target's own noise, where all samples agree) is the floor.
+    noise = 0.01 * torch.randn(target.shape, generator=generator(14), dtype=torch.float64)
+    model = fit_curve(mean, std, target + noise, samples=32)
+    assert model.scale == pytest.approx(3.0, rel=0.08) and model.floor == pytest.approx(0.01, rel=0.2)
+    # Fitted on one set, it calibrates an independent one: the curve and the 90 % interval.
     test_mean, test_std, test_target = gaussian_samples(32, 3.0, seed=12)
-    assert calibration(test_mean, test_std, test_target, samples=32, scale=scale).ence < 0.05
+    test_target = test_target + 0.01 * torch.randn(test_target.shape, generator=generator(15), dtype=torch.float64)
+    assert calibration(test_mean, test_std, test_target, samples=32, model=model).ence < 0.06
+    interval = fit_interval(mean, std, target + noise, 32, model)
+    assert coverage(test_mean, test_std, test_target, 32, interval) == pytest.approx(0.9, abs=0.01)
+    assert coverage(test_mean, test_std, test_target, 32) < 0.6  # raw, three times too narrow
+
+
+def test_an_error_model_is_checked_and_adds_its_floor_in_quadrature():
+    std = torch.tensor([0.0, 0.3, 0.4])
+    assert torch.allclose(ErrorModel(2.0, 0.5).error_std(std, 3), torch.hypot(2.0 * std * 2**0.5, torch.tensor(0.5)))
+    for bad in ((0.0, 0.1), (1.0, -0.1), (float("nan"), 0.0)):
+        with pytest.raises(ValueError, match="scale > 0 and floor >= 0"):
+            ErrorModel(*bad)
 
 
 def test_predicted_error_std_matches_the_spread_of_the_mean_against_a_fresh_draw():
@@ -228,7 +238,7 @@ def test_check_figure_has_one_column_per_map(tmp_path):
 def test_calibration_and_frc_figures_are_written(tmp_path):
     mean, std, target = gaussian_samples(8, 2.0, size=32)
     raw = calibration(mean, std, target, samples=8, bins=5)
-    scaled = calibration(mean, std, target, samples=8, bins=5, scale=2.0)
+    scaled = calibration(mean, std, target, samples=8, bins=5, model=ErrorModel(2.0))
     read_png(plot_calibration({"raw": raw, "calibrated (s = 2)": scaled}, tmp_path / "calibration.png", "a.u."))
     first, second = torch.rand(2, 64, 64, generator=generator(21))
     pair = fourier_ring_correlation(first + second, first - second)

@@ -13,9 +13,11 @@ Per image, on [-1, 1] images:
 Resolutions are the median over images; an image whose curve never falls below 1/7 counts as Nyquist
 (2 px), the finest a grid can show. An image on which a measure is undefined (a constant frame has no
 RSP, nor an FRC) is left out of that measure's average, and ``<measure>_left_out`` counts it; a measure
-undefined on every image is None with a note. With two or more samples, :func:`calibration_report` adds the
-calibration of the std map (:func:`experiments.trust.measures.calibration`): the scale factor is fitted on the
-validation split (never on a test level) and the curve is given raw and with it applied.
+undefined on every image is None with a note. With two or more samples, the posterior check
+(:mod:`experiments.trust.posterior`: do the samples spread as draws from the posterior?) and
+:func:`calibration_report`: the std map's calibration curve and the coverage of its 90 % interval, raw and
+with each calibration factor of :mod:`experiments.trust.calibration` fitted on the validation split (never
+on a test level) applied.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,7 +37,17 @@ from experiments.pairs.dataset import read_pairs
 from experiments.data.layout import DatasetError
 from experiments.trust.check import redegradation, square_frc
 from experiments.evaluation.loop import evaluate
-from experiments.trust.measures import Calibration, calibration, fit_calibration_scale
+from experiments.evaluation.stats import mean_interval
+from experiments.trust.calibration import (
+    Calibration,
+    ErrorModel,
+    calibration,
+    coverage,
+    fit_curve,
+    fit_interval,
+    interval_width,
+)
+from experiments.trust.posterior import dispersions, expected_ratio, passes
 from experiments.trust.figures import plot_calibration
 from experiments.inference.predictor import Predictor
 from experiments.integrity.json_files import NOTE_SUFFIX
@@ -75,6 +87,7 @@ class TrustAccumulator:
     means: list[Tensor] = field(default_factory=list)
     stds: list[Tensor] = field(default_factory=list)
     targets: list[Tensor] = field(default_factory=list)
+    dispersion: list[float] = field(default_factory=list)  # the posterior check's, per image (2+ samples)
     samples: int = 0
     calibration_only: bool = False  # validation: keep what calibration needs, skip the per-image measures
     seconds: float = 0.0  # spent in update: the measures' cost beside the sampling's
@@ -96,6 +109,7 @@ class TrustAccumulator:
             self.means.append(mean)
             self.stds.append(samples.std(dim=0, unbiased=False))
             self.targets.append(targets.float())
+            self.dispersion.extend(dispersions(samples, targets))
         self.seconds += time.perf_counter() - start
 
     def metrics(self) -> dict[str, dict[str, float | int | str | None]]:
@@ -105,6 +119,8 @@ class TrustAccumulator:
                  **_summarised("frc_px", self.frc, statistics.median), "measure_seconds": self.seconds}
         if self.frc_samples:
             model.update(_summarised("frc_samples_px", self.frc_samples, statistics.median))
+        if self.dispersion:
+            model["posterior"] = self.posterior_check()
         return {"model": model, "bicubic": _summarised("frc_px", self.frc_bicubic, statistics.median)}
 
     def stacked(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -113,38 +129,61 @@ class TrustAccumulator:
             raise UsageError("calibration needs two or more samples per image; evaluate with --samples 2 or more")
         return torch.cat(self.means), torch.cat(self.stds), torch.cat(self.targets)
 
-    def fit_scale(self) -> float:
-        """:func:`~experiments.trust.measures.fit_calibration_scale` on what was seen: call it on validation only."""
-        return fit_calibration_scale(*self.stacked(), self.samples)
+    def posterior_check(self) -> dict:
+        """The posterior check (:mod:`experiments.trust.posterior`) over the images seen: the dispersion's mean
+        and 95 % interval (1: the samples spread as posterior draws; 0: copies), the ratio a posterior gives,
+        and whether the interval reaches :data:`~experiments.trust.posterior.DISPERSION_BAND`."""
+        interval = mean_interval(self.dispersion)
+        half = interval.half_width or 0.0
+        return {"dispersion": interval.mean, "dispersion_ci95": interval.half_width, "images": interval.n,
+                "expected_ratio": expected_ratio(self.samples), "passes": passes(interval.mean - half, interval.mean + half)}
 
-    def calibration(self, scale: float = 1.0) -> Calibration:
-        return calibration(*self.stacked(), self.samples, scale=scale)
+    def fit_models(self) -> dict[str, ErrorModel]:
+        """Both error models fitted on what was seen (:mod:`experiments.trust.calibration`: ``curve``, fitted to
+        the calibration curve; ``interval``, that curve rescaled so that its 90 % interval holds 90 % of the
+        pixels): call it on validation only."""
+        seen = self.stacked()
+        curve = fit_curve(*seen, self.samples)
+        return {"curve": curve, "interval": fit_interval(*seen, self.samples, curve)}
+
+    def calibration(self, model: ErrorModel = ErrorModel()) -> Calibration:
+        return calibration(*self.stacked(), self.samples, model=model)
+
+    def calibration_row(self, model: ErrorModel = ErrorModel()) -> dict[str, float]:
+        """The error model, the curve's ECE, ENCE and worst bin, and the 90 % interval's coverage and mean
+        width ([-1, 1] units) on what was seen."""
+        mean, std, target = self.stacked()
+        curve = self.calibration(model)
+        return {"scale": model.scale, "floor": model.floor, "ece": curve.ece, "ence": curve.ence,
+                "worst_gap": curve.worst_gap, "coverage90": coverage(mean, std, target, self.samples, model),
+                "width90": interval_width(std, self.samples, model)}
 
 
-def validation_scale(predictor: Predictor, data: DataConfig, sampling: SamplingConfig, schedule: EvalConfig,
-                     progress: bool) -> float | None:
-    """The calibration scale fitted on the validation split of ``data`` (its first
-    ``schedule.max_test_images``, sampled as the test levels are), or None when it has none."""
+def validation_models(predictor: Predictor, data: DataConfig, sampling: SamplingConfig, schedule: EvalConfig,
+                      progress: bool) -> dict | None:
+    """Both error models (:meth:`TrustAccumulator.fit_models`) fitted on the validation split of ``data`` (its
+    first ``schedule.max_test_images``, sampled as the test levels are) and how many images they saw, as
+    ``{"curve": {"scale", "floor"}, "interval": {...}, "images": n}``; None when it has no validation split."""
     try:
         dataset = read_pairs(data, "validate")
     except (DatasetError, FileNotFoundError):
         return None
     seen = TrustAccumulator(calibration_only=True)
     evaluate(predictor.model, predictor.diffusion, dataset, sampling, schedule, schedule.max_test_images,
-             progress=progress, description="validate (calibration scale)", observe=seen.update)
-    return seen.fit_scale()
+             progress=progress, description="validate (calibration)", observe=seen.update)
+    fitted = {method: asdict(model) for method, model in seen.fit_models().items()}
+    return {**fitted, "images": sum(len(mean) for mean in seen.means)}
 
 
-def calibration_report(test: TrustAccumulator, scale: float | None, figure: Path) -> dict[str, float | None]:
-    """ECE and ENCE of the raw std map on ``test``, and with the validation ``scale`` (None: no
-    validation split, no calibrated curve); draws both curves into ``figure``."""
-    raw = test.calibration()
-    curves = {"raw": raw}
-    result = {"ece": raw.ece, "ence": raw.ence, "scale": scale, "ece_calibrated": None, "ence_calibrated": None}
-    if scale is not None:
-        calibrated = test.calibration(scale)
-        curves[f"scale {scale:.2f} (from validation)"] = calibrated
-        result.update(ece_calibrated=calibrated.ece, ence_calibrated=calibrated.ence)
+def calibration_report(test: TrustAccumulator, models: dict | None, figure: Path) -> dict[str, dict]:
+    """The std map's calibration on ``test``: ``raw`` and, with the validation ``models`` (None: no validation
+    split), with each of its error models applied (``curve``, ``interval``); draws the curves into ``figure``."""
+    result = {"raw": test.calibration_row()}
+    curves = {"raw": test.calibration()}
+    for method in ("curve", "interval") if models is not None else ():
+        model = ErrorModel(**models[method])
+        result[method] = test.calibration_row(model)
+        curves[f"{method}: scale {model.scale:.2f}, floor {model.floor:.3f}"] = test.calibration(model)
     plot_calibration(curves, figure, "[-1, 1] units")
     return result
 
@@ -153,7 +192,7 @@ QUALITY_COLUMNS = {"rse": "RSE vs input ↓", "rsp": "RSP vs input ↑", "frc_px
                    "frc_samples_px": "FRC sample vs sample (px) ↓"}
 
 
-def append_section(report: Path, levels: dict[str, dict], scale: float | None) -> None:
+def append_section(report: Path, levels: dict[str, dict], models: dict | None) -> None:
     """Append the trust measures of every level to the Markdown ``report``."""
     lines = ["", "## Can this output be trusted?", "", quality_table({k: v["quality"] for k, v in levels.items()}), "",
              "RSE / RSP: re-degradation consistency of the output with its widefield input (SQUIRREL); FRC: "
@@ -162,13 +201,24 @@ def append_section(report: Path, levels: dict[str, dict], scale: float | None) -
              "on which the measure is undefined (e.g. constant frames), not averaged; n/a: undefined on every image."]
     calibrated = {level: v["calibration"] for level, v in levels.items() if "calibration" in v}
     if calibrated:
-        source = (f"scale {scale:.3f} fitted on the validation split (never on test), applied to each test level"
-                  if scale is not None else "no validation split: no scale fitted, raw curve only")
-        lines += ["", f"Calibration of the std map ({source}); figures calibration_<level>.png:", "",
-                  "| | ECE raw | ENCE raw | ECE calibrated | ENCE calibrated |", "|---|---|---|---|---|"]
+        source = ("each error model fitted on the validation split (never on test), applied to each test level"
+                  if models is not None else "no validation split: no error model fitted, raw only")
+        lines += ["", f"Calibration of the std map ({source}); figures calibration_<level>.png. Coverage: the share "
+                  "of pixels inside +-1.645 calibrated std (goal 0.88 to 0.92); worst gap: the largest |RMSE - "
+                  "predicted| / predicted of a bin of the curve (goal below 0.15).", "",
+                  "| | std | scale | floor | coverage 90 % | width 90 % | ENCE | worst gap |", "|---|---|---|---|---|---|---|---|"]
         for level, values in calibrated.items():
-            cells = [values[key] for key in ("ece", "ence", "ece_calibrated", "ence_calibrated")]
-            lines.append(f"| {level} | " + " | ".join("–" if c is None else f"{c:.3f}" for c in cells) + " |")
+            for method, row in values.items():
+                lines.append(f"| {level} | {method} | {row['scale']:.3f} | {row['floor']:.4f} | {row['coverage90']:.3f} "
+                             f"| {row['width90']:.3f} | {row['ence']:.3f} | {row['worst_gap']:.3f} |")
+    checked = {level: v["quality"]["model"]["posterior"] for level, v in levels.items() if "posterior" in v["quality"]["model"]}
+    if checked:
+        lines += ["", "Posterior check (MSE of one sample over MSE of the mean of N against 2 / (1 + 1/N), as "
+                  "dispersion: 1 for draws from the posterior, 0 for copies; passes when its interval reaches 0.8 to 1.25):", "",
+                  "| | dispersion | images | passes |", "|---|---|---|---|"]
+        for level, row in checked.items():
+            half = "" if row["dispersion_ci95"] is None else f" ± {row['dispersion_ci95']:.2f}"
+            lines.append(f"| {level} | {row['dispersion']:.2f}{half} | {row['images']} | {'yes' if row['passes'] else 'no'} |")
     with report.open("a", encoding="utf-8") as file:
         file.write("\n".join(lines) + "\n")
 

@@ -20,7 +20,8 @@ from experiments.config.schema import RunConfig
 from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
 from experiments.runtime import pick_device
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid
-from experiments.checkpoint import GRID_KEY, LAST, Checkpoint, file_digest, read_checkpoint
+from experiments.checkpoint import CALIBRATION_KEY, GRID_KEY, LAST, Checkpoint, file_digest, read_checkpoint
+from experiments.trust.calibration import StdCalibration
 from unet import optimize_for_speed
 
 
@@ -77,7 +78,19 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predicto
         device=target,
         tile=min(contents.image_size or [LEGACY_IMAGE_SIDE]),
         grid=_read_grid(contents, config, path),
+        calibration=_read_calibration(contents, path),
     )
+
+
+def _read_calibration(checkpoint: Checkpoint, path: Path) -> StdCalibration | None:
+    """The std map's calibration a shipped checkpoint records, or None."""
+    if checkpoint.calibration is None:
+        return None
+    try:
+        return StdCalibration(**checkpoint.calibration)
+    except (TypeError, ValueError) as error:
+        raise InferenceError(f"{path}: its {CALIBRATION_KEY!r} entry cannot be read ({error}); publish the model "
+                             "again, or load its run's checkpoint") from error
 
 
 def _read_grid(checkpoint: Checkpoint, config: RunConfig, path: Path) -> DataGrid:

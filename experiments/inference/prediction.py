@@ -256,13 +256,25 @@ def writing(path: Path) -> Iterator[None]:
         raise OutputError(f"{path}: cannot be written ({error.strerror or error}); check the output folder") from error
 
 
+def std_content(predictor: Predictor, sampling: SamplingConfig) -> str:
+    """What the ``--std`` output holds, as its metadata says: the calibrated std of the output's error where the
+    checkpoint ships an error model for this sampling (:meth:`Predictor.calibrated_by`), else the samples' std."""
+    calibration = predictor.calibrated_by(sampling)
+    if calibration is not None:
+        return calibration.describe().replace("in [-1, 1] units", "in the output's [0, 1] units (x 0.5)")
+    return ("standard deviation of samples, uncalibrated: not an error bar (only a shipped model sampled as its "
+            "calibration was fitted writes one, docs/trust.md)")
+
+
 def open_outputs(outputs: OutputPaths, source: InputImage, metadata: dict, options: PredictOptions,
-                 enlargement: int, pixel_size: float | None, input_size: float | None) -> dict[str, FrameOutput]:
+                 enlargement: int, pixel_size: float | None, input_size: float | None,
+                 std: str) -> dict[str, FrameOutput]:
     """The result files of one input, each a TIF or an OME-Zarr store (by its path), opened to resume
-    with ``--resume``: the mean, the std (``--std``) and the consistency maps (``--check``, on the input's grid)."""
+    with ``--resume``: the mean, the std (``--std``, described by ``std``) and the consistency maps (``--check``,
+    on the input's grid)."""
     count, (height, width) = len(source.frames), source.plane
     wanted = {"mean": (outputs.mean, enlargement, pixel_size, "mean of samples"),
-              "std": (outputs.std, enlargement, pixel_size, "standard deviation of samples"),
+              "std": (outputs.std, enlargement, pixel_size, std),
               "consistency": (outputs.consistency, 1, input_size, "re-degradation consistency |error|")}
     opened = {}
     for name, (path, factor, size, content) in wanted.items():
@@ -297,7 +309,7 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     pixel_size = None if input_size is None else input_size / enlargement
     record = provenance(predictor, file_source(info, count), options, info.colour_reduced)
     files = open_outputs(outputs, source, record, options,
-                         enlargement, pixel_size, input_size)
+                         enlargement, pixel_size, input_size, std_content(predictor, options.sampling))
     mean_file = files["mean"]
     done = finished_everywhere(list(files.values()))
     if options.check:  # a frame whose check entry was not stored before an interruption is done again

@@ -23,6 +23,7 @@ from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid, enlarge
 from experiments.inference.sampling import Sampling, mean_and_spread
 from experiments.inference.tiling import TileLayout, pad_to_tile, tiled_network
+from experiments.trust.calibration import StdCalibration
 
 DEFAULT_OVERLAP = 32  # pixels shared by neighbouring tiles (cut to a quarter of smaller tiles)
 # The side of BioSR's images: the training size of checkpoints that do not record theirs.
@@ -77,7 +78,8 @@ class Predictor:
     ``checkpoint`` is the ``.pt`` file read, ``digest`` its short SHA-256 (recorded with every output),
     ``weights`` which of its weight sets was loaded (``"ema"`` or ``"model"``), ``tile`` the side of the
     training images (on the output's grid): the default tile of prediction, ``grid`` the training data's
-    task and input pixel size: what the inputs should look like.
+    task and input pixel size: what the inputs should look like; ``calibration`` the std map's, where the
+    checkpoint ships one (:meth:`calibrated_by`).
     """
 
     model: nn.Module
@@ -89,6 +91,7 @@ class Predictor:
     device: torch.device
     tile: int = LEGACY_IMAGE_SIDE
     grid: DataGrid = DataGrid("tutorial", BIOSR_CAMERA_PIXEL_UM)
+    calibration: StdCalibration | None = None
 
     @property
     def enlargement(self) -> int:
@@ -109,6 +112,15 @@ class Predictor:
         """Whether an input of ``size_um`` pixels suits the training inputs' (:meth:`DataGrid.suits_pixel_size`;
         an input enlarged by ``upsample`` first has half its pixel)."""
         return self.grid.suits_pixel_size(size_um / (2 if upsample else 1))
+
+    def calibrated_by(self, sampling: SamplingConfig) -> StdCalibration | None:
+        """The calibration that turns the std of ``sampling``'s samples into the std of the output's error: the
+        shipped one where it was fitted on samples of that very sampler and evaluation count, else None."""
+        fitted = self.calibration
+        if fitted is None or sampling.samples < 2:
+            return None
+        same = (fitted.sampler, fitted.evaluations) == (sampling.sampler, sampling.network_evaluations(self.diffusion.steps))
+        return fitted if same and fitted.eta == sampling.eta else None
 
     def layout(self, tile: int | None = None, overlap: int | None = None, batch_size: int = 16) -> TileLayout:
         """The tile layout of ``tile`` (default: the training image side) and ``overlap`` (default
@@ -199,6 +211,9 @@ class Predictor:
                 draws = drawer.draw(network, padded.to(self.device), generator_of(index), x_T=x_T)
                 draws = draws[..., top : top + height, left : left + width].cpu()
                 mean, std = mean_and_spread(draws[: sampling.samples])
+                calibration = self.calibrated_by(sampling)
+                if std is not None and calibration is not None:
+                    std = calibration.error_std(std, sampling.samples)
                 yield index, Prediction(mean, std, draws[:keep])
 
 

@@ -23,7 +23,7 @@ from experiments.image_io.tif_io import InputImage
 from experiments.inference.frames import PAIR, ScaledInput, super_resolve
 from experiments.inference.loading import load_for_inference
 from experiments.inference.package import load_package, postprocess, preprocess, run_package
-from experiments.inference.prediction import PredictOptions, pixel_size_warning, provenance
+from experiments.inference.prediction import PredictOptions, pixel_size_warning, provenance, std_content
 from experiments.inference.predictor import FrameRequest
 from experiments.inference.sampling import PREDICTION_SAMPLING, prediction_sampling, sampling_from_flags
 from experiments.trust import check
@@ -122,14 +122,17 @@ def pixel_size_note(request: Request, predictor, size_um: float | None) -> list[
 
 
 def _layers(request: Request, means: list, stds: list, maps: list, entries: list, factor: int,
-            settings: dict) -> Result:
+            settings: dict, std: str | None = None) -> Result:
+    """The layers of a run; ``std`` says what the std layer holds, where there is one (:func:`std_content`)."""
     grid = output_grid(request, factor)
     metadata = {"model": str(request.model), **settings}
     if entries:
         metadata["check"] = entries
     result = Result([(_stacked(means, request), {"name": f"{request.name} SR", "metadata": metadata, **grid})])
     if stds:
-        result.layers.append((_stacked(stds, request), {"name": f"{request.name} SR std", "colormap": "magma", **grid}))
+        calibrated = "error std (calibrated)" if std and std.startswith("calibrated") else "std"
+        result.layers.append((_stacked(stds, request), {"name": f"{request.name} SR {calibrated}", "colormap": "magma",
+                                                        "metadata": {"content": std}, **grid}))
     if maps:
         own = {"scale": request.scale, "translate": request.translate, "units": request.units}
         result.layers.append((_stacked(maps, request), {"name": f"{request.name} SR consistency", "colormap": "magma",
@@ -164,7 +167,7 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
     layer = {"source_layer": request.name, "source_dtype": info.dtype, "source_shape": list(info.stored_shape),
              "frames": len(scaled)}
     record = provenance(predictor, layer, PredictOptions(sampling=sampling, seed=request.seed))
-    result = _layers(request, means, stds, maps, entries, predictor.enlargement, record)
+    result = _layers(request, means, stds, maps, entries, predictor.enlargement, record, std_content(predictor, sampling))
     result.warnings += warnings
     return result
 

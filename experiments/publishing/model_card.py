@@ -20,6 +20,7 @@ from experiments.evaluation.stats import t_quantile_975
 from experiments.inference.loading import load_for_inference
 from experiments.inference.sampling import prediction_sampling
 from experiments.integrity.json_files import portable_path, strict_json
+from experiments.trust.calibration import CALIBRATION_METHODS, StdCalibration
 from unet import describe_network
 
 # The checkpoint's own name in a pretrained folder, and its card.
@@ -153,10 +154,52 @@ least gain is {verdict['least_gain_db']:+.2f} dB and the gains span {verdict['sp
 """
 
 
+def shipped_calibration(evaluations: dict[str, dict], method: str, diffusion_steps: int) -> tuple[str, StdCalibration]:
+    """The error model ``method`` (:data:`~experiments.trust.calibration.CALIBRATION_METHODS`) that the first
+    evaluation with one fitted on its validation split, with the sampling it holds for: (its name, it)."""
+    if method not in CALIBRATION_METHODS:
+        raise UsageError(f"--calibration {method!r}: choose one of {CALIBRATION_METHODS}")
+    for name, evaluation in evaluations.items():
+        fitted = evaluation.get("calibration")
+        if fitted:
+            sampling = evaluation["sampling"]
+            config = SamplingConfig(**{key: sampling[key] for key in ("sampler", "variance", "sampling_steps", "eta", "samples")})
+            return name, StdCalibration(fitted[method]["scale"], fitted[method]["floor"], method, config.sampler,
+                                        config.network_evaluations(diffusion_steps), config.eta, config.samples,
+                                        fitted["images"])
+    raise UsageError("--calibration needs an --evaluation of 2 or more samples on a data root with a validation split "
+                     "(python -m experiments.evaluate --samples 8): none of the evaluations given fitted one")
+
+
+def calibration_section(name: str, evaluation: dict, calibration: StdCalibration) -> str:
+    """The card's table of the shipped error model on the held-out cells of evaluation ``name``, level by level:
+    the 90 % interval's coverage and width, the curve's ENCE and worst bin, and the posterior check."""
+    rows = []
+    for level, result in evaluation["levels"].items():
+        row, posterior = result["calibration"][calibration.method], result["quality"]["model"]["posterior"]
+        raw = result["calibration"]["raw"]
+        rows.append(f"| {level} | {raw['coverage90']:.2f} | **{row['coverage90']:.2f}** | {row['width90']:.3f} | "
+                    f"{row['ence']:.2f} | {row['worst_gap']:.2f} | {posterior['dispersion']:.2f} |")
+    return f"""## Error bars
+`--samples {calibration.samples} --std` writes the {calibration.describe()}. On the held-out cells
+(evaluation "{name}"): the share of pixels inside +-1.645 of it (coverage 90 %, goal 0.88 to 0.92; raw: the
+samples' std alone), the interval's mean width ([-1, 1] units), the calibration curve's ENCE and its worst bin
+(|RMSE - predicted| / predicted, goal below 0.15), and the posterior check's dispersion (1: the samples spread
+as draws from the posterior; 0: copies; `docs/trust.md`). Another sampler or sample count writes the raw std.
+
+| level | coverage 90 %, raw | coverage 90 %, calibrated | width 90 % | ENCE | worst bin | dispersion |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+"""
+
+
 def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: dict[str, dict], limits: list[str],
-               model_path: Path, size_bytes: int, trained_on: str | None = None, robustness: dict | None = None) -> str:
-    """The Markdown model card of an inference-only checkpoint, its evaluations (name -> evaluation.json) and,
-    when measured, its gain across microscopes (:func:`robustness_section`)."""
+               model_path: Path, size_bytes: int, trained_on: str | None = None, robustness: dict | None = None,
+               calibrated_by: str | None = None) -> str:
+    """The Markdown model card of an inference-only checkpoint, its evaluations (name -> evaluation.json), when
+    measured its gain across microscopes (:func:`robustness_section`) and, when it ships one, its error model
+    (measured on the evaluation named ``calibrated_by``: :func:`calibration_section`)."""
     config = RunConfig.from_dict(checkpoint.config)
     source = checkpoint.source
     predictor = load_for_inference(model_path, "cpu")
@@ -173,6 +216,8 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
             "output cannot hold the SIM's 31.3 nm detail (`--upsample` puts it on a grid twice as fine, no sharper)")
     sections = "\n".join(metrics_section(name, evaluation) for name, evaluation in evaluations.items())
     limit_lines = "\n".join(f"- {line}" for line in limits)
+    error_bars = ("" if checkpoint.calibration is None else
+                  calibration_section(calibrated_by, evaluations[calibrated_by], StdCalibration(**checkpoint.calibration)))
     return f"""# {title}
 
 {summary}
@@ -204,7 +249,7 @@ per-image standard deviation (sd); gain = fitted PSNR of the model minus that of
 {prediction_note(config.sampling)}
 
 {sections}
-{robustness_section(robustness)}## Limits
+{robustness_section(robustness)}{error_bars}## Limits
 {limit_lines}
 - Trained on synthetic widefield images made from real SIM images, not on recorded widefield images: on a
   real microscope's images the noise, the PSF and the background differ, so check every output
@@ -220,5 +265,7 @@ def card_json(checkpoint: Checkpoint, evaluations: dict[str, dict], robustness: 
     """The card's numbers as JSON (strict: NaN and inf become null with a note)."""
     portable = {name: {**evaluation, "checkpoint": portable_path(evaluation["checkpoint"])}
                 for name, evaluation in evaluations.items()}
+    extra = {key: value for key, value in (("robustness", robustness), ("calibration", checkpoint.calibration))
+             if value is not None}
     return strict_json({"source": checkpoint.source.to_json(), "grid": checkpoint.grid, "config": checkpoint.config,
-                        "evaluations": portable, **({"robustness": robustness} if robustness is not None else {})})
+                        "evaluations": portable, **extra})

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from experiments.figures import ImageStack, new_figure, plot_image_grid, save_figure
-from experiments.trust.measures import FRC, Calibration
+from experiments.trust.calibration import Calibration
+from experiments.trust.measures import FRC
 
 
 def plot_check(

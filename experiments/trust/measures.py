@@ -1,5 +1,6 @@
-"""How far a super-resolved image can be trusted: re-degradation consistency, Fourier ring
-correlation and calibrated per-pixel uncertainty.
+"""How far a super-resolved image can be trusted: re-degradation consistency and Fourier ring correlation
+(the std map's calibration: :mod:`experiments.trust.calibration`; the samples' spread:
+:mod:`experiments.trust.posterior`).
 
 * :func:`consistency` re-degrades the output to the widefield input's resolution and maps where they
   disagree (the idea of SQUIRREL, Culley et al., Nature Methods 15, 263-266, 2018): structure the
@@ -8,10 +9,6 @@ correlation and calibrated per-pixel uncertainty.
   al., J. Struct. Biol. 183, 363-367, 2013; Nieuwenhuizen et al., Nature Methods 10, 557-562, 2013),
   with the 1/7 and half-bit thresholds (van Heel & Schatz, J. Struct. Biol. 151, 250-262, 2005).
   Between two samples of one input it says down to which scale the model's guesses agree.
-* :func:`calibration` checks whether the samples' spread predicts the error of their mean, and
-  :func:`fit_calibration_scale` fits the one factor that would make it do so (Levi et al.,
-  "Evaluating and calibrating uncertainty prediction in regression tasks", 2019; Kuleshov et al.,
-  ICML 2018), to be fitted on validation images and applied to test images.
 
 The FRC and SQUIRREL measures are written here by hand, in torch with ``torch.fft``, because the
 packages that provide them pin ``numpy<2`` (``frc``) or pull OpenCL and OpenCV (``nanopyx``).
@@ -413,97 +410,3 @@ def fourier_ring_correlation(
         correlation, one_seventh, half_bit, pixels, size, pixel_size_um,
         _first_crossing(correlation, one_seventh), _first_crossing(correlation, half_bit),
     )  # fmt: skip
-
-
-# --- Calibrated uncertainty ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Calibration curve of the predicted error std against the actual error of the samples' mean.
-
-    ``predicted``, ``actual``, ``counts``: ``[B]`` per bin of pixels (equal counts, sorted by predicted
-    std): the root-mean predicted variance and the root-mean-square actual error in the bin. ``ece``:
-    the count-weighted mean of ``|actual - predicted|`` over bins, in the image unit; ``ence``: the
-    count-weighted mean of ``|actual - predicted| / predicted`` (Levi et al. 2019's ENCE, scale-free).
-    ``scale``: the factor the predicted std was multiplied by (1 unless calibrated).
-    """
-
-    predicted: Tensor
-    actual: Tensor
-    counts: Tensor
-    ece: float
-    ence: float
-    scale: float
-
-
-def predicted_error_std(std: Tensor, samples: int) -> Tensor:
-    """Predicted std of the error of the mean of ``samples`` draws against the target, from their
-    per-pixel std ``std`` (population std, divisor N, as :func:`experiments.evaluation.loop.sample` returns).
-
-    For a posterior sampler the target is one more draw from the distribution the samples come from, so
-    the mean's error is the spread of the target around the posterior mean (sigma^2) plus the sampling
-    error of the mean (sigma^2 / N): variance sigma^2 (1 + 1 / N). The unbiased sample variance
-    estimates sigma^2 as std^2 N / (N - 1); together std * sqrt((N + 1) / (N - 1)). (The std of the
-    mean around the model's own expectation, sigma / sqrt(N), would leave out the first, larger term.)
-    """
-    if samples < 2:
-        raise ValueError(f"a spread needs at least 2 samples per input; got {samples}")
-    return std * math.sqrt((samples + 1) / (samples - 1))
-
-
-def _binned(predicted: Tensor, error: Tensor, bins: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Pixels sorted by predicted std, split into ``bins`` equal-count bins: per bin the root-mean
-    predicted variance, the root-mean-square error and the pixel count."""
-    predicted, error = predicted.detach().to(torch.float64).flatten(), error.detach().to(torch.float64).flatten()
-    if predicted.numel() < bins or bins < 1:
-        raise ValueError(
-            f"need at least one bin and one pixel per bin; got {predicted.numel()} pixels, {bins} bins"
-        )
-    order = predicted.argsort()
-    groups = list(zip(predicted[order].tensor_split(bins), error[order].tensor_split(bins)))
-    rmv = torch.stack([group.pow(2).mean().sqrt() for group, _ in groups]).cpu()
-    rmse = torch.stack([group.pow(2).mean().sqrt() for _, group in groups]).cpu()
-    counts = torch.tensor([len(group) for group, _ in groups])
-    return rmv, rmse, counts
-
-
-def calibration(
-    mean: Tensor, std: Tensor, target: Tensor, samples: int, bins: int = 10, scale: float = 1.0
-) -> Calibration:
-    """Calibration of per-pixel uncertainty (Levi et al., "Evaluating and calibrating uncertainty
-    prediction in regression tasks", 2019; Kuleshov et al., ICML 2018).
-
-    ``mean``, ``std``: the mean and the population std of ``samples`` samples per pixel, any shape
-    (e.g. ``[B, 1, H, W]``); ``target``: the same shape. The predicted error std is ``scale *``
-    :func:`predicted_error_std`; pixels are put in ``bins`` equal-count bins by it, and in each bin the
-    root-mean predicted variance is compared with the RMSE of ``mean - target``. Calibrated means the
-    curve lies on the diagonal. The std of N samples is itself a noisy estimate, and binning by it
-    sorts pixels by their luck: even for a perfect sampler the RMSE in a bin exceeds the predicted std,
-    by about sqrt((N - 1) / (N - 3)) when the true spreads are spread evenly on a log scale (3 % at N =
-    32, 18 % at N = 8), and the top bin, full of overestimates, falls below it. Use many samples (16 or
-    more) for a meaningful curve. Returns a :class:`Calibration`.
-    """
-    if mean.shape != std.shape or mean.shape != target.shape:
-        raise ValueError(f"mean, std and target must have one shape; got {mean.shape}, {std.shape}, {target.shape}")
-    if not scale > 0:
-        raise ValueError(f"scale must be positive; got {scale}")
-    rmv, rmse, counts = _binned(scale * predicted_error_std(std, samples), mean - target, bins)
-    weights = counts / counts.sum()
-    gap = (rmse - rmv).abs()
-    ence = float((weights * gap / rmv).sum()) if bool((rmv > 0).all()) else math.inf
-    return Calibration(rmv, rmse, counts, float((weights * gap).sum()), ence, scale)
-
-
-def fit_calibration_scale(mean: Tensor, std: Tensor, target: Tensor, samples: int, bins: int = 10) -> float:
-    """The single factor s that calibrates the predicted error std (std scaling after Levi et al. 2019,
-    who fit s by the Gaussian likelihood; here, so that s fits the curve that :func:`calibration`
-    draws and pixels with a near-zero std cannot dominate), fitted on validation images: the
-    count-weighted least squares of the bins' RMSE on s times their root-mean predicted variance,
-    s = sum n_b rmse_b rmv_b / sum n_b rmv_b^2. Pass it as ``scale`` on test images; never fit it on
-    them. Arguments as in :func:`calibration`."""
-    curve = calibration(mean, std, target, samples, bins)
-    denominator = float((curve.counts * curve.predicted**2).sum())
-    if denominator == 0:
-        raise ValueError("the samples never differ (std 0 everywhere): no spread to calibrate")
-    return float((curve.counts * curve.actual * curve.predicted).sum()) / denominator
