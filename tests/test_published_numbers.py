@@ -303,10 +303,12 @@ def test_the_readme_result_table_is_the_robustness_record():
             assert_printed(re.findall(NUMBER, cell), [row["mean"], row["ci95_half_width"]], f"README {cells[:3]} {name}")
     shipped = json.loads((REPO / "pretrained" / "native" / "card.json").read_text())
     assert shipped["robustness"]["conditions"] == record["models"][models[-1]]["conditions"]
-    card = next(iter(shipped["evaluations"].values()))["levels"]
-    pretrained = next(cells for cells in readme_rows("| model | task | size |") if "pretrained/native" in cells[0])
-    gains = np.subtract(card["level_09"]["per_image"]["model"]["psnr_fit"], card["level_09"]["per_image"]["bicubic"]["psnr_fit"])
-    assert_printed(re.findall(NUMBER, pretrained[3])[:1], [gains.mean()], "README pretrained table")
+    for pretrained in readme_rows("| model | task | size |"):  # each shipped model's gain, from its card
+        name = re.search(r"pretrained/([\w-]+)", pretrained[0]).group(1)
+        card = next(iter(json.loads((REPO / "pretrained" / name / "card.json").read_text())["evaluations"].values()))
+        level = card["levels"]["level_09"]["per_image"]
+        gains = np.subtract(level["model"]["psnr_fit"], level["bicubic"]["psnr_fit"])
+        assert_printed(re.findall(NUMBER, pretrained[3])[:1], [gains.mean()], f"README pretrained table, {name}")
 
 
 def doc_text(name: str = "README.md") -> str:
@@ -554,3 +556,30 @@ def test_the_2048_prediction_table_is_its_record():
     rest = next(value for key, value in rows.items() if key.startswith("... and the rest"))
     assert rest == figure([value / record["redundancy"] for value in record["overhead"]], two).replace(" (", "x (", 1)
     assert record["commit"] and record["machine"]["cpu_model"]
+
+
+def test_the_error_bar_table_of_the_trust_docs_is_the_uncertainty_record():
+    """docs/trust.md's sampler table, each cell from docs/bench/uncertainty.json: the dispersion with its
+    interval, the raw and calibrated (interval model) coverage, the worst bin and the rank correlation."""
+    record = json.loads((REPO / "docs" / "bench" / "uncertainty.json").read_text())["candidates"]
+    names = {"DPM-Solver++(2M)": "dpmpp2m-4", "DDIM, eta 1": "ddim-eta1-25"}
+    rows = readme_rows("| sampler | evaluations | level |", "docs/trust.md")
+    assert len(rows) == sum(len(candidate["levels"]) for candidate in record.values())
+    for cells in rows:
+        candidate = record[names[cells[0]]]
+        row = candidate["levels"][cells[2].strip("`")]
+        assert int(cells[1]) == candidate["evaluations"], cells
+        posterior = row["posterior"]
+        expected = [posterior["dispersion"], posterior["dispersion_ci95"], row["raw"]["coverage90"],
+                    row["interval"]["coverage90"], row["interval"]["worst_gap"], row["rank_correlation"]]
+        assert_printed(re.findall(NUMBER, " ".join(cells[3:])), expected, f"docs/trust.md {cells[:3]}")
+    # the reading below the table, from the same record
+    text, rows = doc_text("docs/trust.md"), [level for c in record.values() for level in c["levels"].values()]
+    raw = [r["raw"]["coverage90"] for r in rows]
+    calibrated = [r["interval"]["coverage90"] for r in rows]
+    rank = [r["rank_correlation"] for r in rows]
+    fast = record["dpmpp2m-4"]["models"]["interval"]
+    assert f"holds {100 * min(raw):.0f} to {100 * max(raw):.0f} % of the pixels" in text
+    assert f"coverage on the held-out cells to {min(calibrated):.2f} to {max(calibrated):.2f}" in text
+    assert f"rank correlation {min(rank):.2f} to {max(rank):.2f}" in text
+    assert f"(scale {fast['scale']:.1f}, floor {fast['floor']:.2f} for DPM-Solver++)" in text
