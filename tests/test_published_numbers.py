@@ -562,11 +562,12 @@ def test_the_error_bar_table_of_the_trust_docs_is_the_uncertainty_record():
     """docs/trust.md's sampler table, each cell from docs/bench/uncertainty.json: the dispersion with its
     interval, the raw and calibrated (interval model) coverage, the worst bin and the rank correlation."""
     record = json.loads((REPO / "docs" / "bench" / "uncertainty.json").read_text())["candidates"]
-    names = {"DPM-Solver++(2M)": "dpmpp2m-4", "DDIM, eta 1": "ddim-eta1-25"}
+    dear = json.loads((REPO / "docs" / "bench" / "uncertainty-ancestral.json").read_text())["candidates"]
+    names = {"DPM-Solver++(2M)": "dpmpp2m-4", "DDIM, eta 1": "ddim-eta1-25", "Appendix B (ancestral)": "ancestral"}
     rows = readme_rows("| sampler | evaluations | level |", "docs/trust.md")
-    assert len(rows) == sum(len(candidate["levels"]) for candidate in record.values())
+    assert len(rows) == sum(len(candidate["levels"]) for candidate in [*record.values(), *dear.values()])
     for cells in rows:
-        candidate = record[names[cells[0]]]
+        candidate = {**record, **dear}[names[cells[0]]]
         row = candidate["levels"][cells[2].strip("`")]
         assert int(cells[1]) == candidate["evaluations"], cells
         posterior = row["posterior"]
@@ -583,3 +584,28 @@ def test_the_error_bar_table_of_the_trust_docs_is_the_uncertainty_record():
     assert f"coverage on the held-out cells to {min(calibrated):.2f} to {max(calibrated):.2f}" in text
     assert f"rank correlation {min(rank):.2f} to {max(rank):.2f}" in text
     assert f"(scale {fast['scale']:.1f}, floor {fast['floor']:.2f} for DPM-Solver++)" in text
+    ancestral = dear["ancestral"]["levels"]
+    assert f"(rank correlation {ancestral['level_09']['rank_correlation']:.2f})" in text
+    assert f"holds {ancestral['level_09']['interval']['coverage90']:.2f} of the pixels at `level_09` with its worst bin " \
+           f"within {ancestral['level_09']['interval']['worst_gap']:.2f}; at `level_01` it covers " \
+           f"{ancestral['level_01']['interval']['coverage90']:.2f}" in text
+
+
+def test_the_tutorial_task_robustness_table_is_its_record():
+    """docs/benchmarks.md's verdicts of the tutorial-task models and the Gaussian rows of its reading, from
+    docs/bench/robustness-tutorial.json."""
+    record = json.loads((REPO / "docs" / "bench" / "robustness-tutorial.json").read_text())
+    table = [card_cells(line) for line in (REPO / "docs" / "benchmarks.md").read_text().splitlines()
+             if line.startswith(("| previous tutorial", "| shipped tutorial", "| previous regression", "| shipped regression"))]
+    for cells, name in zip(table, ("previous-tutorial-l1", "tutorial-l1", "previous-regression", "regression")):
+        verdict = record["verdicts"][name]
+        assert_printed(re.findall(NUMBER, " ".join(cells[1:3])), [verdict["least_gain_db"], verdict["spread_db"]], name)
+        assert cells[3].startswith("met") == verdict["met"], name
+    gaussian = {name: next(c["mean"] for c in model["conditions"] if c["optics"] == "gaussian")
+                for name, model in record["models"].items()}
+    text = doc_text("docs/benchmarks.md")
+    for new, old in (("tutorial-l1", "previous-tutorial-l1"), ("regression", "previous-regression")):  # "more ... but"
+        pairs = zip(record["models"][new]["conditions"], record["models"][old]["conditions"])
+        assert all(n["mean"] > o["mean"] for n, o in pairs if n["optics"] == "measured"), new
+    assert (f"the L1 model falls from {gaussian['previous-tutorial-l1']:+.2f} to {gaussian['tutorial-l1']:+.2f} dB and the "
+            f"regression from {gaussian['previous-regression']:+.2f} to {gaussian['regression']:+.2f} dB") in text
