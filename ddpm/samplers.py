@@ -302,9 +302,11 @@ class DDIMSampler(Sampler):
 class RegressionSampler(Sampler):
     """The regression baseline's one network evaluation (:meth:`ddpm.Diffusion.regression_loss`): the
     network sees the condition beside zeros at :data:`ddpm.diffusion.REGRESSION_STEP` and its output is
-    the image. The start x_T only sets the shape: the result is deterministic."""
+    the image, clamped to [-1, 1] (``clamp``) as every sampler's data prediction is: the target's range. The
+    start x_T only sets the shape: the result is deterministic."""
 
     name: ClassVar[str] = "regression"
+    clamp: bool = True
 
     def chain(self, steps_total: int) -> list[int]:
         return [steps_total + REGRESSION_STEP]
@@ -312,7 +314,7 @@ class RegressionSampler(Sampler):
     draws_noise = False
 
     def stepper(self, diffusion: Diffusion, timesteps: Sequence[int]) -> StepFn:
-        return lambda x_t, t, t_prev, predicted, z: predicted
+        return lambda x_t, t, t_prev, predicted, z: predicted.clamp(-1.0, 1.0) if self.clamp else predicted
 
     def __call__(self, diffusion: Diffusion, model: nn.Module, condition: torch.Tensor | None = None, *,
                  shape: Sequence[int] | None = None, x_T: torch.Tensor | None = None, **options):

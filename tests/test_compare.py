@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from scipy import stats
 
 from experiments import compare, evaluate
@@ -43,3 +44,19 @@ def test_comparison_tables_hold_the_paired_gains(native_run, tmp_path, capsys): 
     assert compare.main(["--out", str(out), "--evaluation", f"one={tmp_path / 'one'}"]) == 1  # no --overwrite
     assert compare.main(["--out", str(tmp_path / "x"), "--evaluation", f"one={tmp_path / 'nothing'}"]) == 1
     assert "cannot be read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["compare", "publish"])
+def test_a_name_given_twice_is_refused_naming_both(command, tmp_path, capsys):
+    """Two --evaluation entries of one name: one would silently replace the other in the table or the card."""
+    from experiments import publish
+
+    entries = ["--evaluation", f"model={tmp_path / 'a'}", "--evaluation", f"model={tmp_path / 'b'}"]
+    if command == "compare":
+        code = compare.main([*entries, "--out", str(tmp_path / "out")])
+    else:
+        code = publish.main(["--checkpoint", str(tmp_path / "x.pt"), "--out", str(tmp_path / "out"), "--title", "T",
+                             "--summary", "S", *entries])
+    error = capsys.readouterr().err
+    assert code == 1 and "names 'model' twice" in error and str(tmp_path / "a") in error and str(tmp_path / "b") in error
+    assert not (tmp_path / "out").exists()

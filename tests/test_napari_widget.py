@@ -241,3 +241,29 @@ def test_a_layer_far_from_the_training_range_is_told_as_prediction_tells_it(chec
     assert len(result.warnings) == 2, result.warnings
     assert result.warnings[0].startswith("note: layer 'hot' states no pixel size")
     assert result.warnings[1].startswith("warning: ") and "rescale the image to [0, 1]" in result.warnings[1]
+
+
+def test_each_model_kind_gets_its_own_sampler_and_messages_name_the_widgets_controls(tmp_path):
+    """The widget's default sampler (auto) is the model's own, as predict's without --sampler: a regression
+    baseline runs (it failed on the widget's fixed diffusion default before); a choice it cannot take is told
+    in the widget's words (Sampler, Samples), never as a command-line flag."""
+    from ddpm.settings import UserError
+    from training_helpers import make_tiny_data, tiny_config
+    from dataclasses import replace as replaced
+    from experiments.config.schema import SamplingConfig
+    from experiments.napari_plugin.layer_run import AUTO, Request, run_request
+    from experiments.training.trainer import Trainer
+
+    root = make_tiny_data(tmp_path / "data")
+    config = replaced(tiny_config(root, objective="regression", loss="l1", epochs=1), sampling=SamplingConfig(sampler="regression"))
+    Trainer(config, tmp_path / "run", progress=False).fit()
+    frame = np.random.default_rng(0).random((32, 32), dtype=np.float32)
+    layer = dict(model=tmp_path / "run" / "last.pt", name="cell", data=frame, scale=(PIXEL_UM, PIXEL_UM),
+                 translate=(0.0, 0.0), units=("micrometer", "micrometer"))
+    result = run_request(Request(**layer))
+    assert Request(**layer).sampler == AUTO and result.layers[0][1]["metadata"]["sampler"] == "regression"
+    assert 0.0 <= result.layers[0][0].min() and result.layers[0][0].max() <= 1.0
+    for options, words in (({"sampler": "dpmpp2m"}, "Sampler dpmpp2m"), ({"samples": 8}, "Samples 8")):
+        with pytest.raises(UserError) as refused:
+            run_request(Request(**layer, **options))
+        assert words in str(refused.value) and "--" not in str(refused.value), str(refused.value)

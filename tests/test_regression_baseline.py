@@ -60,6 +60,13 @@ def test_it_evaluates_predicts_and_refuses_a_diffusion_sampler(regression_run, t
     assert predict.main(["--checkpoint", str(run_dir), "--input", str(image), "--output", str(tmp_path / "x"),
                          "--sampler", "ddim", "--quiet", "--device", "cpu"]) == 1
     assert "regression baseline" in capsys.readouterr().err
+    # Its samples would be copies: a std map of zeros, a calibration of nothing. Refused, by every command.
+    assert predict.main(["--checkpoint", str(run_dir), "--input", str(image), "--output", str(tmp_path / "y"),
+                         "--samples", "8", "--std", "--quiet", "--device", "cpu"]) == 1
+    assert "copies with no spread" in capsys.readouterr().err and not (tmp_path / "y").exists()
+    assert evaluate.main(["--checkpoint", str(run_dir), "--levels", "level_09", "--device", "cpu", "--no-progress",
+                          "--samples", "4", "--out", str(tmp_path / "eval4")]) == 1
+    assert "copies with no spread" in capsys.readouterr().err
 
 
 def test_its_package_is_one_evaluation_that_matches_predict(regression_run, tmp_path):
@@ -86,6 +93,24 @@ def test_its_package_is_one_evaluation_that_matches_predict(regression_run, tmp_
     encoding = predictor.diffusion.time_encodings[-1][None]  # as the loss calls it: [widefield, 0], the last step
     network = tiled_network(predictor.model, predictor.layout())  # the package tiles as prediction does
     with torch.no_grad():
-        expected = network(torch.cat([widefield, torch.zeros_like(widefield)], 1), encoding)
+        expected = network(torch.cat([widefield, torch.zeros_like(widefield)], 1), encoding).clamp(-1, 1)
         assert torch.allclose(module(widefield), expected, atol=1e-5)
     assert np.allclose(np.load(tmp_path / "test_output.npy"), (expected.numpy() + 1) / 2, atol=1e-5)
+
+
+def test_its_output_stays_in_the_targets_range():
+    """The network's raw output can leave [-1, 1] (the shipped model's reached 1.09 on its example); the sampler
+    clamps it there, as every sampler clamps its data prediction, unless told not to."""
+    from ddpm import Diffusion
+    from ddpm.samplers import RegressionSampler
+
+    class Overshoot(torch.nn.Module):
+        def forward(self, x, encoding):
+            return 3.0 * torch.linspace(-1, 1, x.shape[-1]).expand(x.shape[0], 1, *x.shape[2:])
+
+    diffusion = Diffusion(steps=10, time_encoding_dim=8)
+    condition = torch.zeros(2, 1, 8, 8)
+    clamped = RegressionSampler()(diffusion, Overshoot(), condition, progress=False)
+    assert clamped.min() == -1.0 and clamped.max() == 1.0
+    raw = RegressionSampler(clamp=False)(diffusion, Overshoot(), condition, progress=False)
+    assert raw.max() == pytest.approx(3.0) and torch.equal(raw.clamp(-1, 1), clamped)

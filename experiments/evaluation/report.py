@@ -214,13 +214,15 @@ def write_report(
 
 
 def parse_named(entries: Sequence[str], flag: str, example: str = "'1 sample=runs/x/evaluation'") -> dict[str, Path]:
-    """``NAME=PATH`` entries (``flag``'s values) -> {NAME: PATH}, in their order; a malformed entry is a
-    UsageError naming it."""
+    """``NAME=PATH`` entries (``flag``'s values) -> {NAME: PATH}, in their order; a malformed entry, or a name
+    given twice (one would silently replace the other), is a UsageError naming it."""
     named = {}
     for entry in entries:
         name, separator, path = entry.partition("=")
         if not separator or not name.strip() or not path:
             raise UsageError(f"{flag} takes NAME=PATH (e.g. {example}), got {entry!r}")
+        if name.strip() in named:
+            raise UsageError(f"{flag} names {name.strip()!r} twice ({named[name.strip()]} and {path}); give each its own name")
         named[name.strip()] = Path(path)
     return named
 

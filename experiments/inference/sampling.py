@@ -59,6 +59,9 @@ def sampling_from_flags(base: SamplingConfig, diffusion_steps: int, **given) -> 
         kind = "a regression baseline, sampled" if base.sampler == "regression" else "a diffusion model, sampled"
         raise UsageError(f"--sampler {config.sampler}: this checkpoint is {kind} by "
                          f"{'--sampler regression only' if base.sampler == 'regression' else 'a diffusion sampler'}")
+    if config.sampler == "regression" and config.samples > 1:
+        raise UsageError(f"--samples {config.samples}: a regression baseline gives one deterministic image, so its samples "
+                         "would be copies with no spread to show; drop --samples (and --std)")
     taken = config.sampler_options()
     for name, flag in SAMPLER_FLAGS.items():
         if name in given and name not in taken:

@@ -189,7 +189,8 @@ class ScriptedSolver(nn.Module):
 
 class ScriptedRegression(nn.Module):
     """The regression baseline's one evaluation (:class:`ddpm.samplers.RegressionSampler`): the network
-    sees ``cat([widefield, 0])`` and the encoding of :data:`ddpm.diffusion.REGRESSION_STEP`, on tiles."""
+    sees ``cat([widefield, 0])`` and the encoding of :data:`ddpm.diffusion.REGRESSION_STEP`, on tiles; its
+    output clamped to [-1, 1]."""
 
     def __init__(self, network: nn.Module, diffusion: Diffusion, layout: TileLayout, enlargement: int = 1) -> None:
         super().__init__()
@@ -219,6 +220,7 @@ class ScriptedRegression(nn.Module):
     def step(self, i: int, padded: torch.Tensor, x: torch.Tensor,
              previous: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         output = self.network(torch.cat([padded, torch.zeros_like(padded)], dim=1), self.time_encoding[None])
+        output = output.clamp(-1.0, 1.0)  # the target's range, as the eager sampler clamps it
         return output, output
 
 

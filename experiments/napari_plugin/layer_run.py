@@ -31,6 +31,19 @@ from experiments.trust import check
 PACKAGE_SUFFIX = ".zip"
 MAX_SAMPLES = 64
 MAX_STEPS = 2000
+# The widget's first sampler choice: the model's own, as predict without --sampler (a regression baseline's
+# one evaluation, a diffusion model's DPM-Solver++ on its default evaluations).
+AUTO = "auto"
+# The command-line flags prediction's messages name, in the widget's own words.
+WIDGET_CONTROLS = {"--sampling-steps": "Steps", "--sampler": "Sampler", "--samples": "Samples", "--seed": "Seed",
+                   " (and --std)": ""}
+
+
+def in_widget_terms(message: str) -> str:
+    """A message of prediction's route with its flags named as the widget's controls (:data:`WIDGET_CONTROLS`)."""
+    for flag, control in WIDGET_CONTROLS.items():
+        message = message.replace(flag, control)
+    return message
 
 
 class Cancelled(Exception):
@@ -48,8 +61,8 @@ class Request:
     translate: tuple[float, ...]
     units: tuple[str, ...]
     file_pixel_um: float | None = None  # the pixel size the layer's file states, for a layer in pixels
-    sampler: str = PREDICTION_SAMPLING.sampler
-    steps: int = PREDICTION_SAMPLING.sampling_steps
+    sampler: str = AUTO
+    steps: int = PREDICTION_SAMPLING.sampling_steps  # for a sampler that takes steps, not for AUTO
     samples: int = 1
     check: bool = False
     seed: int = 0
@@ -145,9 +158,13 @@ def run_checkpoint(request: Request, on_tiles) -> Result:
     predictor = load_for_inference(request.model, "auto")
     steps = predictor.diffusion.steps
     base = prediction_sampling(predictor.config.sampling)
-    takes_steps = "sampling_steps" in SamplingConfig(sampler=request.sampler).sampler_options()
-    sampling = sampling_from_flags(base, steps, sampler=request.sampler, samples=request.samples,
-                                   sampling_steps=request.steps if takes_steps else None)
+    chosen = {} if request.sampler == AUTO else {
+        "sampler": request.sampler,
+        "sampling_steps": request.steps if "sampling_steps" in SamplingConfig(sampler=request.sampler).sampler_options() else None}
+    try:
+        sampling = sampling_from_flags(base, steps, samples=request.samples, **chosen)
+    except UserError as error:
+        raise type(error)(in_widget_terms(str(error))) from None
     source = layer_input(request)
     size = source.info.pixel_size_um
     scaled = ScaledInput(source, predictor.config.data.normalization)

@@ -24,7 +24,7 @@ from experiments.config.schema import SamplingConfig
 from experiments.image_io.ome_zarr import UNITS_UM
 from experiments.inference.sampling import PREDICTION_SAMPLING
 from experiments.napari_plugin.image_files import file_pixel_size
-from experiments.napari_plugin.layer_run import MAX_SAMPLES, MAX_STEPS, Cancelled, Request, Result, run_request
+from experiments.napari_plugin.layer_run import AUTO, MAX_SAMPLES, MAX_STEPS, Cancelled, Request, Result, run_request
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
@@ -51,8 +51,8 @@ class SuperResolveWidget(QWidget):
         chooser.addWidget(browse)
         self.layer = QComboBox()
         self.sampler = QComboBox()
-        self.sampler.addItems([name for name in SAMPLERS])
-        self.sampler.setCurrentText(PREDICTION_SAMPLING.sampler)
+        self.sampler.addItems([AUTO, *SAMPLERS])  # auto: the model's own, as predict without --sampler
+        self.sampler.setCurrentText(AUTO)
         self.steps = self._spin(1, MAX_STEPS, PREDICTION_SAMPLING.sampling_steps)
         self.samples = self._spin(1, MAX_SAMPLES, 1)
         self.seed = self._spin(SEEDS.low, min(int(SEEDS.high), 2**31 - 1), 0)
@@ -109,7 +109,7 @@ class SuperResolveWidget(QWidget):
             self.layer.setCurrentText(current)
 
     def _sampler_changed(self, sampler: str) -> None:
-        self.steps.setEnabled("sampling_steps" in SamplingConfig(sampler=sampler).sampler_options())
+        self.steps.setEnabled(sampler != AUTO and "sampling_steps" in SamplingConfig(sampler=sampler).sampler_options())
 
     def request(self) -> Request:
         name = self.layer.currentText()
