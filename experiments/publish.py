@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> None:
                       args.trained_on, robustness, calibrated_by)
     with atomic_path(card) as temporary:
         temporary.write_text(text)
-    write_json(numbers, card_json(shipped, evaluations, robustness))
+    write_json(numbers, card_json(shipped, evaluations, robustness, calibrated_by))
     print(f"wrote {model} ({model.stat().st_size / 1e6:.1f} MB), {card} and {numbers}")
     if args.example:
         image = example_widefield(EXAMPLE_CELL, EXAMPLE_SIDE, EXAMPLE_LEVEL)

@@ -524,7 +524,7 @@ def test_a_shipped_model_card_is_what_publish_writes_from_its_records(name, monk
     written = model_card(title, summary, read_checkpoint(folder / "model.pt"), numbers["evaluations"],
                          [line.removeprefix("- ") for line in limits], folder / "model.pt",
                          (folder / "model.pt").stat().st_size, trained_on.group(1) if trained_on else None,
-                         numbers.get("robustness"))
+                         numbers.get("robustness"), numbers.get("calibration", {}).get("evaluation"))
     # The data line names the cells of the data set's windows.csv, which make real-data writes and the checkout
     # does not hold: checked against the split the data set is cut by instead.
     data_line = re.compile(r"^- Data: .*$", re.MULTILINE)
@@ -609,3 +609,26 @@ def test_the_tutorial_task_robustness_table_is_its_record():
         assert all(n["mean"] > o["mean"] for n, o in pairs if n["optics"] == "measured"), new
     assert (f"the L1 model falls from {gaussian['previous-tutorial-l1']:+.2f} to {gaussian['tutorial-l1']:+.2f} dB and the "
             f"regression from {gaussian['previous-regression']:+.2f} to {gaussian['regression']:+.2f} dB") in text
+
+
+def test_a_shipped_models_error_bar_table_is_its_calibrated_evaluation():
+    """Each row of a card's "Error bars" table, from the card.json evaluation its calibration names: raw and
+    calibrated coverage, the interval's width, ENCE, worst bin and the posterior check's dispersion; and the
+    stored error model is that evaluation's validation fit."""
+    shipped = [folder for folder in sorted((REPO / "pretrained").iterdir())
+               if (folder / "card.json").is_file() and "calibration" in json.loads((folder / "card.json").read_text())]
+    assert shipped, "no shipped model carries a calibration"
+    for folder in shipped:
+        numbers = json.loads((folder / "card.json").read_text())
+        calibration = numbers["calibration"]
+        evaluation = numbers["evaluations"][calibration["evaluation"]]
+        fitted = evaluation["calibration"][calibration["method"]]
+        assert (calibration["scale"], calibration["floor"]) == (fitted["scale"], fitted["floor"])
+        rows = readme_rows("| level | coverage 90 %, raw |", str((folder / "MODEL_CARD.md").relative_to(REPO)))
+        assert [cells[0] for cells in rows] == list(evaluation["levels"])
+        for cells in rows:
+            level = evaluation["levels"][cells[0]]
+            row, raw = level["calibration"][calibration["method"]], level["calibration"]["raw"]
+            expected = [raw["coverage90"], row["coverage90"], row["width90"], row["ence"], row["worst_gap"],
+                        level["quality"]["model"]["posterior"]["dispersion"]]
+            assert_printed(re.findall(NUMBER, " ".join(cells[1:])), expected, f"{folder.name} {cells[0]}")

@@ -45,7 +45,7 @@ def test_publish_ships_the_validation_fit_and_its_table(published):
     stored = read_checkpoint(published / "shipped" / MODEL_FILE).calibration
     assert stored == {"scale": fitted["scale"], "floor": fitted["floor"], "method": "interval", "sampler": "ddim",
                       "evaluations": 3, "eta": 1.0, "samples": 3, "images": evaluation["calibration"]["images"]}
-    assert json.loads((published / "shipped" / "card.json").read_text())["calibration"] == stored
+    assert json.loads((published / "shipped" / "card.json").read_text())["calibration"] == {**stored, "evaluation": "3 samples"}
     card = (published / "shipped" / CARD_FILE).read_text()
     row = evaluation["levels"]["level_09"]["calibration"]["interval"]
     assert "## Error bars" in card and f"**{row['coverage90']:.2f}**" in card

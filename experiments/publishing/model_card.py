@@ -185,7 +185,7 @@ def calibration_section(name: str, evaluation: dict, calibration: StdCalibration
 (evaluation "{name}"): the share of pixels inside +-1.645 of it (coverage 90 %, goal 0.88 to 0.92; raw: the
 samples' std alone), the interval's mean width ([-1, 1] units), the calibration curve's ENCE and its worst bin
 (|RMSE - predicted| / predicted, goal below 0.15), and the posterior check's dispersion (1: the samples spread
-as draws from the posterior; 0: copies; `docs/trust.md`). Another sampler or sample count writes the raw std.
+as draws from the posterior; 0: copies; `docs/trust.md`). Another sampler or evaluation count writes the raw std.
 
 | level | coverage 90 %, raw | coverage 90 %, calibrated | width 90 % | ENCE | worst bin | dispersion |
 |---|---|---|---|---|---|---|
@@ -216,6 +216,7 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
             "output cannot hold the SIM's 31.3 nm detail (`--upsample` puts it on a grid twice as fine, no sharper)")
     sections = "\n".join(metrics_section(name, evaluation) for name, evaluation in evaluations.items())
     limit_lines = "\n".join(f"- {line}" for line in limits)
+    trust_flags = " --check" if train.objective == "regression" else " --samples 8 --std --check"  # no spread to show
     error_bars = ("" if checkpoint.calibration is None else
                   calibration_section(calibrated_by, evaluations[calibrated_by], StdCalibration(**checkpoint.calibration)))
     return f"""# {title}
@@ -226,7 +227,7 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
 {source.epoch}), sha256 {predictor.digest}. Use it as any checkpoint:
 
     make predict CHECKPOINT={model_path.as_posix()} INPUT=cells/
-    python -m experiments.predict --checkpoint {model_path.as_posix()} --input cells/ --output results --samples 8 --std --check
+    python -m experiments.predict --checkpoint {model_path.as_posix()} --input cells/ --output results{trust_flags}
     make export CHECKPOINT={model_path.as_posix()}
 
 ## Task
@@ -253,7 +254,7 @@ per-image standard deviation (sd); gain = fitted PSNR of the model minus that of
 {limit_lines}
 - Trained on synthetic widefield images made from real SIM images, not on recorded widefield images: on a
   real microscope's images the noise, the PSF and the background differ, so check every output
-  (`--samples 8 --std --check`, `docs/trust.md`).
+  (`{trust_flags.strip()}`, `docs/trust.md`).
 - Microtubules only, one magnification: on other structures or scales it will draw filaments that are not there.
 
 ## Licence and citation
@@ -261,11 +262,13 @@ per-image standard deviation (sd); gain = fitted PSNR of the model minus that of
 """
 
 
-def card_json(checkpoint: Checkpoint, evaluations: dict[str, dict], robustness: dict | None = None) -> dict:
-    """The card's numbers as JSON (strict: NaN and inf become null with a note)."""
+def card_json(checkpoint: Checkpoint, evaluations: dict[str, dict], robustness: dict | None = None,
+              calibrated_by: str | None = None) -> dict:
+    """The card's numbers as JSON (strict: NaN and inf become null with a note); a shipped calibration with the
+    name of the evaluation its table comes from."""
     portable = {name: {**evaluation, "checkpoint": portable_path(evaluation["checkpoint"])}
                 for name, evaluation in evaluations.items()}
-    extra = {key: value for key, value in (("robustness", robustness), ("calibration", checkpoint.calibration))
-             if value is not None}
+    calibration = None if checkpoint.calibration is None else {**checkpoint.calibration, "evaluation": calibrated_by}
+    extra = {key: value for key, value in (("robustness", robustness), ("calibration", calibration)) if value is not None}
     return strict_json({"source": checkpoint.source.to_json(), "grid": checkpoint.grid, "config": checkpoint.config,
                         "evaluations": portable, **extra})
