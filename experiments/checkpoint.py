@@ -178,8 +178,11 @@ def save_atomic(payload: dict[str, Any], path: str | Path) -> Path:
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise NonFiniteCheckpoint(f"{path} was not written: {shown} hold NaN or inf")
     remove_stale_temporaries(path)
-    with atomic_path(path, durable=True) as temporary:
-        torch.save(payload, temporary)
+    with atomic_path(path, durable=True) as temporary, open(temporary, "wb") as handle:
+        # through a handle: torch names the archive inside after a file path (here a random temporary) and
+        # after nothing for a handle, so the same payload gives the same bytes, and a shipped model's digest
+        # changes only with its contents
+        torch.save(payload, handle)
     return path
 
 

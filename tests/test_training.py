@@ -288,6 +288,17 @@ def test_the_checkpoint_writer_refuses_non_finite_tensors(tmp_path):
     assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["model"]["w"], torch.ones(2))
 
 
+def test_the_same_payload_gives_the_same_bytes_wherever_it_is_written(tmp_path):
+    """A shipped model's digest changes only with its contents: the file's name and the writer's temporary
+    leave no trace in its bytes."""
+    from experiments.checkpoint import save_atomic
+
+    payload = {"model": {"w": torch.arange(6.0).reshape(2, 3)}, "config": {"a": 1}}
+    first, second = save_atomic(payload, tmp_path / "a" / "model.pt"), save_atomic(payload, tmp_path / "other.pt")
+    assert first.read_bytes() == second.read_bytes()
+    assert torch.equal(torch.load(first, weights_only=True)["model"]["w"], payload["model"]["w"])
+
+
 # --------------------------------------------------------------- files, errors and signals (issue 11)
 def test_checkpoints_get_the_mode_of_the_runs_other_files(finished_run):
     run_dir, _ = finished_run
