@@ -307,3 +307,21 @@ def test_check_leaves_the_output_itself_unchanged(checkpoint, tmp_path, capsys):
     plain = tifffile.imread(tmp_path / "plain" / "cell_sr.tif")
     np.testing.assert_allclose(plain, tifffile.imread(tmp_path / "checked" / "cell_sr.tif"), atol=1e-5, rtol=0)
     assert 0.1 < plain.std()  # an image, not a constant
+
+
+def test_an_error_model_that_cannot_be_fitted_is_a_note_not_a_failed_evaluation(evaluation_run, tmp_path, monkeypatch):
+    """Samples that never differ on validation (an untrained or collapsed model) leave no error model to fit:
+    the evaluation still scores every level, gives the raw calibration and says why there is no other."""
+    from experiments import evaluate as command
+    from experiments.evaluation import trust_report
+
+    def never(self):
+        raise ValueError("the samples never differ (std 0 everywhere): no spread to calibrate")
+
+    monkeypatch.setattr(trust_report.TrustAccumulator, "fit_models", never)
+    assert command.main(["--checkpoint", str(evaluation_run), "--samples", "2", "--eta", "1", "--device", "cpu",
+                         "--no-progress", "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "evaluation.json").read_text())
+    assert "never differ" in record["calibration"]["calibration_note"] and "curve" not in record["calibration"]
+    assert list(record["levels"]["level_09"]["calibration"]) == ["raw"]
+    assert "no error model could be fitted" in (tmp_path / "evaluation.md").read_text()

@@ -163,7 +163,8 @@ def validation_models(predictor: Predictor, data: DataConfig, sampling: Sampling
                       progress: bool) -> dict | None:
     """Both error models (:meth:`TrustAccumulator.fit_models`) fitted on the validation split of ``data`` (its
     first ``schedule.max_test_images``, sampled as the test levels are) and how many images they saw, as
-    ``{"curve": {"scale", "floor"}, "interval": {...}, "images": n}``; None when it has no validation split."""
+    ``{"curve": {"scale", "floor"}, "interval": {...}, "images": n}``; None when it has no validation split;
+    without the models, and a note why, when they cannot be fitted (samples that never differ)."""
     try:
         dataset = read_pairs(data, "validate")
     except (DatasetError, FileNotFoundError):
@@ -171,8 +172,12 @@ def validation_models(predictor: Predictor, data: DataConfig, sampling: Sampling
     seen = TrustAccumulator(calibration_only=True)
     evaluate(predictor.model, predictor.diffusion, dataset, sampling, schedule, schedule.max_test_images,
              progress=progress, description="validate (calibration)", observe=seen.update)
-    fitted = {method: asdict(model) for method, model in seen.fit_models().items()}
-    return {**fitted, "images": sum(len(mean) for mean in seen.means)}
+    images = sum(len(mean) for mean in seen.means)
+    try:
+        fitted = {method: asdict(model) for method, model in seen.fit_models().items()}
+    except ValueError as error:  # e.g. samples that never differ: no error model, said so, the rest measured
+        return {"images": images, f"calibration{NOTE_SUFFIX}": f"no error model could be fitted: {error}"}
+    return {**fitted, "images": images}
 
 
 def calibration_report(test: TrustAccumulator, models: dict | None, figure: Path) -> dict[str, dict]:
@@ -180,7 +185,7 @@ def calibration_report(test: TrustAccumulator, models: dict | None, figure: Path
     split), with each of its error models applied (``curve``, ``interval``); draws the curves into ``figure``."""
     result = {"raw": test.calibration_row()}
     curves = {"raw": test.calibration()}
-    for method in ("curve", "interval") if models is not None else ():
+    for method in [method for method in ("curve", "interval") if models is not None and method in models]:
         model = ErrorModel(**models[method])
         result[method] = test.calibration_row(model)
         curves[f"{method}: scale {model.scale:.2f}, floor {model.floor:.3f}"] = test.calibration(model)
@@ -201,8 +206,9 @@ def append_section(report: Path, levels: dict[str, dict], models: dict | None) -
              "on which the measure is undefined (e.g. constant frames), not averaged; n/a: undefined on every image."]
     calibrated = {level: v["calibration"] for level, v in levels.items() if "calibration" in v}
     if calibrated:
-        source = ("each error model fitted on the validation split (never on test), applied to each test level"
-                  if models is not None else "no validation split: no error model fitted, raw only")
+        source = ("no validation split: no error model fitted, raw only" if models is None else
+                  models.get(f"calibration{NOTE_SUFFIX}", "each error model fitted on the validation split (never on "
+                                                          "test), applied to each test level"))
         lines += ["", f"Calibration of the std map ({source}); figures calibration_<level>.png. Coverage: the share "
                   "of pixels inside +-1.645 calibrated std (goal 0.88 to 0.92); worst gap: the largest |RMSE - "
                   "predicted| / predicted of a bin of the curve (goal below 0.15).", "",

@@ -161,7 +161,7 @@ def shipped_calibration(evaluations: dict[str, dict], method: str, diffusion_ste
         raise UsageError(f"--calibration {method!r}: choose one of {CALIBRATION_METHODS}")
     for name, evaluation in evaluations.items():
         fitted = evaluation.get("calibration")
-        if fitted:
+        if fitted and method in fitted:
             sampling = evaluation["sampling"]
             config = SamplingConfig(**{key: sampling[key] for key in ("sampler", "variance", "sampling_steps", "eta", "samples")})
             return name, StdCalibration(fitted[method]["scale"], fitted[method]["floor"], method, config.sampler,
