@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ddpm.settings import UsageError
 from experiments.bench.machine import read_machine
 from experiments.command import CommandParser, run_command
 from experiments.integrity.json_files import write_json
@@ -42,6 +43,9 @@ def run(args: argparse.Namespace) -> None:
     config = STUDIES[args.preset]
     out = args.out or Path("studies") / config.name
     check_output_folder(out)
+    if args.summary_only and not read_timings(out):  # a summary of nothing would link a figure never drawn
+        raise UsageError(f"--summary-only: {out} holds no finished run of the study yet; run python -m experiments.study "
+                         f"--preset {args.preset}{f' --out {out}' if args.out else ''} first")
     device = pick_device(args.device)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.to_dict())

@@ -32,10 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = sorted(f"{section}.{name}" for section, values in config_overrides(args).items() for name in values)
-    if args.resume and overrides:
-        raise UsageError(f"--resume continues a run with its own config.json; drop {overrides} (edit config.json "
-                         "to change what can change)")
+    overrides = sorted(f"--{section}.{name}" for section, values in config_overrides(args).items() for name in values)
+    # the run folder, its name and its preset are the resumed run's own: a flag for them would look obeyed
+    fixed = [flag for flag, value in (("--preset", args.preset), ("--name", args.name), ("--out-dir", args.out_dir),
+                                      ("--run-dir", args.run_dir)) if value is not None]
+    if args.resume and (overrides or fixed):
+        raise UsageError(f"--resume continues the run in {args.resume} with its own config.json; drop "
+                         f"{', '.join(fixed + overrides)} (edit its config.json to change what can change)")
     if args.resume:
         run_dir, config = Path(args.resume), None
     else:

@@ -267,3 +267,18 @@ def test_each_model_kind_gets_its_own_sampler_and_messages_name_the_widgets_cont
         with pytest.raises(UserError) as refused:
             run_request(Request(**layer, **options))
         assert words in str(refused.value) and "--" not in str(refused.value), str(refused.value)
+
+
+def test_a_layer_with_nan_is_refused_in_one_line_that_counts_them(checkpoint):
+    """A layer holding NaN (napari passes its array as it is, unchecked by a file reader) is told as such, not
+    as values "in [nan, nan]"."""
+    from ddpm.settings import UserError
+    from experiments.napari_plugin.layer_run import Request, run_request
+
+    frame = np.random.default_rng(0).random((32, 32), dtype=np.float32)
+    frame[3:5, 7] = np.nan
+    with pytest.raises(UserError) as refused:
+        run_request(Request(model=checkpoint, name="holes", data=frame, scale=(PIXEL_UM, PIXEL_UM),
+                            translate=(0.0, 0.0), units=("micrometer", "micrometer")))
+    message = str(refused.value)
+    assert "2 NaN or infinite pixel values" in message and "nan" not in message.replace("NaN", ""), message

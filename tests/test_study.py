@@ -97,3 +97,15 @@ def test_a_study_trains_evaluates_skips_and_resumes(tmp_path, monkeypatch, capsy
     assert rows["bicubic"]["tutorial"]["psnr"].half_width == pytest.approx(0.0, abs=1e-9)  # the same input
     text = (out / SUMMARY_MD).read_text()
     assert "level_09, mean of 2 samples per image, fitted protocol" in text and "FRC vs target" in text
+
+
+def test_a_summary_of_no_runs_is_refused_and_writes_nothing(tmp_path, capsys):
+    """study --summary-only on a folder without a finished run wrote a study.md listing no runs, linking a
+    figure that did not exist."""
+    from experiments.study import main
+
+    out = tmp_path / "empty"
+    assert main(["--preset", "cpu", "--summary-only", "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "holds no finished run" in error and f"--out {out}" in error
+    assert not out.exists()

@@ -206,6 +206,13 @@ def test_resume_refuses_configuration_overrides(finished_run, capsys):
     run_dir, _ = finished_run
     assert main(["--resume", str(run_dir), "--epochs", "9"]) == 1
     assert "epochs" in capsys.readouterr().err
+    # The preset, the name and the folders are the run's own too: given, they would look obeyed and be ignored.
+    for flags in (["--preset", "regression"], ["--name", "other"], ["--out-dir", "elsewhere"], ["--run-dir", "x"]):
+        before = sorted(path.name for path in run_dir.iterdir())
+        assert main(["--resume", str(run_dir), *flags]) == 1
+        error = capsys.readouterr().err
+        assert f"drop {flags[0]}" in error and str(run_dir) in error, error
+        assert sorted(path.name for path in run_dir.iterdir()) == before
 
 
 @pytest.mark.parametrize("crop", [64, 15])  # larger than the 32-pixel images; not a multiple of 2

@@ -15,6 +15,8 @@ from typing import Any
 
 from ddpm.settings import UsageError, text_parser, type_name
 from experiments.config.presets import PRESETS, preset
+
+DEFAULT_PRESET = "mse"  # the tutorial's first run
 from experiments.config.schema import RunConfig, section_types
 from unet import NetworkConfig, network_config_type, network_kind, network_kinds
 
@@ -29,7 +31,7 @@ def _section_fields() -> list[tuple[str, dataclasses.Field, Any]]:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--preset``, ``--name``, ``--out-dir`` and one flag per configuration field."""
-    parser.add_argument("--preset", default="mse", help=f"starting configuration: {', '.join(sorted(PRESETS))}")
+    parser.add_argument("--preset", help=f"starting configuration: {', '.join(sorted(PRESETS))} (default {DEFAULT_PRESET})")
     parser.add_argument("--name", help="run name (default: the preset's)")
     parser.add_argument("--out-dir", help="folder that holds run folders (default: runs)")
     entries = _section_fields()
@@ -114,7 +116,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The preset named by ``args.preset`` with every given override applied."""
-    config = preset(args.preset)
+    config = preset(args.preset or DEFAULT_PRESET)
     overrides = config_overrides(args)
     network = overrides.pop("network", {})
     sections = {name: replace(getattr(config, name), **values) for name, values in overrides.items()}

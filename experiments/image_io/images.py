@@ -212,6 +212,10 @@ def to_model_frames(
     frame). What the network will see is checked: finite values on disk can overflow here (float32 near
     3.4e38 minus 0.5, over 0.5), which is an :class:`InputError` naming ``info.path``.
     """
+    missing = count_non_finite(frames)
+    if missing:  # a file was checked when read; a napari layer or a zarr array arrives here as it is
+        raise InputError(f"{info.path}: {missing} NaN or infinite pixel values; replace them (e.g. with 0) or crop "
+                         "them away")
     with np.errstate(over="ignore", invalid="ignore"):  # reported just below, with the file's name
         # Integers are divided in float64, as to_unit_range does; floats (divisor 1) are taken as they are.
         unit = frames if info.unit_divisor == 1.0 else (frames / np.float64(info.unit_divisor)).astype(np.float32)
