@@ -14,6 +14,7 @@ bicubic input against the epoch, on the images each run evaluated while training
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from experiments.command import CommandParser, run_command
 from experiments.config.schema import RunConfig
 from experiments.pairs.dataset import read_pairs
 from experiments.evaluation.loop import bicubic_baseline
-from experiments.evaluation.report import read_named_evaluations
+from experiments.evaluation.report import parse_named, read_named_evaluations
 from experiments.integrity.atomic import atomic_path
 from experiments.integrity.json_files import portable_path, write_json
 from experiments.integrity.outputs import check_outputs
@@ -37,30 +38,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--curve", action="append", default=[], metavar="NAME=RUN",
                         help="a run folder whose metrics.csv gives a training curve")
     parser.add_argument("--title", default="Held-out cells")
+    parser.add_argument("--mixed-test-sets", action="store_true",
+                        help="set evaluations of different test sets (data, task, image count) side by side, said so")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out")
     return parser
 
 
-def named(entries: list[str], flag: str) -> dict[str, Path]:
-    pairs = {}
-    for entry in entries:
-        name, separator, folder = entry.partition("=")
-        if not separator or not name.strip():
-            raise UsageError(f"{flag} takes NAME=FOLDER, got {entry!r}")
-        pairs[name.strip()] = Path(folder)
-    return pairs
+def test_set(evaluation: dict) -> dict:
+    """What an evaluation was scored on: its data root, task, levels and images per level."""
+    return {"data": evaluation.get("data"), "task": evaluation.get("task", "tutorial"),
+            "levels": list(evaluation["levels"]),
+            "images": [int(result["model"]["images"]) for result in evaluation["levels"].values()]}
 
 
-def read_evaluations(entries: list[str]) -> dict[str, dict]:
-    """The ``--evaluation`` folders' evaluation.json, each with per-image scores, all on the same levels."""
+def read_evaluations(entries: list[str], mixed: bool = False) -> dict[str, dict]:
+    """The ``--evaluation`` folders' evaluation.json, each with per-image scores, all on the same levels and,
+    unless ``mixed``, on one test set (:func:`test_set`): side by side under one bicubic input otherwise."""
     evaluations = read_named_evaluations(entries, "--evaluation")
     for name, evaluation in evaluations.items():
         if any("per_image" not in result for result in evaluation["levels"].values()):
             raise UsageError(f"--evaluation {name}: its evaluation.json holds no per-image scores; "
                              "evaluate again with this version of experiments.evaluate")
-    levels = [list(evaluation["levels"]) for evaluation in evaluations.values()]
-    if any(other != levels[0] for other in levels):
-        raise UsageError(f"the evaluations cover different levels ({levels}); evaluate them on the same ones")
+    sets = {name: test_set(evaluation) for name, evaluation in evaluations.items()}
+    first = next(iter(sets), None)
+    for name, found in sets.items():
+        if found["levels"] != sets[first]["levels"]:
+            raise UsageError(f"the evaluations cover different levels ({first}: {sets[first]['levels']}, {name}: "
+                             f"{found['levels']}); evaluate them on the same ones")
+        differ = [key for key in ("data", "task", "images") if found[key] != sets[first][key]]
+        if differ and not mixed:
+            shown = "; ".join(f"{key} {sets[first][key]} against {found[key]}" for key in differ)
+            raise UsageError(f"--evaluation {first!r} and {name!r} were scored on different test sets ({shown}): one "
+                             "bicubic column and one image count would misdescribe one of them; evaluate both on one "
+                             "test set, or pass --mixed-test-sets to set them side by side anyway, said in the report")
     return evaluations
 
 
@@ -72,10 +82,10 @@ def curve_baselines(run: Path, levels: list[str]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> None:
-    evaluations = read_evaluations(args.evaluation)
+    evaluations = read_evaluations(args.evaluation, args.mixed_test_sets)
     if not evaluations:
         raise UsageError("pass at least one --evaluation NAME=FOLDER")
-    runs = named(args.curve, "--curve")
+    runs = parse_named(args.curve, "--curve", "'native=runs/native'")
     outputs = [args.out / name for name in ("comparison.md", "comparison.json", "comparison.png")]
     check_outputs(outputs + ([args.out / "epochs.png"] if runs else []), overwrite=args.overwrite)
     text = [f"# {args.title}\n", "Evaluations (`evaluation.json`):\n"]
@@ -83,6 +93,9 @@ def run(args: argparse.Namespace) -> None:
              f"{evaluation['sampling']['samples']} sample(s), task {evaluation.get('task', 'tutorial')}"
              f"{', inputs enlarged 2x (--upsample)' if evaluation.get('upsample') else ''})"
              for name, evaluation in evaluations.items()]
+    if len({json.dumps(test_set(evaluation)) for evaluation in evaluations.values()}) > 1:
+        text += ["\n**Mixed test sets** (`--mixed-test-sets`): the bicubic input and the image counts are those of the "
+                 "first evaluation; each gain is against its own evaluation's bicubic input.\n"]
     for metric in ("psnr", "ssim"):
         text += [f"\n## {metric.upper()}\n", level_table(evaluations, metric)]
     plot_levels(evaluations, args.out / "comparison.png", args.title)

@@ -60,3 +60,20 @@ def test_a_name_given_twice_is_refused_naming_both(command, tmp_path, capsys):
     error = capsys.readouterr().err
     assert code == 1 and "names 'model' twice" in error and str(tmp_path / "a") in error and str(tmp_path / "b") in error
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluations_of_different_test_sets_are_not_set_side_by_side_unless_told(native_run, tmp_path, capsys):  # noqa: F811
+    """A tutorial-task evaluation beside a native-task one, or 2 images beside 1, under one bicubic column and
+    one image count: refused naming both and what differs; --mixed-test-sets sets them side by side, said so."""
+    run_dir, _ = native_run
+    for name, images in (("two", "2"), ("one", "1")):
+        assert evaluate.main(["--checkpoint", str(run_dir / "last.pt"), *EVALUATE, "--max-images", images,
+                              "--out", str(tmp_path / name)]) == 0
+    entries = ["--evaluation", f"two={tmp_path / 'two'}", "--evaluation", f"one={tmp_path / 'one'}"]
+    capsys.readouterr()
+    assert compare.main([*entries, "--out", str(tmp_path / "cmp")]) == 1
+    error = capsys.readouterr().err
+    assert "'two' and 'one' were scored on different test sets (images [2, 2] against [1, 1])" in error, error
+    assert "--mixed-test-sets" in error and not (tmp_path / "cmp").exists()
+    assert compare.main([*entries, "--out", str(tmp_path / "cmp"), "--mixed-test-sets"]) == 0
+    assert "**Mixed test sets**" in (tmp_path / "cmp" / "comparison.md").read_text()
