@@ -85,6 +85,7 @@ class FrameInfo:
     colour_reduced: Reduce  # how colour channels were collapsed, None if the file had one
     pixel_size_um: float | None  # as the file's metadata states it, None if it does not or states no valid size
     pixel_size_note: str | None = None  # why a stated size was refused
+    content_note: str | None = None  # what the reader filled in (an OME-Zarr's chunks left out as fill values)
 
 
 def _check_finite(array: np.ndarray, path: Path, what: str) -> None:

@@ -96,7 +96,8 @@ class ZarrImage:
     """The full-resolution level of an OME-Zarr image, read frame by frame: ``image[i]`` is frame i as
     float32 [H, W] in source units (channels collapsed by ``reduce``), ``len(image)`` the frame count."""
 
-    def __init__(self, path: Path, array, axes: list[dict], scale: list[float], reduce: Reduce):
+    def __init__(self, path: Path, array, axes: list[dict], scale: list[float], reduce: Reduce,
+                 content_note: str | None = None):
         self.path, self.array, self.reduce = path, array, reduce
         self.axes, self.scale = axes, scale  # NGFF's, one per axis of the array
         names = [axis["name"].lower() for axis in axes]
@@ -126,6 +127,7 @@ class ZarrImage:
             colour_reduced=reduce if channels > 1 else None,
             pixel_size_um=size,
             pixel_size_note=note,
+            content_note=content_note,
         )
 
     def __len__(self) -> int:
@@ -184,7 +186,8 @@ def _image_group(path: Path):
 
 def open_image(path: str | Path, reduce: Reduce = None) -> ZarrImage:
     """The OME-Zarr image at ``path``; an :class:`InputError` naming it when it is not OME (no multiscales),
-    its level 0 is missing or truncated (chunks missing), its pixel type is not supported, or it has no y, x."""
+    its level 0 is missing, its pixel type is not supported, or it has no y, x. Chunks not stored read as the
+    fill value, as zarr reads them, noted in ``info.content_note``."""
     path = Path(path)
     group = _image_group(path)
     multiscales = _ngff_attributes(group).get("multiscales")
@@ -205,16 +208,19 @@ def open_image(path: str | Path, reduce: Reduce = None) -> ZarrImage:
     if len(axes) != array.ndim or not {"y", "x"} <= set(names) or 0 in array.shape:
         raise InputError(f"{path}: axes {names} do not describe its array of shape {array.shape}; an image needs "
                          "non-empty y and x axes")
+    # zarr leaves out chunks equal to the fill value (zarr 3 by default): a store with an empty region has no
+    # chunk for it, and every reader (zarr, ome-zarr) reads the fill value there; so does this one, and says so
     missing = array.nchunks - array.nchunks_initialized
-    if missing:
-        raise InputError(f"{path}: truncated: {missing} of the {array.nchunks} chunks of level {dataset['path']!r} "
-                         "are missing; copy the store again")
+    note = None if not missing else (
+        f"{missing} of the {array.nchunks} chunks of level {dataset['path']!r} are not stored and read as the store's "
+        f"fill value ({array.fill_value}), as zarr leaves out chunks equal to it; if the store was copied, check that "
+        "the copy is whole")
     scale = [1.0] * array.ndim
     for transforms in (dataset.get("coordinateTransformations", []), image.get("coordinateTransformations", [])):
         for transform in transforms:
             if transform.get("type") == "scale":
                 scale = [a * float(b) for a, b in zip(scale, transform["scale"])]
-    return ZarrImage(path, array, axes, scale, reduce)
+    return ZarrImage(path, array, axes, scale, reduce, note)
 
 
 def _remove_store(path: Path) -> None:

@@ -297,6 +297,8 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
 
     normalization = predictor.config.data.normalization
     scaled = ScaledInput(source, normalization, options.upsample, min_max=options.hashed_noise)
+    if info.content_note:
+        warn(f"note: {path}: {info.content_note}")
     if info.pixel_size_note and options.pixel_size_um is None:
         warn(f"warning: {path}: {info.pixel_size_note}; the outputs state no pixel size (pass --pixel-size)")
     input_size = input_pixel_size(info, options)
