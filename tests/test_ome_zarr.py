@@ -243,3 +243,46 @@ def test_a_store_in_other_length_units_is_read_in_micrometres_and_judged_against
                         "--upsample", "--no-preview", *FAST)
     assert code == 0, err
     assert "has 62.6 nm pixels" in err and "trained on inputs of 125.2 nm pixels (with --upsample)" in err
+
+
+def test_resume_onto_an_output_with_a_damaged_chunk_gets_one_line_naming_it(capsys, checkpoint, time_store, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli(capsys, "--checkpoint", checkpoint, "--input", time_store, "--output", out, *FAST)[0] == 0
+    chunk = out / "cells_sr.ome.zarr" / "0" / "1" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:40])  # a torn copy
+    code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", time_store, "--output", out, "--resume", *FAST)
+    assert code == 1 and err.count("\n") == 1, err
+    assert "cells_sr.ome.zarr: frame 1 of this output cannot be read" in err and "--overwrite" in err
+    assert run_cli(capsys, "--checkpoint", checkpoint, "--input", time_store, "--output", out, "--overwrite",
+                   *FAST)[0] == 0
+
+
+def test_ctrl_c_inside_a_store_write_lands_after_it(tmp_path, monkeypatch, recwarn):
+    """Zarr schedules each write on its own event loop: an interrupt inside used to leave the write unscheduled
+    ("coroutine ... was never awaited" on the terminal) or running after the command's last line."""
+    import gc
+    import os
+    import signal
+
+    import zarr.core.array
+    import zarr.core.group
+    import zarr.core.sync
+
+    from experiments.image_io.ome_zarr import FrameStore
+
+    store = FrameStore.create(tmp_path / "out.ome.zarr", (), (8, 8), 0.1, {"run": 1})
+    schedule = zarr.core.sync.sync
+
+    def interrupted(coroutine, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between making the write's coroutine and running it
+        return schedule(coroutine, *args, **kwargs)
+
+    for module in (zarr.core.sync, zarr.core.array, zarr.core.group):  # each holds its own name for it
+        monkeypatch.setattr(module, "sync", interrupted)
+    for call in (lambda: store.write(0, np.full((8, 8), 3, np.float32)), lambda: store.update_metadata(done=True)):
+        with pytest.raises(KeyboardInterrupt):
+            call()
+    monkeypatch.undo()
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+    assert (store.read(0) == 3).all() and FrameStore.open(store.path).metadata == {"run": 1, "done": True}

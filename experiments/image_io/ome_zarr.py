@@ -32,6 +32,7 @@ from experiments.image_io.images import SUPPORTED_DTYPES, FrameInfo, InputError,
 from experiments.data.normalization import unit_divisor
 from experiments.image_io.ome_tiff import valid_pixel_size
 from experiments.integrity.atomic import TEMPORARY_SUFFIX
+from experiments.integrity.deferred_signals import deferred_signals
 from experiments.integrity.finite import count_non_finite
 from experiments.integrity.json_files import strict_json
 from experiments.integrity.outputs import ZARR_SUFFIX
@@ -246,29 +247,30 @@ class FrameStore:
         zarr, path = _zarr(), Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMPORARY_SUFFIX}")
-        try:
-            group = zarr.open_group(str(temporary), mode="w", zarr_format=2)
-            group.create_array(IMAGE_ARRAY, shape=(*[axis.size for axis in stack], *plane), dtype="float32",
-                               chunks=(*[1] * len(stack), *plane), fill_value=float("nan"),
-                               chunk_key_encoding={"name": "v2", "separator": "/"})
-            space = {"type": "space", "unit": "micrometer"} if pixel_size_um is not None else {"type": "space"}
-            size = 1.0 if pixel_size_um is None else pixel_size_um
-            group.attrs.update({
-                "multiscales": [{
-                    "version": NGFF_VERSION,
-                    "name": path.name,
-                    "axes": [axis.ngff() for axis in stack] + [{"name": "y", **space}, {"name": "x", **space}],
-                    "datasets": [{"path": IMAGE_ARRAY, "coordinateTransformations": [
-                        {"type": "scale", "scale": [axis.scale for axis in stack] + [size, size]}]}],
-                }],
-                METADATA_KEY: strict_json(metadata),
-            })
-            if path.exists():
-                _remove_store(path)
-            os.replace(temporary, path)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
+        with deferred_signals():  # Ctrl-C inside would leave the temporary behind
+            try:
+                group = zarr.open_group(str(temporary), mode="w", zarr_format=2)
+                group.create_array(IMAGE_ARRAY, shape=(*[axis.size for axis in stack], *plane), dtype="float32",
+                                   chunks=(*[1] * len(stack), *plane), fill_value=float("nan"),
+                                   chunk_key_encoding={"name": "v2", "separator": "/"})
+                space = {"type": "space", "unit": "micrometer"} if pixel_size_um is not None else {"type": "space"}
+                size = 1.0 if pixel_size_um is None else pixel_size_um
+                group.attrs.update({
+                    "multiscales": [{
+                        "version": NGFF_VERSION,
+                        "name": path.name,
+                        "axes": [axis.ngff() for axis in stack] + [{"name": "y", **space}, {"name": "x", **space}],
+                        "datasets": [{"path": IMAGE_ARRAY, "coordinateTransformations": [
+                            {"type": "scale", "scale": [axis.scale for axis in stack] + [size, size]}]}],
+                    }],
+                    METADATA_KEY: strict_json(metadata),
+                })
+                if path.exists():
+                    _remove_store(path)
+                os.replace(temporary, path)
+            except BaseException:
+                shutil.rmtree(temporary, ignore_errors=True)
+                raise
         return cls.open(path)
 
     @classmethod
@@ -293,17 +295,24 @@ class FrameStore:
         return dict(self.group.attrs[METADATA_KEY])
 
     def update_metadata(self, **entries) -> None:
-        self.group.attrs[METADATA_KEY] = strict_json({**self.metadata, **entries})
+        with deferred_signals():
+            self.group.attrs[METADATA_KEY] = strict_json({**self.metadata, **entries})
 
     def __len__(self) -> int:
         return math.prod(self.stack_shape)
 
     def write(self, index: int, frame: np.ndarray) -> None:
-        """Frame ``index`` (in frame order) as its one chunk."""
-        self.array[stack_position(index, self.stack_shape)] = np.asarray(frame, dtype=np.float32)
+        """Frame ``index`` (in frame order) as its one chunk, written whole even when Ctrl-C comes during it."""
+        with deferred_signals():
+            self.array[stack_position(index, self.stack_shape)] = np.asarray(frame, dtype=np.float32)
 
     def read(self, index: int) -> np.ndarray:
-        return np.asarray(self.array[stack_position(index, self.stack_shape)])
+        """Frame ``index``; an :class:`InputError` naming the store when its chunk cannot be decoded."""
+        try:
+            return np.asarray(self.array[stack_position(index, self.stack_shape)])
+        except Exception as error:  # a damaged chunk surfaces as any codec's error
+            raise InputError(f"{self.path}: frame {index} of this output cannot be read ({type(error).__name__}: "
+                             f"{error}); the store is damaged: pass --overwrite to predict it again, or remove it") from error
 
     def finished(self) -> set[int]:
         """The frames written (no NaN: an unwritten chunk is all NaN and an output never holds one)."""
