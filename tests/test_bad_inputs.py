@@ -24,6 +24,14 @@ def _truncated(path: Path) -> None:
     path.write_bytes(data[: len(data) - 100])  # header intact, pixel data cut short, as after a failed copy
 
 
+def _stack_cut_short(path: Path) -> None:
+    # a plain multi-page TIF (no tifffile metadata, as many acquisition programs write), cut in half: tifffile
+    # reads its first page as the whole image and only logs that the others are gone
+    tifffile.imwrite(path, np.random.default_rng(0).random((5, 64, 64), dtype=np.float32), metadata=None)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
 def _zero_bytes(path: Path) -> None:
     path.write_bytes(b"")
 
@@ -43,6 +51,7 @@ def _int32(path: Path) -> None:
 # kind -> (how to make the file, a phrase of the message that says what went wrong)
 BAD_FILES = {
     "truncated": (_truncated, "cannot be read as a TIF"),
+    "stack_cut_short": (_stack_cut_short, "damaged TIF (tifffile: <tifffile.TiffPages @8> invalid page offset"),
     "zero_bytes": (_zero_bytes, "cannot be read as a TIF"),
     "text": (_text, "cannot be read as a TIF"),
     "complex": (_complex, "pixel type complex64 is not supported"),
@@ -88,13 +97,14 @@ def test_data_set_names_a_bad_file(tmp_path, kind, cache):
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
-def test_prediction_reader_names_a_bad_file(tmp_path, kind):
+def test_prediction_reader_names_a_bad_file(tmp_path, kind, capfd):
     make, phrase = BAD_FILES[kind]
     bad = tmp_path / "cells.tif"
     make(bad)
     with pytest.raises(InputError) as error:
         read_frames(bad)
     assert_names(error, bad, phrase)
+    assert capfd.readouterr().err == ""  # the one line is the error's: nothing of tifffile's on the terminal
 
 
 def test_hidden_files_are_skipped_by_every_folder_listing(tmp_path):

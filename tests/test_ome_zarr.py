@@ -257,6 +257,22 @@ def test_resume_onto_an_output_with_a_damaged_chunk_gets_one_line_naming_it(caps
                    *FAST)[0] == 0
 
 
+def test_resume_onto_a_damaged_tif_output_gets_one_line_naming_it(capsys, checkpoint, stack, tmp_path):
+    source = tmp_path / "cells.tif"
+    tifffile.imwrite(source, stack, photometric="minisblack")
+    out = tmp_path / "out"
+    assert run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", out, "--pixel-size", PIXEL_UM,
+                   *FAST)[0] == 0
+    output = out / "cells_sr.tif"
+    whole = output.read_bytes()
+    for cut in (len(whole) // 2, 100):
+        output.write_bytes(whole[:cut])
+        code, err = run_cli(capsys, "--checkpoint", checkpoint, "--input", source, "--output", out, "--resume",
+                            "--pixel-size", PIXEL_UM, *FAST)
+        assert code == 1 and err.count("\n") == 1, err
+        assert str(output) in err and "pass --overwrite to predict it again" in err
+
+
 def test_ctrl_c_inside_a_store_write_lands_after_it(tmp_path, monkeypatch, recwarn):
     """Zarr schedules each write on its own event loop: an interrupt inside used to leave the write unscheduled
     ("coroutine ... was never awaited" on the terminal) or running after the command's last line."""

@@ -15,7 +15,10 @@ other axis (T, Z, I, Q, ...) is a stack of planes: frames for prediction, collap
 one training image.
 """
 
+import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -94,6 +97,29 @@ def _check_finite(array: np.ndarray, path: Path, what: str) -> None:
         raise InputError(f"{path}: {bad} NaN or infinite pixel values{what}; fix or remove this file")
 
 
+class _Recorder(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    """The errors tifffile logs inside the block, kept off the terminal. tifffile reads past some damage
+    and only logs it: a stack cut short reads as its first page with an "invalid page offset" line."""
+    logger, recorder = logging.getLogger("tifffile"), _Recorder()
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(recorder)
+    try:
+        yield recorder.messages
+    finally:
+        logger.removeHandler(recorder)
+        logger.propagate = propagate
+
+
 def read_tif(path: str | Path, pixels: bool = True) -> StoredTif:
     """The first series of the TIF at ``path``: shape, axes, dtype, description and (``pixels=True``) values.
 
@@ -102,8 +128,9 @@ def read_tif(path: str | Path, pixels: bool = True) -> StoredTif:
     complex or int32), it has no Y and X axes or an empty one, or (pixels read) it holds NaN / inf.
     """
     path = Path(path)
+    damaged = "check that the file is complete and really a TIF (save it again), or remove it"
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_errors() as logged, tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape, axes, dtype = tuple(series.shape), series.axes, series.dtype
             description, is_ome, size = tif.pages[0].description, tif.is_ome, pixel_size_um(tif)
@@ -111,10 +138,9 @@ def read_tif(path: str | Path, pixels: bool = True) -> StoredTif:
     # A damaged file surfaces as any of many types (TiffFileError, ValueError, struct.error, IndexError,
     # codec errors); whichever it is, the user needs the file's name and what to do.
     except Exception as error:
-        raise InputError(
-            f"{path}: cannot be read as a TIF ({type(error).__name__}: {error}); check that the file is "
-            "complete and really a TIF (save it again), or remove it"
-        ) from error
+        raise InputError(f"{path}: cannot be read as a TIF ({type(error).__name__}: {error}); {damaged}") from error
+    if logged:
+        raise InputError(f"{path}: damaged TIF (tifffile: {logged[0][:160]}); {damaged}")
     if dtype.name not in SUPPORTED_DTYPES:
         raise InputError(f"{path}: pixel type {dtype.name} is not supported; save it as one of {SUPPORTED_DTYPES}")
     if not set(PLANE_AXES) <= set(axes) or 0 in shape:

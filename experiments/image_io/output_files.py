@@ -23,6 +23,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from ddpm.settings import UserError
+from experiments.image_io.images import InputError
 from experiments.image_io.ome_zarr import OME_ZARR_SUFFIX, FrameStore, StackAxis
 from experiments.image_io.tif_io import read_frames, read_metadata, write_frames
 
@@ -54,9 +55,12 @@ class TifOutput:
         self.checks: list[dict | None] = [None] * count
         self.changed = False
         if resume and path.exists():
-            stored = read_metadata(path)
-            _compare(path, stored, metadata)
-            self.frames = list(read_frames(path)[0])
+            try:
+                stored = read_metadata(path)
+                _compare(path, stored, metadata)
+                self.frames = list(read_frames(path)[0])
+            except InputError as error:  # damaged, or not ours: the reader's line, and what --resume needs
+                raise InputError(f"{error}; as an output to resume: pass --overwrite to predict it again") from error
             self.checks = stored.get(CHECK_KEY) or self.checks
 
     def finished(self) -> set[int]:
