@@ -2,7 +2,8 @@
 gives one line ``error: ...`` naming it, exit status 1, no traceback, and nothing on disk changes.
 
 The table runs each command in-process on one small world (a data root, a run folder with its
-checkpoint, user TIFs, an existing file) and compares a snapshot of every file's bytes before and after.
+checkpoint, a regression checkpoint, user TIFs, OME-Zarr stores the reference library wrote, earlier
+outputs and evaluations, an existing file) and compares a snapshot of every file's bytes before and after.
 """
 
 from __future__ import annotations
@@ -10,12 +11,19 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 import torch
+
+import zarr
+from ome_zarr.format import FormatV04
+from ome_zarr.io import parse_url
+from ome_zarr.writer import write_image
 
 from experiments.build import build_model
 from experiments.config.schema import DataConfig, DiffusionConfig, RunConfig, SamplingConfig, TrainConfig
@@ -38,6 +46,47 @@ def tiny_config(root: Path) -> RunConfig:
     )
 
 
+def reference_store(path: Path, data: np.ndarray) -> Path:
+    """``data`` (t, y, x) as an NGFF 0.4 image written by the reference library, one chunk per frame."""
+    root = zarr.group(store=parse_url(str(path), mode="w", fmt=FormatV04()).store, zarr_format=2)
+    space = {"type": "space", "unit": "micrometer"}
+    axes = [{"name": "t", "type": "time"}, {"name": "y", **space}, {"name": "x", **space}]
+    write_image(data, root, axes=axes, fmt=FormatV04(), scaler=None, storage_options={"chunks": (1, *data.shape[1:])},
+                coordinate_transformations=[[{"type": "scale", "scale": [1.0, 0.0626, 0.0626]}]])
+    return path
+
+
+def write_stores(world: Path) -> None:
+    """OME-Zarr inputs (whole, holed with NaN, without its level, not OME), an earlier prediction of the
+    whole one, and a copy of that prediction with a torn chunk."""
+    from experiments.predict import main
+
+    stores = world / "stores"
+    frames = np.random.default_rng(3).integers(0, 256, (2, 40, 40)).astype(np.uint8)
+    reference_store(stores / "cells.ome.zarr", frames)
+    holed = frames / np.float32(255)
+    holed[1, 3, 4] = np.nan
+    reference_store(stores / "holes.ome.zarr", holed)
+    for marker in (reference_store(stores / "cut.ome.zarr", frames) / "0").glob(".z*"):
+        marker.unlink()  # level 0's metadata gone, as after an interrupted copy
+    zarr.open_group(str(stores / "plain.zarr"), mode="w").create_array("0", shape=(8, 8), dtype="uint8")
+    assert main(["--checkpoint", str(world / "run"), "--input", str(stores / "cells.ome.zarr"), "--output",
+                 str(world / "zout"), "--quiet", "--device", "cpu"]) == 0
+    torn = world / "ztorn" / "cells_sr.ome.zarr"
+    shutil.copytree(world / "zout" / "cells_sr.ome.zarr", torn)
+    chunk = torn / "0" / "1" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:40])
+
+
+def write_evaluations(world: Path) -> None:
+    """Evaluations of the run: at level_09 on 1 image, on 2, and at level_01 on 1 (three test sets)."""
+    from experiments.evaluate import main
+
+    for name, level, images in (("eval09", "level_09", "1"), ("eval09x2", "level_09", "2"), ("eval01", "level_01", "1")):
+        assert main(["--checkpoint", str(world / "run"), "--device", "cpu", "--no-progress", "--levels", level,
+                     "--max-images", images, "--out", str(world / name)]) == 0
+
+
 def write_pairs(root: Path, side: int) -> None:
     """A BioSR-layout test split of 2 pairs of ``side`` px at level_09."""
     rng = np.random.default_rng(2)
@@ -58,6 +107,11 @@ def world(tmp_path_factory) -> Path:
     torch.save({"model": build_model(config, torch.device("cpu")).state_dict(), "config": config.to_dict(),
                 IMAGE_SIZE_KEY: [SIDE, SIDE]}, world / "run" / "last.pt")
     config.save(world / "run" / "config.json")
+    regression = replace(config, train=replace(config.train, objective="regression"),
+                         sampling=SamplingConfig(sampler="regression"))
+    (world / "regression").mkdir()
+    torch.save({"model": build_model(regression, torch.device("cpu")).state_dict(), "config": regression.to_dict(),
+                IMAGE_SIZE_KEY: [SIDE, SIDE]}, world / "regression" / "last.pt")
     (world / "empty_run").mkdir()
     cells = world / "cells"
     cells.mkdir()
@@ -70,6 +124,8 @@ def world(tmp_path_factory) -> Path:
     (world / "notes.txt").write_text("a user's file\n")
     (world / "model.zip").write_bytes(b"an earlier package")
     (world / "bench.json").write_text("{}\n")
+    write_stores(world)
+    write_evaluations(world)
     return world
 
 
@@ -85,6 +141,8 @@ PREDICT = ["--checkpoint", RUN, "--input", A_TIF, "--output", "{w}/out", "--quie
 EVALUATE = ["--checkpoint", RUN, "--device", "cpu", "--no-progress"]
 EXPORT = ["--checkpoint", CKPT, "--out", "{w}/new.zip", "--test-image", A_TIF, "--no-test"]
 SYNTHETIC = ["--out", "{w}/generated", "--train", "4", "--validate", "0", "--test-per-level", "1", "--size", "16"]
+STORES = "{w}/stores"
+PUBLISH = ["--checkpoint", CKPT, "--out", "{w}/published", "--title", "t", "--summary", "s"]
 TRAIN = ["--preset", "demo", "--crop", "none", "--data.root", DATA, "--out-dir", "{w}/runs", "--device", "cpu", "--no-progress"]
 
 # (command module, arguments, a phrase of the one line that names the culprit)
@@ -173,6 +231,37 @@ CASES = [
     ("bench.sampling", ["--checkpoint", RUN, "--device", "cpu", "--out", "{w}/bench.json"], "exists; pass --overwrite"),
     ("bench.unet", ["--rounds", "0"], "--rounds: must be >= 1"),
     ("bench.data", ["--root", "{w}/cells", "--rounds", "1"], "not a BioSR-style data set"),
+    # the surfaces added since: OME-Zarr stores, resume, model kinds, publish, compare, study
+    ("predict", PREDICT + ["--input", STORES + "/plain.zarr"], "not an OME-Zarr image (no 'multiscales'"),
+    ("predict", PREDICT + ["--input", STORES + "/holes.ome.zarr"], "1 NaN or infinite pixel values in frame 1"),
+    ("predict", PREDICT + ["--input", STORES + "/cells.ome.zarr", STORES + "/holes.ome.zarr"], "holes.ome.zarr"),
+    ("predict", PREDICT + ["--input", A_TIF, "{w}/cells/nan.tif"], "NaN or infinite"),
+    ("predict", PREDICT + ["--input", STORES + "/cut.ome.zarr"], "level '0' named in its multiscales is missing"),
+    ("predict", PREDICT + ["--input", STORES + "/cells.ome.zarr", "--output", "{w}/zout"], "--resume"),
+    ("predict", PREDICT + ["--input", STORES + "/cells.ome.zarr", "--output", "{w}/zout", "--resume", "--seed", "3"],
+     "seed 0, not 3"),
+    ("predict", PREDICT + ["--input", STORES + "/cells.ome.zarr", "--output", "{w}/ztorn", "--resume"],
+     "frame 1 of this output cannot be read"),
+    ("predict", PREDICT + ["--input", STORES + "/cells.ome.zarr", "--output", "{w}/zout", "--resume", "--overwrite"],
+     "--resume"),
+    ("predict", PREDICT + ["--checkpoint", "{w}/regression", "--samples", "2", "--std"], "regression"),
+    ("predict", PREDICT + ["--checkpoint", "{w}/regression", "--sampler", "ddim"], "regression"),
+    ("train", ["--resume", RUN, "--preset", "regression"], "--preset"),
+    ("train", ["--resume", RUN, "--name", "other"], "--name"),
+    ("train", ["--resume", RUN, "--out-dir", "{w}/elsewhere"], "--out-dir"),
+    ("train", ["--resume", RUN, "--run-dir", "{w}/elsewhere"], "--run-dir"),
+    ("publish", PUBLISH + ["--evaluation", "a={w}/eval09", "--evaluation", "a={w}/eval01"], "names 'a' twice"),
+    ("publish", PUBLISH + ["--evaluation", "a={w}/nowhere"], "nowhere"),
+    ("publish", PUBLISH + ["--checkpoint", NOTES, "--evaluation", "a={w}/eval09"], "not a readable checkpoint"),
+    ("publish", PUBLISH, "pass --evaluation NAME=FOLDER"),
+    ("compare", ["--out", "{w}/cmp", "--evaluation", "a={w}/eval09", "--evaluation", "a={w}/eval01"],
+     "names 'a' twice"),
+    ("compare", ["--out", "{w}/cmp", "--evaluation", "a={w}/eval09", "--evaluation", "b={w}/eval01"],
+     "different levels (a: ['level_09'], b: ['level_01'])"),
+    ("compare", ["--out", "{w}/cmp", "--evaluation", "a={w}/eval09", "--evaluation", "b={w}/eval09x2"],
+     "'a' and 'b' were scored on different test sets (images [1] against [2])"),
+    ("compare", ["--out", "{w}/cmp", "--evaluation", "a={w}/eval09", "--evaluation", "b={w}/cells"], "cells"),
+    ("study", ["--summary-only", "--out", "{w}/empty_run"], "holds no finished run"),
 ]
 
 

@@ -42,9 +42,9 @@ class ScaledInput:
 
     ``normalization`` is the checkpoint's (``data.normalization``); ``upsample`` enlarges each frame 2x
     first (tutorial-task models); ``min_max`` scales each frame by its min / max instead, as an exported
-    package's pre-processing does (``--hashed-noise`` reproduces the package). A TIF is in memory: it is
-    scaled whole here, so a frame that cannot be scaled is refused before anything is written; an OME-Zarr
-    image is scaled frame by frame as it is read.
+    package's pre-processing does (``--hashed-noise`` reproduces the package). A TIF is in memory and scaled
+    whole here; an OME-Zarr image is scaled frame by frame as it is read (prediction reads every frame once
+    before it writes anything: :func:`experiments.inference.prediction.check_pixels`).
     """
 
     def __init__(self, source: InputImage, normalization: Normalization, upsample: bool = False,

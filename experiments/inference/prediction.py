@@ -292,11 +292,9 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     where the output is an OME-Zarr store; returns the entries of ``check.json`` (one per frame; none
     without ``--check``). What the user should know (the input's pixel size or values far from the model's)
     goes to ``warn``; ``on_tiles`` is called after every network call (:meth:`Predictor.sample_frames`)."""
-    source = read_input(path, options.reduce)
+    scaled = scaled_input(predictor, path, options)
+    source = scaled.source
     info, count = source.info, len(source.frames)
-
-    normalization = predictor.config.data.normalization
-    scaled = ScaledInput(source, normalization, options.upsample, min_max=options.hashed_noise)
     if info.content_note:
         warn(f"note: {path}: {info.content_note}")
     if info.pixel_size_note and options.pixel_size_um is None:
@@ -355,9 +353,25 @@ def predict_file(predictor: Predictor, path: Path, outputs: OutputPaths, options
     return []
 
 
+def scaled_input(predictor: Predictor, path: Path, options: PredictOptions) -> ScaledInput:
+    """The frames of the image at ``path`` as this prediction feeds them to ``predictor``."""
+    return ScaledInput(read_input(path, options.reduce), predictor.config.data.normalization, options.upsample,
+                       min_max=options.hashed_noise)
+
+
+def check_pixels(predictor: Predictor, path: Path, options: PredictOptions) -> None:
+    """Read and scale every frame of ``path`` as prediction will (a TIF whole, a store frame by frame), so that a
+    damaged chunk, a NaN or a value that overflows when scaled, in any frame of any input, is refused before
+    the first output is written."""
+    scaled = scaled_input(predictor, path, options)
+    for index in tqdm(range(len(scaled)), desc=f"checking {path.name}", unit="frame", leave=False,
+                      disable=not options.progress or isinstance(scaled.source.frames, np.ndarray)):
+        scaled.model(index)
+
+
 def plan_outputs(predictor: Predictor, inputs: list[Path], out_dir: Path, options: PredictOptions) -> list[OutputPaths]:
     """The outputs of every input, after checking the options, every input's header (readable, a supported
-    type, its channels) and every output path (:func:`check_outputs`)."""
+    type, its channels), every output path (:func:`check_outputs`) and every input's pixels (:func:`check_pixels`)."""
     check_options(options, predictor)
     for path in inputs:
         read_input(path, options.reduce, pixels=False)
@@ -367,6 +381,8 @@ def plan_outputs(predictor: Predictor, inputs: list[Path], out_dir: Path, option
     # Resumed, an existing output is checked against its settings when its input's turn comes.
     check_outputs([path for outputs in planned for path in outputs.all()] + summary,
                   [*inputs, predictor.checkpoint], options.overwrite or options.resume, "--overwrite or --resume")
+    for path in inputs:  # last: the slowest check, of the pixels, after every quick one
+        check_pixels(predictor, path, options)
     return planned
 
 
