@@ -282,3 +282,17 @@ def test_a_layer_with_nan_is_refused_in_one_line_that_counts_them(checkpoint):
                             translate=(0.0, 0.0), units=("micrometer", "micrometer")))
     message = str(refused.value)
     assert "2 NaN or infinite pixel values" in message and "nan" not in message.replace("NaN", ""), message
+
+
+def test_a_store_with_an_empty_frame_opens_as_the_reference_reader_reads_it(make_napari_viewer, crop, tmp_path):
+    """zarr writes no chunk for an all-zero frame; File > Open reads zeros there, as ome-zarr does."""
+    from tests.test_ome_zarr import read_back, reference_store, space
+
+    stack = np.stack([crop, np.zeros_like(crop)])
+    store = reference_store(tmp_path / "blank.ome.zarr", stack, [{"name": "t", "type": "time"}, space("y"), space("x")],
+                            [1.0, PIXEL_UM, PIXEL_UM], chunks=(1, *crop.shape))
+    assert (store / "0" / "0").is_dir() and not (store / "0" / "1").exists()  # the empty frame has no chunk
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(store), plugin="diffusion-sr-microscopy")
+    np.testing.assert_array_equal(np.asarray(layer.data), read_back(store)[0])
+    assert not np.asarray(layer.data)[1].any()
