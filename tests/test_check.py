@@ -242,6 +242,8 @@ def test_evaluate_adds_the_trust_measures_and_the_calibration_figure(evaluation_
     assert np.isfinite(calibration["curve"]["ece"]) and 0 <= calibration["raw"]["coverage90"] <= 1
     interval = calibration["interval"]
     assert interval["coverage90"] == pytest.approx(coverage_by_hand(samples, targets, interval["scale"], interval["floor"]))
+    ranks = [np.argsort(np.argsort(values.ravel())) for values in (samples.std(axis=0), np.abs(mean - targets))]
+    assert calibration["raw"]["rank_correlation"] == pytest.approx(np.corrcoef(*ranks)[0, 1], abs=1e-4)  # float32 ties
     posterior = level["quality"]["model"]["posterior"]
     n = samples.shape[0]
     ratio = [np.mean((samples[:, i] - targets[i]) ** 2) / np.mean((mean[i] - targets[i]) ** 2) for i in range(len(targets))]

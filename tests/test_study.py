@@ -16,7 +16,7 @@ from experiments.microscope.synthetic import SyntheticConfig, generate
 from experiments.studies import runner
 from experiments.studies.config import Arm, StudyConfig
 from experiments.evaluation.stats import mean_interval, paired_difference, t_quantile_975
-from experiments.studies.summary import FIGURE, SUMMARY_JSON, SUMMARY_MD
+from experiments.studies.summary import FIGURE, SUMMARY_JSON, SUMMARY_MD, TRUST, trust_values
 from experiments.training.trainer import Trainer, TrainingInterrupted
 
 TINY = ("--channels", "4,8", "--base-channels", "8", "--attention", "false,false", "--time-encoding-dim", "8",
@@ -97,6 +97,30 @@ def test_a_study_trains_evaluates_skips_and_resumes(tmp_path, monkeypatch, capsy
     assert rows["bicubic"]["tutorial"]["psnr"].half_width == pytest.approx(0.0, abs=1e-9)  # the same input
     text = (out / SUMMARY_MD).read_text()
     assert "level_09, mean of 2 samples per image, fitted protocol" in text and "FRC vs target" in text
+
+    # the error bars of the mean of N: each measure the mean over seeds of the runs' evaluation.json values
+    levels = {arm: [json.loads((out / "runs" / f"{arm}-seed{seed}" / runner.MEAN / "evaluation.json").read_text())
+                    ["levels"]["level_05"] for seed in (0, 1)] for arm in ("l1", "mse")}
+    trust = summary[runner.MEAN]["level_05"]["l1"][TRUST]
+    assert trust["dispersion"].mean == pytest.approx(
+        sum(level["quality"]["model"]["posterior"]["dispersion"] for level in levels["l1"]) / 2)
+    assert trust["coverage90_raw"].mean == pytest.approx(
+        sum(level["calibration"]["raw"]["coverage90"] for level in levels["l1"]) / 2)
+    assert -1 <= trust["rank_correlation"].mean <= 1 and trust["rank_correlation"].n == 2
+    assert TRUST not in summary[runner.SINGLE]["level_05"]["l1"]  # one sample: no std
+    assert "### Error bars, mean of 2 samples per image" in text
+    assert "| coverage of the raw 90 % interval (goal 0.90) | bicubic | mse | l1 | l1 - mse (paired) |" in text
+
+
+def test_the_error_bar_measures_are_read_where_evaluate_writes_them():
+    level = {"quality": {"model": {"posterior": {"dispersion": 0.3, "passes": False}}},
+             "calibration": {"raw": {"coverage90": 0.6, "rank_correlation": 0.7},
+                             "interval": {"coverage90": 0.85, "width90": 0.66}}}
+    assert trust_values(level) == {"dispersion": 0.3, "coverage90_raw": 0.6, "coverage90": 0.85, "width90": 0.66,
+                                    "rank_correlation": 0.7}
+    # a regression's level, or an error model that could not be fitted: only what is there
+    assert trust_values({"quality": {"model": {}}, "calibration": {"raw": {"coverage90": 0.6}}}) == {"coverage90_raw": 0.6}
+    assert trust_values({"model": {}, "bicubic": {}}) == {}
 
 
 def test_a_summary_of_no_runs_is_refused_and_writes_nothing(tmp_path, capsys):

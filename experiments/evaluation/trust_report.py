@@ -46,6 +46,7 @@ from experiments.trust.calibration import (
     fit_curve,
     fit_interval,
     interval_width,
+    rank_correlation,
 )
 from experiments.trust.posterior import dispersions, expected_ratio, passes
 from experiments.trust.figures import plot_calibration
@@ -182,8 +183,10 @@ def validation_models(predictor: Predictor, data: DataConfig, sampling: Sampling
 
 def calibration_report(test: TrustAccumulator, models: dict | None, figure: Path) -> dict[str, dict]:
     """The std map's calibration on ``test``: ``raw`` and, with the validation ``models`` (None: no validation
-    split), with each of its error models applied (``curve``, ``interval``); draws the curves into ``figure``."""
-    result = {"raw": test.calibration_row()}
+    split), with each of its error models applied (``curve``, ``interval``); draws the curves into ``figure``.
+    The raw row also holds the rank correlation of std and |error| (the error models keep the std's order)."""
+    mean, std, target = test.stacked()
+    result = {"raw": {**test.calibration_row(), "rank_correlation": rank_correlation(std, mean - target)}}
     curves = {"raw": test.calibration()}
     for method in [method for method in ("curve", "interval") if models is not None and method in models]:
         model = ErrorModel(**models[method])
@@ -212,11 +215,13 @@ def append_section(report: Path, levels: dict[str, dict], models: dict | None) -
         lines += ["", f"Calibration of the std map ({source}); figures calibration_<level>.png. Coverage: the share "
                   "of pixels inside +-1.645 calibrated std (goal 0.88 to 0.92); worst gap: the largest |RMSE - "
                   "predicted| / predicted of a bin of the curve (goal below 0.15).", "",
-                  "| | std | scale | floor | coverage 90 % | width 90 % | ENCE | worst gap |", "|---|---|---|---|---|---|---|---|"]
+                  "| | std | scale | floor | coverage 90 % | width 90 % | ENCE | worst gap | rank corr. std, abs. error |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for level, values in calibrated.items():
             for method, row in values.items():
+                ranked = f"{row['rank_correlation']:.2f}" if "rank_correlation" in row else "same"
                 lines.append(f"| {level} | {method} | {row['scale']:.3f} | {row['floor']:.4f} | {row['coverage90']:.3f} "
-                             f"| {row['width90']:.3f} | {row['ence']:.3f} | {row['worst_gap']:.3f} |")
+                             f"| {row['width90']:.3f} | {row['ence']:.3f} | {row['worst_gap']:.3f} | {ranked} |")
     checked = {level: v["quality"]["model"]["posterior"] for level, v in levels.items() if "posterior" in v["quality"]["model"]}
     if checked:
         lines += ["", "Posterior check (MSE of one sample over MSE of the mean of N against 2 / (1 + 1/N), as "

@@ -6,7 +6,10 @@ Read from each run's ``evaluation.json`` (:mod:`experiments.studies.runner`); wr
 and ``study_levels.png``. Protocols: ``tutorial`` (the tutorial's per-batch values, as the paper
 scores) and ``fitted`` (per image after the affine least-squares fit to the target, CARE's protocol;
 scale-invariant), see :mod:`experiments.evaluation.metrics`; the FRC resolution against the target
-(scale-invariant already) stands beside the fitted ones.
+(scale-invariant already) stands beside the fitted ones. The error bars of the mean of N samples have
+tables of their own (:data:`TRUST_METRICS`: the posterior check, the 90 % interval's coverage raw and
+calibrated on validation, its width, and whether the std is high where the error is), for every arm that
+has a std (one deterministic evaluation has none).
 """
 
 from __future__ import annotations
@@ -26,6 +29,15 @@ COLUMNS = ("psnr", "ssim", "ms_ssim", "nrmse", "mae")
 FRC = "frc_px"
 SUMMARY_MD, SUMMARY_JSON, FIGURE = "study.md", "study.json", "study_levels.png"
 BICUBIC = "bicubic"
+TRUST = "trust"  # the pseudo-protocol of the error bars' measures
+# measure -> (its label with what it should be, where it is in a level of evaluation.json)
+TRUST_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dispersion": ("posterior dispersion (1: draws, 0: copies)", ("quality", "model", "posterior", "dispersion")),
+    "coverage90_raw": ("coverage of the raw 90 % interval (goal 0.90)", ("calibration", "raw", "coverage90")),
+    "coverage90": ("coverage of the calibrated 90 % interval (goal 0.88-0.92)", ("calibration", "interval", "coverage90")),
+    "width90": ("width of the calibrated 90 % interval, [-1, 1] units", ("calibration", "interval", "width90")),
+    "rank_correlation": ("rank correlation of std and abs. error", ("calibration", "raw", "rank_correlation")),
+}
 
 
 def _values(scores: dict, quality: dict, protocol: str) -> dict[str, float]:
@@ -35,9 +47,22 @@ def _values(scores: dict, quality: dict, protocol: str) -> dict[str, float]:
     return values
 
 
+def trust_values(result: dict) -> dict[str, float]:
+    """The :data:`TRUST_METRICS` a level's result holds (none for an evaluation without a std)."""
+    values = {}
+    for metric, (_, keys) in TRUST_METRICS.items():
+        value = result
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, (int, float)):
+            values[metric] = float(value)
+    return values
+
+
 def collect(config: StudyConfig, out: Path) -> dict:
     """``{evaluation: {level: {arm: {protocol: {metric: {seed: value}}}}}}`` over the runs evaluated so
-    far, with the bicubic input under the arm name ``"bicubic"`` (the same images for every run)."""
+    far, with the bicubic input under the arm name ``"bicubic"`` (the same images for every run) and the
+    error bars' measures under the protocol :data:`TRUST`."""
     found: dict = {}
     for run in plan(config, out):
         for evaluation in (SINGLE, MEAN):
@@ -52,6 +77,8 @@ def collect(config: StudyConfig, out: Path) -> dict:
                     for protocol in PROTOCOLS:
                         for metric, value in _values(scores, frc, protocol).items():
                             per_level.setdefault(arm, {}).setdefault(protocol, {}).setdefault(metric, {})[run.seed] = value
+                for metric, value in trust_values(result).items():
+                    per_level.setdefault(run.arm.name, {}).setdefault(TRUST, {}).setdefault(metric, {})[run.seed] = value
     return found
 
 
@@ -99,8 +126,11 @@ def metric_table(config: StudyConfig, levels: dict, protocol: str, metric: str) 
     (columns): the study's answer at a glance."""
     first, second = config.paired
     columns = [BICUBIC, *(arm.name for arm in config.arms), f"{first} - {second} (paired)"]
-    arrow = "↑" if HIGHER_IS_BETTER.get(metric, False) else "↓"
-    lines = [f"| {METRIC_LABELS.get(metric, 'FRC (px)')} {arrow}, {protocol} | " + " | ".join(columns) + " |",
+    if protocol == TRUST:
+        title = TRUST_METRICS[metric][0]
+    else:
+        title = f"{METRIC_LABELS.get(metric, 'FRC (px)')} {'↑' if HIGHER_IS_BETTER.get(metric, False) else '↓'}, {protocol}"
+    lines = [f"| {title} | " + " | ".join(columns) + " |",
              "|---" * (len(columns) + 1) + "|"]
     for level, rows in levels.items():
         cells = [rows[column][protocol][metric].format() if metric in rows.get(column, {}).get(protocol, {}) else "–"
@@ -131,6 +161,15 @@ def write_markdown(config: StudyConfig, summary: dict, timings: dict, machine: s
         for protocol, metric in (("fitted", "psnr"), ("fitted", "ssim"), ("fitted", FRC), ("tutorial", "psnr"),
                                  ("tutorial", "ssim")):
             lines += ["", metric_table(config, levels, protocol, metric)]
+        trusted = [metric for metric in TRUST_METRICS
+                   if any(metric in rows.get(arm, {}).get(TRUST, {}) for rows in levels.values() for arm in rows)]
+        if trusted:
+            lines += ["", f"### Error bars, {titles[evaluation]}", "",
+                      "The per-pixel std of the samples as an error bar: the posterior check (the squared error of one "
+                      "sample over that of the mean, as a dispersion), the share of pixels inside +-1.645 std raw and "
+                      "after the error model fitted on the validation split (never on test), its width, and the rank "
+                      "correlation of std and abs. error. \"–\": no std (one deterministic evaluation) or not measured."]
+            lines += [line for metric in trusted for line in ("", metric_table(config, levels, TRUST, metric))]
     for evaluation, levels in summary.items():
         for level, rows in levels.items():
             for protocol in PROTOCOLS:
