@@ -12,6 +12,7 @@ step for the whole batch, as in the sampling loop) or a long tensor [B] (one ste
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import torch
@@ -24,14 +25,25 @@ from .settings import check_choice
 
 Timestep = int | torch.Tensor
 Variance = Literal["beta", "beta_tilde"]
-LossKind = Literal["mse", "l1"]
+# "laplace": the regression baseline's probabilistic form (its second output channel a per-pixel scale)
+LossKind = Literal["mse", "l1", "laplace"]
 # "none": every time step weighs alike (the tutorial); "min_snr": Hang et al. (2023), see min_snr_weights.
 LossWeighting = Literal["none", "min_snr"]
 VARIANCES: tuple[str, ...] = get_args(Variance)
 LOSSES: tuple[str, ...] = get_args(LossKind)
+DIFFUSION_LOSSES: tuple[str, ...] = ("mse", "l1")  # the losses of predicted noise
+# The Laplace scale's log where the probabilistic regression's network can put it: a scale of 1e-3 to 20
+# in [-1, 1] units, so that the loss stays finite on pixels the network fits exactly or not at all.
+LOG_SCALE_RANGE = (-7.0, 3.0)
 LOSS_WEIGHTINGS: tuple[str, ...] = get_args(LossWeighting)
 # The step whose encoding the regression baseline's network sees: the noisiest, where x_t holds nothing.
 REGRESSION_STEP = -1
+
+
+def laplace_std(log_scale: torch.Tensor) -> torch.Tensor:
+    """The std of a Laplace distribution of log-scale ``log_scale`` (clamped to :data:`LOG_SCALE_RANGE`, as
+    trained): sqrt(2) b."""
+    return math.sqrt(2.0) * torch.exp(log_scale.clamp(*LOG_SCALE_RANGE))
 
 
 class Diffusion:
@@ -223,6 +235,7 @@ class Diffusion:
         """
         check_choice("loss", loss, LOSSES)
         check_choice("loss weighting", weighting, LOSS_WEIGHTINGS)
+        check_choice("diffusion loss", loss, DIFFUSION_LOSSES)
         if t is None:
             t = torch.randint(0, self.steps, (x0.shape[0],), device=x0.device, generator=generator)
         x_t, noise = self.forward_diffusion(x0, t, noise=noise, generator=generator)
@@ -242,16 +255,29 @@ class Diffusion:
         snr = (self.tables.sqrt_alpha_bar[t].double() / self.tables.sqrt_one_minus_alpha_bar[t].double()) ** 2
         return (snr.clamp(max=gamma) / snr).float()
 
+    def regression_output(self, model: nn.Module, condition: torch.Tensor) -> torch.Tensor:
+        """The regression baseline's one evaluation: ``model([condition, 0], e)`` with the image channel zero
+        and ``e`` the encoding of :data:`REGRESSION_STEP` (training and :class:`ddpm.samplers.RegressionSampler`
+        call it alike)."""
+        model_input = torch.cat([condition, torch.zeros_like(condition[:, :1])], dim=1)
+        t = torch.full((condition.shape[0],), self.steps + REGRESSION_STEP, device=condition.device, dtype=torch.long)
+        return model(model_input, self.encode_time(t))
+
     def regression_loss(
         self, model: nn.Module, x0: torch.Tensor, condition: torch.Tensor, loss: LossKind = "l1"
     ) -> torch.Tensor:
-        """The regression baseline's loss (CARE-style, no diffusion): ``|| x0 - model([condition, 0], e) ||``
-        with the image channels zero and ``e`` the encoding of :data:`REGRESSION_STEP`, so the same
-        network maps the input straight to the target in one evaluation
-        (:class:`ddpm.samplers.RegressionSampler` calls it the same way)."""
+        """The regression baseline's loss (CARE-style, no diffusion), so that the same network maps the input
+        straight to the target in one evaluation (:meth:`regression_output`): ``|| x0 - output ||`` (``mse``,
+        ``l1``), or with ``laplace`` the negative log-likelihood of ``x0`` under a Laplace distribution per pixel
+        whose location is the output's first channel and whose log-scale is its second (probabilistic CARE,
+        Weigert et al. 2018): ``|x0 - mu| / b + log b``, averaged over pixels (the constant log 2 left out)."""
         check_choice("loss", loss, LOSSES)
-        model_input = torch.cat([condition, torch.zeros_like(x0)], dim=1)
-        t = torch.full((x0.shape[0],), self.steps + REGRESSION_STEP, device=x0.device, dtype=torch.long)
-        predicted = model(model_input, self.encode_time(t))
-        criterion = F.mse_loss if loss == "mse" else F.l1_loss
-        return criterion(predicted.float(), x0.float())
+        predicted = self.regression_output(model, condition).float()
+        if loss != "laplace":
+            criterion = F.mse_loss if loss == "mse" else F.l1_loss
+            return criterion(predicted, x0.float())
+        if predicted.shape[1] != 2:
+            raise ValueError(f"the laplace loss needs a network with 2 output channels (location, log-scale); "
+                             f"this one has {predicted.shape[1]}")
+        location, log_scale = predicted[:, :1], predicted[:, 1:].clamp(*LOG_SCALE_RANGE)
+        return ((x0.float() - location).abs() * torch.exp(-log_scale) + log_scale).mean()

@@ -34,7 +34,7 @@ from .ddim import (
     ddim_step,
     ddim_timesteps,
 )
-from .diffusion import REGRESSION_STEP, VARIANCES, Diffusion, Timestep, Variance
+from .diffusion import REGRESSION_STEP, VARIANCES, Diffusion, Timestep, Variance, laplace_std
 from .settings import check_choice
 
 # One reverse step: (x_t, t, t_prev, predicted noise, z) -> x_{t_prev}; z is None on the final step.
@@ -303,7 +303,9 @@ class RegressionSampler(Sampler):
     """The regression baseline's one network evaluation (:meth:`ddpm.Diffusion.regression_loss`): the
     network sees the condition beside zeros at :data:`ddpm.diffusion.REGRESSION_STEP` and its output is
     the image, clamped to [-1, 1] (``clamp``) as every sampler's data prediction is: the target's range. The
-    start x_T only sets the shape: the result is deterministic."""
+    start x_T only sets the shape: the result is deterministic. A probabilistic regression's network (loss
+    ``laplace``) has a second channel, its log-scale: the result then has two, the image and the std of its
+    error that the model predicts (:func:`ddpm.diffusion.laplace_std`)."""
 
     name: ClassVar[str] = "regression"
     clamp: bool = True
@@ -314,7 +316,11 @@ class RegressionSampler(Sampler):
     draws_noise = False
 
     def stepper(self, diffusion: Diffusion, timesteps: Sequence[int]) -> StepFn:
-        return lambda x_t, t, t_prev, predicted, z: predicted.clamp(-1.0, 1.0) if self.clamp else predicted
+        def output(x_t, t, t_prev, predicted, z):
+            image = predicted[:, :1].clamp(-1.0, 1.0) if self.clamp else predicted[:, :1]
+            return image if predicted.shape[1] == 1 else torch.cat([image, laplace_std(predicted[:, 1:2])], dim=1)
+
+        return output
 
     def __call__(self, diffusion: Diffusion, model: nn.Module, condition: torch.Tensor | None = None, *,
                  shape: Sequence[int] | None = None, x_T: torch.Tensor | None = None, **options):

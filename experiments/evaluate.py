@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> None:
     levels = _levels(args.levels, root, schedule.levels)
     out = args.out if args.out else predictor.checkpoint.parent / "evaluation"
     outputs = [out / "evaluation.json", out / "evaluation.md"] + [out / f"samples_{level}.png" for level in levels]
-    outputs += [out / f"calibration_{level}.png" for level in levels] if sampling.samples > 1 else []
+    has_std = sampling.samples > 1 or predictor.predicts_std  # a spread of samples, or a predicted std
+    outputs += [out / f"calibration_{level}.png" for level in levels] if has_std else []
     check_output_folder(out, [predictor.checkpoint, root])
     check_outputs(outputs, [predictor.checkpoint], args.overwrite)
     for level in levels:  # the sampler runs on whole images; headers only, before anything is cached
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> None:
 
     results = {}
     with autocast(predictor.device, precision):  # the std map's calibration: fitted on validation, never test
-        models = validation_models(predictor, data, sampling, schedule, not args.no_progress) if sampling.samples > 1 else None
+        models = validation_models(predictor, data, sampling, schedule, not args.no_progress) if has_std else None
     for level, dataset in datasets.items():
         quality = TrustAccumulator()
         with autocast(predictor.device, precision):
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> None:
         results[level] = {"model": result.metrics, "bicubic": baseline, "quality": quality.metrics(),
                           # image by image, in the same order: the paired per-image gains
                           "per_image": {"model": result.per_image, "bicubic": bicubic.per_image()}}
-        if sampling.samples > 1:
+        if has_std:
             results[level]["calibration"] = calibration_report(quality, models, out / f"calibration_{level}.png")
         figures.plot_sample_grid(result.inputs, result.outputs, result.targets, out / f"samples_{level}.png",
                                  title=f"{predictor.checkpoint.name}, test {level}")
@@ -152,7 +153,7 @@ def run(args: argparse.Namespace) -> None:
     write_json(out / "evaluation.json", {
         "checkpoint": portable_path(predictor.checkpoint), "digest": predictor.digest, "weights": predictor.weights,
         "sampling": {**asdict(sampling), "seed": schedule.seed}, "data": portable_path(data.root), "task": data.task,
-        "upsample": args.upsample, "calibration": models,
+        "upsample": args.upsample, "predicted_std": predictor.predicts_std, "calibration": models,
         "levels": {level: {k: v for k, v in r.items() if k != "rows"} for level, r in results.items()}})
     summary = {"checkpoint": predictor.checkpoint, "weights": predictor.weights, "sampler": sampling.sampler,
                "sampling steps": sampling.network_evaluations(config.diffusion.steps), "samples": sampling.samples}

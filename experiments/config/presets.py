@@ -1,5 +1,5 @@
 """The named starting configurations of a run (``--preset``): the tutorial's two runs, its L1 run with the
-speed options, and the CPU-sized demo, regression baseline and native-task model on the real-structure set."""
+speed options, and the CPU-sized demo, regression baselines and native-task model on the real-structure set."""
 
 from __future__ import annotations
 
@@ -44,6 +44,14 @@ REGRESSION = replace(
     DEMO, name="regression", train=replace(DEMO.train, objective="regression"), sampling=SamplingConfig(sampler="regression")
 )
 
+# The probabilistic regression baseline (probabilistic CARE, Weigert et al. 2018): the regression baseline's
+# network with a second output channel, the log of a per-pixel Laplace scale, trained by the Laplace
+# negative log-likelihood; its std map is the model's own prediction of its error, from one evaluation.
+PROBABILISTIC = replace(
+    REGRESSION, name="probabilistic", network=replace(REGRESSION.network, out_channels=2),
+    train=replace(REGRESSION.train, loss="laplace"),
+)
+
 # BioSR's own task on the real-structure set (`make real-data` writes data/biosr-sim-native): the demo's
 # recipe on 128 x 128 SIM-grid targets of 64 x 64 camera-grid inputs, with a network 4x as wide in its
 # bottleneck and twice as wide elsewhere (952,705 parameters), trained for 60 epochs: the model of
@@ -57,7 +65,7 @@ NATIVE = replace(
 
 PRESETS: dict[str, RunConfig] = {
     "mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "l1-fast": L1_FAST, "demo": DEMO, "regression": REGRESSION,
-    "native": NATIVE,
+    "probabilistic": PROBABILISTIC, "native": NATIVE,
 }  # fmt: skip
 
 

@@ -301,6 +301,15 @@ def check_consistency(config: RunConfig) -> None:
     if regression and (not config.train.conditional or config.train.loss_weighting != "none"):
         raise UsageError("--train.objective regression maps an input to its target: it needs --train.conditional "
                          "true and --train.loss_weighting none")
+    probabilistic = config.train.loss == "laplace"
+    if probabilistic and not regression:
+        raise UsageError("--train.loss laplace is the regression baseline's probabilistic form: it needs "
+                         "--train.objective regression (--preset probabilistic sets both)")
+    outputs = getattr(config.network, "out_channels", 1)
+    if outputs != (2 if probabilistic else 1):
+        raise UsageError(f"--network.out_channels {outputs}: " + (
+            "--train.loss laplace predicts an image and its scale, 2 channels; set --network.out_channels 2"
+            if probabilistic else "the network predicts one image channel; set --network.out_channels 1"))
     try:
         config.sampling.resolved(config.diffusion.steps)
     except UsageError as error:

@@ -45,9 +45,11 @@ from experiments.trust.calibration import (
     coverage,
     fit_curve,
     fit_interval,
+    PREDICTED,
     interval_width,
     rank_correlation,
 )
+from experiments.inference.sampling import mean_and_spread, predicts_std
 from experiments.trust.posterior import dispersions, expected_ratio, passes
 from experiments.trust.figures import plot_calibration
 from experiments.inference.predictor import Predictor
@@ -94,22 +96,25 @@ class TrustAccumulator:
     seconds: float = 0.0  # spent in update: the measures' cost beside the sampling's
 
     def update(self, inputs: Tensor, samples: Tensor, targets: Tensor) -> None:
-        """``inputs``, ``targets``: [B, 1, H, W]; ``samples``: [S, B, 1, H, W], all in [-1, 1]."""
+        """``inputs``, ``targets``: [B, 1, H, W]; ``samples``: [S, B, 1, H, W], all in [-1, 1], or a probabilistic
+        regression's image and predicted std [1, B, 2, H, W] (:func:`~experiments.inference.sampling.predicts_std`)."""
         start = time.perf_counter()
-        self.samples = len(samples)
-        mean = samples.mean(dim=0)
+        drawn = not predicts_std(samples)  # samples of a sampler, not a probabilistic regression's one output
+        self.samples = len(samples) if drawn else PREDICTED
+        mean, std = mean_and_spread(samples)
         for index in range(0 if self.calibration_only else len(inputs)):
             fit = redegradation(mean[index, 0], inputs[index, 0])
             self.rse.append(fit.rse)
             self.rsp.append(fit.rsp)
             self.frc.append(_resolution_px(mean[index, 0], targets[index, 0]))
             self.frc_bicubic.append(_resolution_px(inputs[index, 0], targets[index, 0]))
-            if self.samples > 1:
+            if drawn and self.samples > 1:
                 self.frc_samples.append(_resolution_px(samples[0, index, 0], samples[1, index, 0]))
-        if self.samples > 1:
+        if std is not None:
             self.means.append(mean)
-            self.stds.append(samples.std(dim=0, unbiased=False))
+            self.stds.append(std)
             self.targets.append(targets.float())
+        if drawn and self.samples > 1:
             self.dispersion.extend(dispersions(samples, targets))
         self.seconds += time.perf_counter() - start
 
@@ -127,7 +132,8 @@ class TrustAccumulator:
     def stacked(self) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, std and target of every image seen, [N, 1, H, W] each (two or more samples only)."""
         if not self.means:
-            raise UsageError("calibration needs two or more samples per image; evaluate with --samples 2 or more")
+            raise UsageError("calibration needs a std: two or more samples per image (evaluate with --samples 2 or more), "
+                             "or a probabilistic regression")
         return torch.cat(self.means), torch.cat(self.stds), torch.cat(self.targets)
 
     def posterior_check(self) -> dict:

@@ -303,7 +303,8 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite
     check_outputs([out], [predictor.checkpoint] + ([test_image] if test_image else []), overwrite)
     image, source, file_pixel_size = test_input(predictor, replace(options, test_image=test_image))
     module = script_sampler(predictor.model, predictor.diffusion, options.sampler, options.sampling_steps, options.seed,
-                            predictor.layout(), regression=is_regression(predictor), enlargement=predictor.enlargement)
+                            predictor.layout(), regression=is_regression(predictor), enlargement=predictor.enlargement,
+                            channels=getattr(predictor.config.network, "out_channels", 1))
     # The training inputs' pixel when neither the flag nor the test image states one: the model expects it.
     pixel_size = next(size for size in (options.pixel_size_um, file_pixel_size, predictor.grid.input_pixel_um)
                       if size is not None)

@@ -101,7 +101,7 @@ def overlap_of(options: PredictOptions, predictor: Predictor) -> int:
 
 def check_options(options: PredictOptions, predictor: Predictor) -> None:
     """Refuse settings that cannot work, naming the option, before any file is read."""
-    if options.write_std and options.sampling.samples < 2:
+    if options.write_std and options.sampling.samples < 2 and not predictor.predicts_std:
         raise UsageError("--std needs several samples to measure their spread; add --samples 2 or more (e.g. 8)")
     size_multiple, tile = predictor.size_multiple, tile_of(options, predictor)
     if tile < size_multiple or tile % size_multiple:
@@ -262,6 +262,9 @@ def std_content(predictor: Predictor, sampling: SamplingConfig) -> str:
     calibration = predictor.calibrated_by(sampling)
     if calibration is not None:
         return calibration.describe().replace("in [-1, 1] units", "in the output's [0, 1] units (x 0.5)")
+    if predictor.predicts_std:
+        return ("the model's predicted std of its output's error (a Laplace scale x sqrt 2), uncalibrated: its "
+                "checkpoint ships no error model (docs/trust.md)")
     return ("standard deviation of samples, uncalibrated: not an error bar (only a shipped model sampled as its "
             "calibration was fitted writes one, docs/trust.md)")
 

@@ -23,7 +23,7 @@ from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid, enlarge
 from experiments.inference.sampling import Sampling, mean_and_spread
 from experiments.inference.tiling import TileLayout, pad_to_tile, tiled_network
-from experiments.trust.calibration import StdCalibration
+from experiments.trust.calibration import PREDICTED, StdCalibration
 
 DEFAULT_OVERLAP = 32  # pixels shared by neighbouring tiles (cut to a quarter of smaller tiles)
 # The side of BioSR's images: the training size of checkpoints that do not record theirs.
@@ -113,11 +113,22 @@ class Predictor:
         an input enlarged by ``upsample`` first has half its pixel)."""
         return self.grid.suits_pixel_size(size_um / (2 if upsample else 1))
 
+    @property
+    def predicts_std(self) -> bool:
+        """Whether the model is a probabilistic regression: one evaluation gives its output and the std of that
+        output's error (``--train.loss laplace``), no samples needed."""
+        return self.config.train.loss == "laplace"
+
+    def std_samples(self, sampling: SamplingConfig) -> int:
+        """The sample count the std of ``sampling``'s output comes from (:data:`PREDICTED` for a predicted std)."""
+        return PREDICTED if self.predicts_std else sampling.samples
+
     def calibrated_by(self, sampling: SamplingConfig) -> StdCalibration | None:
-        """The calibration that turns the std of ``sampling``'s samples into the std of the output's error: the
-        shipped one where it was fitted on samples of that very sampler and evaluation count, else None."""
+        """The calibration that turns the std of ``sampling``'s samples (or the model's predicted std) into the
+        std of the output's error: the shipped one where it was fitted on that very sampler, evaluation count
+        and sample count, else None."""
         fitted = self.calibration
-        if fitted is None or sampling.samples < 2:
+        if fitted is None or (sampling.samples < 2 and not self.predicts_std) or (fitted.samples == PREDICTED) != self.predicts_std:
             return None
         same = (fitted.sampler, fitted.evaluations) == (sampling.sampler, sampling.network_evaluations(self.diffusion.steps))
         return fitted if same and fitted.eta == sampling.eta else None
@@ -213,8 +224,8 @@ class Predictor:
                 mean, std = mean_and_spread(draws[: sampling.samples])
                 calibration = self.calibrated_by(sampling)
                 if std is not None and calibration is not None:
-                    std = calibration.error_std(std, sampling.samples)
-                yield index, Prediction(mean, std, draws[:keep])
+                    std = calibration.error_std(std, self.std_samples(sampling))
+                yield index, Prediction(mean, std, draws[:keep, :, :1])
 
 
 def frame_generator(seed: int, frame: int, device: torch.device | str = "cpu") -> torch.Generator:

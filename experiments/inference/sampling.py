@@ -70,9 +70,18 @@ def sampling_from_flags(base: SamplingConfig, diffusion_steps: int, **given) -> 
     return config.resolved(diffusion_steps)
 
 
+def predicts_std(images: torch.Tensor) -> bool:
+    """Whether sampled ``images`` [S, B, C, H, W] are a probabilistic regression's: each an image beside the
+    std of its error that the model predicts (C = 2, :class:`ddpm.samplers.RegressionSampler`)."""
+    return images.shape[2] == 2
+
+
 def mean_and_spread(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Samples [S, B, 1, H, W] -> their mean [B, 1, H, W] and population std (None for S = 1): the mean is
-    the better estimate on pixel metrics, the spread shows where the model is unsure."""
+    the better estimate on pixel metrics, the spread shows where the model is unsure. A probabilistic
+    regression's one evaluation (:func:`predicts_std`) -> its image and its predicted std."""
+    if predicts_std(images):
+        return images[0, :, :1], images[0, :, 1:]
     return images.mean(dim=0), images.std(dim=0, unbiased=False) if len(images) > 1 else None
 
 

@@ -64,18 +64,19 @@ class TiledNetwork(nn.Module):
     and :func:`~experiments.inference.tiling.axis_windows`, the same order of tiles in calls of
     ``layout.batch_size``, one time encoding row for every tile), so the package tiles as prediction does."""
 
-    def __init__(self, network: nn.Module, layout: TileLayout) -> None:
+    def __init__(self, network: nn.Module, layout: TileLayout, channels: int = 1) -> None:
         super().__init__()
         self.network = network.eval().requires_grad_(False)
         self.tile, self.overlap, self.batch_size = layout.tile, layout.overlap, layout.batch_size
+        self.channels = channels  # of the network's output
 
     def forward(self, x: torch.Tensor, encoding: torch.Tensor) -> torch.Tensor:
-        """x [B, C, H, W] with H, W >= tile, encoding [1, D] -> the blended output [B, 1, H, W]."""
+        """x [B, C, H, W] with H, W >= tile, encoding [1, D] -> the blended output [B, channels, H, W]."""
         tile = self.tile
         rows, cols = tile_positions(x.size(2), tile, self.overlap), tile_positions(x.size(3), tile, self.overlap)
         row_windows, col_windows = axis_windows(rows, tile), axis_windows(cols, tile)
         jobs = tile_jobs(x.size(0), len(rows), len(cols))
-        total = torch.zeros([x.size(0), 1, x.size(2), x.size(3)], dtype=x.dtype, device=x.device)
+        total = torch.zeros([x.size(0), self.channels, x.size(2), x.size(3)], dtype=x.dtype, device=x.device)
         weights = torch.zeros([x.size(2), x.size(3)], dtype=x.dtype, device=x.device)
         for first in range(0, len(jobs), self.batch_size):
             chunk = jobs[first : first + self.batch_size]
@@ -190,12 +191,13 @@ class ScriptedSolver(nn.Module):
 class ScriptedRegression(nn.Module):
     """The regression baseline's one evaluation (:class:`ddpm.samplers.RegressionSampler`): the network
     sees ``cat([widefield, 0])`` and the encoding of :data:`ddpm.diffusion.REGRESSION_STEP`, on tiles; its
-    output clamped to [-1, 1]."""
+    output (the image channel) clamped to [-1, 1]."""
 
-    def __init__(self, network: nn.Module, diffusion: Diffusion, layout: TileLayout, enlargement: int = 1) -> None:
+    def __init__(self, network: nn.Module, diffusion: Diffusion, layout: TileLayout, enlargement: int = 1,
+                 channels: int = 1) -> None:
         super().__init__()
         self.enlargement = enlargement
-        self.network = TiledNetwork(network, layout)
+        self.network = TiledNetwork(network, layout, channels)
         self.tile = layout.tile
         self.register_buffer("time_encoding", diffusion.time_encodings[diffusion.steps + REGRESSION_STEP].float().cpu())
 
@@ -220,17 +222,19 @@ class ScriptedRegression(nn.Module):
     def step(self, i: int, padded: torch.Tensor, x: torch.Tensor,
              previous: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         output = self.network(torch.cat([padded, torch.zeros_like(padded)], dim=1), self.time_encoding[None])
-        output = output.clamp(-1.0, 1.0)  # the target's range, as the eager sampler clamps it
+        # the image, in the target's range as the eager sampler clamps it (a probabilistic regression's second
+        # channel, its scale, is not in the package: a package has one output)
+        output = output[:, :1].clamp(-1.0, 1.0)
         return output, output
 
 
 def script_sampler(
     network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int, layout: TileLayout,
-    regression: bool = False, enlargement: int = 1,
+    regression: bool = False, enlargement: int = 1, channels: int = 1,
 ) -> torch.jit.ScriptModule:
-    """:class:`ScriptedSolver` (or, for a regression baseline, :class:`ScriptedRegression`) compiled with
-    ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
-    module = ScriptedRegression(network, diffusion, layout, enlargement) if regression else ScriptedSolver(
+    """:class:`ScriptedSolver` (or, for a regression baseline, :class:`ScriptedRegression`, whose network has
+    ``channels`` outputs) compiled with ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
+    module = ScriptedRegression(network, diffusion, layout, enlargement, channels) if regression else ScriptedSolver(
         network, diffusion, sampler, sampling_steps, seed, layout, enlargement)
     return torch.jit.script(module.cpu())
 

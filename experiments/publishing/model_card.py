@@ -20,7 +20,7 @@ from experiments.evaluation.stats import t_quantile_975
 from experiments.inference.loading import load_for_inference
 from experiments.inference.sampling import prediction_sampling
 from experiments.integrity.json_files import portable_path, strict_json
-from experiments.trust.calibration import CALIBRATION_METHODS, StdCalibration
+from experiments.trust.calibration import CALIBRATION_METHODS, PREDICTED, StdCalibration
 from unet import describe_network
 
 # The checkpoint's own name in a pretrained folder, and its card.
@@ -165,10 +165,11 @@ def shipped_calibration(evaluations: dict[str, dict], method: str, diffusion_ste
             sampling = evaluation["sampling"]
             config = SamplingConfig(**{key: sampling[key] for key in ("sampler", "variance", "sampling_steps", "eta", "samples")})
             return name, StdCalibration(fitted[method]["scale"], fitted[method]["floor"], method, config.sampler,
-                                        config.network_evaluations(diffusion_steps), config.eta, config.samples,
-                                        fitted["images"])
-    raise UsageError("--calibration needs an --evaluation of 2 or more samples on a data root with a validation split "
-                     "(python -m experiments.evaluate --samples 8): none of the evaluations given fitted one")
+                                        config.network_evaluations(diffusion_steps), config.eta,
+                                        PREDICTED if evaluation.get("predicted_std") else config.samples, fitted["images"])
+    raise UsageError("--calibration needs an --evaluation with a std (2 or more samples, or a probabilistic regression) "
+                     "on a data root with a validation split (python -m experiments.evaluate --samples 8): none of the "
+                     "evaluations given fitted one")
 
 
 def calibration_section(name: str, evaluation: dict, calibration: StdCalibration) -> str:
@@ -176,12 +177,14 @@ def calibration_section(name: str, evaluation: dict, calibration: StdCalibration
     the 90 % interval's coverage and width, the curve's ENCE and worst bin, and the posterior check."""
     rows = []
     for level, result in evaluation["levels"].items():
-        row, posterior = result["calibration"][calibration.method], result["quality"]["model"]["posterior"]
+        row, posterior = result["calibration"][calibration.method], result["quality"]["model"].get("posterior")
         raw = result["calibration"]["raw"]
+        dispersion = "– (no samples)" if posterior is None else f"{posterior['dispersion']:.2f}"
         rows.append(f"| {level} | {raw['coverage90']:.2f} | **{row['coverage90']:.2f}** | {row['width90']:.3f} | "
-                    f"{row['ence']:.2f} | {row['worst_gap']:.2f} | {posterior['dispersion']:.2f} |")
+                    f"{row['ence']:.2f} | {row['worst_gap']:.2f} | {dispersion} |")
+    flags = "--std" if calibration.samples == PREDICTED else f"--samples {calibration.samples} --std"
     return f"""## Error bars
-`--samples {calibration.samples} --std` writes the {calibration.describe()}. On the held-out cells
+`{flags}` writes the {calibration.describe()}. On the held-out cells
 (evaluation "{name}"): the share of pixels inside +-1.645 of it (coverage 90 %, goal 0.88 to 0.92; raw: the
 samples' std alone), the interval's mean width ([-1, 1] units), the calibration curve's ENCE and its worst bin
 (|RMSE - predicted| / predicted, goal below 0.15), and the posterior check's dispersion (1: the samples spread
@@ -206,8 +209,9 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
     grid = predictor.grid  # the checkpoint's, or the legacy default, as prediction reads it
     parameters = sum(p.numel() for p in predictor.model.parameters())
     train, data = config.train, config.data
-    objective = ("regression (one evaluation, the baseline)" if train.objective == "regression" else
-                 f"diffusion, T = {config.diffusion.steps} ({config.diffusion.schedule} betas "
+    objective = ("probabilistic regression (one evaluation: the image and a per-pixel Laplace scale, its error bar)"
+                 if train.loss == "laplace" else "regression (one evaluation, the baseline)" if train.objective == "regression"
+                 else f"diffusion, T = {config.diffusion.steps} ({config.diffusion.schedule} betas "
                  f"{config.diffusion.beta_start:g} to {config.diffusion.beta_end:g})")
     task = (f"native: widefield on the camera's grid ({grid.input_pixel_um * 1000:.1f} nm pixels) in, SIM grid "
             f"({grid.output_pixel_um * 1000:.1f} nm) out, 2x the side; the model enlarges its input itself"
@@ -216,7 +220,8 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
             "output cannot hold the SIM's 31.3 nm detail (`--upsample` puts it on a grid twice as fine, no sharper)")
     sections = "\n".join(metrics_section(name, evaluation) for name, evaluation in evaluations.items())
     limit_lines = "\n".join(f"- {line}" for line in limits)
-    trust_flags = " --check" if train.objective == "regression" else " --samples 8 --std --check"  # no spread to show
+    trust_flags = (" --std --check" if train.loss == "laplace" else  # its std is predicted, not a spread of samples
+                   " --check" if train.objective == "regression" else " --samples 8 --std --check")  # no spread to show
     error_bars = ("" if checkpoint.calibration is None else
                   calibration_section(calibrated_by, evaluations[calibrated_by], StdCalibration(**checkpoint.calibration)))
     return f"""# {title}

@@ -1,7 +1,8 @@
 """Whether the samples' spread predicts the error of their mean, and the error model that makes it do so.
 
 The std of N samples predicts the std of their mean's error as ``predicted_error_std`` (a posterior sampler's
-``std sqrt((N + 1) / (N - 1))``). Samplers that shrink the posterior, and errors no sample shows (the noise of
+``std sqrt((N + 1) / (N - 1))``); a probabilistic regression predicts that std itself (``samples`` =
+:data:`PREDICTED`). Samplers that shrink the posterior, and errors no sample shows (the noise of
 the target itself, where every sample agrees), make it too small; an :class:`ErrorModel` corrects both:
 
     error std = sqrt((scale * predicted error std)^2 + floor^2)
@@ -28,6 +29,9 @@ from torch import Tensor
 
 # The two-sided 90 % quantile of a normal distribution: the interval mean +- Z90 std holds 90 % of its mass.
 Z90 = 1.6448536269514722
+# The "samples" of a std that the model predicts for its error (a probabilistic regression's one evaluation):
+# it needs no finite-sample factor.
+PREDICTED = 0
 CalibrationMethod = Literal["curve", "interval"]
 CALIBRATION_METHODS: tuple[str, ...] = get_args(CalibrationMethod)
 
@@ -79,7 +83,10 @@ def predicted_error_std(std: Tensor, samples: int) -> Tensor:
     error of the mean (sigma^2 / N): variance sigma^2 (1 + 1 / N). The unbiased sample variance
     estimates sigma^2 as std^2 N / (N - 1); together std * sqrt((N + 1) / (N - 1)). (The std of the
     mean around the model's own expectation, sigma / sqrt(N), would leave out the first, larger term.)
+    With ``samples`` = :data:`PREDICTED`, ``std`` is that prediction already.
     """
+    if samples == PREDICTED:
+        return std
     if samples < 2:
         raise ValueError(f"a spread needs at least 2 samples per input; got {samples}")
     return std * math.sqrt((samples + 1) / (samples - 1))
@@ -212,6 +219,9 @@ class StdCalibration:
 
     def describe(self) -> str:
         fitted = {"curve": "fitted to the calibration curve", "interval": "scaled so that +-1.645 std holds 90 %"}[self.method]
+        if self.samples == PREDICTED:
+            return (f"calibrated std of the output's error, sqrt(({self.scale:.3f} x the model's predicted std)^2 + "
+                    f"{self.floor:.4f}^2) in [-1, 1] units, {fitted} of the pixels of {self.images} validation images")
         return (f"calibrated std of the output's error, sqrt(({self.scale:.3f} x samples' std x sqrt((N + 1) / (N - 1)))^2 "
                 f"+ {self.floor:.4f}^2) in [-1, 1] units, {fitted} of the pixels of {self.images} validation images "
                 f"({self.samples} samples of {self.sampler} on {self.evaluations} evaluations)")
