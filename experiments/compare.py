@@ -27,7 +27,8 @@ from experiments.evaluation.report import parse_named, read_named_evaluations
 from experiments.integrity.atomic import atomic_path
 from experiments.integrity.json_files import portable_path, write_json
 from experiments.integrity.outputs import check_outputs
-from experiments.studies.comparison import level_table, plot_curves, plot_levels, read_curve
+from experiments.studies.summary import trust_values
+from experiments.studies.comparison import error_bar_table, level_table, plot_curves, plot_levels, read_curve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +99,12 @@ def run(args: argparse.Namespace) -> None:
                  "first evaluation; each gain is against its own evaluation's bicubic input.\n"]
     for metric in ("psnr", "ssim"):
         text += [f"\n## {metric.upper()}\n", level_table(evaluations, metric)]
+    error_bars = error_bar_table(evaluations)
+    if error_bars:
+        text += ["\n## Error bars\n", "The std map as an error bar (`docs/trust.md`): the posterior check's dispersion "
+                 "(1: samples spread as posterior draws, 0: copies; – for a predicted std), the share of pixels inside "
+                 "+-1.645 std raw and with the error model fitted on the validation split, the calibrated interval's "
+                 "mean width ([-1, 1] units) and the rank correlation of std and abs. error.\n", error_bars]
     plot_levels(evaluations, args.out / "comparison.png", args.title)
     curves = {}
     if runs:
@@ -111,7 +118,8 @@ def run(args: argparse.Namespace) -> None:
     with atomic_path(args.out / "comparison.md") as temporary:
         temporary.write_text("\n".join(text) + "\n")
     write_json(args.out / "comparison.json", {"evaluations": {name: {"checkpoint": portable_path(e["checkpoint"]), "levels": {
-        level: {"model": r["model"], "bicubic": r["bicubic"]} for level, r in e["levels"].items()}}
+        level: {"model": r["model"], "bicubic": r["bicubic"], "error_bars": trust_values(r)}
+        for level, r in e["levels"].items()}}
         for name, e in evaluations.items()}, "curves": curves})
     print(f"wrote {', '.join(str(path) for path in outputs)}" + (f" and {args.out / 'epochs.png'}" if runs else ""))
 

@@ -37,6 +37,15 @@ def test_comparison_tables_hold_the_paired_gains(native_run, tmp_path, capsys): 
                 assert cells[4 + 2 * ("one", "two").index(name)] == \
                     f"**{gains.mean():.3f} ± {half:.3f}** (sd {gains.std():.3f})", (name, level, metric)
     assert (out / "comparison.png").stat().st_size > 0 and (out / "epochs.png").stat().st_size > 0
+    # error bars: only the evaluation with a std ("two"), each measure as its evaluation.json holds it
+    bars = text.split("## Error bars")[1].split("## ")[0]
+    two = json.loads((tmp_path / "two" / "evaluation.json").read_text())["levels"]["level_09"]
+    row = next(line for line in bars.splitlines() if line.startswith("| level_09 | mean of 2 |"))
+    assert f"| {two['calibration']['raw']['coverage90']:.2f} |" in row and "| one |" not in bars
+    assert f"| {two['quality']['model']['posterior']['dispersion']:.2f} |" in row
+    recorded = json.loads((out / "comparison.json").read_text())["evaluations"]
+    assert recorded["one"]["levels"]["level_09"]["error_bars"] == {}
+    assert recorded["mean of 2"]["levels"]["level_09"]["error_bars"]["coverage90_raw"] == two["calibration"]["raw"]["coverage90"]
     # The run evaluated the same images after its last epoch (2) as "one" did, with the same seed.
     last = json.loads((tmp_path / "one" / "evaluation.json").read_text())["levels"]["level_09"]
     assert f"2: {last['model']['psnr_fit'] - last['bicubic']['psnr_fit']:+.2f} |" in text

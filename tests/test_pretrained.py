@@ -21,7 +21,7 @@ from experiments.checkpoint import Source, inference_only, write_checkpoint
 from test_native_task import native_run  # noqa: F401  (a fixture: a tiny trained native-task run)
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained"
-SHIPPED = ("native", "tutorial-l1", "regression")
+SHIPPED = ("native", "tutorial-l1", "regression", "probabilistic")
 MAX_BYTES = 5_000_000
 FLAGS = ["--quiet", "--device", "cpu", "--no-preview", "--seed", "2"]
 

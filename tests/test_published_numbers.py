@@ -29,7 +29,7 @@ from experiments.evaluation.report import (
 from experiments.records import METRIC_NAMES
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ("native", "tutorial-l1", "regression")
+SHIPPED = ("native", "tutorial-l1", "regression", "probabilistic")
 ROUNDING = 0.005 + 1e-9  # a number printed with 2 decimals
 T_TABLE = 1e-4  # the project's t table has 3 decimals: a relative 5e-5 at most
 NUMBER = r"([+\-−]?\d+\.\d+)"
@@ -629,6 +629,28 @@ def test_a_shipped_models_error_bar_table_is_its_calibrated_evaluation():
         for cells in rows:
             level = evaluation["levels"][cells[0]]
             row, raw = level["calibration"][calibration["method"]], level["calibration"]["raw"]
+            posterior = level["quality"]["model"].get("posterior")  # none for a predicted std: no samples
             expected = [raw["coverage90"], row["coverage90"], row["width90"], row["ence"], row["worst_gap"],
-                        level["quality"]["model"]["posterior"]["dispersion"]]
+                        *([] if posterior is None else [posterior["dispersion"]])]
             assert_printed(re.findall(NUMBER, " ".join(cells[1:])), expected, f"{folder.name} {cells[0]}")
+
+
+def test_the_probabilistic_regression_table_is_its_comparison_record():
+    """docs/trust.md's table of the three models' accuracy and error bars: each cell the least and the most over
+    the levels of docs/bench/error-bars-tutorial/comparison.json."""
+    record = json.loads((REPO / "docs" / "bench" / "error-bars-tutorial" / "comparison.json").read_text())["evaluations"]
+    names = ("regression", "probabilistic regression", "L1 diffusion, mean of 8")
+    keys = {"fitted PSNR": None, "coverage of the raw": "coverage90_raw", "coverage, calibrated": "coverage90",
+            "calibrated interval's width": "width90", "calibrated curve's worst bin": "worst_gap",
+            "rank correlation": "rank_correlation"}
+    rows = readme_rows("| | regression | probabilistic regression |", "docs/trust.md")
+    assert len(rows) == len(keys)
+    for cells, (label, key) in zip(rows, keys.items()):
+        assert cells[0].startswith(label), cells
+        for cell, name in zip(cells[1:], names):
+            levels = record[name]["levels"].values()
+            values = [level["model"]["psnr_fit"] if key is None else level["error_bars"].get(key) for level in levels]
+            if None in values:
+                assert cell == "no std" and name == "regression", (label, name)
+                continue
+            assert_printed(re.findall(NUMBER, cell)[-2:], [min(values), max(values)], f"{label}, {name}")

@@ -115,9 +115,9 @@ def test_a_study_trains_evaluates_skips_and_resumes(tmp_path, monkeypatch, capsy
 def test_the_error_bar_measures_are_read_where_evaluate_writes_them():
     level = {"quality": {"model": {"posterior": {"dispersion": 0.3, "passes": False}}},
              "calibration": {"raw": {"coverage90": 0.6, "rank_correlation": 0.7},
-                             "interval": {"coverage90": 0.85, "width90": 0.66}}}
+                             "interval": {"coverage90": 0.85, "width90": 0.66, "worst_gap": 1.5}}}
     assert trust_values(level) == {"dispersion": 0.3, "coverage90_raw": 0.6, "coverage90": 0.85, "width90": 0.66,
-                                    "rank_correlation": 0.7}
+                                   "worst_gap": 1.5, "rank_correlation": 0.7}
     # a regression's level, or an error model that could not be fitted: only what is there
     assert trust_values({"quality": {"model": {}}, "calibration": {"raw": {"coverage90": 0.6}}}) == {"coverage90_raw": 0.6}
     assert trust_values({"model": {}, "bicubic": {}}) == {}

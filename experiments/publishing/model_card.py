@@ -182,13 +182,16 @@ def calibration_section(name: str, evaluation: dict, calibration: StdCalibration
         dispersion = "– (no samples)" if posterior is None else f"{posterior['dispersion']:.2f}"
         rows.append(f"| {level} | {raw['coverage90']:.2f} | **{row['coverage90']:.2f}** | {row['width90']:.3f} | "
                     f"{row['ence']:.2f} | {row['worst_gap']:.2f} | {dispersion} |")
-    flags = "--std" if calibration.samples == PREDICTED else f"--samples {calibration.samples} --std"
+    predicted = calibration.samples == PREDICTED
+    flags = "--std" if predicted else f"--samples {calibration.samples} --std"
+    raw = "model's predicted std alone" if predicted else "samples' std alone"
+    other = "" if predicted else " Another sampler or evaluation count writes the raw std."
     return f"""## Error bars
 `{flags}` writes the {calibration.describe()}. On the held-out cells
 (evaluation "{name}"): the share of pixels inside +-1.645 of it (coverage 90 %, goal 0.88 to 0.92; raw: the
-samples' std alone), the interval's mean width ([-1, 1] units), the calibration curve's ENCE and its worst bin
+{raw}), the interval's mean width ([-1, 1] units), the calibration curve's ENCE and its worst bin
 (|RMSE - predicted| / predicted, goal below 0.15), and the posterior check's dispersion (1: the samples spread
-as draws from the posterior; 0: copies; `docs/trust.md`). Another sampler or evaluation count writes the raw std.
+as draws from the posterior; 0: copies; `docs/trust.md`).{other}
 
 | level | coverage 90 %, raw | coverage 90 %, calibrated | width 90 % | ENCE | worst bin | dispersion |
 |---|---|---|---|---|---|---|

@@ -4,7 +4,9 @@ Each evaluation is an ``evaluation.json`` of ``python -m experiments.evaluate`` 
 (for instance the native-task model, one sample and the mean of N, and a tutorial-task model scored there
 with ``--upsample``). Per level and protocol the table gives each evaluation's PSNR and SSIM and, for the
 fitted protocol, its gain over the bicubic input image by image (paired), with its 95 % interval and the
-per-image sd; the figure draws them against the level. Training curves (``metrics.csv`` of run folders)
+per-image sd; the figure draws them against the level. The evaluations with a std map (several samples, or
+a probabilistic regression) also get their error bars' measures, level by level (:func:`error_bar_table`).
+Training curves (``metrics.csv`` of run folders)
 give the fitted gain over the bicubic input of the images each run evaluated, against the epoch.
 """
 
@@ -18,6 +20,7 @@ from experiments import figures
 from experiments.evaluation.stats import mean_interval
 from experiments.records import METRIC_LABELS
 from experiments.evaluation.report import paired_gains
+from experiments.studies.summary import TRUST_METRICS, trust_values
 
 BICUBIC = "bicubic input"
 PROTOCOLS = {"fitted": "_fit", "tutorial": ""}
@@ -42,6 +45,24 @@ def level_table(evaluations: dict[str, dict], metric: str) -> str:
         cells.append(f"{bicubic[metric]:.3f}")
         cells += [f"{result['model'][metric]:.3f}" for result in results]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def error_bar_table(evaluations: dict[str, dict]) -> str | None:
+    """Markdown: per level, every evaluation with a std map and its error bars' measures (:data:`TRUST_METRICS`);
+    None when no evaluation has one."""
+    measured = {name: {level: trust_values(result) for level, result in evaluation["levels"].items()}
+                for name, evaluation in evaluations.items()}
+    measured = {name: levels for name, levels in measured.items() if any(levels.values())}
+    if not measured:
+        return None
+    lines = ["| level | evaluation | " + " | ".join(label for label, _ in TRUST_METRICS.values()) + " |",
+             "|" + "---|" * (2 + len(TRUST_METRICS))]
+    for level in next(iter(evaluations.values()))["levels"]:
+        for name, levels in measured.items():
+            values = levels.get(level, {})
+            lines.append(f"| {level} | {name} | " + " | ".join(
+                f"{values[metric]:.2f}" if metric in values else "–" for metric in TRUST_METRICS) + " |")
     return "\n".join(lines)
 
 

@@ -36,6 +36,8 @@ TRUST_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "coverage90_raw": ("coverage of the raw 90 % interval (goal 0.90)", ("calibration", "raw", "coverage90")),
     "coverage90": ("coverage of the calibrated 90 % interval (goal 0.88-0.92)", ("calibration", "interval", "coverage90")),
     "width90": ("width of the calibrated 90 % interval, [-1, 1] units", ("calibration", "interval", "width90")),
+    "worst_gap": ("calibrated curve's worst bin, abs(RMSE - predicted) / predicted (goal below 0.15)",
+                  ("calibration", "interval", "worst_gap")),
     "rank_correlation": ("rank correlation of std and abs. error", ("calibration", "raw", "rank_correlation")),
 }
 
