@@ -40,3 +40,24 @@ def test_the_real_structure_frame_is_a_mosaic_of_test_windows_with_its_target():
 def test_a_benchmark_that_measures_nothing_still_exits_0(capsys):
     # --rounds 0 without --verify or --quality: an empty report, which is still a success.
     assert bench.main(["--size", "16", "--rounds", "0"]) == 0
+
+
+def test_the_error_bar_timing_runs_both_workflows_in_alternating_rounds(tmp_path, monkeypatch):
+    """Each variant runs its own command (8 samples with --std --check, and the probabilistic model's --std
+    --check without a sampler); the speed-up is round by round."""
+    calls = []
+
+    def timed(checkout, checkpoint, image, out_dir, args, sampler, flags):
+        calls.append((checkpoint.name, sampler, tuple(flags)))
+        return 10.0 if sampler else 2.0
+
+    monkeypatch.setattr(bench, "command_seconds", timed)
+    probabilistic = tmp_path / "probabilistic.pt"
+    probabilistic.write_bytes(b"")
+    args = bench.build_parser().parse_args(["--size", "64", "--error-bars", str(probabilistic), "--trust-rounds", "2",
+                                            "--checkpoint", str(tmp_path / "diffusion.pt")])
+    figures = bench.compare_error_bars(args.checkpoint, tmp_path / "frame.tif", tmp_path, args)
+    assert calls[0][2] == bench.TRUST_FLAGS and calls[0][1] == (args.fast_sampler, args.fast_steps)
+    assert calls[1] == ("probabilistic.pt", None, ("--std", "--check"))
+    assert [call[0] for call in calls[2:]] == ["probabilistic.pt", "diffusion.pt"]  # the order alternates
+    assert figures["speedup"] == [5.0, 5.0] and figures["seconds"]["predicted"] == [2.0, 2.0]

@@ -654,3 +654,19 @@ def test_the_probabilistic_regression_table_is_its_comparison_record():
                 assert cell == "no std" and name == "regression", (label, name)
                 continue
             assert_printed(re.findall(NUMBER, cell)[-2:], [min(values), max(values)], f"{label}, {name}")
+
+
+def test_the_2048_error_bar_table_is_its_record():
+    """docs/benchmarks.md's timing of an output with error bars, two ways: medians and extremes of the rounds in
+    docs/bench/error_bars_2048.json, by numpy."""
+    record = json.loads((REPO / "docs" / "bench" / "error_bars_2048.json").read_text())["error_bars"]
+    rows = {cells[0]: cells[1] for cells in readme_rows("| workflow | median (min-max over", "docs/benchmarks.md")}
+
+    def figure(values, digits):
+        return f"{np.median(values):.{digits}f} ({np.min(values):.{digits}f}-{np.max(values):.{digits}f})"
+
+    assert rows["diffusion, `--samples 8 --std --check`"] == figure(record["seconds"]["samples"], 0) + " s"
+    assert rows["probabilistic regression, `--std --check`"] == figure(record["seconds"]["predicted"], 1) + " s"
+    speedup = figure(record["speedup"], 2)
+    assert rows["speed-up, round by round"] == "**" + speedup.replace(" (", "x** (", 1)
+    assert record["verdict"] == "gain" and min(record["speedup"]) > 1

@@ -21,6 +21,10 @@ every step), whose quotient is what the tiling code itself adds (stacking, blend
 arithmetic, file I/O). ``--verify`` also computes the same prediction tile by tile, unbatched
 (``batch_size=1``), with the same noise field and settings, and prints the largest difference.
 
+``--error-bars CHECKPOINT`` times instead an output with its error bars, two ways on the frame: the trust
+workflow (``--samples 8 --std --check``) of ``--checkpoint`` against ``--std --check`` of a probabilistic
+regression (one evaluation).
+
 ``--quality`` scores tile layouts against the SIM target on a ``--quality-size`` real-structure frame
 (PSNR and SSIM for each of ``--quality-tiles`` x ``--quality-overlaps``, same seed): what a layout with
 less redundancy costs. ``--rounds 0 --quality`` scores without timing.
@@ -61,6 +65,7 @@ from experiments.bench.stats import ratios, round_order, spread, verdict
 from experiments.build import build_model
 from experiments.checkpoint import Checkpoint, write_checkpoint
 from experiments.command import CommandParser
+from experiments.integrity.json_files import portable_path
 from experiments.integrity.outputs import check_outputs
 from experiments.runtime import seed_everything
 
@@ -188,14 +193,13 @@ def output_scores(path: Path, target: np.ndarray) -> dict[str, float]:
 
 
 def command_seconds(checkout: Path, checkpoint: Path, image: Path, out_dir: Path, args: argparse.Namespace,
-                    sampler: tuple[str, int], flags: Sequence[str]) -> float:
+                    sampler: tuple[str, int] | None, flags: Sequence[str]) -> float:
     """Wall seconds of ``python -m experiments.predict`` run in a fresh process from the code of ``checkout``
-    (startup and imports included, alike for every variant)."""
-    name, steps = sampler
+    (startup and imports included, alike for every variant); ``sampler`` None: the checkpoint's own."""
+    chosen = [] if sampler is None else ["--sampler", sampler[0], "--sampling-steps", str(sampler[1])]
     argv = [sys.executable, "-m", "experiments.predict", "--checkpoint", str(checkpoint.resolve()), "--input",
-            str(image), "--output", str(out_dir), "--device", args.device, "--sampler", name, "--sampling-steps",
-            str(steps), "--batch-size", str(args.batch_size), "--overlap", str(args.overlap), "--no-preview",
-            "--quiet", *flags]
+            str(image), "--output", str(out_dir), "--device", args.device, *chosen, "--batch-size",
+            str(args.batch_size), "--overlap", str(args.overlap), "--no-preview", "--quiet", *flags]
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=checkout, env={**os.environ, "PYTHONPATH": str(checkout)}, capture_output=True,
                           text=True)
@@ -236,6 +240,30 @@ def compare_samplers(checkpoint: Path, image: Path, target: np.ndarray, scratch:
         print(f"{protocol}: {'%s %d' % BASELINE_SAMPLER} {figures['baseline_scores'][protocol]:.3f} dB, {'%s %d' % fast} "
               f"{figures['fast_scores'][protocol]:.3f} dB ({gap:+.3f} dB)")
     return figures
+
+
+def compare_error_bars(checkpoint: Path, image: Path, scratch: Path, args: argparse.Namespace) -> dict:
+    """An output with its error bars on the frame, two ways, side by side over ``--trust-rounds`` interleaved
+    rounds, each a fresh process: today's trust workflow (:data:`TRUST_FLAGS`: 8 samples of prediction's
+    sampler and their std) with ``checkpoint``, and ``--std --check`` with the probabilistic regression
+    ``--error-bars`` (one evaluation: the image and its predicted std)."""
+    here = Path(__file__).resolve().parents[2]
+    variants = {"samples": (checkpoint, (args.fast_sampler, args.fast_steps), TRUST_FLAGS),
+                "predicted": (args.error_bars, None, ("--std", "--check"))}
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for round_index in range(args.trust_rounds):
+        for name in round_order(tuple(variants), round_index):
+            model, sampler, flags = variants[name]
+            seconds[name].append(command_seconds(here, model, image, scratch / f"bars-{name}-{round_index}", args,
+                                                 sampler, flags))
+        print(f"error bars round {round_index + 1}: " + ", ".join(f"{name} {seconds[name][-1]:.1f} s" for name in variants),
+              flush=True)
+    speedups = ratios(seconds["samples"], seconds["predicted"])
+    print(f"8 samples --std --check {summary(seconds['samples'])} s; probabilistic --std --check "
+          f"{summary(seconds['predicted'])} s; speed-up {summary(speedups)} ({verdict(speedups)})", flush=True)
+    return {"samples_checkpoint": portable_path(checkpoint), "predicted_checkpoint": portable_path(args.error_bars),
+            "sampler": [args.fast_sampler, args.fast_steps], "seconds": seconds, "speedup": speedups,
+            "verdict": verdict(speedups)}
 
 
 def pooled_against_sequential(predictor: Predictor, args: argparse.Namespace) -> dict:
@@ -295,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="instead of timing one sampler: 10-step DDIM against --fast-sampler side by side, one sample "
                              "(--rounds) and the trust workflow --samples 8 --std --check (--trust-rounds), then pooled "
                              "against sequential sampling (--pool-size, --pool-samples)")
+    parser.add_argument("--error-bars", type=Path, metavar="CHECKPOINT",
+                        help="instead of timing one sampler: the trust workflow --samples 8 --std --check of --checkpoint "
+                             "against --std --check of this probabilistic regression, side by side (--trust-rounds)")
     parser.add_argument("--fast-sampler", default=PREDICTION_SAMPLING.sampler,
                         help="the sampler --compare times against 10-step DDIM (default: prediction's)")
     parser.add_argument("--fast-steps", type=at_least(1, "--fast-steps"), default=PREDICTION_SAMPLING.sampling_steps,
@@ -356,11 +387,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         predictor = load_for_inference(checkpoint, args.device)
         print(read_machine(torch.device(args.device)).describe())
         print(f"load average (1 min) before: {load_average()}")
-        if args.rounds or args.verify:
+        if args.rounds or args.verify or args.error_bars:
             frame, target = real_structure_pair(args.size, args.level)
             image = scratch / f"widefield_{args.size}.tif"
             tifffile.imwrite(image, frame)
-        if args.compare:
+        if args.error_bars:
+            figures["error_bars"] = compare_error_bars(checkpoint, image, scratch, args)
+        elif args.compare:
             figures["samplers"] = compare_samplers(checkpoint, image, target, scratch, args)
             figures["pooling"] = pooled_against_sequential(predictor, args)
         elif args.rounds:
