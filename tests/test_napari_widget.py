@@ -296,3 +296,32 @@ def test_a_store_with_an_empty_frame_opens_as_the_reference_reader_reads_it(make
     [layer] = viewer.open(str(store), plugin="diffusion-sr-microscopy")
     np.testing.assert_array_equal(np.asarray(layer.data), read_back(store)[0])
     assert not np.asarray(layer.data)[1].any()
+
+
+def test_a_probabilistic_regression_gives_its_std_layer_from_one_evaluation(tmp_path):
+    """The widget on a probabilistic regression (loss laplace) with the default Samples 1: the output and its
+    predicted error std as the second layer, as predict --std writes it."""
+    from dataclasses import replace as replaced
+
+    from training_helpers import make_tiny_data, tiny_config
+    from experiments import predict
+    from experiments.config.schema import SamplingConfig
+    from experiments.napari_plugin.layer_run import Request, run_request
+    from experiments.training.trainer import Trainer
+
+    root = make_tiny_data(tmp_path / "data")
+    base = tiny_config(root, objective="regression", loss="laplace", epochs=1)
+    config = replaced(base, network=replaced(base.network, out_channels=2), sampling=SamplingConfig(sampler="regression"))
+    Trainer(config, tmp_path / "run", progress=False).fit()
+    frame = np.random.default_rng(0).random((32, 32), dtype=np.float32)
+    result = run_request(Request(model=tmp_path / "run" / "last.pt", name="cell", data=frame, scale=(PIXEL_UM, PIXEL_UM),
+                                 translate=(0.0, 0.0), units=("micrometer", "micrometer")))
+    names = [options["name"] for _, options in result.layers]
+    assert names[:2] == ["cell SR", "cell SR std"], names
+    std, metadata = result.layers[1][0], result.layers[1][1]["metadata"]
+    assert (std > 0).all() and "predicted std" in metadata["content"]
+    tifffile.imwrite(tmp_path / "cell.tif", frame)
+    assert predict.main(["--checkpoint", str(tmp_path / "run" / "last.pt"), "--input", str(tmp_path / "cell.tif"),
+                         "--output", str(tmp_path / "out"), "--std", "--pixel-size", str(PIXEL_UM), "--quiet",
+                         "--device", "cpu", "--no-preview"]) == 0
+    np.testing.assert_allclose(std, tifffile.imread(tmp_path / "out" / "cell_sr_std.tif"), atol=1e-6)
