@@ -23,6 +23,7 @@ from experiments.config.presets import PROBABILISTIC, REGRESSION
 from experiments.config.schema import SamplingConfig, check_consistency
 from experiments.image_io.tif_io import read_metadata
 from experiments.training.trainer import Trainer
+from test_regression_baseline import packaged
 from training_helpers import make_tiny_data, tiny_config
 
 
@@ -142,25 +143,7 @@ def test_published_with_its_calibration_predict_writes_the_calibrated_std(probab
 
 
 def test_its_package_holds_the_image_channel_that_predict_writes(probabilistic_run, tmp_path):
-    pytest.importorskip("bioimageio.spec")
-    from zipfile import ZipFile
-
-    from experiments.inference.bioimage_export import ExportOptions, build_package, preprocess
-    from experiments.inference.loading import load_for_inference
-    from experiments.inference.tiling import tiled_network
-
-    run_dir, _ = probabilistic_run
-    image = tmp_path / "wide.tif"
-    tifffile.imwrite(image, np.random.default_rng(1).random((64, 64), dtype=np.float32))
-    package = build_package(run_dir / "last.pt", tmp_path / "model.zip", ExportOptions(test_image=image))
-    with ZipFile(package) as archive:
-        archive.extract("sampler.pt", tmp_path)
-        archive.extract("test_input.npy", tmp_path)
-    module = torch.jit.load(str(tmp_path / "sampler.pt"))
-    predictor = load_for_inference(run_dir / "last.pt", "cpu")
-    widefield = torch.from_numpy(preprocess(np.load(tmp_path / "test_input.npy")))
-    encoding = predictor.diffusion.time_encodings[-1][None]
-    with torch.no_grad():
-        both = tiled_network(predictor.model, predictor.layout())(torch.cat([widefield, torch.zeros_like(widefield)], 1),
-                                                                 encoding)
-        assert both.shape[1] == 2 and torch.allclose(module(widefield), both[:, :1].clamp(-1, 1), atol=1e-5)
+    packaged_output, raw, test_output = packaged(probabilistic_run[0], tmp_path)
+    assert raw.shape[1] == 2 and packaged_output.shape[1] == 1
+    assert torch.allclose(packaged_output, raw[:, :1].clamp(-1, 1), atol=1e-5)
+    assert np.allclose(test_output, (packaged_output.numpy() + 1) / 2, atol=1e-5)

@@ -69,33 +69,37 @@ def test_it_evaluates_predicts_and_refuses_a_diffusion_sampler(regression_run, t
     assert "copies with no spread" in capsys.readouterr().err
 
 
-def test_its_package_is_one_evaluation_that_matches_predict(regression_run, tmp_path):
+def packaged(run_dir, tmp_path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]:
+    """A regression run's Zoo package, built with a test image: what its module gives on the package's test
+    input, the network's raw output there (tiled as prediction tiles, fed as the loss feeds it: [widefield, 0]
+    at the last step), and the package's test output."""
     pytest.importorskip("bioimageio.spec")
+    from zipfile import ZipFile
+
     from experiments.inference.bioimage_export import ExportOptions, build_package, preprocess
     from experiments.inference.loading import load_for_inference
     from experiments.inference.tiling import tiled_network
 
-    run_dir, root = regression_run
     image = tmp_path / "wide.tif"
     tifffile.imwrite(image, np.random.default_rng(1).random((64, 64), dtype=np.float32))
     package = build_package(run_dir / "last.pt", tmp_path / "model.zip", ExportOptions(test_image=image))
-    assert package.is_file()
-    from zipfile import ZipFile
-
     with ZipFile(package) as archive:
-        archive.extract("sampler.pt", tmp_path)
-        archive.extract("test_input.npy", tmp_path)
-        archive.extract("test_output.npy", tmp_path)
-    module = torch.jit.load(str(tmp_path / "sampler.pt"))
-    test_input = np.load(tmp_path / "test_input.npy")
+        for name in ("sampler.pt", "test_input.npy", "test_output.npy"):
+            archive.extract(name, tmp_path)
     predictor = load_for_inference(run_dir / "last.pt", "cpu")
-    widefield = torch.from_numpy(preprocess(test_input))
-    encoding = predictor.diffusion.time_encodings[-1][None]  # as the loss calls it: [widefield, 0], the last step
-    network = tiled_network(predictor.model, predictor.layout())  # the package tiles as prediction does
+    widefield = torch.from_numpy(preprocess(np.load(tmp_path / "test_input.npy")))
+    encoding = predictor.diffusion.time_encodings[-1][None]
     with torch.no_grad():
-        expected = network(torch.cat([widefield, torch.zeros_like(widefield)], 1), encoding).clamp(-1, 1)
-        assert torch.allclose(module(widefield), expected, atol=1e-5)
-    assert np.allclose(np.load(tmp_path / "test_output.npy"), (expected.numpy() + 1) / 2, atol=1e-5)
+        raw = tiled_network(predictor.model, predictor.layout())(torch.cat([widefield, torch.zeros_like(widefield)], 1),
+                                                                 encoding)
+        return torch.jit.load(str(tmp_path / "sampler.pt"))(widefield), raw, np.load(tmp_path / "test_output.npy")
+
+
+def test_its_package_is_one_evaluation_that_matches_predict(regression_run, tmp_path):
+    packaged_output, raw, test_output = packaged(regression_run[0], tmp_path)
+    expected = raw.clamp(-1, 1)
+    assert torch.allclose(packaged_output, expected, atol=1e-5)
+    assert np.allclose(test_output, (expected.numpy() + 1) / 2, atol=1e-5)
 
 
 def test_its_output_stays_in_the_targets_range():
