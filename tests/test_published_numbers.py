@@ -596,8 +596,11 @@ def test_the_tutorial_task_robustness_table_is_its_record():
     docs/bench/robustness-tutorial.json."""
     record = json.loads((REPO / "docs" / "bench" / "robustness-tutorial.json").read_text())
     table = [card_cells(line) for line in (REPO / "docs" / "benchmarks.md").read_text().splitlines()
-             if line.startswith(("| previous tutorial", "| shipped tutorial", "| previous regression", "| shipped regression"))]
-    for cells, name in zip(table, ("previous-tutorial-l1", "tutorial-l1", "previous-regression", "regression")):
+             if line.startswith(("| previous tutorial", "| shipped tutorial", "| previous regression", "| shipped regression",
+                                 "| shipped probabilistic"))]
+    names = ("previous-tutorial-l1", "tutorial-l1", "previous-regression", "regression", "probabilistic")
+    assert len(table) == len(names) == len(record["verdicts"])
+    for cells, name in zip(table, names):
         verdict = record["verdicts"][name]
         assert_printed(re.findall(NUMBER, " ".join(cells[1:3])), [verdict["least_gain_db"], verdict["spread_db"]], name)
         assert cells[3].startswith("met") == verdict["met"], name

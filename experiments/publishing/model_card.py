@@ -137,11 +137,12 @@ def robustness_section(robustness: dict | None) -> str:
         f"level_{row['level']:02d} | "
         f"**{row['mean']:+.2f}** ± {row['ci95_half_width']:.2f} |" for row in robustness["conditions"])
     goal, verdict = robustness["goal"], robustness["verdict"]
+    sampled = ("its one network evaluation" if robustness["sampler"] == "regression" else
+               f"{robustness['sampler']} on\n{robustness['sampling_steps']} evaluations")
     return f"""## Across microscopes
 The fitted gain over bicubic (dB, mean ± 95 % interval over {robustness['windows']} held-out windows) when the
 microscope is not the one of the training data: BioSR's measured PSF broadened to each width, a background of
-mostly out-of-focus structure, BioSR's photon levels; sampled with {robustness['sampler']} on
-{robustness['sampling_steps']} evaluations. Measured by `python -m experiments.bench.robustness`
+mostly out-of-focus structure, BioSR's photon levels; sampled with {sampled}. Measured by `python -m experiments.bench.robustness`
 (`docs/benchmarks.md`). Over {goal['fwhm_nm'][0]:.0f} to {goal['fwhm_nm'][1]:.0f} nm and
 {100 * goal['background'][0]:.0f} to {100 * goal['background'][1]:.0f} % background at level_{goal['level']:02d} the
 least gain is {verdict['least_gain_db']:+.2f} dB and the gains span {verdict['spread_db']:.2f} dB (goal: at least
