@@ -286,6 +286,12 @@ def readme_rows(heading: str, name: str = "README.md") -> list[list[str]]:
     return table[2:]
 
 
+def readme_header(heading: str, name: str = "README.md") -> list[str]:
+    """The header cells of the first Markdown table from the line holding ``heading`` on."""
+    lines = (REPO / name).read_text().splitlines()
+    return card_cells(next(line for line in lines if heading in line))
+
+
 def test_the_readme_result_table_is_the_robustness_record():
     """README's result: the fitted gain of each model at each microscope, as docs/bench/robustness.json (the
     benchmark's record, the README figure's source) holds it; the shipped model's card holds the same rows."""
@@ -638,23 +644,31 @@ def test_a_shipped_models_error_bar_table_is_its_calibrated_evaluation():
             assert_printed(re.findall(NUMBER, " ".join(cells[1:])), expected, f"{folder.name} {cells[0]}")
 
 
-def test_the_probabilistic_regression_table_is_its_comparison_record():
-    """docs/trust.md's table of the three models' accuracy and error bars: each cell the least and the most over
-    the levels of docs/bench/error-bars-tutorial/comparison.json."""
-    record = json.loads((REPO / "docs" / "bench" / "error-bars-tutorial" / "comparison.json").read_text())["evaluations"]
-    names = ("regression", "probabilistic regression", "L1 diffusion, mean of 8")
+ERROR_BAR_TABLES = {  # docs/trust.md's tables of accuracy and error bars: the header's start -> the record
+    "| | regression | probabilistic regression |": "error-bars-tutorial",
+    "| | native diffusion, mean of 8 | native probabilistic regression |": "error-bars-native",
+}
+
+
+@pytest.mark.parametrize("header", ERROR_BAR_TABLES)
+def test_the_probabilistic_regression_tables_are_their_comparison_records(header):
+    """Each cell of docs/trust.md's tables of the models' accuracy and error bars: the least and the most over
+    the levels of its docs/bench/error-bars-*/comparison.json, for the evaluations the header names."""
+    record = json.loads((REPO / "docs" / "bench" / ERROR_BAR_TABLES[header] / "comparison.json").read_text())["evaluations"]
+    names = tuple(readme_header(header, "docs/trust.md")[1:])
     keys = {"fitted PSNR": None, "coverage of the raw": "coverage90_raw", "coverage, calibrated": "coverage90",
             "calibrated interval's width": "width90", "calibrated curve's worst bin": "worst_gap",
             "rank correlation": "rank_correlation"}
-    rows = readme_rows("| | regression | probabilistic regression |", "docs/trust.md")
-    assert len(rows) == len(keys)
+    rows = readme_rows(header, "docs/trust.md")
+    assert len(rows) == len(keys) and set(names) == set(record)
     for cells, (label, key) in zip(rows, keys.items()):
         assert cells[0].startswith(label), cells
         for cell, name in zip(cells[1:], names):
             levels = record[name]["levels"].values()
             values = [level["model"]["psnr_fit"] if key is None else level["error_bars"].get(key) for level in levels]
-            if None in values:
-                assert cell == "no std" and name == "regression", (label, name)
+            if None in values:  # no std at all, or a measure that evaluation did not record
+                has_std = bool(record[name]["levels"]["level_09"]["error_bars"])
+                assert cell.startswith("– (not recorded") if has_std else cell == "no std", (label, name, cell)
                 continue
             assert_printed(re.findall(NUMBER, cell)[-2:], [min(values), max(values)], f"{label}, {name}")
 
