@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the model's gain across microscopes: its entry NAME in the JSON of experiments.bench.robustness")
     parser.add_argument("--calibration", choices=CALIBRATION_METHODS,
                         help="ship the std map's error model of this method, fitted on the validation split by the first "
-                             "--evaluation with 2 or more samples (docs/trust.md)")
+                             "--evaluation with a std (2 or more samples, or a probabilistic regression; docs/trust.md)")
     parser.add_argument("--example", type=Path, help="also write the example input (an .ome.tif) here")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier publication in --out")
     return parser

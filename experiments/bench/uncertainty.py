@@ -28,7 +28,6 @@ from experiments.evaluation.trust_report import TrustAccumulator
 from experiments.inference.loading import load_for_inference
 from experiments.integrity.outputs import check_outputs
 from experiments.pairs.dataset import read_pairs
-from experiments.trust.calibration import rank_correlation
 
 CANDIDATES: dict[str, SamplingConfig] = {
     "dpmpp2m-4": SamplingConfig(sampler="dpmpp2m", sampling_steps=4),  # predict's single output
@@ -68,8 +67,7 @@ def measure(predictor, data, sampling: SamplingConfig, levels: list[str], images
     rows = {}
     for level in levels:
         seen = observed(predictor, data, "test", level, sampling, images)
-        mean, std, target = seen.stacked()
-        rows[level] = {"posterior": seen.posterior_check(), "rank_correlation": rank_correlation(std, mean - target),
+        rows[level] = {"posterior": seen.posterior_check(), "rank_correlation": seen.rank_correlation(),
                        "raw": seen.calibration_row(), **{method: seen.calibration_row(model) for method, model in models.items()}}
     return {"sampler": sampling.sampler, "evaluations": sampling.network_evaluations(predictor.diffusion.steps),
             "eta": sampling.eta, "models": {method: asdict(model) for method, model in models.items()},

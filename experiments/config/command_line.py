@@ -15,10 +15,10 @@ from typing import Any
 
 from ddpm.settings import UsageError, text_parser, type_name
 from experiments.config.presets import PRESETS, preset
-
-DEFAULT_PRESET = "mse"  # the tutorial's first run
 from experiments.config.schema import RunConfig, section_types
 from unet import NetworkConfig, network_config_type, network_kind, network_kinds
+
+DEFAULT_PRESET = "mse"  # the tutorial's first run
 
 
 def _section_fields() -> list[tuple[str, dataclasses.Field, Any]]:

@@ -117,6 +117,11 @@ class TrainConfig:
     # Fine-tuning: start from this checkpoint's weights (experiments.training.initial_weights); None: random.
     init: str | None = None
 
+    @property
+    def predicts_std(self) -> bool:
+        """Whether the network also predicts its error (loss ``laplace``: a probabilistic regression)."""
+        return self.loss == "laplace"
+
     def __post_init__(self) -> None:
         check_ranges(self, "--train.")
 
@@ -301,7 +306,7 @@ def check_consistency(config: RunConfig) -> None:
     if regression and (not config.train.conditional or config.train.loss_weighting != "none"):
         raise UsageError("--train.objective regression maps an input to its target: it needs --train.conditional "
                          "true and --train.loss_weighting none")
-    probabilistic = config.train.loss == "laplace"
+    probabilistic = config.train.predicts_std
     if probabilistic and not regression:
         raise UsageError("--train.loss laplace is the regression baseline's probabilistic form: it needs "
                          "--train.objective regression (--preset probabilistic sets both)")

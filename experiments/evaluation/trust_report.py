@@ -153,6 +153,11 @@ class TrustAccumulator:
         curve = fit_curve(*seen, self.samples)
         return {"curve": curve, "interval": fit_interval(*seen, self.samples, curve)}
 
+    def rank_correlation(self) -> float:
+        """Spearman's correlation of the std map with |error| over every pixel seen (any error model keeps it)."""
+        mean, std, target = self.stacked()
+        return rank_correlation(std, mean - target)
+
     def calibration(self, model: ErrorModel = ErrorModel()) -> Calibration:
         return calibration(*self.stacked(), self.samples, model=model)
 
@@ -191,8 +196,7 @@ def calibration_report(test: TrustAccumulator, models: dict | None, figure: Path
     """The std map's calibration on ``test``: ``raw`` and, with the validation ``models`` (None: no validation
     split), with each of its error models applied (``curve``, ``interval``); draws the curves into ``figure``.
     The raw row also holds the rank correlation of std and |error| (the error models keep the std's order)."""
-    mean, std, target = test.stacked()
-    result = {"raw": {**test.calibration_row(), "rank_correlation": rank_correlation(std, mean - target)}}
+    result = {"raw": {**test.calibration_row(), "rank_correlation": test.rank_correlation()}}
     curves = {"raw": test.calibration()}
     for method in [method for method in ("curve", "interval") if models is not None and method in models]:
         model = ErrorModel(**models[method])

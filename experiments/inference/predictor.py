@@ -117,7 +117,7 @@ class Predictor:
     def predicts_std(self) -> bool:
         """Whether the model is a probabilistic regression: one evaluation gives its output and the std of that
         output's error (``--train.loss laplace``), no samples needed."""
-        return self.config.train.loss == "laplace"
+        return self.config.train.predicts_std
 
     def std_samples(self, sampling: SamplingConfig) -> int:
         """The sample count the std of ``sampling``'s output comes from (:data:`PREDICTED` for a predicted std)."""
@@ -127,8 +127,8 @@ class Predictor:
         """The calibration that turns the std of ``sampling``'s samples (or the model's predicted std) into the
         std of the output's error: the shipped one where it was fitted on that very sampler, evaluation count
         and sample count, else None."""
-        fitted = self.calibration
-        if fitted is None or (sampling.samples < 2 and not self.predicts_std) or (fitted.samples == PREDICTED) != self.predicts_std:
+        fitted, count = self.calibration, self.std_samples(sampling)
+        if fitted is None or count == 1 or (fitted.samples == PREDICTED) != (count == PREDICTED):  # 1: no std
             return None
         same = (fitted.sampler, fitted.evaluations) == (sampling.sampler, sampling.network_evaluations(self.diffusion.steps))
         return fitted if same and fitted.eta == sampling.eta else None
@@ -195,6 +195,7 @@ class Predictor:
         chains = max(sampling.samples, keep)
         drawer = Sampling(replace(sampling, samples=chains), self.diffusion)
         steps = len(drawer.chain)
+        calibration, std_samples = self.calibrated_by(sampling), self.std_samples(sampling)
         sampled = 0  # tiles through the network so far
         with tqdm(total=None, desc=request.desc, unit="tile", disable=not request.progress) as bar:
             for done, (index, image) in enumerate(frames):
@@ -222,9 +223,8 @@ class Predictor:
                 draws = drawer.draw(network, padded.to(self.device), generator_of(index), x_T=x_T)
                 draws = draws[..., top : top + height, left : left + width].cpu()
                 mean, std = mean_and_spread(draws[: sampling.samples])
-                calibration = self.calibrated_by(sampling)
                 if std is not None and calibration is not None:
-                    std = calibration.error_std(std, self.std_samples(sampling))
+                    std = calibration.error_std(std, std_samples)
                 yield index, Prediction(mean, std, draws[:keep, :, :1])
 
 

@@ -214,7 +214,7 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
     parameters = sum(p.numel() for p in predictor.model.parameters())
     train, data = config.train, config.data
     objective = ("probabilistic regression (one evaluation: the image and a per-pixel Laplace scale, its error bar)"
-                 if train.loss == "laplace" else "regression (one evaluation, the baseline)" if train.objective == "regression"
+                 if train.predicts_std else "regression (one evaluation, the baseline)" if train.objective == "regression"
                  else f"diffusion, T = {config.diffusion.steps} ({config.diffusion.schedule} betas "
                  f"{config.diffusion.beta_start:g} to {config.diffusion.beta_end:g})")
     task = (f"native: widefield on the camera's grid ({grid.input_pixel_um * 1000:.1f} nm pixels) in, SIM grid "
@@ -224,7 +224,7 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
             "output cannot hold the SIM's 31.3 nm detail (`--upsample` puts it on a grid twice as fine, no sharper)")
     sections = "\n".join(metrics_section(name, evaluation) for name, evaluation in evaluations.items())
     limit_lines = "\n".join(f"- {line}" for line in limits)
-    trust_flags = (" --std --check" if train.loss == "laplace" else  # its std is predicted, not a spread of samples
+    trust_flags = (" --std --check" if train.predicts_std else  # its std is predicted, not a spread of samples
                    " --check" if train.objective == "regression" else " --samples 8 --std --check")  # no spread to show
     error_bars = ("" if checkpoint.calibration is None else
                   calibration_section(calibrated_by, evaluations[calibrated_by], StdCalibration(**checkpoint.calibration)))
