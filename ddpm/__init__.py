@@ -16,6 +16,7 @@ from .samplers import (
     run_chain,
     sampler_options,
 )
+from .residual import refined, refiner_condition, residual_of
 from .schedule import SCHEDULES, ScheduleTables, cosine_betas, linear_betas, make_betas
 
 __all__ = [
@@ -47,4 +48,7 @@ __all__ = [
     "DDIMCoefficients",
     "ddim_step",
     "SPACINGS",
+    "refiner_condition",
+    "residual_of",
+    "refined",
 ]

@@ -41,6 +41,9 @@ SOURCE_KEY = "source"
 # A shipped model's std-map calibration (experiments.trust.calibration.StdCalibration as a dict), fitted on the
 # validation split by experiments.evaluate and stored by experiments.publish; others lack it.
 CALIBRATION_KEY = "calibration"
+# A residual model's regression part (experiments.build.ResidualModel): the regression's RunConfig dict and the
+# checkpoint it was read from (path and digest); its weights are in the weight sets, under "base.".
+BASE_KEY = "base"
 PROGRESS_KEYS = ("optimizer", "epoch", "batch_in_epoch", "global_step", "epoch_loss_sum", "epoch_seconds", "rng")
 
 
@@ -98,6 +101,7 @@ class Checkpoint:
     progress: Progress | None = None
     source: Source | None = None
     calibration: dict[str, Any] | None = None
+    base: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(WEIGHT_KEYS)
@@ -127,7 +131,8 @@ class Checkpoint:
 
     def _recorded(self) -> dict[str, Any]:
         return {key: value for key, value in ((IMAGE_SIZE_KEY, self.image_size), (GRID_KEY, self.grid),
-                                              (CALIBRATION_KEY, self.calibration)) if value is not None}
+                                              (CALIBRATION_KEY, self.calibration), (BASE_KEY, self.base))
+                if value is not None}
 
     @classmethod
     def from_payload(cls, payload: Any, path: str | Path) -> "Checkpoint":
@@ -142,7 +147,8 @@ class Checkpoint:
         source = payload.get(SOURCE_KEY)
         return cls(payload[CONFIG_KEY], {key: payload[key] for key in WEIGHT_KEYS if key in payload},
                    payload.get(IMAGE_SIZE_KEY), payload.get(GRID_KEY), progress,
-                   Source(**source) if source is not None else None, payload.get(CALIBRATION_KEY))
+                   Source(**source) if source is not None else None, payload.get(CALIBRATION_KEY),
+                   payload.get(BASE_KEY))
 
 
 def non_finite_entries(payload: Any, prefix: str = "") -> list[str]:
@@ -243,7 +249,7 @@ def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None
 
 def inference_only(source: str | Path) -> Checkpoint:
     """What prediction and export read of the checkpoint at ``source``, for shipping: the weights it samples with,
-    the configuration, the training image size, the data grid, and where it came from (:class:`Source`); the
+    the configuration, the training image size, the data grid, a residual model's base, and where it came from (:class:`Source`); the
     optimizer's state, the random states and the history are dropped (the demo's network: 4 MB -> 1 MB)."""
     checkpoint = read_checkpoint(source)
     name, weights = checkpoint.sampling_weights()
@@ -255,4 +261,5 @@ def inference_only(source: str | Path) -> Checkpoint:
         origin = Source(path.resolve().parent.name, path.name, progress.epoch if progress else None,
                         sum(float(record["seconds"]) for record in (progress.history if progress else [])))
     # a calibration is the publisher's to give (experiments.publish --calibration), never carried over unseen
-    return Checkpoint(checkpoint.config, {name: weights}, checkpoint.image_size, checkpoint.grid, source=origin)
+    return Checkpoint(checkpoint.config, {name: weights}, checkpoint.image_size, checkpoint.grid, source=origin,
+                      base=checkpoint.base)

@@ -29,6 +29,7 @@ import torch
 from ddpm.samplers import initial_noise
 from ddpm.settings import UsageError, at_least
 from experiments.bench.record import benchmark_main, write_record
+from experiments.build import base_of
 from experiments.command import CommandParser
 from experiments.config.schema import SamplingConfig
 from experiments.pairs.dataset import read_pairs
@@ -92,11 +93,12 @@ def score_level(name: str, predictor: Predictor, level: str, args: argparse.Name
     # As prediction runs the network: in calls of 16 tiles (the test images are one tile each), on CPU about
     # twice as fast per image as one call on all samples x images.
     network = tiled_network(predictor.model, predictor.layout(gt.shape[-1], overlap=0))
+    base = base_of(predictor.model, wf)
     rows = []
     for sampler in SAMPLERS:
         for evaluations in args.evaluations:
             sampling = SamplingConfig(sampler=sampler, sampling_steps=evaluations, samples=args.samples)
-            drawn = Sampling(sampling, predictor.diffusion).draw(network, wf, x_T=x_T).cpu()
+            drawn = Sampling(sampling, predictor.diffusion).draw(network, wf, x_T=x_T, base=base).cpu()
             one, mean = fitted(drawn[0], gt), fitted(drawn.mean(0), gt)
             rows.append(QualityRow(
                 name, level, sampler, evaluations, count, args.samples, one["psnr"], one["ssim"], mean["psnr"],

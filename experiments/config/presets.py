@@ -52,6 +52,15 @@ PROBABILISTIC = replace(
     train=replace(REGRESSION.train, loss="laplace"),
 )
 
+# Predict and refine (ddpm.residual): the demo's network, given the input and the shipped regression's output,
+# learns the diffusion of what that regression leaves (the target minus its output) on the data the regression
+# was trained on; sampling adds the residual back.
+RESIDUAL = replace(
+    DEMO, name="residual", network=replace(DEMO.network, in_channels=3),
+    data=replace(DEMO.data, root="data/biosr-sim-tutorial-randomized"),
+    train=replace(DEMO.train, objective="residual", base="pretrained/regression/model.pt"),
+)
+
 # BioSR's own task on the real-structure set (`make real-data` writes data/biosr-sim-native): the demo's
 # recipe on 128 x 128 SIM-grid targets of 64 x 64 camera-grid inputs, with a network 4x as wide in its
 # bottleneck and twice as wide elsewhere (952,705 parameters), trained for 60 epochs: the model of
@@ -65,7 +74,7 @@ NATIVE = replace(
 
 PRESETS: dict[str, RunConfig] = {
     "mse": TUTORIAL_MSE, "l1": TUTORIAL_L1, "l1-fast": L1_FAST, "demo": DEMO, "regression": REGRESSION,
-    "probabilistic": PROBABILISTIC, "native": NATIVE,
+    "probabilistic": PROBABILISTIC, "residual": RESIDUAL, "native": NATIVE,
 }  # fmt: skip
 
 

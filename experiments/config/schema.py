@@ -75,7 +75,7 @@ class DataConfig:
 
 
 
-Objective = Literal["diffusion", "regression"]
+Objective = Literal["diffusion", "regression", "residual"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
 # "files": the run folder's CSV / JSON records and PNG figures; "tensorboard": those and TensorBoard event
 # files beside them (experiments.training.tensorboard_log, the [tensorboard] extra).
@@ -95,8 +95,11 @@ class TrainConfig:
     weight_decay: float = bounded(0.01, 0.0)
     loss: LossKind = "mse"
     # "diffusion": the DDPM (Eq. 12-13); "regression": the baseline, the same network mapping the input
-    # straight to the target in one evaluation (ddpm.Diffusion.regression_loss; sampled by "regression").
+    # straight to the target in one evaluation (ddpm.Diffusion.regression_loss; sampled by "regression");
+    # "residual": predict and refine (ddpm.residual), a diffusion of the target minus the output of the frozen
+    # regression checkpoint ``base``, whose network and weights the run's checkpoints then hold.
     objective: Objective = "diffusion"
+    base: str | None = None
     # "min_snr": Hang et al. (2023) weights of the diffusion loss, capped at min_snr_gamma (their 5).
     loss_weighting: LossWeighting = "none"
     min_snr_gamma: float = bounded(5.0, 0.0, low_open=True)
@@ -294,6 +297,12 @@ def _build_section(section_type: type, values: dict[str, Any]):
     return section_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
+def output_channels(config: RunConfig) -> int:
+    """The channels the network gives: the image, and a probabilistic regression's log-scale after it (a registered
+    network without an ``out_channels`` field gives the image alone)."""
+    return getattr(config.network, "out_channels", 1)
+
+
 def check_consistency(config: RunConfig) -> None:
     """Refuse combinations of fields that would only fail later, mid-run, naming the flags to change."""
     regression = config.train.objective == "regression"
@@ -306,11 +315,19 @@ def check_consistency(config: RunConfig) -> None:
     if regression and (not config.train.conditional or config.train.loss_weighting != "none"):
         raise UsageError("--train.objective regression maps an input to its target: it needs --train.conditional "
                          "true and --train.loss_weighting none")
+    residual = config.train.objective == "residual"
+    if residual != (config.train.base is not None):
+        raise UsageError("--train.objective residual refines a regression checkpoint, given by --train.base FILE"
+                         if residual else f"--train.base is the regression that --train.objective residual refines; "
+                         f"this run's objective is {config.train.objective} (drop --train.base, or use --preset residual)")
+    if residual and (not config.train.conditional or config.train.init is not None):
+        raise UsageError("--train.objective residual refines the regression's output of an input: it needs "
+                         "--train.conditional true, and starts from --train.base, not --train.init")
     probabilistic = config.train.predicts_std
     if probabilistic and not regression:
         raise UsageError("--train.loss laplace is the regression baseline's probabilistic form: it needs "
                          "--train.objective regression (--preset probabilistic sets both)")
-    outputs = getattr(config.network, "out_channels", 1)
+    outputs = output_channels(config)
     if outputs != (2 if probabilistic else 1):
         raise UsageError(f"--network.out_channels {outputs}: " + (
             "--train.loss laplace predicts an image and its scale, 2 channels; set --network.out_channels 2"

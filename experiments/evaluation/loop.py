@@ -10,6 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ddpm import Diffusion
+from experiments.build import base_of
 from experiments.config.schema import EvalConfig, SamplingConfig
 from experiments.pairs.dataset import PairedImageDataset
 from experiments.evaluation.metrics import MetricAccumulator
@@ -89,7 +90,8 @@ def evaluate(
         for start in tqdm(mine, desc=description, disable=not (progress and place.is_main), leave=False):
             wf, gt = dataset.get_batch(range(start, min(start + schedule.batch_size, count)))
             generator = batch_generator(device, schedule.seed, start // schedule.batch_size)
-            images = drawer.draw(network, wf.to(device), generator, conditional=conditional)
+            wf_device = wf.to(device)
+            images = drawer.draw(network, wf_device, generator, conditional=conditional, base=base_of(model, wf_device))
             output, _ = mean_and_spread(images)
             if observe is not None:
                 observe(wf, images.cpu(), gt)

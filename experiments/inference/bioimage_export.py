@@ -38,6 +38,8 @@ import torch
 
 from ddpm.settings import SEEDS, UserError, bounded, check_choice, check_ranges, within
 from experiments import figures
+from experiments.build import refines
+from experiments.config.schema import output_channels
 from experiments.image_io.images import read_frames
 from experiments.data.layout import TIF_SUFFIXES
 from experiments.data.normalization import SCALE_RANGE_EPS
@@ -192,6 +194,9 @@ def weights_summary(predictor: Predictor, options: ExportOptions) -> str:
     """What the TorchScript weights run, in one sentence."""
     if is_regression(predictor):
         return "one network evaluation (the regression baseline: no diffusion, no noise)"
+    if refines(predictor.model):
+        return (f"the regression's one evaluation, then {options.sampling_steps} {SAMPLER_TITLES[options.sampler]} steps "
+                f"on its residual from position-hashed initial noise (seed {options.seed}), added back to it")
     return (f"{options.sampling_steps} {SAMPLER_TITLES[options.sampler]} steps from position-hashed initial noise "
             f"(seed {options.seed})")
 
@@ -304,7 +309,7 @@ def build_package(checkpoint: Path, out: Path, options: ExportOptions, overwrite
     image, source, file_pixel_size = test_input(predictor, replace(options, test_image=test_image))
     module = script_sampler(predictor.model, predictor.diffusion, options.sampler, options.sampling_steps, options.seed,
                             predictor.layout(), regression=is_regression(predictor), enlargement=predictor.enlargement,
-                            channels=getattr(predictor.config.network, "out_channels", 1))
+                            channels=output_channels(predictor.config))
     # The training inputs' pixel when neither the flag nor the test image states one: the model expects it.
     pixel_size = next(size for size in (options.pixel_size_um, file_pixel_size, predictor.grid.input_pixel_um)
                       if size is not None)

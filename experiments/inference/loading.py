@@ -15,12 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ddpm.settings import UserError
-from experiments.build import build_diffusion, build_model
+from experiments.build import base_config, build_diffusion, build_model
 from experiments.config.schema import RunConfig
 from experiments.inference.predictor import LEGACY_IMAGE_SIDE, Predictor
 from experiments.runtime import pick_device
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid
-from experiments.checkpoint import CALIBRATION_KEY, GRID_KEY, LAST, Checkpoint, file_digest, read_checkpoint
+from experiments.checkpoint import BASE_KEY, CALIBRATION_KEY, GRID_KEY, LAST, Checkpoint, file_digest, read_checkpoint
 from experiments.trust.calibration import StdCalibration
 from unet import optimize_for_speed
 
@@ -60,7 +60,7 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predicto
     path = path / LAST if path.is_dir() else path
     config = _read_config(contents, path)
     weights, state = contents.sampling_weights()
-    model = build_model(config, target)
+    model = build_model(config, target, _read_base(contents, config, path))
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -80,6 +80,17 @@ def load_for_inference(checkpoint: str | Path, device: str = "auto") -> Predicto
         grid=_read_grid(contents, config, path),
         calibration=_read_calibration(contents, path),
     )
+
+
+def _read_base(checkpoint: Checkpoint, config: RunConfig, path: Path) -> RunConfig | None:
+    """A residual model's regression configuration (its checkpoint's ``base``), None for any other model."""
+    if config.train.objective != "residual":
+        return None
+    try:
+        return base_config(checkpoint.base)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InferenceError(f"{path}: a residual model without a readable {BASE_KEY!r} entry ({error}); use a "
+                             "checkpoint written by experiments.train") from error
 
 
 def _read_calibration(checkpoint: Checkpoint, path: Path) -> StdCalibration | None:

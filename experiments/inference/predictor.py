@@ -22,6 +22,7 @@ from ddpm.hashed_noise import hashed_normal
 from experiments.config.schema import RunConfig, SamplingConfig
 from experiments.data.task import BIOSR_CAMERA_PIXEL_UM, DataGrid, enlarge
 from experiments.inference.sampling import Sampling, mean_and_spread
+from experiments.build import refines
 from experiments.inference.tiling import TileLayout, pad_to_tile, tiled_network
 from experiments.trust.calibration import PREDICTED, StdCalibration
 
@@ -203,7 +204,8 @@ class Predictor:
                 height, width = image.shape[2:]
                 padded, top, left = pad_to_tile(image, layout.tile)
                 tiles_per_step = layout.count(*padded.shape[2:]) * chains
-                total = count * steps * tiles_per_step  # the frames of an input share one size
+                base_tiles = layout.count(*padded.shape[2:]) if refines(self.model) else 0
+                total = count * (base_tiles + steps * tiles_per_step)  # the frames of an input share one size
                 if bar.total is None:
                     bar.total = total
                 bar.set_postfix_str(f"frame {done + 1}/{count}, {steps} steps of {tiles_per_step} tiles")
@@ -220,7 +222,10 @@ class Predictor:
                     x_T = hashed_normal([chains, 1, *padded.shape[2:]], request.hashed_noise_seed, self.device,
                                         offset_y=-top, offset_x=-left)
                 network = tiled_network(self.model, layout, on_tiles=counted)
-                draws = drawer.draw(network, padded.to(self.device), generator_of(index), x_T=x_T)
+                padded = padded.to(self.device)
+                # a residual model's base: its regression on the same tiles, once per frame
+                base = self.model.base_output(padded, lambda net: tiled_network(net, layout, counted)) if base_tiles else None
+                draws = drawer.draw(network, padded, generator_of(index), x_T=x_T, base=base)
                 draws = draws[..., top : top + height, left : left + width].cpu()
                 mean, std = mean_and_spread(draws[: sampling.samples])
                 if std is not None and calibration is not None:

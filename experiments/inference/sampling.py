@@ -16,6 +16,7 @@ from dataclasses import fields, replace
 import torch
 
 from ddpm import Diffusion
+from ddpm.residual import refined, refiner_condition
 from ddpm.samplers import initial_noise
 from ddpm.settings import UsageError, check_value, field_range
 from experiments.config.schema import SAMPLER_FLAGS, SamplingConfig
@@ -108,6 +109,7 @@ class Sampling:
         generator: torch.Generator | None = None,
         x_T: torch.Tensor | None = None,
         conditional: bool = True,
+        base: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``config.samples`` samples of each input [B, 1, H, W]: float [samples, B, 1, H, W].
 
@@ -116,8 +118,12 @@ class Sampling:
         ``s``-th draw of [B, 1, H, W] from ``generator``, so a deterministic sampler gives each sample
         what a chain of it alone, drawn in turn, would give. With ``conditional=False`` the inputs only
         set the batch and image size. ``x_T`` [samples x B, 1, H, W], sample-major, replaces the drawn start.
+        ``base`` [B, 1, H, W], a residual model's regression output for each input: the chains then sample the
+        residual, conditioned on the input and the base, and the samples are the base plus it (:mod:`ddpm.residual`).
         """
         batch = condition.shape[0]
+        if base is not None:
+            condition = refiner_condition(condition, base)
         repeated = condition.repeat(self.samples, 1, 1, 1)
         if x_T is None:
             x_T = torch.cat([initial_noise(self.diffusion, (batch, 1, *condition.shape[2:]), None, generator)
@@ -130,4 +136,5 @@ class Sampling:
             generator=generator,
             progress=False,
         )
-        return images.float().view(self.samples, batch, *images.shape[1:])
+        images = images.float().view(self.samples, batch, *images.shape[1:])
+        return images if base is None else refined(images, base.float())

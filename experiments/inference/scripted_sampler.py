@@ -38,6 +38,7 @@ from ddpm import DDIMSampler, Diffusion, DPMSolverSampler
 from ddpm.diffusion import REGRESSION_STEP
 from ddpm.dpm_solver import CLEAN, multistep_rows, multistep_update
 from ddpm.hashed_noise import hashed_normal
+from experiments.build import ResidualModel, refines
 from experiments.data.task import enlarge
 from experiments.inference.tiling import (TileLayout, add_tiles, axis_windows, cut_tiles, pad_to_tile, tile_jobs,
                                           tile_positions)
@@ -228,14 +229,63 @@ class ScriptedRegression(nn.Module):
         return output, output
 
 
+class ScriptedResidual(nn.Module):
+    """A residual model's sampler (:mod:`ddpm.residual`): the regression's base on the tiles prediction uses, then
+    :class:`ScriptedSolver`'s chain on the residual, conditioned on ``[widefield, base]``.
+
+    It is stepped as the solver is (``start``, ``step``, then the crop of x): its state x is the image, base plus
+    the residual, so a caller that takes the last x as the output (``experiments.inference.package.run_package``)
+    gets the refined image. :meth:`step` takes the base off before the solver's update and puts it back after,
+    and clamps the last step's image to [-1, 1] as :func:`ddpm.residual.refined` does."""
+
+    def __init__(self, model: ResidualModel, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int,
+                 seed: int, layout: TileLayout, enlargement: int = 1) -> None:
+        super().__init__()
+        self.solver = ScriptedSolver(model.refiner, diffusion, sampler, sampling_steps, seed, layout, enlargement)
+        self.base = ScriptedRegression(model.base, model.base_diffusion, layout, enlargement, model.base_channels)
+
+    def forward(self, widefield: torch.Tensor) -> torch.Tensor:
+        """widefield [B, 1, h, w] float32 in [-1, 1] -> [B, 1, H, W] in [-1, 1], H, W = enlargement x h, w."""
+        condition, x, previous, height, width, top, left = self.start(widefield)
+        for i in range(self.count()):
+            x, previous = self.step(i, condition, x, previous)
+        return x[:, :, top : top + height, left : left + width]
+
+    @torch.jit.export
+    def count(self) -> int:
+        return self.solver.count()
+
+    @torch.jit.export
+    def start(self, widefield: torch.Tensor) -> ChainStart:
+        """The condition ``[widefield, base]``, the image at x_T (base plus the solver's x_T), zeros, the frame."""
+        padded, x, previous, height, width, top, left = self.solver.start(widefield)
+        base, _ = self.base.step(0, padded, previous, previous)
+        return ChainStart(torch.cat([padded, base], dim=1), base + x, previous, height, width, top, left)
+
+    @torch.jit.export
+    def step(self, i: int, condition: torch.Tensor, x: torch.Tensor,
+             previous: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        base = condition[:, 1:2]
+        residual, x0 = self.solver.step(i, condition, x - base, previous)
+        image = base + residual
+        if i == self.count() - 1:
+            image = image.clamp(-1.0, 1.0)
+        return image, x0
+
+
 def script_sampler(
     network: nn.Module, diffusion: Diffusion, sampler: ExportSampler, sampling_steps: int, seed: int, layout: TileLayout,
     regression: bool = False, enlargement: int = 1, channels: int = 1,
 ) -> torch.jit.ScriptModule:
-    """:class:`ScriptedSolver` (or, for a regression baseline, :class:`ScriptedRegression`, whose network has
-    ``channels`` outputs) compiled with ``torch.jit.script``, on the CPU (save it with ``.save(path)``)."""
-    module = ScriptedRegression(network, diffusion, layout, enlargement, channels) if regression else ScriptedSolver(
-        network, diffusion, sampler, sampling_steps, seed, layout, enlargement)
+    """:class:`ScriptedSolver` (for a regression baseline :class:`ScriptedRegression`, whose network has ``channels``
+    outputs; for a residual model :class:`ScriptedResidual`) compiled with ``torch.jit.script``, on the CPU (save it
+    with ``.save(path)``)."""
+    if regression:
+        module = ScriptedRegression(network, diffusion, layout, enlargement, channels)
+    elif refines(network):
+        module = ScriptedResidual(network, diffusion, sampler, sampling_steps, seed, layout, enlargement)
+    else:
+        module = ScriptedSolver(network, diffusion, sampler, sampling_steps, seed, layout, enlargement)
     return torch.jit.script(module.cpu())
 
 

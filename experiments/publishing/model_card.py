@@ -215,6 +215,8 @@ def model_card(title: str, summary: str, checkpoint: Checkpoint, evaluations: di
     train, data = config.train, config.data
     objective = ("probabilistic regression (one evaluation: the image and a per-pixel Laplace scale, its error bar)"
                  if train.predicts_std else "regression (one evaluation, the baseline)" if train.objective == "regression"
+                 else f"diffusion of the residual of the regression `{train.base}` (its weights inside this file), "
+                 f"T = {config.diffusion.steps}" if train.objective == "residual"
                  else f"diffusion, T = {config.diffusion.steps} ({config.diffusion.schedule} betas "
                  f"{config.diffusion.beta_start:g} to {config.diffusion.beta_end:g})")
     task = (f"native: widefield on the camera's grid ({grid.input_pixel_um * 1000:.1f} nm pixels) in, SIM grid "

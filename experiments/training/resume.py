@@ -41,6 +41,7 @@ FIXED = (
     Fixed("train.batch_size", "the position within the epoch counts batches of this size"),
     Fixed("train.loss", "the run optimises one objective"),
     Fixed("train.objective", "the network learned to predict noise or the image"),
+    Fixed("train.base", "the run refines this regression, whose weights its checkpoint holds"),
     Fixed("train.loss_weighting", "the run optimises one objective"),
     Fixed("train.min_snr_gamma", "the run optimises one objective"),
     Fixed("train.conditional", "the network's input holds the condition or not"),

@@ -16,8 +16,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ddpm.residual import refiner_condition, residual_of
 from ddpm.settings import UsageError, UserError
-from experiments.build import build_diffusion, build_model
+from experiments.build import base_config, build_diffusion, build_model
 from experiments.config.schema import RunConfig, check_consistency
 from experiments.pairs.dataset import read_pairs
 from experiments.data.layout import DatasetError
@@ -47,6 +48,7 @@ from experiments.checkpoint import (
 )
 from experiments.training.ema import EMA
 from experiments.training.initial_weights import load_initial_weights
+from experiments.training.residual_base import read_base
 from experiments.training.resume import reconcile
 from experiments.training.run_folder import CONFIG_FILE, RunFolder
 from experiments.training.batch_order import EpochBatches
@@ -133,12 +135,18 @@ class Trainer:
         self.precision = resolve_precision(config.train.precision, self.device)
         if self.device.type == "cuda":
             set_tf32(config.train.tf32)
-        self.model = build_model(config, self.device)
+        # a residual run's regression part: read from --train.base once, then carried by the run's checkpoints
+        self.base, base_weights = None, None
+        if config.train.objective == "residual":
+            self.base, base_weights = (resumption.checkpoint.base, None) if resume else read_base(config)
+        self.model = build_model(config, self.device, None if self.base is None else base_config(self.base))
+        if base_weights is not None:
+            self.model.base.load_state_dict(base_weights)
         if config.train.init is not None and not resume:
             load_initial_weights(self.model, config)
         self.diffusion = build_diffusion(config, self.device)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad], lr=config.train.lr, weight_decay=config.train.weight_decay
         )
         self.ema = EMA(self.model, config.train.ema_decay) if config.train.ema_decay is not None else None
         # self.model holds the weights; self.network is what runs them (NHWC, DDP, compiled).
@@ -285,6 +293,12 @@ class Trainer:
             with autocast(self.device, self.precision):
                 if config.objective == "regression":
                     loss = self.diffusion.regression_loss(self.network, gt, wf, config.loss)
+                elif config.objective == "residual":
+                    base = self.model.base_output(wf)
+                    loss = self.diffusion.training_loss(
+                        self.network, residual_of(gt, base), refiner_condition(wf, base), loss=config.loss, t=t,
+                        noise=noise, weighting=config.loss_weighting, snr_gamma=config.min_snr_gamma,
+                    )
                 else:
                     loss = self.diffusion.training_loss(
                         self.network, gt, wf if config.conditional else None, loss=config.loss, t=t, noise=noise,
@@ -470,8 +484,8 @@ class Trainer:
         weights = {"model": self.model.state_dict(), **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
         # The image side that tiled prediction and export take by default.
         image_size = [int(side) for side in self.train_set.image_shape]
-        write_checkpoint(Checkpoint(self.config.to_dict(), weights, image_size, self.grid.to_json(), progress),
-                         self.run_dir / name)
+        write_checkpoint(Checkpoint(self.config.to_dict(), weights, image_size, self.grid.to_json(), progress,
+                                    base=self.base), self.run_dir / name)
 
     def _restore(self, checkpoint: Checkpoint) -> None:
         self.model.load_state_dict(checkpoint.weights["model"])
