@@ -28,7 +28,9 @@ from experiments.integrity.atomic import atomic_path
 from experiments.integrity.json_files import portable_path, write_json
 from experiments.integrity.outputs import check_outputs
 from experiments.studies.summary import trust_values
-from experiments.studies.comparison import error_bar_table, level_table, plot_curves, plot_levels, read_curve
+from experiments.studies.comparison import (BICUBIC, error_bar_table, level_table, plot_curves, plot_levels,
+                                            read_curve, spectra, spectrum_table)
+from experiments.trust.figures import plot_spectra
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,13 +84,24 @@ def curve_baselines(run: Path, levels: list[str]) -> dict[str, float]:
             for level in levels}
 
 
+def detail(result: dict) -> dict[str, float]:
+    """A level's high-frequency power relative to the target's (dB), where its evaluation measured it."""
+    quality = result.get("quality", {})
+    if "spectrum" not in quality:
+        return {}
+    return {"output": quality["model"]["hf_power_db"], "one_sample": quality["model"]["hf_power_sample_db"],
+            "bicubic": quality["bicubic"]["hf_power_db"]}
+
+
 def run(args: argparse.Namespace) -> None:
     evaluations = read_evaluations(args.evaluation, args.mixed_test_sets)
     if not evaluations:
         raise UsageError("pass at least one --evaluation NAME=FOLDER")
     runs = parse_named(args.curve, "--curve", "'native=runs/native'")
     outputs = [args.out / name for name in ("comparison.md", "comparison.json", "comparison.png")]
-    check_outputs(outputs + ([args.out / "epochs.png"] if runs else []), overwrite=args.overwrite)
+    extra = [args.out / "epochs.png"] if runs else []
+    extra += [args.out / "spectra.png"] if spectra(evaluations) else []
+    check_outputs(outputs + extra, overwrite=args.overwrite)
     text = [f"# {args.title}\n", "Evaluations (`evaluation.json`):\n"]
     text += [f"- {name}: `{portable_path(evaluation['checkpoint'])}` ({evaluation['sampling']['sampler']}, "
              f"{evaluation['sampling']['samples']} sample(s), task {evaluation.get('task', 'tutorial')}"
@@ -105,6 +118,14 @@ def run(args: argparse.Namespace) -> None:
                  "(1: samples spread as posterior draws, 0: copies; – for a predicted std), the share of pixels inside "
                  "+-1.645 std raw and with the error model fitted on the validation split, the calibrated interval's "
                  "mean width ([-1, 1] units) and the rank correlation of std and abs. error.\n", error_bars]
+    spectrum_rows = spectrum_table(evaluations)
+    if spectrum_rows:
+        text += ["\n## Detail: power spectra\n", "The power above a quarter cycle per pixel relative to the target's "
+                 "(dB; `docs/trust.md`): 0 holds the target's detail, below 0 is blurred. One sample of a posterior "
+                 "keeps it; the mean of samples and a regression lose it. Spectra: `spectra.png`.\n", spectrum_rows]
+        plot_spectra({name: {level: quality["spectrum"] for level, quality in levels.items()}
+                      for name, levels in spectra(evaluations).items()},
+                     args.out / "spectra.png", f"{args.title}: power spectra over the target's", BICUBIC)
     plot_levels(evaluations, args.out / "comparison.png", args.title)
     curves = {}
     if runs:
@@ -118,10 +139,10 @@ def run(args: argparse.Namespace) -> None:
     with atomic_path(args.out / "comparison.md") as temporary:
         temporary.write_text("\n".join(text) + "\n")
     write_json(args.out / "comparison.json", {"evaluations": {name: {"checkpoint": portable_path(e["checkpoint"]), "levels": {
-        level: {"model": r["model"], "bicubic": r["bicubic"], "error_bars": trust_values(r)}
+        level: {"model": r["model"], "bicubic": r["bicubic"], "error_bars": trust_values(r), "detail": detail(r)}
         for level, r in e["levels"].items()}}
         for name, e in evaluations.items()}, "curves": curves})
-    print(f"wrote {', '.join(str(path) for path in outputs)}" + (f" and {args.out / 'epochs.png'}" if runs else ""))
+    print(f"wrote {', '.join(str(path) for path in outputs + extra)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,16 @@ def test_comparison_tables_hold_the_paired_gains(native_run, tmp_path, capsys): 
     recorded = json.loads((out / "comparison.json").read_text())["evaluations"]
     assert recorded["one"]["levels"]["level_09"]["error_bars"] == {}
     assert recorded["mean of 2"]["levels"]["level_09"]["error_bars"]["coverage90_raw"] == two["calibration"]["raw"]["coverage90"]
+    # detail: each evaluation's high-frequency power as evaluate measured it, and the spectra figure
+    detail = text.split("## Detail: power spectra")[1].split("## ")[0]
+    row = next(line for line in detail.splitlines() if line.startswith("| level_09 |"))
+    one = json.loads((tmp_path / "one" / "evaluation.json").read_text())["levels"]["level_09"]["quality"]
+    assert row == (f"| level_09 | {one['bicubic']['hf_power_db']:+.2f} | {one['model']['hf_power_db']:+.2f} | "
+                   f"{one['model']['hf_power_sample_db']:+.2f} | {two['quality']['model']['hf_power_db']:+.2f} | "
+                   f"{two['quality']['model']['hf_power_sample_db']:+.2f} |")
+    assert one["model"]["hf_power_db"] == one["model"]["hf_power_sample_db"]  # one sample is its own output
+    assert recorded["mean of 2"]["levels"]["level_09"]["detail"]["one_sample"] == two["quality"]["model"]["hf_power_sample_db"]
+    assert (out / "spectra.png").stat().st_size > 0
     # The run evaluated the same images after its last epoch (2) as "one" did, with the same seed.
     last = json.loads((tmp_path / "one" / "evaluation.json").read_text())["levels"]["level_09"]
     assert f"2: {last['model']['psnr_fit'] - last['bicubic']['psnr_fit']:+.2f} |" in text

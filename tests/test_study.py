@@ -16,7 +16,7 @@ from experiments.microscope.synthetic import SyntheticConfig, generate
 from experiments.studies import runner
 from experiments.studies.config import Arm, StudyConfig
 from experiments.evaluation.stats import mean_interval, paired_difference, t_quantile_975
-from experiments.studies.summary import FIGURE, SUMMARY_JSON, SUMMARY_MD, TRUST, trust_values
+from experiments.studies.summary import DETAIL, FIGURE, SPECTRA, SUMMARY_JSON, SUMMARY_MD, TRUST, trust_values
 from experiments.training.trainer import Trainer, TrainingInterrupted
 
 TINY = ("--channels", "4,8", "--base-channels", "8", "--attention", "false,false", "--time-encoding-dim", "8",
@@ -85,7 +85,7 @@ def test_a_study_trains_evaluates_skips_and_resumes(tmp_path, monkeypatch, capsy
     from experiments.studies.summary import write_summary
 
     summary = write_summary(config, out, timings, "test machine")
-    for name in (SUMMARY_MD, SUMMARY_JSON, FIGURE):
+    for name in (SUMMARY_MD, SUMMARY_JSON, FIGURE, SPECTRA):
         assert (out / name).is_file()
     rows = summary[runner.SINGLE]["level_05"]
     assert set(rows) == {"mse", "l1", "bicubic", "l1 - mse (paired)"}
@@ -109,7 +109,38 @@ def test_a_study_trains_evaluates_skips_and_resumes(tmp_path, monkeypatch, capsy
     assert -1 <= trust["rank_correlation"].mean <= 1 and trust["rank_correlation"].n == 2
     assert TRUST not in summary[runner.SINGLE]["level_05"]["l1"]  # one sample: no std
     assert "### Error bars, mean of 2 samples per image" in text
+    # the detail: each arm's high-frequency power, the mean over seeds of what evaluate measured
+    detail = summary[runner.MEAN]["level_05"]["l1"][DETAIL]
+    assert detail["hf_power_sample_db"].mean == pytest.approx(
+        sum(level["quality"]["model"]["hf_power_sample_db"] for level in levels["l1"]) / 2)
+    assert "### Detail, mean of 2 samples per image" in text
     assert "| coverage of the raw 90 % interval (goal 0.90) | bicubic | mse | l1 | l1 - mse (paired) |" in text
+
+
+def test_a_residual_arm_refines_the_run_of_its_base_arm_with_the_same_seed(tmp_path):
+    from experiments.studies.config import RESIDUAL
+    from experiments.studies.summary import evaluations_of
+
+    runs = {(run.arm.name, run.seed): run for run in runner.plan(RESIDUAL, tmp_path)}
+    command = runner.train_command(RESIDUAL, runs["residual", 1], "cpu")
+    assert command[command.index("--train.base") + 1] == str(tmp_path / "runs" / "regression-6-seed1" / "last.pt")
+    assert "--train.base" not in runner.train_command(RESIDUAL, runs["l1", 1], "cpu")
+    with pytest.raises(UsageError, match="not an arm before it"):
+        StudyConfig(name="t", arms=(Arm("residual", "residual", base="regression"), Arm("regression", "regression")),
+                    seeds=(0,), train_flags=(), paired=("residual", "regression"))
+    with pytest.raises(UsageError, match="only it takes one"):
+        StudyConfig(name="t", arms=(Arm("regression", "regression"), Arm("l1", "demo", base="regression")),
+                    seeds=(0,), train_flags=(), paired=("l1", "regression"))
+    # a regression's one output is its mean of N when both are scored on the same images
+    regression = runs["regression", 0]
+    (regression.folder / runner.SINGLE).mkdir(parents=True)
+    (regression.folder / runner.SINGLE / "evaluation.json").write_text("{}")
+    assert evaluations_of(RESIDUAL, regression) == {runner.SINGLE: regression.folder / runner.SINGLE,
+                                                    runner.MEAN: regression.folder / runner.SINGLE}
+    l1 = runs["l1", 0]
+    (l1.folder / runner.SINGLE).mkdir(parents=True)
+    (l1.folder / runner.SINGLE / "evaluation.json").write_text("{}")
+    assert evaluations_of(RESIDUAL, l1) == {runner.SINGLE: l1.folder / runner.SINGLE}  # its mean is sampled
 
 
 def test_the_error_bar_measures_are_read_where_evaluate_writes_them():

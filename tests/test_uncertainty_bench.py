@@ -31,6 +31,7 @@ def test_a_run_records_every_candidate_and_level(native_run, tmp_path, capsys): 
             assert 0.0 <= row[method]["coverage90"] <= 1.0 and row[method]["width90"] > 0
         assert row["raw"]["scale"] == 1.0 and row["raw"]["floor"] == 0.0
         assert -1.0 <= row["rank_correlation"] <= 1.0 and math.isfinite(row["posterior"]["dispersion"])
+        assert math.isfinite(row["hf_power_sample_db"])
     assert record["commit"] and "machine" in record
 
 

@@ -7,7 +7,8 @@ validation windows fit the two calibration factors of :mod:`experiments.trust.ca
 many test windows of each level: the posterior check (:mod:`experiments.trust.posterior`: dispersion 1 for
 draws from the posterior, 0 for copies), the share of pixels inside the 90 % interval raw and calibrated,
 its mean width, the calibration curve's worst bin, the rank correlation of the std map with the error,
-and the sampler's seconds. The sampler ``--std`` uses is the cheapest that passes the posterior check at
+the high-frequency power of one sample over the target's (:mod:`experiments.trust.spectrum`: 0 dB for a draw
+that keeps the target's detail) and the sampler's seconds. The sampler ``--std`` uses is the cheapest that passes the posterior check at
 every level (docs/trust.md). Writes JSON and prints the table.
 """
 
@@ -53,9 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def observed(predictor, data, split: str, level: str | None, sampling: SamplingConfig, images: int) -> TrustAccumulator:
-    """The samples of the first ``images`` windows of a split (and level), kept for the check and the calibration."""
-    seen = TrustAccumulator(calibration_only=True)
+def observed(predictor, data, split: str, level: str | None, sampling: SamplingConfig, images: int,
+             calibration_only: bool = True) -> TrustAccumulator:
+    """The samples of the first ``images`` windows of a split (and level), kept for the check and the calibration
+    (and, unless ``calibration_only``, measured as evaluate measures them: the detail of one sample among them)."""
+    seen = TrustAccumulator(calibration_only=calibration_only)
     evaluate(predictor.model, predictor.diffusion, read_pairs(data, split, level=level), sampling,
              predictor.config.eval, images, progress=False, observe=seen.update)
     return seen
@@ -66,8 +69,9 @@ def measure(predictor, data, sampling: SamplingConfig, levels: list[str], images
     models = observed(predictor, data, "validate", None, sampling, images).fit_models()
     rows = {}
     for level in levels:
-        seen = observed(predictor, data, "test", level, sampling, images)
+        seen = observed(predictor, data, "test", level, sampling, images, calibration_only=False)
         rows[level] = {"posterior": seen.posterior_check(), "rank_correlation": seen.rank_correlation(),
+                       "hf_power_sample_db": seen.metrics()["model"]["hf_power_sample_db"],
                        "raw": seen.calibration_row(), **{method: seen.calibration_row(model) for method, model in models.items()}}
     return {"sampler": sampling.sampler, "evaluations": sampling.network_evaluations(predictor.diffusion.steps),
             "eta": sampling.eta, "models": {method: asdict(model) for method, model in models.items()},
@@ -91,7 +95,8 @@ def run(args: argparse.Namespace) -> None:
             print(f"{name:>14} {level}: dispersion {posterior['dispersion']:.2f} ± {posterior['dispersion_ci95'] or 0:.2f} "
                   f"({'passes' if posterior['passes'] else 'fails'}), coverage raw {row['raw']['coverage90']:.3f} "
                   f"curve {row['curve']['coverage90']:.3f} interval {row['interval']['coverage90']:.3f}, worst gap "
-                  f"curve {row['curve']['worst_gap']:.2f}, rank corr {row['rank_correlation']:.2f}", flush=True)
+                  f"curve {row['curve']['worst_gap']:.2f}, rank corr {row['rank_correlation']:.2f}, one sample's HF power "
+                  f"{row['hf_power_sample_db']:+.2f} dB", flush=True)
         curve, interval = result["models"]["curve"], result["models"]["interval"]
         print(f"{name:>14}: {result['evaluations']} evaluations per sample, {result['seconds']:.0f} s; error model curve "
               f"{curve['scale']:.2f} / {curve['floor']:.4f}, interval {interval['scale']:.2f} / {interval['floor']:.4f}", flush=True)

@@ -9,6 +9,10 @@ Per image, on [-1, 1] images:
   bicubic input against the target: what the model resolves that the input did not.
 * ``frc_samples_px`` (two or more samples): FRC resolution of sample 1 against sample 2: below it the
   samples disagree and the model guesses.
+* ``hf_power_db``, ``hf_power_sample_db``: the power of the output (and of the bicubic input), and of one sample,
+  in the upper half of the spatial frequencies, relative to the target's (:mod:`experiments.trust.spectrum`): a
+  blurred estimate loses it, a draw from the posterior keeps it. The radially averaged spectra themselves are
+  recorded under ``spectrum``.
 
 Resolutions are the median over images; an image whose curve never falls below 1/7 counts as Nyquist
 (2 px), the finest a grid can show. An image on which a measure is undefined (a constant frame has no
@@ -51,6 +55,7 @@ from experiments.trust.calibration import (
 )
 from experiments.inference.sampling import mean_and_spread, predicts_std
 from experiments.trust.posterior import dispersions, expected_ratio, passes
+from experiments.trust.spectrum import band_ratio_db, radial_power, ring_frequencies
 from experiments.trust.figures import plot_calibration
 from experiments.inference.predictor import Predictor
 from experiments.integrity.json_files import NOTE_SUFFIX
@@ -91,6 +96,9 @@ class TrustAccumulator:
     stds: list[Tensor] = field(default_factory=list)
     targets: list[Tensor] = field(default_factory=list)
     dispersion: list[float] = field(default_factory=list)  # the posterior check's, per image (2+ samples)
+    # radially averaged power spectra summed over images: "target", "sample" (the first), "mean", "bicubic"
+    spectra: dict[str, Tensor] = field(default_factory=dict)
+    spectrum_shape: tuple[int, int] | None = None
     samples: int = 0
     calibration_only: bool = False  # validation: keep what calibration needs, skip the per-image measures
     seconds: float = 0.0  # spent in update: the measures' cost beside the sampling's
@@ -110,6 +118,9 @@ class TrustAccumulator:
             self.frc_bicubic.append(_resolution_px(inputs[index, 0], targets[index, 0]))
             if drawn and self.samples > 1:
                 self.frc_samples.append(_resolution_px(samples[0, index, 0], samples[1, index, 0]))
+        if not self.calibration_only:
+            self._add_spectra({"target": targets, "sample": samples[0, :, :1] if drawn else mean, "mean": mean,
+                               "bicubic": inputs})
         if std is not None:
             self.means.append(mean)
             self.stds.append(std)
@@ -118,16 +129,37 @@ class TrustAccumulator:
             self.dispersion.extend(dispersions(samples, targets))
         self.seconds += time.perf_counter() - start
 
-    def metrics(self) -> dict[str, dict[str, float | int | str | None]]:
-        """``{"model": {...}, "bicubic": {...}}``: mean RSE and RSP, median FRC resolutions (pixels), over
-        the images where each is defined (:func:`_summarised`); never NaN."""
+    def _add_spectra(self, images: dict[str, Tensor]) -> None:
+        shape = tuple(images["target"].shape[-2:])
+        if self.spectrum_shape is None:
+            self.spectrum_shape = shape
+        elif shape != self.spectrum_shape:
+            raise ValueError(f"the spectra average images of one size; got {shape} after {self.spectrum_shape}")
+        for name, batch in images.items():
+            power = radial_power(batch.float()[:, 0]).sum(0)
+            self.spectra[name] = power if name not in self.spectra else self.spectra[name] + power
+
+    def metrics(self) -> dict[str, dict]:
+        """``{"model": {...}, "bicubic": {...}, "spectrum": {...}}``: mean RSE and RSP, median FRC resolutions
+        (pixels), over the images where each is defined (:func:`_summarised`; never NaN), the high-frequency power
+        relative to the target's (dB), and the mean radially averaged spectra with their frequencies."""
         model = {**_summarised("rse", self.rse, statistics.fmean), **_summarised("rsp", self.rsp, statistics.fmean),
                  **_summarised("frc_px", self.frc, statistics.median), "measure_seconds": self.seconds}
+        bicubic = _summarised("frc_px", self.frc_bicubic, statistics.median)
         if self.frc_samples:
             model.update(_summarised("frc_samples_px", self.frc_samples, statistics.median))
         if self.dispersion:
             model["posterior"] = self.posterior_check()
-        return {"model": model, "bicubic": _summarised("frc_px", self.frc_bicubic, statistics.median)}
+        if not self.spectra:
+            return {"model": model, "bicubic": bicubic}
+        frequencies, target = ring_frequencies(*self.spectrum_shape), self.spectra["target"]
+        model["hf_power_db"] = band_ratio_db(self.spectra["mean"], target, frequencies)
+        model["hf_power_sample_db"] = band_ratio_db(self.spectra["sample"], target, frequencies)
+        bicubic["hf_power_db"] = band_ratio_db(self.spectra["bicubic"], target, frequencies)
+        images = len(self.rse)
+        spectrum = {"frequency": frequencies.tolist(),
+                    **{name: (power / images).tolist() for name, power in self.spectra.items()}}
+        return {"model": model, "bicubic": bicubic, "spectrum": spectrum}
 
     def stacked(self) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, std and target of every image seen, [N, 1, H, W] each (two or more samples only)."""
@@ -207,7 +239,8 @@ def calibration_report(test: TrustAccumulator, models: dict | None, figure: Path
 
 
 QUALITY_COLUMNS = {"rse": "RSE vs input ↓", "rsp": "RSP vs input ↑", "frc_px": "FRC vs target (px) ↓",
-                   "frc_samples_px": "FRC sample vs sample (px) ↓"}
+                   "frc_samples_px": "FRC sample vs sample (px) ↓", "hf_power_db": "HF power vs target (dB)",
+                   "hf_power_sample_db": "HF power of one sample (dB)"}
 
 
 def append_section(report: Path, levels: dict[str, dict], models: dict | None) -> None:
@@ -216,7 +249,8 @@ def append_section(report: Path, levels: dict[str, dict], models: dict | None) -
              "RSE / RSP: re-degradation consistency of the output with its widefield input (SQUIRREL); FRC: "
              "resolution (1/7 threshold, median over images, Nyquist = 2 px when never crossed) against the "
              "target, and between two samples of one input (below it the model guesses). \"k left out\": images "
-             "on which the measure is undefined (e.g. constant frames), not averaged; n/a: undefined on every image."]
+             "on which the measure is undefined (e.g. constant frames), not averaged; n/a: undefined on every image. HF power: "
+             "the power above a quarter cycle per pixel relative to the target's (0 dB: as much detail; below: blurred)."]
     calibrated = {level: v["calibration"] for level, v in levels.items() if "calibration" in v}
     if calibrated:
         source = ("no validation split: no error model fitted, raw only" if models is None else

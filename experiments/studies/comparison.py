@@ -5,7 +5,8 @@ Each evaluation is an ``evaluation.json`` of ``python -m experiments.evaluate`` 
 with ``--upsample``). Per level and protocol the table gives each evaluation's PSNR and SSIM and, for the
 fitted protocol, its gain over the bicubic input image by image (paired), with its 95 % interval and the
 per-image sd; the figure draws them against the level. The evaluations with a std map (several samples, or
-a probabilistic regression) also get their error bars' measures, level by level (:func:`error_bar_table`).
+a probabilistic regression) also get their error bars' measures, level by level (:func:`error_bar_table`), and
+those with spectra their high-frequency power beside the target's (:func:`spectrum_table`, :func:`plot_spectra`).
 Training curves (``metrics.csv`` of run folders)
 give the fitted gain over the bicubic input of the images each run evaluated, against the epoch.
 """
@@ -63,6 +64,33 @@ def error_bar_table(evaluations: dict[str, dict]) -> str | None:
             values = levels.get(level, {})
             lines.append(f"| {level} | {name} | " + " | ".join(
                 f"{values[metric]:.2f}" if metric in values else "–" for metric in TRUST_METRICS) + " |")
+    return "\n".join(lines)
+
+
+def spectra(evaluations: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """Per evaluation, the levels whose trust measures hold spectra (:mod:`experiments.trust.spectrum`): level ->
+    ``{"model": ..., "bicubic": ..., "spectrum": ...}``."""
+    found = {name: {level: result["quality"] for level, result in evaluation["levels"].items()
+                    if "spectrum" in result.get("quality", {})} for name, evaluation in evaluations.items()}
+    return {name: levels for name, levels in found.items() if levels}
+
+
+def spectrum_table(evaluations: dict[str, dict]) -> str | None:
+    """Markdown: per level, the power above a quarter cycle per pixel relative to the target's (dB) of the bicubic
+    input and of each evaluation's output and one sample; None when no evaluation recorded spectra."""
+    measured = spectra(evaluations)
+    if not measured:
+        return None
+    names = list(measured)
+    lines = [f"| level | {BICUBIC} | " + " | ".join(f"{name}: output | {name}: one sample" for name in names) + " |",
+             "|" + "---|" * (2 + 2 * len(names))]
+    for level in next(iter(measured.values())):
+        first = measured[names[0]][level]
+        cells = [level, f"{first['bicubic']['hf_power_db']:+.2f}"]
+        for name in names:
+            model = measured[name].get(level, {}).get("model", {})
+            cells += [f"{model[key]:+.2f}" if key in model else "–" for key in ("hf_power_db", "hf_power_sample_db")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -68,7 +68,8 @@ def train_command(config: StudyConfig, run: Run, device: str) -> list[str]:
     """The train command of ``run``: a resume when the run has a checkpoint, else a new run."""
     if (run.folder / LAST).is_file():
         return ["-m", "experiments.train", "--resume", str(run.folder), "--no-progress"]
-    return ["-m", "experiments.train", "--preset", run.arm.preset, *config.train_flags, *run.arm.flags,
+    base = [] if run.arm.base is None else ["--train.base", str(run.folder.parent / f"{run.arm.base}-seed{run.seed}" / LAST)]
+    return ["-m", "experiments.train", "--preset", run.arm.preset, *config.train_flags, *run.arm.flags, *base,
             "--name", run.name, "--train.seed", str(run.seed), "--train.device", device,
             "--run-dir", str(run.folder), "--no-progress"]
 

@@ -9,7 +9,10 @@ scale-invariant), see :mod:`experiments.evaluation.metrics`; the FRC resolution 
 (scale-invariant already) stands beside the fitted ones. The error bars of the mean of N samples have
 tables of their own (:data:`TRUST_METRICS`: the posterior check, the 90 % interval's coverage raw and
 calibrated on validation, its width, and whether the std is high where the error is), for every arm that
-has a std (one deterministic evaluation has none).
+has a std (one deterministic evaluation has none), and so has the detail the outputs hold (:data:`DETAIL_METRICS`:
+high-frequency power beside the target's, :mod:`experiments.trust.spectrum`), with the spectra averaged over seeds
+in ``study_spectra.png``. A deterministic arm (a regression) is evaluated once; where the mean of N is scored on
+the same images as one sample, its one output stands in the mean-of-N tables too, since it is its mean.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from experiments.records import HIGHER_IS_BETTER, METRIC_LABELS
 from experiments.studies.config import StudyConfig
 from experiments.studies.runner import MEAN, SINGLE, plan
 from experiments.evaluation.stats import Interval, mean_interval, paired_difference
+from experiments.trust.figures import plot_spectra
 
 PROTOCOLS = {"tutorial": "", "fitted": "_fit"}  # protocol -> the suffix of its keys in evaluation.json
 COLUMNS = ("psnr", "ssim", "ms_ssim", "nrmse", "mae")
 FRC = "frc_px"
-SUMMARY_MD, SUMMARY_JSON, FIGURE = "study.md", "study.json", "study_levels.png"
+SUMMARY_MD, SUMMARY_JSON, FIGURE, SPECTRA = "study.md", "study.json", "study_levels.png", "study_spectra.png"
 BICUBIC = "bicubic"
 TRUST = "trust"  # the pseudo-protocol of the error bars' measures
 # measure -> (its label with what it should be, where it is in a level of evaluation.json)
@@ -39,6 +43,13 @@ TRUST_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "worst_gap": ("calibrated curve's worst bin, abs(RMSE - predicted) / predicted (goal below 0.15)",
                   ("calibration", "interval", "worst_gap")),
     "rank_correlation": ("rank correlation of std and abs. error", ("calibration", "raw", "rank_correlation")),
+}
+
+
+DETAIL = "detail"  # the pseudo-protocol of the outputs' high-frequency power
+DETAIL_METRICS: dict[str, str] = {
+    "hf_power_db": "power above 1/4 cycle per pixel over the target's, output (dB; 0: the target's detail)",
+    "hf_power_sample_db": "power above 1/4 cycle per pixel over the target's, one sample (dB)",
 }
 
 
@@ -61,17 +72,23 @@ def trust_values(result: dict) -> dict[str, float]:
     return values
 
 
+def evaluations_of(config: StudyConfig, run) -> dict[str, Path]:
+    """The evaluation folders whose results count for ``run``: its own, and for a deterministic arm its one output
+    as its mean of N too, where the mean of N is scored on as many images as one sample."""
+    found = {name: run.folder / name for name in (SINGLE, MEAN) if (run.folder / name / "evaluation.json").is_file()}
+    if run.arm.regression and SINGLE in found and config.mean_samples > 0 and config.mean_images == config.images:
+        found[MEAN] = found[SINGLE]
+    return found
+
+
 def collect(config: StudyConfig, out: Path) -> dict:
     """``{evaluation: {level: {arm: {protocol: {metric: {seed: value}}}}}}`` over the runs evaluated so
-    far, with the bicubic input under the arm name ``"bicubic"`` (the same images for every run) and the
-    error bars' measures under the protocol :data:`TRUST`."""
+    far (:func:`evaluations_of`), with the bicubic input under the arm name ``"bicubic"`` (the same images for every
+    run), the error bars' measures under the protocol :data:`TRUST` and the detail's under :data:`DETAIL`."""
     found: dict = {}
     for run in plan(config, out):
-        for evaluation in (SINGLE, MEAN):
-            path = run.folder / evaluation / "evaluation.json"
-            if not path.is_file():
-                continue
-            for level, result in json.loads(path.read_text())["levels"].items():
+        for evaluation, folder in evaluations_of(config, run).items():
+            for level, result in json.loads((folder / "evaluation.json").read_text())["levels"].items():
                 per_level = found.setdefault(evaluation, {}).setdefault(level, {})
                 quality = result.get("quality", {})
                 for arm, scores, frc in ((run.arm.name, result["model"], quality.get("model", {})),
@@ -79,9 +96,31 @@ def collect(config: StudyConfig, out: Path) -> dict:
                     for protocol in PROTOCOLS:
                         for metric, value in _values(scores, frc, protocol).items():
                             per_level.setdefault(arm, {}).setdefault(protocol, {}).setdefault(metric, {})[run.seed] = value
+                    for metric in DETAIL_METRICS:
+                        if isinstance(frc.get(metric), (int, float)):
+                            per_level.setdefault(arm, {}).setdefault(DETAIL, {}).setdefault(metric, {})[run.seed] = frc[metric]
                 for metric, value in trust_values(result).items():
                     per_level.setdefault(run.arm.name, {}).setdefault(TRUST, {}).setdefault(metric, {})[run.seed] = value
     return found
+
+
+def mean_spectra(config: StudyConfig, out: Path, evaluation: str) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Per arm and level, the radially averaged spectra of ``evaluation`` (:mod:`experiments.trust.spectrum`)
+    averaged over the seeds that recorded them: arm -> level -> ``{"frequency", "target", "sample", "mean",
+    "bicubic"}``."""
+    sums: dict = {}
+    for run in plan(config, out):
+        folder = evaluations_of(config, run).get(evaluation)
+        if folder is None:
+            continue
+        for level, result in json.loads((folder / "evaluation.json").read_text())["levels"].items():
+            spectrum = result.get("quality", {}).get("spectrum")
+            if spectrum is not None:
+                sums.setdefault(run.arm.name, {}).setdefault(level, []).append(spectrum)
+    return {arm: {level: {key: [sum(values) / len(found) for values in zip(*(entry[key] for entry in found))]
+                          for key in found[0]}
+                  for level, found in levels.items()}
+            for arm, levels in sums.items()}
 
 
 def summarise(config: StudyConfig, found: dict) -> dict:
@@ -130,6 +169,8 @@ def metric_table(config: StudyConfig, levels: dict, protocol: str, metric: str) 
     columns = [BICUBIC, *(arm.name for arm in config.arms), f"{first} - {second} (paired)"]
     if protocol == TRUST:
         title = TRUST_METRICS[metric][0]
+    elif protocol == DETAIL:
+        title = DETAIL_METRICS[metric]
     else:
         title = f"{METRIC_LABELS.get(metric, 'FRC (px)')} {'↑' if HIGHER_IS_BETTER.get(metric, False) else '↓'}, {protocol}"
     lines = [f"| {title} | " + " | ".join(columns) + " |",
@@ -165,6 +206,14 @@ def write_markdown(config: StudyConfig, summary: dict, timings: dict, machine: s
             lines += ["", metric_table(config, levels, protocol, metric)]
         trusted = [metric for metric in TRUST_METRICS
                    if any(metric in rows.get(arm, {}).get(TRUST, {}) for rows in levels.values() for arm in rows)]
+        detailed = [metric for metric in DETAIL_METRICS
+                    if any(metric in rows.get(arm, {}).get(DETAIL, {}) for rows in levels.values() for arm in rows)]
+        if detailed:
+            lines += ["", f"### Detail, {titles[evaluation]}", "",
+                      "The power above a quarter cycle per pixel relative to the target's (`docs/trust.md`): 0 dB holds "
+                      f"the target's detail, below 0 is blurred. One draw of the posterior keeps it, a mean loses it. "
+                      f"Spectra averaged over seeds: [{SPECTRA}]({SPECTRA})."]
+            lines += [line for metric in detailed for line in ("", metric_table(config, levels, DETAIL, metric))]
         if trusted:
             lines += ["", f"### Error bars, {titles[evaluation]}", "",
                       "The per-pixel std of the samples as an error bar: the posterior check (the squared error of one "
@@ -218,6 +267,10 @@ def write_summary(config: StudyConfig, out: Path, timings: dict, machine: str) -
     write_markdown(config, summary, timings, machine, out / SUMMARY_MD)
     if summary:
         plot_levels(config, summary, out / FIGURE)
+    spectra = mean_spectra(config, out, MEAN if config.mean_samples > 0 else SINGLE)
+    if spectra:
+        plot_spectra(spectra, out / SPECTRA, f"Study {config.name}: power spectra over the target's, mean over seeds "
+                     f"{list(config.seeds)}" + (f" (output: mean of {config.mean_samples})" if config.mean_samples else ""))
     write_json(out / SUMMARY_JSON, {
         "config": config.to_dict(), "machine": machine, "timings_seconds": timings,
         "results": {evaluation: {level: {row: {protocol: {metric: interval.to_json() for metric, interval in values.items()}

@@ -1,11 +1,13 @@
 """Figures of the trust measures of :mod:`experiments.trust.measures`: the check of a prediction (input, output,
-std, consistency map), the calibration curve and the FRC curve, as PNG files.
+std, consistency map), the calibration curve, the FRC curve and the power spectra of :mod:`experiments.trust.spectrum`,
+as PNG files.
 
 Built like :mod:`experiments.figures` (Agg canvas, no pyplot, one PNG per call, path returned). Input
 and output are drawn in grey with the fixed limits [-1, 1]; the std and the consistency map, in their
 own units, each get a colour scale from 0 to their maximum over the drawn rows and a colour bar.
 """
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import numpy as np
 from experiments.figures import ImageStack, new_figure, plot_image_grid, save_figure
 from experiments.trust.calibration import Calibration
 from experiments.trust.measures import FRC
+from experiments.trust.spectrum import HIGH_BAND
 
 
 def plot_check(
@@ -91,4 +94,45 @@ def plot_frc(curves: Mapping[str, FRC], path: str | Path) -> Path:
     axes.set_ylabel("FRC")
     axes.set_ylim(-0.2, 1.05)
     axes.legend(fontsize="small")
+    return save_figure(figure, path)
+
+
+def plot_spectra(spectra: Mapping[str, Mapping[str, Mapping[str, list[float]]]], path: str | Path, title: str,
+                 bicubic_label: str = "bicubic input") -> Path:
+    """One panel per level: each spectrum over the target's (dB) against the frequency (cycles per pixel), the
+    band of the high-frequency measure shaded. ``spectra``: name -> level -> the ``spectrum`` record of an
+    evaluation (``frequency``, ``target``, ``sample``, ``mean``, ``bicubic``); each name's one sample is drawn
+    solid and its output (the mean of its samples) dashed, once where they are one curve (a single sample, a
+    regression), the first name's bicubic input in grey."""
+    names = list(spectra)
+    levels = list(spectra[names[0]])
+    columns = min(3, len(levels))
+    rows = -(-len(levels) // columns)
+    figure = new_figure(4.2 * columns, 3.2 * rows)
+    grid = np.atleast_2d(figure.subplots(rows, columns, squeeze=False))
+    figure.subplots_adjust(hspace=0.5, wspace=0.3)
+    for axes, level in zip(grid.flat, levels):
+        first = spectra[names[0]][level]
+
+        def relative(power: list[float]) -> list[float]:
+            return [10 * math.log10(p / t) if p > 0 and t > 0 else math.nan for p, t in zip(power, first["target"])]
+
+        axes.plot(first["frequency"], relative(first["bicubic"]), color="0.4", label=bicubic_label)
+        for index, name in enumerate(names):
+            spectrum = spectra[name][level]
+            if spectrum["sample"] == spectrum["mean"]:  # one sample, or a regression: its output is its sample
+                axes.plot(spectrum["frequency"], relative(spectrum["mean"]), color=f"C{index}", label=name)
+                continue
+            axes.plot(spectrum["frequency"], relative(spectrum["sample"]), color=f"C{index}", label=f"{name}: one sample")
+            axes.plot(spectrum["frequency"], relative(spectrum["mean"]), "--", color=f"C{index}", label=f"{name}: output")
+        axes.axhline(0, color="k", lw=0.8)
+        axes.axvspan(*HIGH_BAND, color="0.92", zorder=0)
+        axes.set_title(level, fontsize=9)
+        axes.set_xlabel("cycles per pixel")
+        axes.set_ylabel("power over target's (dB)")
+        axes.grid(alpha=0.3)
+    for axes in list(grid.flat)[len(levels):]:
+        axes.set_visible(False)
+    grid.flat[0].legend(fontsize=6)
+    figure.suptitle(title)
     return save_figure(figure, path)
