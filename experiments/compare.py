@@ -28,8 +28,8 @@ from experiments.integrity.atomic import atomic_path
 from experiments.integrity.json_files import portable_path, write_json
 from experiments.integrity.outputs import check_outputs
 from experiments.studies.summary import trust_values
-from experiments.studies.comparison import (BICUBIC, error_bar_table, level_table, plot_curves, plot_levels,
-                                            read_curve, spectra, spectrum_table)
+from experiments.studies.comparison import (BICUBIC, error_bar_table, level_table, paired_table, plot_curves,
+                                            plot_levels, read_curve, spectra, spectrum_table)
 from experiments.trust.figures import plot_spectra
 
 
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an evaluation folder of experiments.evaluate; the first gives the bicubic input")
     parser.add_argument("--curve", action="append", default=[], metavar="NAME=RUN",
                         help="a run folder whose metrics.csv gives a training curve")
+    parser.add_argument("--paired", action="append", default=[], metavar="FIRST=SECOND",
+                        help="also tabulate FIRST minus SECOND (two --evaluation names), image by image, with its interval")
     parser.add_argument("--title", default="Held-out cells")
     parser.add_argument("--mixed-test-sets", action="store_true",
                         help="set evaluations of different test sets (data, task, image count) side by side, said so")
@@ -112,6 +114,19 @@ def run(args: argparse.Namespace) -> None:
                  "first evaluation; each gain is against its own evaluation's bicubic input.\n"]
     for metric in ("psnr", "ssim"):
         text += [f"\n## {metric.upper()}\n", level_table(evaluations, metric)]
+    pairs = [tuple(entry.split("=", 1)) for entry in args.paired]
+    for pair in pairs:
+        unknown = [name for name in pair if name not in evaluations] if len(pair) == 2 else ["="]
+        if unknown:
+            raise UsageError(f"--paired {'='.join(pair)}: name two --evaluation entries as FIRST=SECOND "
+                             f"(known: {', '.join(evaluations)})")
+    paired = paired_table(evaluations, pairs)
+    if paired:
+        text += ["\n## Paired differences, fitted PSNR\n", "Image by image on the same windows (dB), with the 95 % "
+                 "interval of the mean difference: an interval clear of 0 is a difference the images resolve.\n",
+                 "| level | " + " | ".join(paired) + " |", "|" + "---|" * (1 + len(paired))]
+        text += [f"| {level} | " + " | ".join(rows[level].format() for rows in paired.values()) + " |"
+                 for level in next(iter(paired.values()))]
     error_bars = error_bar_table(evaluations)
     if error_bars:
         text += ["\n## Error bars\n", "The std map as an error bar (`docs/trust.md`): the posterior check's dispersion "
@@ -141,7 +156,8 @@ def run(args: argparse.Namespace) -> None:
     write_json(args.out / "comparison.json", {"evaluations": {name: {"checkpoint": portable_path(e["checkpoint"]), "levels": {
         level: {"model": r["model"], "bicubic": r["bicubic"], "error_bars": trust_values(r), "detail": detail(r)}
         for level, r in e["levels"].items()}}
-        for name, e in evaluations.items()}, "curves": curves})
+        for name, e in evaluations.items()}, "curves": curves,
+        "paired": {pair: {level: interval.to_json() for level, interval in rows.items()} for pair, rows in paired.items()}})
     print(f"wrote {', '.join(str(path) for path in outputs + extra)}")
 
 

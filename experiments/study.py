@@ -2,12 +2,13 @@
 
     python -m experiments.study --preset cpu                # MSE, L1, L1 + min-SNR, regression x 3 seeds (make study)
     python -m experiments.study --preset full               # the tutorial's mse and l1 x 3 seeds, on a GPU
+    python -m experiments.study --preset residual           # predict and refine against its rivals x 3 seeds
     python -m experiments.study --preset cpu --summary-only # the tables and figure of what has run so far
 
 Each run is a run folder under ``<out>/runs``, trained by ``experiments.train`` and scored on all nine
 test levels by ``experiments.evaluate``; running the command again skips what is done and resumes an
 interrupted run. The study folder (default ``studies/<preset>``) receives ``study.md``, ``study.json``,
-``study_levels.png``, ``timings.json`` and the logs: see :mod:`experiments.studies`.
+``study_levels.png``, ``study_spectra.png``, ``timings.json`` and the logs: see :mod:`experiments.studies`.
 """
 
 from __future__ import annotations

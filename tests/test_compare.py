@@ -22,7 +22,8 @@ def test_comparison_tables_hold_the_paired_gains(native_run, tmp_path, capsys): 
                               *flags]) == 0
     out = tmp_path / "cmp"
     assert compare.main(["--out", str(out), "--evaluation", f"one={tmp_path / 'one'}", "--evaluation",
-                         f"mean of 2={tmp_path / 'two'}", "--curve", f"tiny={run_dir}"]) == 0, capsys.readouterr().err
+                         f"mean of 2={tmp_path / 'two'}", "--curve", f"tiny={run_dir}", "--paired", "mean of 2=one"]) == 0, \
+        capsys.readouterr().err
     text = (out / "comparison.md").read_text()
     sections = {"psnr": text.split("## PSNR")[1].split("## SSIM")[0], "ssim": text.split("## SSIM")[1].split("## ")[0]}
     for name in ("one", "two"):
@@ -46,6 +47,18 @@ def test_comparison_tables_hold_the_paired_gains(native_run, tmp_path, capsys): 
     recorded = json.loads((out / "comparison.json").read_text())["evaluations"]
     assert recorded["one"]["levels"]["level_09"]["error_bars"] == {}
     assert recorded["mean of 2"]["levels"]["level_09"]["error_bars"]["coverage90_raw"] == two["calibration"]["raw"]["coverage90"]
+    # paired: the mean of 2 minus one sample, image by image, its interval by scipy's t
+    paired = text.split("## Paired differences, fitted PSNR")[1].split("## ")[0]
+    for level in ("level_01", "level_09"):
+        first, second = (json.loads((tmp_path / name / "evaluation.json").read_text())["levels"][level]["per_image"]
+                         ["model"]["psnr_fit"] for name in ("two", "one"))
+        differences = np.subtract(first, second)
+        half = stats.t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / np.sqrt(len(differences))
+        assert f"| {level} | {differences.mean():.3f} ± {half:.3f} |" in paired
+        record = json.loads((out / "comparison.json").read_text())["paired"]["mean of 2 - one"][level]
+        assert record["mean"] == pytest.approx(differences.mean())
+    assert compare.main(["--out", str(tmp_path / "p"), "--evaluation", f"one={tmp_path / 'one'}", "--paired",
+                         "one=nothing"]) == 1 and "--paired one=nothing" in capsys.readouterr().err
     # detail: each evaluation's high-frequency power as evaluate measured it, and the spectra figure
     detail = text.split("## Detail: power spectra")[1].split("## ")[0]
     row = next(line for line in detail.splitlines() if line.startswith("| level_09 |"))

@@ -283,5 +283,6 @@ def test_a_measure_undefined_on_every_image_is_none_with_a_note_and_n_a_in_the_t
     model = seen.metrics()["model"]
     assert model["rsp"] is None and model["rsp_left_out"] == 2 and "every one of the 2" in model[f"rsp{NOTE_SUFFIX}"]
     assert model["rse"] == pytest.approx(0.0, abs=1e-6)
+    assert model["hf_power_db"] is None and "no power" in model[f"hf_power_db{NOTE_SUFFIX}"]  # flat targets
     table = quality_table({"level_01": seen.metrics()})
     assert "n/a" in table and "nan" not in table.lower()

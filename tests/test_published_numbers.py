@@ -464,23 +464,35 @@ def test_the_t_table_behind_every_interval_is_students():
         assert t_quantile_975(degrees) == pytest.approx(stats.t.ppf(0.975, degrees), abs=6e-4), degrees
 
 
-def test_the_study_docs_are_the_study_record():
-    """docs/study/study.md (the summary make study wrote) holds study.json's intervals, and docs/study.md's
-    tables are copies of its tables."""
-    record = json.loads((REPO / "docs" / "study" / "study.json").read_text())["results"]
-    written = (REPO / "docs" / "study" / "study.md").read_text()
-    evaluations = {"one sample per image": "evaluation-1", "mean of 4 samples per image": "evaluation-mean"}
+STUDY_RECORDS = ("study", "study-residual")  # docs/<folder>: the summaries a study wrote, copied with their records
+
+
+@pytest.mark.parametrize("folder", STUDY_RECORDS)
+def test_the_study_docs_are_the_study_record(folder):
+    """docs/<folder>/study.md (the summary the study wrote) holds study.json's intervals in every summary table:
+    the metrics of both protocols, the error bars' measures and the detail."""
+    from experiments.studies.summary import DETAIL, DETAIL_METRICS, TRUST, TRUST_METRICS
+
+    record = json.loads((REPO / "docs" / folder / "study.json").read_text())["results"]
+    written = (REPO / "docs" / folder / "study.md").read_text()
+    measures = {**{label: (TRUST, metric) for metric, (label, _) in TRUST_METRICS.items()},
+                **{label: (DETAIL, metric) for metric, label in DETAIL_METRICS.items()}}
     checked = 0
     for block in written.split("\n## ")[1:]:
         title = block.splitlines()[0]
         if not title.startswith("Summary, "):
             continue
-        evaluation = record[evaluations[title.removeprefix("Summary, ")]]
+        evaluation = record["evaluation-1" if title == "Summary, one sample per image" else "evaluation-mean"]
         for table in block.split("\n\n")[1:]:
             lines = [line for line in table.splitlines() if line.startswith("|")]
+            if not lines:
+                continue  # a subsection's heading or its prose
             header = card_cells(lines[0])
-            metric = {"PSNR (dB) ↑": "psnr", "SSIM ↑": "ssim", "FRC (px) ↓": "frc_px"}[header[0].split(",")[0]]
-            protocol = header[0].split(", ")[1]
+            if header[0] in measures:
+                protocol, metric = measures[header[0]]
+            else:
+                metric = {"PSNR (dB) ↑": "psnr", "SSIM ↑": "ssim", "FRC (px) ↓": "frc_px"}[header[0].split(",")[0]]
+                protocol = header[0].split(", ")[1]
             for cells in map(card_cells, lines[2:]):
                 for row, cell in zip(header[1:], cells[1:]):
                     interval = evaluation[cells[0]].get(row, {}).get(protocol, {}).get(metric)
@@ -491,10 +503,14 @@ def test_the_study_docs_are_the_study_record():
                     assert cell == (f"{interval['mean']:.3f}" if half is None else
                                     f"{interval['mean']:.3f} ± {half:.3f}"), (title, header[0], cells[0], row)
                     checked += 1
-    assert checked > 450  # every cell of the summary tables (9 levels x 6 columns x 5 tables, and the mean of 4)
-    copied = (REPO / "docs" / "study.md").read_text()
-    rows = [line for line in copied.splitlines() if line.startswith("| level_")]
-    assert len(rows) >= 45 and all(row in written for row in rows)
+    assert checked > 450  # every cell of the summary tables (9 levels x 6 columns x 5 tables, and the mean of N)
+
+
+def test_the_study_page_copies_its_tables_from_the_study_records():
+    """Every level row of docs/study.md is a row of one of the summaries the studies wrote."""
+    written = [(REPO / "docs" / folder / "study.md").read_text() for folder in STUDY_RECORDS]
+    rows = [line for line in (REPO / "docs" / "study.md").read_text().splitlines() if line.startswith("| level_")]
+    assert len(rows) >= 45 and all(any(row in text for text in written) for row in rows)
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -687,3 +703,92 @@ def test_the_2048_error_bar_table_is_its_record():
     speedup = figure(record["speedup"], 2)
     assert rows["speed-up, round by round"] == "**" + speedup.replace(" (", "x** (", 1)
     assert record["verdict"] == "gain" and min(record["speedup"]) > 1
+
+
+def test_the_predict_and_refine_tables_are_their_records():
+    """docs/trust.md's tables of the residual model: each cell the least and the most over the levels of
+    docs/bench/residual-tutorial/comparison.json (per evaluation, and its paired differences), and each sampler's
+    row as docs/bench/uncertainty-residual*.json holds it."""
+    record = json.loads((REPO / "docs" / "bench" / "residual-tutorial" / "comparison.json").read_text())
+    header = "| | regression | probabilistic regression | L1 diffusion, one sample |"
+    names = tuple(readme_header(header, "docs/trust.md")[1:])
+    assert set(names) == set(record["evaluations"])
+    keys = {"fitted PSNR": ("model", "psnr_fit"), "posterior dispersion": ("error_bars", "dispersion"),
+            "coverage, calibrated": ("error_bars", "coverage90"), "rank correlation": ("error_bars", "rank_correlation"),
+            "power above 1/4 cycle": ("detail", "one_sample"), "the same, output": ("detail", "output")}
+    rows = readme_rows(header, "docs/trust.md")
+    assert len(rows) == len(keys)
+    for cells, (label, (part, key)) in zip(rows, keys.items()):
+        assert cells[0].startswith(label), cells
+        for cell, name in zip(cells[1:], names):
+            values = [level[part].get(key) for level in record["evaluations"][name]["levels"].values()]
+            if None in values:
+                assert cell == "–", (label, name, cell)
+                continue
+            assert_printed(re.findall(NUMBER, cell), [min(values), max(values)], f"{label}, {name}")
+    paired = {cells[0]: cells[1:] for cells in readme_rows("| paired difference, `level_01` to `level_09` |",
+                                                           "docs/trust.md")}
+    assert set(paired) == set(record["paired"])
+    for pair, (means, halves) in paired.items():
+        levels = record["paired"][pair].values()
+        for cell, key in ((means, "mean"), (halves, "ci95_half_width")):
+            values = [level[key] for level in levels]
+            assert_printed(re.findall(NUMBER, cell), [min(values), max(values)], f"{pair} {key}")
+    titles = {"dpmpp2m": "DPM-Solver++(2M)", "ddim": "DDIM, eta 1", "x0": "Appendix B (ancestral)"}
+    rows = readme_rows("| sampler | evaluations | level | dispersion | coverage calibrated | one sample's", "docs/trust.md")
+    expected = []
+    for name in ("uncertainty-residual.json", "uncertainty-residual-ancestral.json"):
+        for candidate in json.loads((REPO / "docs" / "bench" / name).read_text())["candidates"].values():
+            for level, row in candidate["levels"].items():
+                if level in ("level_01", "level_09"):
+                    expected.append((titles[candidate["sampler"]], str(candidate["evaluations"]), f"`{level}`",
+                                     [row["posterior"]["dispersion"], row["posterior"]["dispersion_ci95"],
+                                      row["interval"]["coverage90"], row["hf_power_sample_db"]]))
+    assert len(rows) == len(expected)
+    for cells, (title, evaluations, level, values) in zip(rows, expected):
+        assert cells[:3] == [title, evaluations, level], cells
+        assert_printed(re.findall(NUMBER, " ".join(cells[3:])), values, " ".join(cells[:3]))
+
+
+def test_the_predict_and_refine_study_reading_says_what_its_record_says():
+    """Each range of docs/study.md's reading of the residual study, the least and the most over the levels of
+    docs/study-residual/study.json, and the posterior check's verdict per level from its intervals."""
+    results = json.loads((REPO / "docs" / "study-residual" / "study.json").read_text())["results"]
+    text = doc_text("docs/study.md").split("## Predict and refine")[1].split("## The native task")[0]
+
+    def values(evaluation, row, protocol, metric, minus=None):
+        found = []
+        for rows in results[evaluation].values():
+            value = rows[row][protocol][metric]["mean"]
+            found.append(value - rows[minus][protocol][metric]["mean"] if minus else value)
+        return min(found), max(found)
+
+    def stated(low, high, digits=2):
+        return f"{low:.{digits}f} to {high:.{digits}f}"
+
+    paired = values("evaluation-mean", "residual - regression (paired)", "fitted", "psnr")
+    assert f"stays {stated(-paired[1], -paired[0])} dB below the 12-epoch regression" in text
+    assert all(rows["residual - regression (paired)"]["fitted"]["psnr"]["mean"]
+               + rows["residual - regression (paired)"]["fitted"]["psnr"]["ci95_half_width"] < 0
+               for rows in results["evaluation-mean"].values())  # "the paired interval clears 0 at every level"
+    base = values("evaluation-mean", "residual", "fitted", "psnr", minus="regression-6")
+    assert f"and {stated(-base[1], -base[0])} dB below its own 6-epoch base" in text
+    one = values("evaluation-1", "residual - regression (paired)", "fitted", "psnr")
+    assert f"Its single sample is {stated(-one[1], -one[0])} dB behind the regression" in text
+    ahead = values("evaluation-1", "residual", "fitted", "psnr", minus="l1")
+    assert f"diffusion's single sample by {stated(*ahead)} dB" in text
+    for arm, words in (("residual", "one residual sample holds"), ("l1", "L1's sample"), ("regression", "the regression")):
+        low, high = values("evaluation-mean", arm, "detail", "hf_power_sample_db")
+        assert f"{words} {stated(-high, -low)} dB less" in text, arm
+    for arm, words in (("residual", "dispersion"), ("l1", "against L1's")):
+        assert f"{words} {stated(*values('evaluation-mean', arm, 'trust', 'dispersion'))}" in text, arm
+    reaches = {arm: [level for level, rows in results["evaluation-mean"].items()
+                     if rows[arm]["trust"]["dispersion"]["mean"] + rows[arm]["trust"]["dispersion"]["ci95_half_width"] >= 0.8]
+               for arm in ("residual", "l1")}
+    assert reaches["residual"] == [] and reaches["l1"] == ["level_07", "level_08", "level_09"]
+    sharper = [level for level, rows in results["evaluation-mean"].items()
+               if rows["residual"]["detail"]["hf_power_sample_db"]["mean"] > rows["l1"]["detail"]["hf_power_sample_db"]["mean"]]
+    assert sharper == [f"level_0{index}" for index in range(1, 8)]  # "more up to level_07, a little less above"
+    readme = doc_text()
+    assert f"{ahead[0]:.1f} to {ahead[1]:.1f} dB closer to the target" in readme
+    assert f"its mean of 8 stays {stated(-paired[1], -paired[0])} dB below the regression" in readme

@@ -192,3 +192,21 @@ def test_a_base_that_is_not_a_regression_is_refused(residual_run, tmp_path):
     with pytest.raises(UsageError, match="--train.base .*no checkpoint"):
         Trainer(replace(config, train=replace(config.train, base=str(tmp_path / "none.pt"))), tmp_path / "b",
                 progress=False)
+
+
+def test_the_napari_widget_gives_what_predict_gives(residual_run, tmp_path):
+    """The widget's route on a layer (samples 2: the output and its std) against predict with the same seed."""
+    from experiments.napari_plugin.layer_run import Request, run_request
+
+    runs, _, _ = residual_run
+    frame = np.random.default_rng(3).random((32, 40), dtype=np.float32)
+    result = run_request(Request(model=runs / "residual" / "last.pt", name="cell", data=frame, scale=(0.0626, 0.0626),
+                                 translate=(0.0, 0.0), units=("micrometer", "micrometer"), samples=2))
+    names = [options["name"] for _, options in result.layers]
+    assert names[:2] == ["cell SR", "cell SR std"], names
+    tifffile.imwrite(tmp_path / "cell.tif", frame)
+    assert predict.main(["--checkpoint", str(runs / "residual" / "last.pt"), "--input", str(tmp_path / "cell.tif"),
+                         "--output", str(tmp_path / "out"), "--samples", "2", "--std", "--pixel-size", "0.0626",
+                         "--quiet", "--device", "cpu", "--no-preview"]) == 0
+    for layer, suffix in zip(result.layers[:2], ("", "_std")):
+        np.testing.assert_allclose(layer[0], tifffile.imread(tmp_path / "out" / f"cell_sr{suffix}.tif"), atol=1e-6)

@@ -26,6 +26,7 @@ on a test level) applied.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -153,9 +154,15 @@ class TrustAccumulator:
         if not self.spectra:
             return {"model": model, "bicubic": bicubic}
         frequencies, target = ring_frequencies(*self.spectrum_shape), self.spectra["target"]
-        model["hf_power_db"] = band_ratio_db(self.spectra["mean"], target, frequencies)
-        model["hf_power_sample_db"] = band_ratio_db(self.spectra["sample"], target, frequencies)
-        bicubic["hf_power_db"] = band_ratio_db(self.spectra["bicubic"], target, frequencies)
+
+        def relative(key: str, name: str) -> dict:  # None with a note where the ratio is undefined, never NaN
+            value = band_ratio_db(self.spectra[name], target, frequencies)
+            if math.isfinite(value):
+                return {key: value}
+            return {key: None, f"{key}{NOTE_SUFFIX}": "no power in the band, in the target or in this image"}
+
+        model.update(relative("hf_power_db", "mean"), **relative("hf_power_sample_db", "sample"))
+        bicubic.update(relative("hf_power_db", "bicubic"))
         images = len(self.rse)
         spectrum = {"frequency": frequencies.tolist(),
                     **{name: (power / images).tolist() for name, power in self.spectra.items()}}

@@ -49,6 +49,18 @@ def level_table(evaluations: dict[str, dict], metric: str) -> str:
     return "\n".join(lines)
 
 
+def paired_table(evaluations: dict[str, dict], pairs: list[tuple[str, str]], metric: str = "psnr_fit") -> dict[str, dict]:
+    """Per pair ``(first, second)`` and level, ``first - second`` of ``metric`` image by image (the same images, in
+    the same order), with its 95 % interval: ``{"first - second": {level: Interval}}``."""
+    table = {}
+    for first, second in pairs:
+        table[f"{first} - {second}"] = {
+            level: mean_interval([a - b for a, b in zip(result["per_image"]["model"][metric],
+                                                        evaluations[second]["levels"][level]["per_image"]["model"][metric])])
+            for level, result in evaluations[first]["levels"].items()}
+    return table
+
+
 def error_bar_table(evaluations: dict[str, dict]) -> str | None:
     """Markdown: per level, every evaluation with a std map and its error bars' measures (:data:`TRUST_METRICS`);
     None when no evaluation has one."""
@@ -85,11 +97,13 @@ def spectrum_table(evaluations: dict[str, dict]) -> str | None:
     lines = [f"| level | {BICUBIC} | " + " | ".join(f"{name}: output | {name}: one sample" for name in names) + " |",
              "|" + "---|" * (2 + 2 * len(names))]
     for level in next(iter(measured.values())):
-        first = measured[names[0]][level]
-        cells = [level, f"{first['bicubic']['hf_power_db']:+.2f}"]
+        def cell(row: dict, key: str) -> str:
+            return "–" if key not in row else "n/a" if row[key] is None else f"{row[key]:+.2f}"
+
+        cells = [level, cell(measured[names[0]][level]["bicubic"], "hf_power_db")]
         for name in names:
             model = measured[name].get(level, {}).get("model", {})
-            cells += [f"{model[key]:+.2f}" if key in model else "–" for key in ("hf_power_db", "hf_power_sample_db")]
+            cells += [cell(model, key) for key in ("hf_power_db", "hf_power_sample_db")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
