@@ -14,13 +14,24 @@ from __future__ import annotations
 from torch import nn
 
 from ddpm.settings import UsageError
-from experiments.checkpoint import read_checkpoint
+from experiments.checkpoint import Checkpoint, read_checkpoint
 from experiments.config.schema import RunConfig
 from experiments.data.task import GRID_FILE, DataGrid, data_grid
 
 # Sections and fields whose values give the weights their meaning.
 MUST_MATCH = (("network", None), ("diffusion", None), ("train", "objective"), ("train", "conditional"),
               ("data", "task"))
+
+
+def check_input_pixel(checkpoint: Checkpoint, config: RunConfig, flag: str, advice: str) -> None:
+    """Refuse a checkpoint trained on input pixels more than 25 % off those of the run's data (its recorded grid
+    against ``config.data.root``'s), naming it by ``flag`` and saying what to do (``advice``)."""
+    if checkpoint.grid is None:
+        return
+    theirs, ours = DataGrid.from_json(checkpoint.grid), data_grid(config.data.root, config.data.task)
+    if not theirs.suits_pixel_size(ours.input_pixel_um):
+        raise UsageError(f"{flag}: it was trained on inputs of {theirs.input_pixel_um * 1000:.1f} nm pixels, "
+                         f"{config.data.root} holds {ours.input_pixel_um * 1000:.1f} nm ones (its {GRID_FILE}); {advice}")
 
 
 def load_initial_weights(model: nn.Module, config: RunConfig) -> str:
@@ -39,13 +50,8 @@ def load_initial_weights(model: nn.Module, config: RunConfig) -> str:
             raise UsageError(f"--train.init {path}: its {flag[2:]} is {old}, this run's is {new}; fine-tuning keeps the "
                              f"network, objective, schedule and task of the checkpoint (drop the {flag}* flags that "
                              "change them, or train from scratch)")
-    if checkpoint.grid is not None:
-        theirs_grid, ours_grid = DataGrid.from_json(checkpoint.grid), data_grid(config.data.root, config.data.task)
-        if not theirs_grid.suits_pixel_size(ours_grid.input_pixel_um):
-            raise UsageError(
-                f"--train.init {path}: it was trained on inputs of {theirs_grid.input_pixel_um * 1000:.1f} nm pixels, "
-                f"{config.data.root} holds {ours_grid.input_pixel_um * 1000:.1f} nm ones (its {GRID_FILE}); resample "
-                "your images to the model's pixel, or train from scratch")
+    check_input_pixel(checkpoint, config, f"--train.init {path}",
+                      "resample your images to the model's pixel, or train from scratch")
     name, weights = checkpoint.sampling_weights()
     model.load_state_dict(weights)
     return name

@@ -12,7 +12,7 @@ import torch
 from ddpm.settings import UsageError
 from experiments.checkpoint import LAST, CheckpointError, file_digest, read_checkpoint
 from experiments.config.schema import RunConfig
-from experiments.data.task import GRID_FILE, DataGrid, data_grid
+from experiments.training.initial_weights import check_input_pixel
 
 
 def read_base(config: RunConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -40,12 +40,7 @@ def read_base(config: RunConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor
         raise UsageError(f"{flag}: its network takes sides in multiples of {base.network.size_multiple}, which "
                          f"this run's network ({config.network.size_multiple}) does not guarantee; give the refiner "
                          "at least as many resolution levels as the base")
-    if checkpoint.grid is not None:
-        theirs_grid, ours_grid = DataGrid.from_json(checkpoint.grid), data_grid(config.data.root, config.data.task)
-        if not theirs_grid.suits_pixel_size(ours_grid.input_pixel_um):
-            raise UsageError(f"{flag}: it was trained on inputs of {theirs_grid.input_pixel_um * 1000:.1f} nm pixels, "
-                             f"{config.data.root} holds {ours_grid.input_pixel_um * 1000:.1f} nm ones (its "
-                             f"{GRID_FILE}); train the base on this data first")
+    check_input_pixel(checkpoint, config, flag, "train the base on this data first")
     _, weights = checkpoint.sampling_weights()
     file = path / LAST if path.is_dir() else path
     record = {"config": base.to_dict(), "checkpoint": str(path), "digest": file_digest(file)}
