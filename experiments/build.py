@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ddpm import Diffusion
+from ddpm import Diffusion, RegressionSampler
 from ddpm.settings import UsageError
 from experiments.config.schema import RunConfig, output_channels
 from unet import build_network
@@ -42,10 +42,11 @@ class ResidualModel(nn.Module):
     @torch.no_grad()
     def base_output(self, condition: torch.Tensor,
                     run: Callable[[nn.Module], Callable[..., torch.Tensor]] = lambda network: network) -> torch.Tensor:
-        """The base [B, 1, H, W] of inputs [B, C, H, W]: the regression's image channel in the target's range, as
-        :class:`ddpm.samplers.RegressionSampler` gives it (a probabilistic regression's scale is not used). ``run``
-        wraps the regression network as the caller runs networks (prediction: on tiles, blended before the clamp)."""
-        return self.base_diffusion.regression_output(run(self.base), condition)[:, :1].clamp(-1.0, 1.0)
+        """The base [B, 1, H, W] of inputs [B, C, H, W]: the regression's output as its own sampler gives it
+        (:class:`ddpm.samplers.RegressionSampler`), its image channel (a probabilistic regression's std is not used).
+        ``run`` wraps the regression network as the caller runs networks (prediction: on tiles, blended before the
+        clamp)."""
+        return RegressionSampler()(self.base_diffusion, run(self.base), condition, progress=False)[:, :1]
 
 
 def refines(model: nn.Module) -> bool:

@@ -114,11 +114,10 @@ def run(args: argparse.Namespace) -> None:
                  "first evaluation; each gain is against its own evaluation's bicubic input.\n"]
     for metric in ("psnr", "ssim"):
         text += [f"\n## {metric.upper()}\n", level_table(evaluations, metric)]
-    pairs = [tuple(entry.split("=", 1)) for entry in args.paired]
-    for pair in pairs:
-        unknown = [name for name in pair if name not in evaluations] if len(pair) == 2 else ["="]
-        if unknown:
-            raise UsageError(f"--paired {'='.join(pair)}: name two --evaluation entries as FIRST=SECOND "
+    pairs = [entry.partition("=")[::2] for entry in args.paired]
+    for entry, pair in zip(args.paired, pairs):
+        if not all(name in evaluations for name in pair):
+            raise UsageError(f"--paired {entry}: name two --evaluation entries as FIRST=SECOND "
                              f"(known: {', '.join(evaluations)})")
     paired = paired_table(evaluations, pairs)
     if paired:

@@ -96,10 +96,10 @@ def spectrum_table(evaluations: dict[str, dict]) -> str | None:
     names = list(measured)
     lines = [f"| level | {BICUBIC} | " + " | ".join(f"{name}: output | {name}: one sample" for name in names) + " |",
              "|" + "---|" * (2 + 2 * len(names))]
-    for level in next(iter(measured.values())):
-        def cell(row: dict, key: str) -> str:
-            return "–" if key not in row else "n/a" if row[key] is None else f"{row[key]:+.2f}"
+    def cell(row: dict, key: str) -> str:
+        return "–" if key not in row else "n/a" if row[key] is None else f"{row[key]:+.2f}"
 
+    for level in next(iter(measured.values())):
         cells = [level, cell(measured[names[0]][level]["bicubic"], "hf_power_db")]
         for name in names:
             model = measured[name].get(level, {}).get("model", {})

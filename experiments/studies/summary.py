@@ -182,6 +182,12 @@ def metric_table(config: StudyConfig, levels: dict, protocol: str, metric: str) 
     return "\n".join(lines)
 
 
+def _measured(levels: dict, protocol: str, metrics: dict) -> list[str]:
+    """The ``metrics`` of the pseudo-protocol ``protocol`` that some arm holds at some level."""
+    return [metric for metric in metrics
+            if any(metric in rows.get(arm, {}).get(protocol, {}) for rows in levels.values() for arm in rows)]
+
+
 def write_markdown(config: StudyConfig, summary: dict, timings: dict, machine: str, path: Path) -> Path:
     """``study.md``: what was run, then per evaluation and level the table of each protocol."""
     first, second = config.paired
@@ -204,10 +210,7 @@ def write_markdown(config: StudyConfig, summary: dict, timings: dict, machine: s
         for protocol, metric in (("fitted", "psnr"), ("fitted", "ssim"), ("fitted", FRC), ("tutorial", "psnr"),
                                  ("tutorial", "ssim")):
             lines += ["", metric_table(config, levels, protocol, metric)]
-        trusted = [metric for metric in TRUST_METRICS
-                   if any(metric in rows.get(arm, {}).get(TRUST, {}) for rows in levels.values() for arm in rows)]
-        detailed = [metric for metric in DETAIL_METRICS
-                    if any(metric in rows.get(arm, {}).get(DETAIL, {}) for rows in levels.values() for arm in rows)]
+        trusted, detailed = _measured(levels, TRUST, TRUST_METRICS), _measured(levels, DETAIL, DETAIL_METRICS)
         if detailed:
             lines += ["", f"### Detail, {titles[evaluation]}", "",
                       "The power above a quarter cycle per pixel relative to the target's (`docs/trust.md`): 0 dB holds "
